@@ -1,0 +1,178 @@
+"""The ``model.toml`` schema, and errors that name the file, line and key that is wrong.
+
+Every key is optional: a model folder with a bare artifact needs no ``model.toml`` at all.
+
+.. code-block:: toml
+
+    runtime = "sklearn"           # onnx | sklearn | xgboost | lightgbm | torch | python (default: from the artifact)
+    artifact = "model.joblib"     # file name inside each version folder (default: the one known artifact)
+    description = "spam filter"
+
+    [versions]
+    policy = "latest"             # latest | all | specific
+    latest = 1                    # with policy latest: how many of the newest versions to serve
+    specific = [1, 3]             # with policy specific: which versions
+
+    [[inputs]]                    # signature override; must agree with what the artifact declares
+    name = "text"
+    datatype = "BYTES"
+    shape = [-1]
+
+    [options]                     # runtime-specific, checked by the runtime (for example allow_pickle)
+    allow_pickle = true
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from inferd.signature import Signature, TensorSpec
+from inferd.tensors import DATATYPES
+
+CONFIG_FILE = "model.toml"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A model.toml that cannot be used. The message starts with ``file:line:`` when the line is known."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TensorConfig(_Strict):
+    name: str = Field(min_length=1)
+    datatype: Literal[DATATYPES]  # type: ignore[valid-type]
+    shape: list[int]
+
+    def to_spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class VersionPolicy(_Strict):
+    policy: Literal["latest", "all", "specific"] = "latest"
+    latest: int = Field(default=1, ge=1)
+    specific: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _specific_needs_versions(self) -> VersionPolicy:
+        if self.policy == "specific" and not self.specific:
+            raise ValueError("policy 'specific' needs a non-empty 'specific' list of versions")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those found on disk, in ascending order."""
+        ordered = sorted(available)
+        if self.policy == "all":
+            return ordered
+        if self.policy == "specific":
+            return [v for v in ordered if v in set(self.specific)]
+        return ordered[-self.latest:]
+
+
+class ModelConfig(_Strict):
+    runtime: str | None = None
+    artifact: str | None = None
+    description: str = ""
+    versions: VersionPolicy = Field(default_factory=VersionPolicy)
+    inputs: list[TensorConfig] = Field(default_factory=list)
+    outputs: list[TensorConfig] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def signature_override(self) -> Signature | None:
+        if not self.inputs and not self.outputs:
+            return None
+        return Signature(tuple(t.to_spec() for t in self.inputs), tuple(t.to_spec() for t in self.outputs))
+
+
+def load_model_config(folder: Path) -> ModelConfig:
+    """Read ``folder/model.toml``; defaults when there is none."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return ModelConfig()
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(path, text, exc) from None
+
+
+def validate_options(folder: Path, options: dict[str, Any], schema: type[M]) -> M:
+    """Check the ``[options]`` table against a runtime's own schema, with the same file:line errors."""
+    try:
+        return schema.model_validate(options)
+    except ValidationError as exc:
+        path = folder / CONFIG_FILE
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        raise config_error(path, text, exc, prefix=("options",)) from None
+
+
+def config_error(path: Path, text: str, exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+    """One message for every problem pydantic found, each with its line and dotted key."""
+    problems = []
+    for error in exc.errors():
+        loc = (*prefix, *error["loc"])
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        line = locate_key(text, loc)
+        where = f"{path}:{line}" if line else str(path)
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{where}: key '{key}': {message}")
+    return ConfigError("\n".join(problems))
+
+
+_TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_ARRAY_TABLE = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+
+
+def locate_key(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of ``text`` that defines the longest known prefix of ``loc``.
+
+    TOML parsers do not keep positions, so this follows the document's table headers and keys itself. It
+    understands ``[table]``, ``[[array.of.tables]]``, dotted and quoted keys, which covers model.toml.
+    """
+    wanted = tuple(str(p) for p in loc)
+    best: tuple[int, int] = (0, 0)  # (matched length, line)
+    table: tuple[str, ...] = ()
+    counts: dict[tuple[str, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if match := _ARRAY_TABLE.match(line):
+            name = _split_key(match.group(1))
+            counts[name] = counts.get(name, -1) + 1
+            table = (*name, str(counts[name]))
+            path = table
+        elif match := _TABLE.match(line):
+            table = _split_key(match.group(1))
+            path = table
+        elif match := _KEY.match(line):
+            path = (*table, *_split_key(match.group(1)))
+        else:
+            continue
+        matched = _common_prefix(path, wanted)
+        if matched > best[0] and matched == len(path):
+            best = (matched, number)
+    return best[1] or None
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in key.split("."))
+
+
+def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

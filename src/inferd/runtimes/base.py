@@ -1,0 +1,40 @@
+"""The seam between inferd and a framework: a loaded model with a signature and a predict function.
+
+Each runtime module (``inferd.runtimes.onnx``, ...) exposes two names: ``Options``, a pydantic model for the
+``[options]`` table of model.toml, and ``load(artifact: Path, options: Options, override: Signature | None)
+-> Runtime``. The registry imports the module only when a model needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from inferd.signature import Signature
+
+Inputs = dict[str, np.ndarray]
+Outputs = Mapping[str, np.ndarray]
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """A model ready to predict.
+
+    ``predict`` takes arrays already checked against ``signature`` (names, datatypes, shapes) and returns one
+    array per output. It may be called from several threads at once unless the runtime says otherwise.
+    """
+
+    signature: Signature
+
+    def predict(self, inputs: Inputs) -> Outputs: ...
+
+    def close(self) -> None: ...
+
+
+class NoOptions(BaseModel):
+    """For runtimes that take no ``[options]``: any key is an error naming the file and line."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

@@ -1,0 +1,80 @@
+"""Which runtime serves which artifact, and loading a runtime module only when a model needs it.
+
+Frameworks are optional extras. Nothing here imports them: a runtime's module is imported when the first
+model that needs it loads, and a missing framework becomes a message naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from inferd.config import validate_options
+from inferd.runtimes.base import Runtime
+from inferd.signature import Signature
+
+
+class MissingExtraError(RuntimeError):
+    """A model needs a framework that is not installed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    name: str
+    module: str
+    artifacts: tuple[str, ...]
+    extra: str
+    requires: tuple[str, ...]
+    """Top-level modules the runtime imports; checked before importing the runtime module."""
+
+
+RUNTIMES: dict[str, RuntimeInfo] = {
+    info.name: info
+    for info in (
+        RuntimeInfo("onnx", "inferd.runtimes.onnx", ("model.onnx",), "onnx", ("onnxruntime",)),
+        RuntimeInfo("sklearn", "inferd.runtimes.sklearn", ("model.skops", "model.joblib", "model.pkl"),
+                    "sklearn", ("sklearn", "skops")),
+        RuntimeInfo("xgboost", "inferd.runtimes.xgboost", ("model.json", "model.ubj"), "xgboost", ("xgboost",)),
+        RuntimeInfo("lightgbm", "inferd.runtimes.lightgbm", ("model.txt",), "lightgbm", ("lightgbm",)),
+        RuntimeInfo("torch", "inferd.runtimes.torch", ("model.pt", "model.pt2"), "torch", ("torch",)),
+        RuntimeInfo("python", "inferd.runtimes.python", ("model.py",), "", ()),
+    )
+}
+
+KNOWN_ARTIFACTS: dict[str, RuntimeInfo] = {name: info for info in RUNTIMES.values() for name in info.artifacts}
+
+
+def runtime_named(name: str) -> RuntimeInfo:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; known runtimes: {', '.join(RUNTIMES)}") from None
+
+
+def runtime_for_artifact(filename: str) -> RuntimeInfo | None:
+    return KNOWN_ARTIFACTS.get(filename)
+
+
+def check_installed(info: RuntimeInfo) -> None:
+    missing = [m for m in info.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(
+            f"the {info.name} runtime needs {', '.join(missing)}, which is not installed; "
+            f"install it with: pip install 'inferd[{info.extra}]'"
+        )
+
+
+def load_runtime(info: RuntimeInfo, artifact: Path, config_folder: Path, options: dict[str, Any],
+                 override: Signature | None) -> Runtime:
+    """Import the runtime's module, check its options, and load the artifact."""
+    check_installed(info)
+    module = importlib.import_module(info.module)
+    schema: type[BaseModel] = module.Options
+    checked = validate_options(config_folder, options, schema)
+    runtime: Runtime = module.load(artifact, checked, override)
+    return runtime

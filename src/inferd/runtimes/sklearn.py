@@ -1,0 +1,123 @@
+"""scikit-learn estimators and pipelines, from skops files (safe by default) or, when trusted, pickles.
+
+The signature comes from the estimator: ``n_features_in_`` gives the input width, ``classes_`` and
+``predict_proba`` make a classifier's ``label`` and ``probabilities`` outputs, other estimators give
+``prediction``. A pipeline that starts with a text vectorizer takes one BYTES input, ``text``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferd.runtimes.base import Inputs, Outputs
+from inferd.signature import FREE, Signature, TensorSpec, merge_override
+from inferd.tensors import datatype_of
+
+PICKLE_SUFFIXES = (".joblib", ".pkl")
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    allow_pickle: bool = False
+    """Load a joblib/pickle file. Unpickling runs code stored in the file: only for files you trust."""
+    trusted_types: list[str] = Field(default_factory=list)
+    """Types a skops file may hold beyond those skops trusts by default."""
+
+
+class SklearnRuntime:
+    def __init__(self, estimator: Any, signature: Signature) -> None:
+        self._estimator = estimator
+        self.signature = signature
+        self._input = signature.inputs[0].name
+        self._text = signature.inputs[0].datatype == "BYTES"
+        names = set(signature.output_names())
+        self._proba = "probabilities" in names
+        self._label = "label" in names
+
+    def predict(self, inputs: Inputs) -> Outputs:
+        x: Any = inputs[self._input]
+        if self._text:
+            x = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in x.ravel()]
+        if self._proba:
+            proba = self._estimator.predict_proba(x)
+            outputs = {"probabilities": proba}
+            if self._label:
+                outputs["label"] = self._estimator.classes_[np.argmax(proba, axis=1)]
+            return outputs
+        name = "label" if self._label else "prediction"
+        return {name: self._estimator.predict(x)}
+
+    def close(self) -> None:
+        self._estimator = None
+
+
+def load(artifact: Path, options: Options, override: Signature | None) -> SklearnRuntime:
+    estimator = _read(artifact, options)
+    if not callable(getattr(estimator, "predict", None)):
+        raise ValueError(f"{artifact}: holds a {type(estimator).__name__}, which has no predict()")
+    declared = Signature(_inputs(estimator, override), _outputs(estimator))
+    signature = merge_override(declared, override, str(artifact))
+    if not signature.inputs:
+        raise ValueError(
+            f"{artifact}: cannot tell the input width of {type(estimator).__name__} (no n_features_in_); "
+            "declare [[inputs]] in model.toml"
+        )
+    if len(signature.inputs) != 1:
+        raise ValueError(f"{artifact}: a scikit-learn model takes exactly one input tensor")
+    return SklearnRuntime(estimator, signature)
+
+
+def _read(artifact: Path, options: Options) -> Any:
+    if artifact.suffix in PICKLE_SUFFIXES:
+        if not options.allow_pickle:
+            raise PermissionError(
+                f"{artifact}: refusing to load a pickle: unpickling runs any code stored in the file. "
+                "Save the model with skops (model.skops) instead, or, if you trust this file, "
+                "set allow_pickle = true under [options] in model.toml"
+            )
+        import joblib
+
+        return joblib.load(artifact)
+    import skops.io as sio
+
+    untrusted = [t for t in sio.get_untrusted_types(file=artifact) if t not in set(options.trusted_types)]
+    if untrusted:
+        raise PermissionError(
+            f"{artifact}: the skops file holds types that are not trusted by default: {', '.join(untrusted)}. "
+            "If you trust this file, list them under [options] in model.toml: trusted_types = [...]"
+        )
+    return sio.load(artifact, trusted=list(options.trusted_types) or None)
+
+
+def _inputs(estimator: Any, override: Signature | None) -> tuple[TensorSpec, ...]:
+    given = override.inputs[0] if override and override.inputs else None
+    if _starts_with_text_vectorizer(estimator):
+        return (TensorSpec(given.name if given else "text", "BYTES", (FREE,)),)
+    width = getattr(estimator, "n_features_in_", None)
+    if width is None:
+        return ()
+    # The artifact fixes the width; the wire datatype is the user's choice (FP32 unless model.toml says).
+    datatype = given.datatype if given and given.datatype != "BYTES" else "FP32"
+    return (TensorSpec(given.name if given else "input", datatype, (FREE, int(width))),)
+
+
+def _outputs(estimator: Any) -> tuple[TensorSpec, ...]:
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None:
+        label = TensorSpec("label", datatype_of(np.asarray(classes).dtype), (FREE,))
+        if callable(getattr(estimator, "predict_proba", None)):
+            return label, TensorSpec("probabilities", "FP64", (FREE, len(classes)))
+        return (label,)
+    n_outputs = getattr(estimator, "n_outputs_", 1)
+    shape = (FREE,) if n_outputs == 1 else (FREE, int(n_outputs))
+    return (TensorSpec("prediction", "FP64", shape),)
+
+
+def _starts_with_text_vectorizer(estimator: Any) -> bool:
+    first = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+    return callable(getattr(first, "build_analyzer", None))

@@ -1,0 +1,149 @@
+"""V2 datatypes and their numpy counterparts, and turning wire data into arrays.
+
+BYTES tensors are numpy object arrays whose elements are ``bytes``. BF16 maps to ``ml_dtypes.bfloat16``,
+a real numpy dtype, so BF16 tensors keep their precision end to end instead of being widened silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from inferd.errors import invalid
+
+_NUMPY_BY_DATATYPE: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "BYTES": np.dtype(object),
+}
+_DATATYPE_BY_NUMPY: dict[np.dtype[Any], str] = {v: k for k, v in _NUMPY_BY_DATATYPE.items()}
+
+DATATYPES: tuple[str, ...] = tuple(_NUMPY_BY_DATATYPE)
+"""Every V2 datatype inferd accepts, in the order of the Open Inference Protocol's table."""
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The numpy dtype that holds a V2 ``datatype``; INVALID_ARGUMENT for a name outside the protocol."""
+    try:
+        return _NUMPY_BY_DATATYPE[datatype]
+    except KeyError:
+        raise invalid(f"unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}") from None
+
+
+def datatype_of(dtype: np.dtype[Any]) -> str:
+    """The V2 datatype for a numpy dtype. Strings (``<U``, ``S``) and objects are BYTES."""
+    found = _DATATYPE_BY_NUMPY.get(dtype)
+    if found is not None:
+        return found
+    if dtype.kind in "OUS":
+        return "BYTES"
+    raise ValueError(f"numpy dtype {dtype} has no V2 datatype")
+
+
+def element_count(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+def to_array(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
+    """Turn one input tensor as it came off the wire into an array of ``shape``.
+
+    ``data`` is either an ndarray (binary transports decode straight to arrays) or the JSON form: a flat or
+    nested list, or a scalar. Errors name the input and say what was expected and what came.
+    """
+    if any(d < 0 for d in shape):
+        raise invalid(f"input {name!r}: shape {list(shape)} has a negative dimension")
+    expected = element_count(shape)
+    dtype = numpy_dtype(datatype)
+    if isinstance(data, np.ndarray):
+        array = _checked_ndarray(name, datatype, dtype, data)
+    elif datatype == "BYTES":
+        array = _bytes_array(name, data)
+    else:
+        array = _numeric_array(name, datatype, dtype, data)
+    if array.size != expected:
+        raise invalid(
+            f"input {name!r}: shape {list(shape)} needs {expected} elements but the data has {array.size}"
+        )
+    return array.reshape(shape)
+
+
+def _checked_ndarray(name: str, datatype: str, dtype: np.dtype[Any], data: np.ndarray) -> np.ndarray:
+    if datatype == "BYTES":
+        if data.dtype.kind in "US":
+            return _bytes_array(name, data.ravel().tolist())
+        if data.dtype != dtype:
+            raise invalid(f"input {name!r}: BYTES data must hold bytes or str, got numpy {data.dtype}")
+        return data
+    if data.dtype != dtype:
+        raise invalid(f"input {name!r}: datatype {datatype} needs numpy {dtype}, got {data.dtype}")
+    return data
+
+
+def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: Any) -> np.ndarray:
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise invalid(f"input {name!r}: data does not fit datatype {datatype}: {exc}") from None
+    if array.dtype != dtype:  # pragma: no cover - asarray with dtype always returns it
+        raise invalid(f"input {name!r}: data does not fit datatype {datatype}")
+    return array
+
+
+def _bytes_array(name: str, data: Any) -> np.ndarray:
+    flat: list[bytes] = []
+    try:
+        _flatten_bytes(data, flat)
+    except TypeError as exc:
+        raise invalid(f"input {name!r}: BYTES data must be strings, {exc}") from None
+    array = np.empty(len(flat), dtype=object)
+    array[:] = flat
+    return array
+
+
+def _flatten_bytes(data: Any, out: list[bytes]) -> None:
+    if isinstance(data, bytes):
+        out.append(data)
+    elif isinstance(data, str):
+        out.append(data.encode("utf-8"))
+    elif isinstance(data, list | tuple):
+        for item in data:
+            _flatten_bytes(item, out)
+    else:
+        raise TypeError(f"got {type(data).__name__} {data!r}")
+
+
+def as_bytes_array(values: Iterable[Any]) -> np.ndarray:
+    """An object array of ``bytes`` from str/bytes values (str is UTF-8 encoded)."""
+    items = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def to_jsonable(array: np.ndarray) -> list[Any]:
+    """The flat JSON form of an array: numbers, booleans, or strings for BYTES (UTF-8 decoded).
+
+    BYTES elements that are not valid UTF-8 cannot be JSON strings; a caller that must carry them uses a
+    binary transport. Here they raise ``UnicodeDecodeError`` so the codec can report it.
+    """
+    flat = array.ravel()
+    if flat.dtype == object:
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in flat]
+    if flat.dtype == _NUMPY_BY_DATATYPE["BF16"]:
+        flat = flat.astype(np.float32)
+    return flat.tolist()  # type: ignore[no-any-return]
