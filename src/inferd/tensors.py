@@ -146,4 +146,5 @@ def to_jsonable(array: np.ndarray) -> list[Any]:
         return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in flat]
     if flat.dtype == _NUMPY_BY_DATATYPE["BF16"]:
         flat = flat.astype(np.float32)
-    return flat.tolist()  # type: ignore[no-any-return]
+    values: list[Any] = flat.tolist()
+    return values

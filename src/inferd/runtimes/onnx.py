@@ -89,4 +89,6 @@ def _spec(node: Any) -> TensorSpec:
 
 def _as_str(array: np.ndarray) -> np.ndarray:
     """onnxruntime wants str, not bytes, for string tensors."""
-    return np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object])(array)
+    out = np.empty(array.shape, dtype=object)
+    out.ravel()[:] = [b.decode("utf-8") if isinstance(b, bytes) else b for b in array.ravel()]
+    return out

@@ -1,0 +1,85 @@
+"""``inferd models list|show``: what a repository holds and whether it loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferd.cli.common import console, fail, open_repository
+from inferd.repository import Model, State
+
+app = typer.Typer(help="Inspect the models in a repository folder.", no_args_is_help=True)
+
+RepoArg = Annotated[Path, typer.Argument(help="Model repository folder.")]
+
+
+@app.command("list")
+def list_models(repo: RepoArg) -> None:
+    """Load every model in REPO and list its versions, runtime and state."""
+    repository = open_repository(repo)
+    models = repository.load_all()
+    if not models:
+        console.print(f"No models in {repo}. A model is a subfolder holding an artifact such as model.onnx.")
+        return
+    table = Table("model", "version", "runtime", "state", "inputs", "reason")
+    for model in models:
+        for row in _rows(model):
+            table.add_row(*row)
+    console.print(table)
+    if any(not _ok(m) for m in models):
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def show_model(
+    repo: RepoArg,
+    model: Annotated[str, typer.Argument(help="Model name (its folder name).")],
+    version: Annotated[int | None, typer.Option(help="Version to show; default the newest ready one.")] = None,
+) -> None:
+    """Load one model and show its versions, artifact and signature."""
+    repository = open_repository(repo)
+    if model not in repository.names():
+        fail(f"no model {model!r} in {repo}; models there: {', '.join(repository.names()) or 'none'}")
+    loaded = repository.load(model)
+    console.print(f"[bold]{loaded.name}[/]  {loaded.config.description}")
+    for number, entry in sorted(loaded.versions.items()):
+        where = entry.source.artifact if entry.source else "-"
+        console.print(f"  version {number}: {entry.state.value}  {entry.runtime_name}  {where}")
+        if entry.reason:
+            console.print(f"    [red]{entry.reason}[/]", highlight=False)
+    if loaded.reason:
+        fail(loaded.reason)
+    ready = [v for v in loaded.versions.values() if v.state is State.READY]
+    chosen = next((v for v in ready if v.version == version), None) if version else loaded.latest_ready()
+    if chosen is None:
+        fail(f"model {model!r} has no ready version{f' {version}' if version else ''}")
+    table = Table("", "name", "datatype", "shape", title=f"signature of version {chosen.version}")
+    for kind, specs in (("input", chosen.signature.inputs), ("output", chosen.signature.outputs)):
+        for spec in specs:
+            table.add_row(kind, spec.name, spec.datatype, str(list(spec.shape)))
+    console.print(table)
+
+
+def _ok(model: Model) -> bool:
+    return not model.reason and all(v.state is State.READY for v in model.versions.values())
+
+
+def _rows(model: Model) -> list[tuple[str, str, str, str, str, str]]:
+    if model.reason or not model.versions:
+        return [(model.name, "-", "-", _state(State.UNAVAILABLE), "", model.reason)]
+    rows = []
+    for number, version in sorted(model.versions.items()):
+        inputs = ""
+        if version.runtime is not None:
+            inputs = ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in version.signature.inputs)
+        rows.append((model.name, str(number), version.runtime_name or "-", _state(version.state), inputs,
+                     version.reason))
+    return rows
+
+
+def _state(state: State) -> str:
+    colour = {State.READY: "green", State.UNAVAILABLE: "red"}.get(state, "yellow")
+    return f"[{colour}]{state.value}[/]"

@@ -1,0 +1,197 @@
+"""The one place that knows how to answer "infer this request on that model".
+
+REST, gRPC, the async queue, batch jobs and the CLI all call the same :class:`DataPlane`; they only
+translate their wire formats to the types in :mod:`inferd.inference` and map :class:`InferError` codes to
+their own statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version as package_version
+
+import numpy as np
+
+from inferd.errors import InferError, internal, invalid, not_found, unavailable
+from inferd.inference import (
+    IndexEntry,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    RequestInput,
+    RequestOutput,
+    ResponseOutput,
+    ServerMetadata,
+)
+from inferd.repository import Model, ModelRepository, ModelVersion, State
+from inferd.runtimes.base import Outputs
+from inferd.signature import Signature, check_all_inputs_present, check_outputs, check_request_input
+from inferd.tensors import datatype_of, to_array
+
+log = logging.getLogger(__name__)
+
+
+class DataPlane:
+    """Inference, metadata, readiness and repository control over one :class:`ModelRepository`."""
+
+    def __init__(self, repository: ModelRepository, *, extensions: Sequence[str] = (),
+                 strict_readiness: bool = True, threads: int | None = None) -> None:
+        self.repository = repository
+        self._extensions = list(extensions)
+        self._strict_readiness = strict_readiness
+        self._started = False
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inferd-model")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every model in the repository. Failures are recorded per model, never raised."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.load_all)
+        self._started = True
+
+    def close(self) -> None:
+        for model in list(self.repository.models()):
+            if any(v.state is State.READY for v in model.versions.values()):
+                self.repository.unload(model.name)
+        self._pool.shutdown(wait=True)
+
+    # -- health and metadata -----------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready once the start-up load finished; with strict readiness, only if every model loaded."""
+        if not self._started:
+            return False
+        if not self._strict_readiness:
+            return True
+        return all(
+            not m.reason and all(v.state is State.READY for v in m.versions.values())
+            for m in self.repository.models()
+        )
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata("inferd", package_version("inferd"), list(self._extensions))
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether the model (version) can serve now. Unknown model or version: NOT_FOUND."""
+        model = self.repository.find(name)
+        if version is None:
+            return model.latest_ready() is not None
+        number = parse_version(version)
+        if number not in model.versions:
+            raise not_found(f"model {name!r} has no version {version}")
+        return model.versions[number].state is State.READY
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        chosen = self.repository.get(name, parse_version(version))
+        model = self.repository.find(name)
+        ready = sorted(v.version for v in model.versions.values() if v.state is State.READY)
+        signature = chosen.signature
+        return ModelMetadata(
+            name=name,
+            versions=[str(v) for v in ready],
+            platform=chosen.runtime_name,
+            inputs=[s.to_dict() for s in signature.inputs],
+            outputs=[s.to_dict() for s in signature.outputs],
+        )
+
+    def signature(self, name: str, version: str | None = None) -> Signature:
+        return self.repository.get(name, parse_version(version)).signature
+
+    # -- repository ------------------------------------------------------------------------------
+    def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        known = {m.name: m for m in self.repository.models()}
+        entries: list[IndexEntry] = []
+        for name in sorted(set(known) | set(self.repository.names())):
+            model = known.get(name)
+            entries.extend(_index_rows(name, model))
+        return [e for e in entries if e.state == State.READY.value] if ready_only else entries
+
+    async def load(self, name: str) -> Model:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.repository.load, name)
+
+    async def unload(self, name: str) -> Model:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.repository.unload, name)
+
+    # -- inference -------------------------------------------------------------------------------
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        model = self.repository.get(request.model_name, parse_version(request.model_version))
+        signature = model.signature
+        arrays, batch_size = prepare_inputs(signature, request.inputs)
+        wanted = requested_outputs(signature, request.outputs)
+        raw = await asyncio.get_running_loop().run_in_executor(self._pool, _predict, model, arrays)
+        checked = check_outputs(signature, raw, batch_size)
+        outputs = [_response_output(name, checked[name]) for name in wanted]
+        return InferenceResponse(request.model_name, str(model.version), outputs, id=request.id)
+
+
+def parse_version(version: str | None) -> int | None:
+    if version is None or version == "":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise invalid(f"model version must be a positive integer, got {version!r}")
+    return int(version)
+
+
+def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput]) -> tuple[dict[str, np.ndarray], int | None]:
+    """Check each request input against the signature and turn its data into an array.
+
+    Returns the arrays by name and, for a batched model, the batch size all inputs agree on.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    known = signature.input_names()
+    for item in inputs:
+        if item.name in arrays:
+            raise invalid(f"input {item.name!r} appears more than once")
+        spec = check_request_input(signature.input(item.name), item.name, item.datatype, item.shape, known)
+        arrays[item.name] = to_array(item.name, spec.datatype, item.shape, item.data)
+    check_all_inputs_present(signature, arrays)
+    if not signature.batched:
+        return arrays, None
+    sizes = {name: array.shape[0] for name, array in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{n!r} has {s}" for n, s in sizes.items())
+        raise invalid(f"inputs disagree on the batch size: {listed}")
+    return arrays, next(iter(sizes.values()))
+
+
+def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | None) -> list[str]:
+    available = signature.output_names()
+    if not outputs:
+        return available
+    names = [o.name for o in outputs]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        listed = ", ".join(map(repr, available))
+        raise invalid(f"unknown output {', '.join(map(repr, unknown))}; the model gives {listed}")
+    return names
+
+
+def _predict(model: ModelVersion, arrays: dict[str, np.ndarray]) -> Outputs:
+    runtime = model.runtime
+    if runtime is None:  # unloaded between lookup and run
+        raise unavailable(f"model {model.name!r} version {model.version} was unloaded")
+    try:
+        return runtime.predict(arrays)
+    except InferError:
+        raise
+    except Exception as exc:  # the model's own failure: report it, keep serving
+        log.warning("model %s version %d raised %s: %s", model.name, model.version, type(exc).__name__, exc)
+        raise internal(f"model {model.name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _response_output(name: str, array: np.ndarray) -> ResponseOutput:
+    return ResponseOutput(name, datatype_of(array.dtype), list(array.shape), array)
+
+
+def _index_rows(name: str, model: Model | None) -> list[IndexEntry]:
+    if model is None:
+        return [IndexEntry(name, "", State.UNLOADED.value)]
+    if model.reason or not model.versions:
+        return [IndexEntry(name, "", State.UNAVAILABLE.value, model.reason)]
+    return [IndexEntry(name, str(v.version), v.state.value, v.reason) for v in model.versions.values()]

@@ -1,0 +1,83 @@
+"""Requests and responses as the DataPlane sees them, independent of any wire format.
+
+Plain slotted dataclasses: they are built on every request, so no validation framework runs here. Input
+``data`` is either an ndarray (binary transports) or the JSON form (a flat or nested list); the DataPlane
+turns it into an array of the declared shape and checks it against the model's signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class RequestInput:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: Any
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    model_name: str
+    inputs: list[RequestInput]
+    model_version: str | None = None
+    outputs: list[RequestOutput] | None = None
+    """Outputs the caller wants; None means every output of the model."""
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class ResponseOutput:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    model_name: str
+    model_version: str
+    outputs: list[ResponseOutput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class IndexEntry:
+    """One row of the repository index: a model version (or a model that failed before versions)."""
+
+    name: str
+    version: str
+    state: str
+    reason: str = ""

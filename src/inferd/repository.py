@@ -1,0 +1,193 @@
+"""The model repository: model folders on disk, the versions served of each, and their load state.
+
+Loading one model never stops the others: a model that fails (bad config, corrupt artifact, missing extra)
+is recorded as UNAVAILABLE with the reason, which the index and model-ready calls report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from inferd.artifacts import VersionSource, find_versions, resolve_artifact
+from inferd.config import ConfigError, ModelConfig, load_model_config
+from inferd.errors import ErrorCode, InferError, not_found, unavailable
+from inferd.runtimes.base import Runtime
+from inferd.runtimes.registry import load_runtime
+from inferd.signature import Signature
+
+log = logging.getLogger(__name__)
+
+
+class State(StrEnum):
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    """Failed to load; ``reason`` says why."""
+    UNLOADED = "UNLOADED"
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    """One served version of a model: where it came from, its state and, once ready, its runtime."""
+
+    name: str
+    version: int
+    state: State
+    source: VersionSource | None = None
+    runtime: Runtime | None = None
+    reason: str = ""
+
+    @property
+    def signature(self) -> Signature:
+        if self.runtime is None:
+            raise unavailable(f"model {self.name!r} version {self.version} is not loaded")
+        return self.runtime.signature
+
+    @property
+    def runtime_name(self) -> str:
+        return self.source.runtime.name if self.source else ""
+
+
+@dataclass(slots=True)
+class Model:
+    """A model folder and the versions its policy selects."""
+
+    name: str
+    folder: Path
+    config: ModelConfig = field(default_factory=ModelConfig)
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    reason: str = ""
+    """Why the model as a whole could not load (bad model.toml, no versions), else empty."""
+
+    def latest_ready(self) -> ModelVersion | None:
+        ready = [v for v in self.versions.values() if v.state is State.READY]
+        return max(ready, key=lambda v: v.version) if ready else None
+
+
+class ModelRepository:
+    """Model folders under ``root``. Thread-safe: loads and unloads are serialized, lookups lock-free."""
+
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise FileNotFoundError(f"model repository {root} does not exist or is not a folder")
+        self.root = root
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """Models on disk now: every visible subfolder of the root."""
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+        )
+
+    def models(self) -> Iterator[Model]:
+        """Every model known so far (loaded, failed or unloaded), sorted by name."""
+        for name in sorted(self._models):
+            yield self._models[name]
+
+    def load_all(self) -> list[Model]:
+        return [self.load(name) for name in self.names()]
+
+    def load(self, name: str) -> Model:
+        """Load (or reload) a model's selected versions. A failure is recorded, not raised."""
+        folder = self.root / name
+        if name not in self.names():
+            raise not_found(f"no model {name!r} in repository {self.root}")
+        with self._lock:
+            model = self._read(name, folder)
+            previous = self._models.get(name)
+            self._models[name] = model
+        if previous is not None:
+            _close(previous)
+        return model
+
+    def unload(self, name: str) -> Model:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None or not any(v.state is State.READY for v in model.versions.values()):
+                raise not_found(f"model {name!r} is not loaded")
+            _close(model)
+        return model
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """The ready version asked for (the newest ready one when ``version`` is None)."""
+        model = self._models.get(name)
+        if model is None:
+            known = ", ".join(self._models) or "none"
+            raise not_found(f"unknown model {name!r}; served models: {known}")
+        if version is None:
+            found = model.latest_ready()
+            if found is None:
+                raise unavailable(f"model {name!r} is not ready: {_why(model)}")
+            return found
+        chosen = model.versions.get(version)
+        if chosen is None:
+            served = ", ".join(str(v) for v in sorted(model.versions)) or "none"
+            raise not_found(f"model {name!r} has no version {version}; versions served: {served}")
+        if chosen.state is not State.READY:
+            reason = f": {chosen.reason}" if chosen.reason else ""
+            raise unavailable(f"model {name!r} version {version} is {chosen.state.value.lower()}{reason}")
+        return chosen
+
+    def find(self, name: str) -> Model:
+        model = self._models.get(name)
+        if model is None:
+            raise InferError(ErrorCode.NOT_FOUND, f"unknown model {name!r}")
+        return model
+
+    def _read(self, name: str, folder: Path) -> Model:
+        try:
+            config = load_model_config(folder)
+            on_disk = find_versions(folder)
+        except (ConfigError, ValueError, OSError) as exc:
+            log.warning("model %s failed to load: %s", name, exc)
+            return Model(name, folder, reason=str(exc))
+        model = Model(name, folder, config)
+        for number in config.versions.select(sorted(on_disk)):
+            model.versions[number] = _load_version(name, number, on_disk[number], folder, config)
+        if not model.versions:
+            model.reason = f"version policy {config.versions.policy!r} selects none of {sorted(on_disk)}"
+        return model
+
+
+def _load_version(name: str, number: int, folder: Path, model_folder: Path, config: ModelConfig) -> ModelVersion:
+    try:
+        source = resolve_artifact(number, folder, config)
+    except ValueError as exc:
+        log.warning("model %s version %d failed to load: %s", name, number, exc)
+        return ModelVersion(name, number, State.UNAVAILABLE, reason=str(exc))
+    try:
+        runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options,
+                               config.signature_override())
+    except Exception as exc:  # any framework error while loading is reported, never fatal for the rest
+        if str(source.artifact) in str(exc):  # our own messages already name the file
+            reason = f"{source.runtime.name} runtime: {exc}"
+        else:
+            reason = f"{source.runtime.name} runtime could not load {source.artifact}: {type(exc).__name__}: {exc}"
+        log.warning("model %s version %d failed to load: %s", name, number, reason)
+        return ModelVersion(name, number, State.UNAVAILABLE, source, reason=reason)
+    log.info("model %s version %d ready (%s)", name, number, source.runtime.name)
+    return ModelVersion(name, number, State.READY, source, runtime)
+
+
+def _close(model: Model) -> None:
+    for version in model.versions.values():
+        if version.runtime is not None:
+            try:
+                version.runtime.close()
+            except Exception:  # closing must not stop the unload of the others
+                log.exception("closing model %s version %d failed", model.name, version.version)
+            version.runtime = None
+        if version.state is State.READY:
+            version.state = State.UNLOADED
+
+
+def _why(model: Model) -> str:
+    if model.reason:
+        return model.reason
+    reasons = [f"version {v.version}: {v.reason or v.state.value.lower()}" for v in model.versions.values()]
+    return "; ".join(reasons) or "no versions"

@@ -1,0 +1,155 @@
+"""The DataPlane end to end over a real repository of python models: every validation error, model
+failures, and that the plane keeps serving after each."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from inferd.dataplane import DataPlane
+from inferd.errors import ErrorCode, InferError
+from inferd.inference import InferenceRequest, RequestInput, RequestOutput
+from inferd.repository import ModelRepository
+
+A = RequestInput("a", "FP32", [2, 3], [1, 2, 3, 4, 5, 6])
+B = RequestInput("b", "FP32", [2, 3], [[1, 1, 1], [2, 2, 2]])
+
+
+def infer(plane: DataPlane, request: InferenceRequest):
+    return asyncio.run(plane.infer(request))
+
+
+def expect_error(plane: DataPlane, request: InferenceRequest, code: ErrorCode, message: str) -> InferError:
+    with pytest.raises(InferError, match=message) as info:
+        infer(plane, request)
+    assert info.value.code is code
+    return info.value
+
+
+def test_infer_returns_every_output_in_signature_order(dataplane):
+    response = infer(dataplane, InferenceRequest("adder", [A, B], id="req-1"))
+    assert response.id == "req-1"
+    assert response.model_version == "1"
+    assert [o.name for o in response.outputs] == ["sum", "total"]
+    out = response.outputs[0]
+    assert (out.datatype, out.shape) == ("FP32", [2, 3])
+    np.testing.assert_array_equal(out.data, [[2, 3, 4], [6, 7, 8]])
+    assert response.outputs[1].data.tolist() == [9.0, 21.0]
+
+
+def test_requested_outputs_are_honoured(dataplane):
+    response = infer(dataplane, InferenceRequest("adder", [A, B], outputs=[RequestOutput("total")]))
+    assert [o.name for o in response.outputs] == ["total"]
+    expect_error(dataplane, InferenceRequest("adder", [A, B], outputs=[RequestOutput("mean")]),
+                 ErrorCode.INVALID_ARGUMENT, "unknown output 'mean'; the model gives 'sum', 'total'")
+
+
+def test_explicit_version(dataplane):
+    assert infer(dataplane, InferenceRequest("adder", [A, B], model_version="1")).model_version == "1"
+    expect_error(dataplane, InferenceRequest("adder", [A, B], model_version="2"), ErrorCode.NOT_FOUND,
+                 "model 'adder' has no version 2")
+    expect_error(dataplane, InferenceRequest("adder", [A, B], model_version="latest"),
+                 ErrorCode.INVALID_ARGUMENT, "model version must be a positive integer")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([A], "missing input 'b'; the model takes 'a', 'b'"),
+        ([A, B, RequestInput("c", "FP32", [1], [1])], "unexpected input 'c'; the model takes 'a', 'b'"),
+        ([A, RequestInput("b", "INT32", [2, 3], [1] * 6)], "input 'b': expected datatype FP32, got INT32"),
+        ([A, RequestInput("b", "FP32", [6], [1] * 6)], r"input 'b': expected shape \[-1, 3\], got \[6\]"),
+        ([A, RequestInput("b", "FP32", [2, 4], [1] * 8)], r"input 'b': expected shape \[-1, 3\], got \[2, 4\]"),
+        ([A, RequestInput("b", "FP32", [2, 3], [1] * 5)], r"input 'b': shape \[2, 3\] needs 6 elements but the data"),
+        ([A, RequestInput("b", "FP32", [1, 3], [1] * 3)], "inputs disagree on the batch size: 'a' has 2, 'b' has 1"),
+        ([A, A, B], "input 'a' appears more than once"),
+        ([A, RequestInput("b", "FP32", [2, 3], ["x"] * 6)], "input 'b': data does not fit datatype FP32"),
+    ],
+)
+def test_invalid_requests_name_the_problem(dataplane, inputs, message):
+    expect_error(dataplane, InferenceRequest("adder", inputs), ErrorCode.INVALID_ARGUMENT, message)
+    assert infer(dataplane, InferenceRequest("adder", [A, B])).outputs  # still serving
+
+
+def test_unknown_model(dataplane):
+    expect_error(dataplane, InferenceRequest("nope", [A]), ErrorCode.NOT_FOUND, "unknown model 'nope'")
+
+
+def test_model_that_raises_gives_internal_and_the_next_request_works(dataplane):
+    bad = InferenceRequest("failing", [RequestInput("x", "INT64", [2], [1, -1])])
+    error = expect_error(dataplane, bad, ErrorCode.INTERNAL,
+                         "model 'failing' failed: ValueError: negative values are not allowed")
+    assert "Traceback" not in error.message
+    good = infer(dataplane, InferenceRequest("failing", [RequestInput("x", "INT64", [2], [1, 2])]))
+    assert good.outputs[0].data.tolist() == [2, 4]
+
+
+def test_model_output_with_the_wrong_length_is_internal(dataplane):
+    request = InferenceRequest("failing", [RequestInput("x", "INT64", [2], [7, 1])])
+    expect_error(dataplane, request, ErrorCode.INTERNAL, "model output 'y' has 3 rows for a batch of 2")
+
+
+def test_metadata_ready_and_index(dataplane):
+    assert dataplane.live()
+    assert dataplane.ready()
+    meta = dataplane.model_metadata("adder")
+    assert meta.versions == ["1"]
+    assert meta.platform == "python"
+    assert meta.inputs[0] == {"name": "a", "datatype": "FP32", "shape": [-1, 3]}
+    assert dataplane.model_ready("adder")
+    assert dataplane.model_ready("adder", "1")
+    with pytest.raises(InferError) as info:
+        dataplane.model_ready("ghost")
+    assert info.value.code is ErrorCode.NOT_FOUND
+    server = dataplane.server_metadata()
+    assert server.name == "inferd"
+    assert server.version
+    assert [(e.name, e.version, e.state) for e in dataplane.repository_index()] == [
+        ("adder", "1", "READY"), ("failing", "1", "READY")]
+
+
+def test_unload_then_load_through_the_plane(dataplane):
+    asyncio.run(dataplane.unload("adder"))
+    assert not dataplane.model_ready("adder")
+    assert not dataplane.ready()
+    expect_error(dataplane, InferenceRequest("adder", [A, B]), ErrorCode.UNAVAILABLE, "model 'adder' is not ready")
+    assert ("adder", "1", "UNLOADED") in [(e.name, e.version, e.state) for e in dataplane.repository_index()]
+    asyncio.run(dataplane.load("adder"))
+    assert dataplane.ready()
+    assert infer(dataplane, InferenceRequest("adder", [A, B])).outputs
+
+
+def test_strict_readiness_reflects_a_broken_model(python_repo):
+    (python_repo / "broken").mkdir()
+    strict = DataPlane(ModelRepository(python_repo))
+    assert not strict.ready()  # before start
+    asyncio.run(strict.start())
+    assert not strict.ready()
+    lenient = DataPlane(ModelRepository(python_repo), strict_readiness=False)
+    asyncio.run(lenient.start())
+    assert lenient.ready()
+    index = {e.name: e for e in lenient.repository_index()}
+    assert index["broken"].state == "UNAVAILABLE"
+    assert "no version folders" in index["broken"].reason
+    assert [e.name for e in lenient.repository_index(ready_only=True)] == ["adder", "failing"]
+    strict.close()
+    lenient.close()
+
+
+def test_models_added_on_disk_appear_in_the_index_before_loading(python_repo):
+    plane = DataPlane(ModelRepository(python_repo))
+    assert {(e.name, e.state) for e in plane.repository_index()} == {("adder", "UNLOADED"), ("failing", "UNLOADED")}
+    plane.close()
+
+
+def test_concurrent_requests_get_their_own_answers(dataplane):
+    async def many():
+        requests = [
+            InferenceRequest("adder", [RequestInput("a", "FP32", [1, 3], [i, i, i]), RequestInput("b", "FP32", [1, 3], [1, 1, 1])], id=str(i))
+            for i in range(50)
+        ]
+        return await asyncio.gather(*(dataplane.infer(r) for r in requests))
+
+    for response in asyncio.run(many()):
+        i = int(response.id)
+        assert response.outputs[1].data.tolist() == [3.0 * i + 3]

@@ -1,0 +1,71 @@
+import ml_dtypes
+import numpy as np
+import pytest
+
+from inferd.errors import ErrorCode, InferError
+from inferd.tensors import DATATYPES, as_bytes_array, datatype_of, numpy_dtype, to_array, to_jsonable
+
+NUMERIC = [d for d in DATATYPES if d != "BYTES"]
+
+
+@pytest.mark.parametrize("datatype", NUMERIC)
+def test_every_numeric_datatype_round_trips_through_numpy(datatype):
+    dtype = numpy_dtype(datatype)
+    values = [[0, 1], [1, 0]] if datatype == "BOOL" else [[1, 2], [3, 4]]
+    array = to_array("x", datatype, [2, 2], values)
+    assert array.dtype == dtype
+    assert array.shape == (2, 2)
+    assert datatype_of(array.dtype) == datatype
+    back = to_array("x", datatype, [2, 2], to_jsonable(array))
+    np.testing.assert_array_equal(back, array)
+
+
+def test_bf16_is_ml_dtypes_bfloat16():
+    array = to_array("x", "BF16", [3], [1.5, -2.0, 0.25])
+    assert array.dtype == np.dtype(ml_dtypes.bfloat16)
+    assert to_jsonable(array) == [1.5, -2.0, 0.25]
+
+
+def test_bytes_accepts_text_and_binary_and_keeps_bytes():
+    array = to_array("s", "BYTES", [1, 3], [["héllo", b"\x00\xff", ""]])
+    assert array.dtype == object
+    assert array.tolist() == [["héllo".encode(), b"\x00\xff", b""]]
+    assert datatype_of(array.dtype) == "BYTES"
+    assert to_jsonable(as_bytes_array(["a", b"b"])) == ["a", "b"]
+
+
+def test_non_utf8_bytes_cannot_become_json_text():
+    with pytest.raises(UnicodeDecodeError):
+        to_jsonable(as_bytes_array([b"\xff"]))
+
+
+def test_ndarray_data_must_have_the_declared_dtype():
+    with pytest.raises(InferError, match="datatype FP32 needs numpy float32, got float64") as info:
+        to_array("x", "FP32", [2], np.zeros(2))
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert to_array("x", "FP32", [1, 2], np.zeros(2, dtype=np.float32)).shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "message"),
+    [
+        ("FP32", [2, 3], [1, 2, 3], "shape \\[2, 3\\] needs 6 elements but the data has 3"),
+        ("FP32", [2], ["a", "b"], "does not fit datatype FP32"),
+        ("UINT8", [1], [300], "does not fit datatype UINT8"),
+        ("FP32", [2, 2], [[1, 2], [3]], "does not fit datatype FP32"),
+        ("BYTES", [1], [5], "BYTES data must be strings"),
+        ("FP32", [-1], [], "negative dimension"),
+        ("COMPLEX", [1], [1], "unknown datatype 'COMPLEX'"),
+    ],
+)
+def test_bad_data_names_the_input(datatype, shape, data, message):
+    with pytest.raises(InferError, match=message) as info:
+        to_array("pixels", datatype, shape, data)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "pixels" in info.value.message or "COMPLEX" in info.value.message
+
+
+def test_string_numpy_arrays_are_bytes():
+    assert datatype_of(np.array(["a"]).dtype) == "BYTES"
+    with pytest.raises(ValueError, match="no V2 datatype"):
+        datatype_of(np.dtype(np.complex64))
