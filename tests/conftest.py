@@ -3,57 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_runner import inferd
+from fakes import ADDER, FAILING, write_model
 from inferd.dataplane import DataPlane
 from inferd.repository import ModelRepository
-
-ADDER = """
-import numpy as np
-
-class Model:
-    inputs = [{"name": "a", "datatype": "FP32", "shape": [-1, 3]},
-              {"name": "b", "datatype": "FP32", "shape": [-1, 3]}]
-    outputs = [{"name": "sum", "datatype": "FP32", "shape": [-1, 3]},
-               {"name": "total", "datatype": "FP64", "shape": [-1]}]
-
-    def predict(self, inputs):
-        s = inputs["a"] + inputs["b"]
-        return {"sum": s, "total": s.sum(axis=1).astype(np.float64)}
-"""
-
-FAILING = """
-import numpy as np
-
-class Model:
-    inputs = [{"name": "x", "datatype": "INT64", "shape": [-1]}]
-    outputs = [{"name": "y", "datatype": "INT64", "shape": [-1]}]
-
-    def predict(self, inputs):
-        x = inputs["x"]
-        if (x < 0).any():
-            raise ValueError("negative values are not allowed")
-        if (x == 7).any():
-            return {"y": np.zeros(len(x) + 1, dtype=np.int64)}   # wrong length on purpose
-        return {"y": x * 2}
-"""
-
-
-def write_model(root: Path, name: str, source: str, toml: str | None = None, version: int | None = 1,
-                filename: str = "model.py") -> Path:
-    """Write a model folder; ``version=None`` puts the artifact straight in the model folder."""
-    folder = root / name
-    target = folder / str(version) if version is not None else folder
-    target.mkdir(parents=True, exist_ok=True)
-    (target / filename).write_text(textwrap.dedent(source))
-    if toml is not None:
-        (folder / "model.toml").write_text(textwrap.dedent(toml))
-    return folder
 
 
 @pytest.fixture
@@ -84,3 +43,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
     x, y = load_digits(return_X_y=True)
     return x.astype(np.float32), y
+
+
+@pytest.fixture
+def cli():  # type: ignore[no-untyped-def]
+    """Run the installed ``inferd`` command in a subprocess."""
+    return inferd

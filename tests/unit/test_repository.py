@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADDER, write_model
+from fakes import ADDER, write_model
 from inferd.errors import ErrorCode, InferError
 from inferd.repository import ModelRepository, State
 

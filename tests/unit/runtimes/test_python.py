@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import write_model
+from fakes import write_model
 from inferd.config import ConfigError
 from inferd.runtimes.registry import RUNTIMES, load_runtime
 from inferd.signature import Signature, TensorSpec
@@ -96,7 +96,7 @@ def test_two_candidate_classes_are_ambiguous(repo_root):
 
 
 def test_declared_signature_may_be_narrowed_not_contradicted(repo_root):
-    from conftest import ADDER
+    from fakes import ADDER
 
     folder = write_model(repo_root, "adder", ADDER)
     narrowed = Signature((TensorSpec("a", "FP32", (4, 3)),), ())
@@ -118,7 +118,7 @@ def test_bad_class_signature(repo_root):
 
 
 def test_two_models_with_the_same_class_name_do_not_collide(repo_root):
-    from conftest import ADDER, FAILING
+    from fakes import ADDER, FAILING
 
     first = load(write_model(repo_root, "one", ADDER))
     second = load(write_model(repo_root, "two", FAILING))

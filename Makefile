@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh Linux machine with Python 3.11:
+#   make demo   set up .venv, train the example models, serve them and show predictions
+#   make test   set up .venv with every extra, then lint, type-check and run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: demo test check lint typecheck venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+
+venv: $(BIN)/python
+
+demo: $(BIN)/python
+	$(PIP) -e '.[demo]'
+	$(BIN)/inferd demo $(DEMO_ARGS)
+
+test: $(BIN)/python
+	$(PIP) -e '.[all,dev]'
+	$(MAKE) --no-print-directory check
+
+check: lint typecheck
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check src tests
+
+typecheck:
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) demo-models .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from inferd.cli.main import main
+
+main()

@@ -1,0 +1,180 @@
+"""XGBoost boosters saved in XGBoost's own formats, ``model.json`` or ``model.ubj``. Pickles are never read.
+
+The signature comes from the booster. The input ``input`` is an FP32 matrix as wide as ``num_features()``.
+The outputs depend on the objective in the booster's saved config, because the raw prediction means a
+different thing for each:
+
+- ``binary:logistic``: ``label`` (INT64) and ``probabilities`` (FP32, [P(class 0), P(class 1)]), the way a
+  scikit-learn classifier answers;
+- ``multi:softprob`` and ``multi:softmax``: ``label`` and ``probabilities`` over ``num_class`` columns. A
+  softmax booster predicts only the class, so the runtime asks for margins and applies the softmax itself,
+  as ``XGBClassifier.predict_proba`` does;
+- ``rank:*``: ``score`` (FP32), a relevance score to sort by;
+- anything else (``reg:*``, ``count:*``, ``survival:*``, ``binary:logitraw``, ...): ``prediction`` (FP32).
+
+A booster with several targets (multi-output regression, quantile regression with several alphas,
+multi-label classification) gives ``prediction`` with one column per target, whatever its objective.
+
+Labels are class indices (0, 1, ...): a booster does not store the original class values.
+
+Tree boosters predict with ``inplace_predict``: no DMatrix, and lock-free and thread-safe. When the model was
+trained with early stopping, only the trees up to ``best_iteration`` are used, which is what XGBoost's
+scikit-learn wrappers predict with. Linear boosters (``gblinear``) cannot predict in place; they go through a
+DMatrix under a lock, because their ``predict`` is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from pydantic import BaseModel, ConfigDict, Field
+from xgboost.core import XGBoostError
+
+from inferd.runtimes.base import Inputs, Outputs
+from inferd.signature import FREE, Signature, TensorSpec, merge_override
+
+Finish = Callable[[np.ndarray], dict[str, np.ndarray]]
+"""Turns the booster's raw 2-D output (rows x columns) into the runtime's named outputs."""
+
+INPUT = "input"
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """What the objective makes of the booster's raw output."""
+
+    outputs: tuple[TensorSpec, ...]
+    finish: Finish
+    width: int
+    """Columns of the raw output: the booster flattens it, and an empty batch cannot tell its width."""
+    margin: bool = False
+    """Predict untransformed margins instead of the objective's values."""
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    nthread: int = Field(default=1, ge=0)
+    """Threads one prediction may use. 1 suits small machines, where requests run side by side on the
+    server's threads; 0 lets XGBoost use every core."""
+
+
+class XGBoostRuntime:
+    def __init__(self, signature: Signature, raw: Callable[[np.ndarray], np.ndarray], task: _Task) -> None:
+        self.signature = signature
+        self._input = signature.inputs[0].name
+        self._raw = raw
+        self._task = task
+
+    def predict(self, inputs: Inputs) -> Outputs:
+        x = inputs[self._input]
+        return self._task.finish(self._raw(x).reshape(len(x), self._task.width))
+
+    def close(self) -> None:
+        del self._raw  # the only reference to the booster
+
+
+def load(artifact: Path, options: Options, override: Signature | None) -> XGBoostRuntime:
+    booster = _read(artifact)
+    booster.set_param({"nthread": options.nthread})
+    learner = json.loads(booster.save_config())["learner"]
+    objective: str = learner["objective"]["name"]
+    model_param = learner["learner_model_param"]
+    num_class = int(model_param.get("num_class", 0))
+    num_target = int(model_param.get("num_target", 1))
+    task = _task(objective, num_class, num_target)
+    declared = Signature((TensorSpec(INPUT, "FP32", (FREE, booster.num_features())),), task.outputs)
+    signature = merge_override(declared, override, str(artifact))
+    if learner["gradient_booster"]["name"] == "gblinear":
+        raw = _linear_predictor(booster, task.margin, options.nthread)
+    else:
+        raw = _tree_predictor(booster, task.margin)
+    return XGBoostRuntime(signature, raw, task)
+
+
+def _read(artifact: Path) -> xgb.Booster:
+    try:
+        return xgb.Booster(model_file=str(artifact))
+    except XGBoostError as exc:
+        # The library's message carries a native stack trace; its first line says what was wrong.
+        first_line = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{artifact}: not a valid XGBoost model: {first_line}") from exc
+
+
+def _task(objective: str, num_class: int, num_target: int) -> _Task:
+    if num_target > 1:
+        return _Task((TensorSpec("prediction", "FP32", (FREE, num_target)),), _as_is("prediction"), num_target)
+    if objective == "binary:logistic":
+        return _Task(_classifier_specs(2), _binary, 1)
+    if objective == "multi:softprob":
+        return _Task(_classifier_specs(num_class), _classified, num_class)
+    if objective == "multi:softmax":
+        return _Task(_classifier_specs(num_class), _softmax, num_class, margin=True)
+    name = "score" if objective.startswith("rank:") else "prediction"
+    return _Task((TensorSpec(name, "FP32", (FREE,)),), _first_column(name), 1)
+
+
+def _classifier_specs(num_class: int) -> tuple[TensorSpec, ...]:
+    return TensorSpec("label", "INT64", (FREE,)), TensorSpec("probabilities", "FP32", (FREE, num_class))
+
+
+def _tree_predictor(booster: xgb.Booster, margin: bool) -> Callable[[np.ndarray], np.ndarray]:
+    best = booster.attr("best_iteration")
+    iteration_range = (0, int(best) + 1) if best is not None else (0, 0)
+    predict_type = "margin" if margin else "value"
+
+    def raw(x: np.ndarray) -> np.ndarray:
+        # A plain matrix is matched to the booster's features by position, names or not; the server has
+        # already checked its width.
+        result = booster.inplace_predict(
+            x, iteration_range=iteration_range, predict_type=predict_type, validate_features=False
+        )
+        return np.asarray(result)
+
+    return raw
+
+
+def _linear_predictor(booster: xgb.Booster, margin: bool, nthread: int) -> Callable[[np.ndarray], np.ndarray]:
+    lock = threading.Lock()
+    names: Any = booster.feature_names
+    types: Any = booster.feature_types
+
+    def raw(x: np.ndarray) -> np.ndarray:
+        # The booster refuses a DMatrix without its feature names, if it has some.
+        matrix = xgb.DMatrix(x, feature_names=names, feature_types=types, nthread=nthread)
+        with lock:
+            return np.asarray(booster.predict(matrix, output_margin=margin))
+
+    return raw
+
+
+def _binary(raw: np.ndarray) -> dict[str, np.ndarray]:
+    positive = raw[:, 0]
+    return _classified(np.stack([1 - positive, positive], axis=1))
+
+
+def _softmax(margins: np.ndarray) -> dict[str, np.ndarray]:
+    exp = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return _classified(exp / exp.sum(axis=1, keepdims=True))
+
+
+def _classified(probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "label": np.argmax(probabilities, axis=1).astype(np.int64),
+        "probabilities": probabilities.astype(np.float32, copy=False),
+    }
+
+
+def _first_column(name: str) -> Finish:
+    return lambda raw: {name: raw[:, 0].astype(np.float32, copy=False)}
+
+
+def _as_is(name: str) -> Finish:
+    return lambda raw: {name: raw.astype(np.float32, copy=False)}

@@ -1,0 +1,202 @@
+"""The XGBoost runtime: signatures read from boosters, and predictions equal to XGBoost's own."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferd.config import ConfigError
+from inferd.runtimes.base import Runtime
+from inferd.runtimes.registry import RUNTIMES, load_runtime
+from inferd.signature import Signature, TensorSpec
+
+xgb = pytest.importorskip("xgboost")
+
+FEATURES = 5
+X = np.random.default_rng(0).normal(size=(48, FEATURES)).astype(np.float32)
+BINARY = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+THREE_CLASSES = np.digitize(X[:, 2], [-0.5, 0.5])
+SMALL = {"n_estimators": 4, "max_depth": 2, "n_jobs": 1}
+INPUT = TensorSpec("input", "FP32", (-1, FEATURES))
+FORMATS = pytest.mark.parametrize("filename", ["model.json", "model.ubj"])
+
+
+def save(booster: Any, folder: Path, filename: str = "model.json") -> Path:
+    path = folder / filename
+    booster.save_model(str(path))
+    return path
+
+
+def load(path: Path, options: dict[str, Any] | None = None, override: Signature | None = None) -> Runtime:
+    return load_runtime(RUNTIMES["xgboost"], path, path.parent, options or {}, override)
+
+
+def predict(runtime: Runtime, x: np.ndarray = X) -> dict[str, np.ndarray]:
+    outputs = dict(runtime.predict({"input": x}))
+    assert all(isinstance(a, np.ndarray) for a in outputs.values())
+    return outputs
+
+
+def assert_classifier(runtime: Runtime, model: Any, num_class: int) -> None:
+    assert runtime.signature == Signature(
+        (INPUT,),
+        (TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, num_class))),
+    )
+    outputs = predict(runtime)
+    assert outputs["label"].dtype == np.int64
+    assert outputs["probabilities"].dtype == np.float32
+    assert outputs["probabilities"].shape == (len(X), num_class)
+    np.testing.assert_array_equal(outputs["label"], model.predict(X))
+    np.testing.assert_allclose(outputs["probabilities"], model.predict_proba(X), rtol=1e-5)
+
+
+def assert_single(runtime: Runtime, name: str, expected: np.ndarray) -> None:
+    assert runtime.signature == Signature((INPUT,), (TensorSpec(name, "FP32", (-1,)),))
+    outputs = predict(runtime)
+    assert outputs[name].dtype == np.float32
+    assert outputs[name].shape == (len(X),)
+    np.testing.assert_allclose(outputs[name], expected, rtol=1e-5)
+
+
+@FORMATS
+def test_binary_classifier(tmp_path: Path, filename: str) -> None:
+    model = xgb.XGBClassifier(**SMALL).fit(X, BINARY)
+    runtime = load(save(model.get_booster(), tmp_path, filename))
+    assert isinstance(runtime, Runtime)
+    assert_classifier(runtime, model, 2)
+
+
+@FORMATS
+def test_multiclass_softprob(tmp_path: Path, filename: str) -> None:
+    model = xgb.XGBClassifier(**SMALL).fit(X, THREE_CLASSES)
+    assert_classifier(load(save(model.get_booster(), tmp_path, filename)), model, 3)
+
+
+@FORMATS
+def test_multiclass_softmax_still_gives_probabilities(tmp_path: Path, filename: str) -> None:
+    model = xgb.XGBClassifier(objective="multi:softmax", **SMALL).fit(X, THREE_CLASSES)
+    assert_classifier(load(save(model.get_booster(), tmp_path, filename)), model, 3)
+
+
+@FORMATS
+def test_regressor(tmp_path: Path, filename: str) -> None:
+    model = xgb.XGBRegressor(**SMALL).fit(X, X[:, 0] * 2 - X[:, 3])
+    assert_single(load(save(model.get_booster(), tmp_path, filename)), "prediction", model.predict(X))
+
+
+@FORMATS
+def test_ranker(tmp_path: Path, filename: str) -> None:
+    relevance = np.random.default_rng(1).integers(0, 3, len(X))
+    query = np.repeat(np.arange(len(X) // 6), 6)
+    model = xgb.XGBRanker(**SMALL).fit(X, relevance, qid=query)
+    assert_single(load(save(model.get_booster(), tmp_path, filename)), "score", model.predict(X))
+
+
+def test_count_objective_is_a_prediction(tmp_path: Path) -> None:
+    model = xgb.XGBRegressor(objective="count:poisson", **SMALL).fit(X, THREE_CLASSES)
+    assert_single(load(save(model.get_booster(), tmp_path)), "prediction", model.predict(X))
+
+
+def test_several_targets_give_one_column_each(tmp_path: Path) -> None:
+    model = xgb.XGBRegressor(**SMALL).fit(X, X[:, :2])
+    runtime = load(save(model.get_booster(), tmp_path))
+    assert runtime.signature.outputs == (TensorSpec("prediction", "FP32", (-1, 2)),)
+    np.testing.assert_allclose(predict(runtime)["prediction"], model.predict(X), rtol=1e-5)
+
+
+def test_early_stopping_predicts_with_the_best_iteration(tmp_path: Path) -> None:
+    model = xgb.XGBClassifier(n_estimators=60, max_depth=2, n_jobs=1, early_stopping_rounds=2)
+    model.fit(X[:32], BINARY[:32], eval_set=[(X[32:], BINARY[32:])], verbose=False)
+    booster = model.get_booster()
+    assert booster.best_iteration + 1 < booster.num_boosted_rounds()  # the test needs trees to ignore
+    assert_classifier(load(save(booster, tmp_path)), model, 2)
+
+
+def test_linear_booster(tmp_path: Path) -> None:
+    model = xgb.XGBClassifier(booster="gblinear", n_estimators=4, n_jobs=1).fit(X, BINARY)
+    assert_classifier(load(save(model.get_booster(), tmp_path)), model, 2)
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_booster_with_feature_names_takes_a_plain_matrix(tmp_path: Path, linear: bool) -> None:
+    names = [f"f{i}" for i in range(FEATURES)]
+    train = xgb.DMatrix(X, label=X[:, 0], feature_names=names)
+    params = {"booster": "gblinear" if linear else "gbtree", "nthread": 1}
+    booster = xgb.train(params, train, num_boost_round=3)
+    runtime = load(save(booster, tmp_path))
+    expected = booster.predict(xgb.DMatrix(X, feature_names=names))
+    np.testing.assert_allclose(predict(runtime)["prediction"], expected, rtol=1e-5)
+
+
+def test_empty_batch_keeps_the_declared_shapes(tmp_path: Path) -> None:
+    model = xgb.XGBClassifier(**SMALL).fit(X, THREE_CLASSES)
+    outputs = predict(load(save(model.get_booster(), tmp_path)), X[:0])
+    assert outputs["label"].shape == (0,)
+    assert outputs["probabilities"].shape == (0, 3)
+
+
+def test_concurrent_predictions_agree(tmp_path: Path) -> None:
+    model = xgb.XGBClassifier(**SMALL).fit(X, THREE_CLASSES)
+    runtime = load(save(model.get_booster(), tmp_path))
+    batches = [X[i::4] for i in range(4)] * 4
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda x: predict(runtime, x)["probabilities"], batches))
+    for x, result in zip(batches, results, strict=True):
+        np.testing.assert_allclose(result, model.predict_proba(x), rtol=1e-5)
+
+
+def test_nthread_option(tmp_path: Path) -> None:
+    model = xgb.XGBRegressor(**SMALL).fit(X, X[:, 0])
+    runtime = load(save(model.get_booster(), tmp_path), {"nthread": 2})
+    np.testing.assert_allclose(predict(runtime)["prediction"], model.predict(X), rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"threads": 2}, {"nthread": -1}, {"nthread": "2"}])
+def test_bad_options_are_config_errors(tmp_path: Path, options: dict[str, Any]) -> None:
+    model = xgb.XGBRegressor(**SMALL).fit(X, X[:, 0])
+    path = save(model.get_booster(), tmp_path)
+    with pytest.raises(ConfigError, match="options"):
+        load(path, options)
+
+
+@FORMATS
+def test_corrupt_artifact_names_the_file(tmp_path: Path, filename: str) -> None:
+    path = tmp_path / filename
+    path.write_bytes(b"\x00\x01 not a model {]")
+    with pytest.raises(ValueError, match="not a valid XGBoost model") as caught:
+        load(path)
+    assert str(path) in str(caught.value)
+
+
+def test_truncated_artifact_names_the_file(tmp_path: Path) -> None:
+    model = xgb.XGBClassifier(**SMALL).fit(X, BINARY)
+    path = save(model.get_booster(), tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="not a valid XGBoost model") as caught:
+        load(path)
+    assert str(path) in str(caught.value)
+
+
+def test_override_that_contradicts_the_model_is_refused(tmp_path: Path) -> None:
+    model = xgb.XGBRegressor(**SMALL).fit(X, X[:, 0])
+    path = save(model.get_booster(), tmp_path)
+    with pytest.raises(ValueError, match="shape"):
+        load(path, override=Signature((TensorSpec("input", "FP32", (-1, 99)),), ()))
+
+
+def test_override_that_agrees_with_the_model_is_accepted(tmp_path: Path) -> None:
+    model = xgb.XGBClassifier(**SMALL).fit(X, BINARY)
+    path = save(model.get_booster(), tmp_path)
+    declared = load(path).signature
+    runtime = load(path, override=Signature((INPUT,), (TensorSpec("probabilities", "FP32", (-1, 2)),)))
+    assert runtime.signature == declared
+
+
+def test_close(tmp_path: Path) -> None:
+    model = xgb.XGBRegressor(**SMALL).fit(X, X[:, 0])
+    runtime = load(save(model.get_booster(), tmp_path))
+    runtime.close()
