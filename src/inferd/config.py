@@ -7,6 +7,7 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     runtime = "sklearn"           # onnx | sklearn | xgboost | lightgbm | torch | python (default: from the artifact)
     artifact = "model.joblib"     # file name inside each version folder (default: the one known artifact)
     description = "spam filter"
+    max_batch_size = 256          # largest batch (rows) one request may carry; 0: the server's default
 
     [versions]
     policy = "latest"             # latest | all | specific
@@ -81,6 +82,7 @@ class ModelConfig(_Strict):
     runtime: str | None = None
     artifact: str | None = None
     description: str = ""
+    max_batch_size: int = Field(default=0, ge=0)
     versions: VersionPolicy = Field(default_factory=VersionPolicy)
     inputs: list[TensorConfig] = Field(default_factory=list)
     outputs: list[TensorConfig] = Field(default_factory=list)

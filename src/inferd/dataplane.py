@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version as package_version
+from time import perf_counter_ns
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from inferd.inference import (
     IndexEntry,
     InferenceRequest,
     InferenceResponse,
+    ModelConfiguration,
     ModelMetadata,
     RequestInput,
     RequestOutput,
@@ -28,7 +30,8 @@ from inferd.inference import (
 )
 from inferd.repository import Model, ModelRepository, ModelVersion, State
 from inferd.runtimes.base import Outputs
-from inferd.signature import Signature, check_all_inputs_present, check_outputs, check_request_input
+from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_outputs, check_request_input
+from inferd.stats import ModelStats
 from inferd.tensors import datatype_of, to_array
 
 log = logging.getLogger(__name__)
@@ -120,14 +123,54 @@ class DataPlane:
 
     # -- inference -------------------------------------------------------------------------------
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        started = perf_counter_ns()
         model = self.repository.get(request.model_name, parse_version(request.model_version))
-        signature = model.signature
-        arrays, batch_size = prepare_inputs(signature, request.inputs)
-        wanted = requested_outputs(signature, request.outputs)
-        raw = await asyncio.get_running_loop().run_in_executor(self._pool, _predict, model, arrays)
-        checked = check_outputs(signature, raw, batch_size)
-        outputs = [_response_output(name, checked[name]) for name in wanted]
+        try:
+            signature = model.signature
+            arrays, batch_size = prepare_inputs(signature, request.inputs)
+            if batch_size is not None and batch_size > model.max_batch_size:
+                raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of {model.max_batch_size}")
+            wanted = requested_outputs(signature, request.outputs)
+            prepared = perf_counter_ns()
+            raw, ran, finished = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _timed_predict, model, arrays
+            )
+            checked = check_outputs(signature, raw, batch_size)
+            outputs = [_response_output(name, checked[name]) for name in wanted]
+        except InferError:
+            model.stats.record_failure(perf_counter_ns() - started)
+            raise
+        done = perf_counter_ns()
+        model.stats.record_success(batch_size or 1, done - started, ran - prepared, prepared - started,
+                                   finished - ran, done - finished)
         return InferenceResponse(request.model_name, str(model.version), outputs, id=request.id)
+
+    # -- configuration and statistics ----------------------------------------------------------
+    def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
+        """The model's configuration as Triton describes it: with a batch limit, the batch dimension is
+        implied and left out of the tensor dimensions."""
+        chosen = self.repository.get(name, parse_version(version))
+        model = self.repository.find(name)
+        signature = chosen.signature
+        drop = 1 if chosen.max_batch_size else 0
+        return ModelConfiguration(
+            name=name,
+            platform=chosen.runtime_name,
+            max_batch_size=chosen.max_batch_size,
+            inputs=[TensorSpec(s.name, s.datatype, s.shape[drop:]) for s in signature.inputs],
+            outputs=[TensorSpec(s.name, s.datatype, s.shape[drop:]) for s in signature.outputs],
+            description=model.config.description,
+        )
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:
+        """Statistics of every ready model version, or of one model (all its ready versions, or one)."""
+        models = list(self.repository.models()) if name is None else [self.repository.find(name)]
+        number = parse_version(version)
+        if number is not None:
+            return [self.repository.get(name or "", number).stats]
+        return [
+            v.stats for m in models for _, v in sorted(m.versions.items()) if v.state is State.READY
+        ]
 
 
 def parse_version(version: str | None) -> int | None:
@@ -170,6 +213,13 @@ def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | N
         listed = ", ".join(map(repr, available))
         raise invalid(f"unknown output {', '.join(map(repr, unknown))}; the model gives {listed}")
     return names
+
+
+def _timed_predict(model: ModelVersion, arrays: dict[str, np.ndarray]) -> tuple[Outputs, int, int]:
+    """Run the model on a worker thread; also return when it started and finished (for statistics)."""
+    ran = perf_counter_ns()
+    outputs = _predict(model, arrays)
+    return outputs, ran, perf_counter_ns()
 
 
 def _predict(model: ModelVersion, arrays: dict[str, np.ndarray]) -> Outputs:

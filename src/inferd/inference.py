@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from inferd.signature import TensorSpec
+
 
 @dataclass(slots=True)
 class RequestInput:
@@ -64,6 +66,18 @@ class ModelMetadata:
     platform: str
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class ModelConfiguration:
+    """A model's configuration, Triton style: with ``max_batch_size`` > 0 the tensors' dims omit the batch."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    description: str = ""
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from inferd.errors import ErrorCode, InferError, not_found, unavailable
 from inferd.runtimes.base import Runtime
 from inferd.runtimes.registry import load_runtime
 from inferd.signature import Signature
+from inferd.stats import ModelStats
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ class ModelVersion:
     source: VersionSource | None = None
     runtime: Runtime | None = None
     reason: str = ""
+    max_batch_size: int = 0
+    """Largest batch one request may carry, for a batched signature; 0 when the model does not batch."""
+    stats: ModelStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = ModelStats(self.name, str(self.version))
 
     @property
     def signature(self) -> Signature:
@@ -68,13 +75,18 @@ class Model:
         return max(ready, key=lambda v: v.version) if ready else None
 
 
+DEFAULT_MAX_BATCH_SIZE = 4096
+"""Rows one request may carry to a batched model, unless model.toml or the server settings say otherwise."""
+
+
 class ModelRepository:
     """Model folders under ``root``. Thread-safe: loads and unloads are serialized, lookups lock-free."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} does not exist or is not a folder")
         self.root = root
+        self.default_max_batch_size = default_max_batch_size
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
 
@@ -148,7 +160,10 @@ class ModelRepository:
             return Model(name, folder, reason=str(exc))
         model = Model(name, folder, config)
         for number in config.versions.select(sorted(on_disk)):
-            model.versions[number] = _load_version(name, number, on_disk[number], folder, config)
+            loaded = _load_version(name, number, on_disk[number], folder, config)
+            if loaded.runtime is not None and loaded.runtime.signature.batched:
+                loaded.max_batch_size = config.max_batch_size or self.default_max_batch_size
+            model.versions[number] = loaded
         if not model.versions:
             model.reason = f"version policy {config.versions.policy!r} selects none of {sorted(on_disk)}"
         return model

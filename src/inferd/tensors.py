@@ -148,3 +148,56 @@ def to_jsonable(array: np.ndarray) -> list[Any]:
         flat = flat.astype(np.float32)
     values: list[Any] = flat.tolist()
     return values
+
+
+def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memoryview) -> np.ndarray:
+    """An array from the raw little-endian layout that the binary tensor extension and gRPC's
+    ``raw_input_contents`` use. BYTES elements are each a 4-byte little-endian length, then the bytes."""
+    if any(d < 0 for d in shape):
+        raise invalid(f"input {name!r}: shape {list(shape)} has a negative dimension")
+    count = element_count(shape)
+    if datatype == "BYTES":
+        return _bytes_from_raw(name, count, raw).reshape(shape)
+    dtype = numpy_dtype(datatype).newbyteorder("<")
+    expected = count * dtype.itemsize
+    if len(raw) != expected:
+        raise invalid(
+            f"input {name!r}: shape {list(shape)} of {datatype} needs {expected} bytes but {len(raw)} came"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _bytes_from_raw(name: str, count: int, raw: bytes | memoryview) -> np.ndarray:
+    view = memoryview(raw)
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise invalid(f"input {name!r}: BYTES element {len(items)} has a truncated length prefix")
+        length = int.from_bytes(view[offset:offset + 4], "little")
+        offset += 4
+        if offset + length > len(view):
+            raise invalid(
+                f"input {name!r}: BYTES element {len(items)} says {length} bytes but only "
+                f"{len(view) - offset} remain"
+            )
+        items.append(bytes(view[offset:offset + length]))
+        offset += length
+    if len(items) != count:
+        raise invalid(f"input {name!r}: the shape needs {count} BYTES elements but the data holds {len(items)}")
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array
+
+
+def to_raw(array: np.ndarray) -> bytes:
+    """The raw little-endian layout of an array (BYTES length-prefixed), the inverse of :func:`from_raw`."""
+    if array.dtype == object:
+        parts = []
+        for value in array.ravel():
+            data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+            parts.append(len(data).to_bytes(4, "little"))
+            parts.append(data)
+        return b"".join(parts)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return np.ascontiguousarray(little).tobytes()

@@ -153,3 +153,40 @@ def test_concurrent_requests_get_their_own_answers(dataplane):
     for response in asyncio.run(many()):
         i = int(response.id)
         assert response.outputs[1].data.tolist() == [3.0 * i + 3]
+
+
+def test_statistics_count_successes_failures_and_batches(dataplane):
+    infer(dataplane, InferenceRequest("adder", [A, B]))
+    infer(dataplane, InferenceRequest("adder", [A, B]))
+    with pytest.raises(InferError):
+        infer(dataplane, InferenceRequest("adder", [A]))
+    (stats,) = dataplane.statistics("adder")
+    body = stats.to_dict()
+    assert (body["name"], body["version"]) == ("adder", "1")
+    assert body["inference_count"] == 4  # two requests of two rows
+    assert body["execution_count"] == 2
+    assert body["inference_stats"]["success"]["count"] == 2
+    assert body["inference_stats"]["fail"]["count"] == 1
+    assert body["inference_stats"]["compute_infer"]["ns"] > 0
+    assert [b["batch_size"] for b in body["batch_stats"]] == [2]
+    assert {s.name for s in dataplane.statistics()} == {"adder", "failing"}
+    assert dataplane.statistics("adder", "1")[0] is stats
+    with pytest.raises(InferError):
+        dataplane.statistics("ghost")
+
+
+def test_model_config_leaves_out_the_batch_dimension(dataplane):
+    config = dataplane.model_config("adder")
+    assert config.max_batch_size == 4096
+    assert [(s.name, s.datatype, s.shape) for s in config.inputs] == [("a", "FP32", (3,)), ("b", "FP32", (3,))]
+    assert config.outputs[1].shape == ()
+
+
+def test_max_batch_size_limits_one_request(python_repo):
+    (python_repo / "adder" / "model.toml").write_text("max_batch_size = 1\n")
+    plane = DataPlane(ModelRepository(python_repo))
+    asyncio.run(plane.start())
+    assert plane.model_config("adder").max_batch_size == 1
+    expect_error(plane, InferenceRequest("adder", [A, B]), ErrorCode.INVALID_ARGUMENT,
+                 "a batch of 2 exceeds the model's max_batch_size of 1")
+    plane.close()

@@ -69,3 +69,40 @@ def test_string_numpy_arrays_are_bytes():
     assert datatype_of(np.array(["a"]).dtype) == "BYTES"
     with pytest.raises(ValueError, match="no V2 datatype"):
         datatype_of(np.dtype(np.complex64))
+
+
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_raw_layout_round_trips_every_datatype(datatype):
+    from inferd.tensors import from_raw, to_raw
+
+    if datatype == "BYTES":
+        array = as_bytes_array(["a", "", "ünï", b"\x00\xff"]).reshape(2, 2)
+    else:
+        array = to_array("x", datatype, [2, 2], [[1, 0], [1, 1]])
+    back = from_raw("x", datatype, [2, 2], to_raw(array))
+    assert back.shape == (2, 2)
+    assert datatype_of(back.dtype) == datatype
+    np.testing.assert_array_equal(back, array)
+
+
+def test_bytes_raw_layout_is_length_prefixed():
+    from inferd.tensors import to_raw
+
+    assert to_raw(as_bytes_array(["ab", ""])) == b"\x02\x00\x00\x00ab\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "raw", "message"),
+    [
+        ("FP32", [2], b"\x00" * 7, r"shape \[2\] of FP32 needs 8 bytes but 7 came"),
+        ("BYTES", [1], b"\x05\x00\x00\x00abc", "BYTES element 0 says 5 bytes but only 3 remain"),
+        ("BYTES", [2], b"\x01\x00\x00\x00a\x01\x00", "BYTES element 1 has a truncated length prefix"),
+        ("BYTES", [2], b"\x01\x00\x00\x00a", "the shape needs 2 BYTES elements but the data holds 1"),
+    ],
+)
+def test_raw_errors(datatype, shape, raw, message):
+    from inferd.tensors import from_raw
+
+    with pytest.raises(InferError, match=message) as info:
+        from_raw("t", datatype, shape, raw)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT

@@ -1,0 +1,102 @@
+"""Per model-version inference statistics, in the shape Triton's statistics extension reports.
+
+Counters are plain integers updated from the event loop and the model threads; a lost update under a race
+would cost one count in a statistic, never a request, so there is no lock on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+    def to_dict(self) -> dict[str, int]:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass(slots=True)
+class BatchStats:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """What one model version did: successes, failures and where the time went."""
+
+    name: str
+    version: str
+    last_inference_ms: int = 0
+    inference_count: int = 0
+    """Inferences performed: a request with a batch of 8 rows counts 8."""
+    execution_count: int = 0
+    """Times the model ran."""
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    batches: dict[int, BatchStats] = field(default_factory=dict)
+
+    def record_success(self, batch: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int,
+                       output_ns: int) -> None:
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        self.inference_count += batch
+        self.execution_count += 1
+        self.success.add(total_ns)
+        self.queue.add(queue_ns)
+        self.compute_input.add(input_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_output.add(output_ns)
+        per_batch = self.batches.get(batch)
+        if per_batch is None:
+            per_batch = self.batches[batch] = BatchStats()
+        per_batch.compute_input.add(input_ns)
+        per_batch.compute_infer.add(infer_ns)
+        per_batch.compute_output.add(output_ns)
+
+    def record_failure(self, total_ns: int) -> None:
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        self.fail.add(total_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Triton's JSON form of one entry of ``model_stats``."""
+        empty = Duration().to_dict()
+        return {
+            "name": self.name,
+            "version": self.version,
+            "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": self.success.to_dict(),
+                "fail": self.fail.to_dict(),
+                "queue": self.queue.to_dict(),
+                "compute_input": self.compute_input.to_dict(),
+                "compute_infer": self.compute_infer.to_dict(),
+                "compute_output": self.compute_output.to_dict(),
+                "cache_hit": empty,
+                "cache_miss": empty,
+            },
+            "batch_stats": [
+                {
+                    "batch_size": size,
+                    "compute_input": stats.compute_input.to_dict(),
+                    "compute_infer": stats.compute_infer.to_dict(),
+                    "compute_output": stats.compute_output.to_dict(),
+                }
+                for size, stats in sorted(self.batches.items())
+            ],
+        }
