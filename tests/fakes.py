@@ -46,3 +46,40 @@ def write_model(root: Path, name: str, source: str, toml: str | None = None, ver
     if toml is not None:
         (folder / "model.toml").write_text(textwrap.dedent(toml))
     return folder
+
+SHOUT = """
+import numpy as np
+
+class Model:
+    inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    outputs = [{"name": "upper", "datatype": "BYTES", "shape": [-1]}]
+
+    def predict(self, inputs):
+        out = np.empty(len(inputs["text"]), dtype=object)
+        out[:] = [t.decode().upper().encode() for t in inputs["text"]]
+        return {"upper": out}
+"""
+
+CLASSIFIER = """
+import numpy as np
+
+class Model:
+    inputs = [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]},
+               {"name": "scores", "datatype": "FP32", "shape": [-1, 2]}]
+
+    def predict(self, inputs):
+        s = inputs["features"].sum(axis=1)
+        return {"label": (s > 0).astype(np.int64), "scores": np.stack([-s, s], axis=1)}
+"""
+
+UNBATCHED = """
+import numpy as np
+
+class Model:
+    inputs = [{"name": "m", "datatype": "FP32", "shape": [2, 2]}]
+    outputs = [{"name": "doubled", "datatype": "FP32", "shape": [2, 2]}]
+
+    def predict(self, inputs):
+        return {"doubled": inputs["m"] * 2}
+"""

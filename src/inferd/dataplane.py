@@ -16,7 +16,7 @@ from time import perf_counter_ns
 
 import numpy as np
 
-from inferd.errors import InferError, internal, invalid, not_found, unavailable
+from inferd.errors import ErrorCode, InferError, internal, invalid, not_found, unavailable
 from inferd.inference import (
     IndexEntry,
     InferenceRequest,
@@ -28,7 +28,7 @@ from inferd.inference import (
     ResponseOutput,
     ServerMetadata,
 )
-from inferd.repository import Model, ModelRepository, ModelVersion, State
+from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.runtimes.base import Outputs
 from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_outputs, check_request_input
 from inferd.stats import ModelStats
@@ -114,8 +114,12 @@ class DataPlane:
         return [e for e in entries if e.state == State.READY.value] if ready_only else entries
 
     async def load(self, name: str) -> Model:
+        """(Re)load a model. FAILED_PRECONDITION, with the reasons, when no version of it became ready."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.repository.load, name)
+        model = await loop.run_in_executor(self._pool, self.repository.load, name)
+        if model.latest_ready() is None:
+            raise InferError(ErrorCode.FAILED_PRECONDITION, f"failed to load model {name!r}: {why_unavailable(model)}")
+        return model
 
     async def unload(self, name: str) -> Model:
         loop = asyncio.get_running_loop()

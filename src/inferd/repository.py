@@ -134,7 +134,7 @@ class ModelRepository:
         if version is None:
             found = model.latest_ready()
             if found is None:
-                raise unavailable(f"model {name!r} is not ready: {_why(model)}")
+                raise unavailable(f"model {name!r} is not ready: {why_unavailable(model)}")
             return found
         chosen = model.versions.get(version)
         if chosen is None:
@@ -201,7 +201,7 @@ def _close(model: Model) -> None:
             version.state = State.UNLOADED
 
 
-def _why(model: Model) -> str:
+def why_unavailable(model: Model) -> str:
     if model.reason:
         return model.reason
     reasons = [f"version {v.version}: {v.reason or v.state.value.lower()}" for v in model.versions.values()]

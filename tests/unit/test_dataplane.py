@@ -190,3 +190,12 @@ def test_max_batch_size_limits_one_request(python_repo):
     expect_error(plane, InferenceRequest("adder", [A, B]), ErrorCode.INVALID_ARGUMENT,
                  "a batch of 2 exceeds the model's max_batch_size of 1")
     plane.close()
+
+
+def test_a_failed_load_is_an_error_with_the_reason(python_repo):
+    plane = DataPlane(ModelRepository(python_repo))
+    (python_repo / "adder" / "model.toml").write_text("speed = 1\n")
+    with pytest.raises(InferError, match="failed to load model 'adder': .*key 'speed': unknown key") as info:
+        asyncio.run(plane.load("adder"))
+    assert info.value.code is ErrorCode.FAILED_PRECONDITION
+    plane.close()

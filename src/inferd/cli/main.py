@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import demo, models, predict
+from inferd.cli import demo, models, predict, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.command("predict")(predict.predict)
+app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 
 

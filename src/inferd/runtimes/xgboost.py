@@ -17,6 +17,9 @@ multi-label classification) gives ``prediction`` with one column per target, wha
 
 Labels are class indices (0, 1, ...): a booster does not store the original class values.
 
+A file that does not end with the closing brace of its top-level object is refused before XGBoost reads it:
+XGBoost's UBJSON reader crashes the process on most truncated files instead of raising.
+
 Tree boosters predict with ``inplace_predict``: no DMatrix, and lock-free and thread-safe. When the model was
 trained with early stopping, only the trees up to ``best_iteration`` are used, which is what XGBoost's
 scikit-learn wrappers predict with. Linear boosters (``gblinear``) cannot predict in place; they go through a
@@ -100,12 +103,22 @@ def load(artifact: Path, options: Options, override: Signature | None) -> XGBoos
 
 
 def _read(artifact: Path) -> xgb.Booster:
+    if _cut_short(artifact):
+        raise ValueError(f"{artifact}: not a valid XGBoost model: the file is truncated (it does not end with '}}')")
     try:
         return xgb.Booster(model_file=str(artifact))
     except XGBoostError as exc:
         # The library's message carries a native stack trace; its first line says what was wrong.
         first_line = str(exc).strip().splitlines()[0]
         raise ValueError(f"{artifact}: not a valid XGBoost model: {first_line}") from exc
+
+
+def _cut_short(artifact: Path) -> bool:
+    """Whether the file stops before its closing brace: both formats hold one object, ``{`` to ``}``.
+    This catches truncation only; a ``.ubj`` file altered inside can still crash XGBoost's reader."""
+    with artifact.open("rb") as file:
+        file.seek(max(artifact.stat().st_size - 64, 0))
+        return not file.read().rstrip().endswith(b"}")
 
 
 def _task(objective: str, num_class: int, num_target: int) -> _Task:

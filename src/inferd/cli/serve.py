@@ -1,0 +1,44 @@
+"""``inferd serve``: the real-time server, V2 over REST and gRPC plus the V1, SageMaker and Vertex routes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from inferd.cli.common import configure_logging, fail
+from inferd.settings import ServerSettings, platform_overrides
+
+
+def serve(
+    repo: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8080].")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none [default: 8081].")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body [default: 64 MiB].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: info].")] = None,
+) -> None:
+    """Serve every model in REPO until Ctrl-C. Settings also come from INFERD_* environment variables."""
+    settings = make_settings(repo, host=host, http_port=http_port, grpc_port=grpc_port,
+                             max_body_bytes=max_body_bytes, log_level=log_level)
+    configure_logging(settings.log_level)
+    from inferd.server.runner import serve as run
+
+    try:
+        asyncio.run(run(settings))
+    except OSError as exc:
+        fail(f"cannot serve: {exc}")
+
+
+def make_settings(repo: Path, **given: Any) -> ServerSettings:
+    """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave."""
+    if not repo.is_dir():
+        fail(f"model repository {repo} does not exist or is not a folder", code=2)
+    options = {k: v for k, v in given.items() if v is not None}
+    try:
+        return ServerSettings(**{**platform_overrides(), **options, "repository": repo})
+    except ValidationError as exc:
+        fail(f"invalid settings: {exc}", code=2)

@@ -1,0 +1,1 @@
+"""The gRPC transport: ``inference.GRPCInferenceService`` (Open Inference Protocol / Triton) over the DataPlane."""

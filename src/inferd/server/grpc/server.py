@@ -1,0 +1,52 @@
+"""Start and stop the asyncio gRPC server that serves ``inference.GRPCInferenceService``."""
+
+from __future__ import annotations
+
+import grpc
+
+from inferd.dataplane import DataPlane
+from inferd.server.grpc.generated import grpc_service_pb2_grpc
+from inferd.server.grpc.servicer import InferenceServicer
+
+
+class GrpcBindError(OSError):
+    """The gRPC server could not listen on the address it was given."""
+
+
+async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_message_bytes: int) -> grpc.aio.Server:
+    """Serve ``dataplane`` over gRPC on ``host:port``; return the started server.
+
+    Messages up to ``max_message_bytes`` are taken and sent. The port is not shared with another process
+    (no SO_REUSEPORT), so a port in use is an error here rather than a server that never gets requests.
+    Stop it with :func:`stop_grpc_server` (or ``await server.stop(grace)``).
+    """
+    server = grpc.aio.server(options=[
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ])
+    register = grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
+    register(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]  # generated untyped
+    address = grpc_address(host, port)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        await server.stop(None)
+        raise GrpcBindError(f"gRPC server cannot listen on {address}: is the port in use? ({exc})") from exc
+    if bound == 0:  # older grpcio reports a failed bind this way
+        await server.stop(None)
+        raise GrpcBindError(f"gRPC server cannot listen on {address}: is the port in use?")
+    await server.start()
+    return server
+
+
+async def stop_grpc_server(server: grpc.aio.Server, grace: float | None = 5.0) -> None:
+    """Stop taking calls, give those in flight ``grace`` seconds to finish, then cancel the rest."""
+    await server.stop(grace)
+
+
+def grpc_address(host: str, port: int) -> str:
+    """``host:port`` as gRPC wants it, with an IPv6 address in brackets."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"

@@ -1,0 +1,302 @@
+"""The ``inference.GRPCInferenceService`` servicer: protobuf messages in, DataPlane calls, messages out.
+
+Nothing here decides anything about a request: the DataPlane checks it and raises :class:`InferError`,
+which becomes a gRPC status through the one table in :mod:`inferd.server.status`. Any other exception is a
+bug: it is logged and answered with INTERNAL, and the server keeps serving.
+
+Tensors arrive either as typed ``contents`` or as ``raw_input_contents`` (one entry per input, in input
+order) and always leave as ``raw_output_contents``, which is what tritonclient reads.
+"""
+# ruff: noqa: N802 - the handlers carry the protocol's method names (ServerLive, ModelInfer, ...)
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import json_format
+
+from inferd.dataplane import DataPlane
+from inferd.errors import ErrorCode, InferError, internal, invalid
+from inferd.inference import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput
+from inferd.server.grpc.generated import grpc_service_pb2 as pb
+from inferd.server.grpc.generated import model_config_pb2 as config_pb
+from inferd.server.status import GRPC_STATUS
+from inferd.server.triton import config_to_json
+from inferd.stats import ModelStats
+from inferd.tensors import DATATYPES, from_raw, to_raw
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[ErrorCode, grpc.StatusCode] = {code: grpc.StatusCode[name] for code, name in GRPC_STATUS.items()}
+
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""The typed ``InferTensorContents`` field that carries each datatype; FP16 and BF16 have none (raw only)."""
+
+_UINT64_LIMIT = 2**64
+_INT64_LIMIT = 2**63
+
+Servicer = TypeVar("Servicer")
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Servicer, Request, Any], Awaitable[Response]]
+
+
+def _answers_errors(handler: Handler[Servicer, Request, Response]) -> Handler[Servicer, Request, Response]:
+    """Turn what a unary handler raises into a gRPC status."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Servicer, request: Request, context: Any) -> Response:
+        try:
+            return await handler(self, request, context)
+        except InferError as exc:
+            await _abort(context, _STATUS[exc.code], exc.message)
+        except Exception as exc:  # a bug, not the caller's fault: answer it, keep serving
+            log.exception("gRPC %s failed", handler.__name__)
+            await _abort(context, grpc.StatusCode.INTERNAL, _unexpected(exc))
+
+    return wrapper
+
+
+async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("grpc context.abort returned")  # pragma: no cover - abort always raises
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+class InferenceServicer:
+    """Every call of ``inference.GRPCInferenceService`` that inferd serves, over one :class:`DataPlane`."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    # -- health and metadata -------------------------------------------------------------------------------
+    @_answers_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._dataplane.live())
+
+    @_answers_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._dataplane.ready())
+
+    @_answers_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        try:
+            ready = self._dataplane.model_ready(request.name, request.version or None)
+        except InferError as exc:
+            if exc.code is not ErrorCode.NOT_FOUND:
+                raise
+            ready = False  # as Triton: an unknown model or version is simply not ready
+        return pb.ModelReadyResponse(ready=ready)
+
+    @_answers_errors
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        metadata = self._dataplane.server_metadata()
+        return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version,
+                                         extensions=metadata.extensions)
+
+    @_answers_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        return encode_model_metadata(self._dataplane.model_metadata(request.name, request.version or None))
+
+    @_answers_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        config = self._dataplane.model_config(request.name, request.version or None)
+        message = json_format.ParseDict(config_to_json(config), config_pb.ModelConfig(), ignore_unknown_fields=True)
+        return pb.ModelConfigResponse(config=message)
+
+    @_answers_errors
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
+                              context: Any) -> pb.ModelStatisticsResponse:
+        stats = self._dataplane.statistics(request.name or None, request.version or None)
+        return encode_statistics(stats)
+
+    # -- inference -----------------------------------------------------------------------------------------
+    @_answers_errors
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return await self._infer(request)
+
+    async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
+                               context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """One response per request, in order; a failed request answers with ``error_message`` and the
+        stream goes on."""
+        async for request in requests:
+            yield await self._stream_one(request)
+
+    async def _stream_one(self, request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        try:
+            return pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+        except InferError as exc:
+            message = exc.message
+        except Exception as exc:  # a bug: answer it on the stream, keep the stream open
+            log.exception("gRPC ModelStreamInfer failed")
+            message = _unexpected(exc)
+        echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
+                                     id=request.id)
+        return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        response = await self._dataplane.infer(decode_infer_request(request))
+        return encode_infer_response(response)
+
+    # -- model repository ----------------------------------------------------------------------------------
+    @_answers_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
+                              context: Any) -> pb.RepositoryIndexResponse:
+        entries = self._dataplane.repository_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[
+            pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state, reason=e.reason)
+            for e in entries
+        ])
+
+    @_answers_errors
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
+                                  context: Any) -> pb.RepositoryModelLoadResponse:
+        if request.parameters:
+            listed = ", ".join(map(repr, sorted(request.parameters)))
+            raise invalid(f"inferd loads models from the repository only; it takes no load parameters, got {listed}")
+        await self._dataplane.load(request.model_name)  # a model that did not load raises, with the reasons
+        return pb.RepositoryModelLoadResponse()
+
+    @_answers_errors
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: Any) -> pb.RepositoryModelUnloadResponse:
+        # parameters: tritonclient always sends unload_dependents; inferd models have no dependents
+        await self._dataplane.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+
+# -- requests ----------------------------------------------------------------------------------------------
+def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
+    """A ``ModelInferRequest`` as the DataPlane's :class:`InferenceRequest`."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise invalid(
+            f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs)} inputs; "
+            "send one entry per input, in the order of the inputs"
+        )
+    inputs = [decode_input(tensor, raw[i] if raw else None) for i, tensor in enumerate(request.inputs)]
+    outputs = [RequestOutput(o.name, decode_parameters(o.parameters)) for o in request.outputs]
+    return InferenceRequest(
+        model_name=request.model_name,
+        inputs=inputs,
+        model_version=request.model_version or None,
+        outputs=outputs or None,
+        id=request.id or None,
+        parameters=decode_parameters(request.parameters),
+    )
+
+
+def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> RequestInput:
+    """One input: an array from its raw bytes, or the list of its typed contents."""
+    name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+    if datatype not in DATATYPES:
+        raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
+    if raw is None:
+        data: Any = typed_contents(tensor)
+    elif tensor.contents.ListFields():
+        raise invalid(f"input {name!r} has both contents and raw_input_contents; send one or the other")
+    else:
+        data = from_raw(name, datatype, shape, raw)
+    return RequestInput(name, datatype, shape, data, decode_parameters(tensor.parameters))
+
+
+def typed_contents(tensor: pb.ModelInferRequest.InferInputTensor) -> list[Any]:
+    """The values of an input sent as typed ``contents``, from the field its datatype uses."""
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise invalid(f"input {tensor.name!r}: {tensor.datatype} has no typed contents field; "
+                      "send it in raw_input_contents")
+    used = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
+    if any(name != field for name in used):
+        raise invalid(f"input {tensor.name!r}: {tensor.datatype} data goes in contents.{field}, "
+                      f"got {', '.join(used)}")
+    return list(getattr(tensor.contents, field))
+
+
+def decode_parameters(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any] | None:
+    """Protobuf parameters as a plain dict (None when there are none)."""
+    decoded = {key: _parameter_value(value) for key, value in parameters.items()}
+    return decoded or None
+
+
+def _parameter_value(parameter: pb.InferParameter) -> bool | int | float | str | None:
+    choice = parameter.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(parameter, choice)
+
+
+# -- responses ---------------------------------------------------------------------------------------------
+def encode_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
+    """The DataPlane's response as a ``ModelInferResponse`` with every output in ``raw_output_contents``."""
+    message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version,
+                                    id=response.id or "")
+    encode_parameters(response.parameters, message.parameters)
+    for output in response.outputs:
+        tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        encode_parameters(output.parameters, tensor.parameters)
+        message.raw_output_contents.append(to_raw(output.data))
+    return message
+
+
+def encode_parameters(values: Mapping[str, Any] | None, into: Any) -> None:
+    """Write a plain dict into a protobuf ``map<string, InferParameter>``."""
+    for key, value in (values or {}).items():
+        _set_parameter(into[key], key, value)
+
+
+def _set_parameter(parameter: pb.InferParameter, key: str, value: Any) -> None:
+    if isinstance(value, bool):
+        parameter.bool_param = value
+    elif isinstance(value, int) and _INT64_LIMIT <= value < _UINT64_LIMIT:
+        parameter.uint64_param = value
+    elif isinstance(value, int):
+        parameter.int64_param = value
+    elif isinstance(value, float):
+        parameter.double_param = value
+    elif isinstance(value, str):
+        parameter.string_param = value
+    else:
+        raise internal(f"parameter {key!r} is {type(value).__name__}; gRPC carries bool, int, float or str")
+
+
+def encode_model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=metadata.versions,
+        platform=metadata.platform,
+        inputs=[_tensor_metadata(spec) for spec in metadata.inputs],
+        outputs=[_tensor_metadata(spec) for spec in metadata.outputs],
+    )
+
+
+def _tensor_metadata(spec: Mapping[str, Any]) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=spec["name"], datatype=spec["datatype"],
+                                                   shape=spec["shape"])
+
+
+def encode_statistics(stats: list[ModelStats]) -> pb.ModelStatisticsResponse:
+    """Statistics in Triton's message; :meth:`ModelStats.to_dict` already has Triton's JSON shape."""
+    payload = {"model_stats": [s.to_dict() for s in stats]}
+    response: pb.ModelStatisticsResponse = json_format.ParseDict(payload, pb.ModelStatisticsResponse(),
+                                                                 ignore_unknown_fields=True)
+    return response
+

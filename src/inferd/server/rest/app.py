@@ -1,0 +1,57 @@
+"""Assembles the REST application: routes of every protocol over one DataPlane, and one error mapping."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from inferd.dataplane import DataPlane
+from inferd.errors import InferError
+from inferd.server.rest.responses import HTTPError, error_response, infer_error_response
+from inferd.server.rest.sagemaker import sagemaker_router
+from inferd.server.rest.v1 import v1_router, vertex_router
+from inferd.server.rest.v2 import v2_router
+from inferd.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
+"""V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
+
+
+def build_app(dataplane: DataPlane, settings: ServerSettings) -> FastAPI:
+    app = FastAPI(title="inferd", version=dataplane.server_metadata().version,
+                  description="Open Inference Protocol (V2) server, with KServe V1, SageMaker and Vertex AI routes.")
+    app.include_router(v2_router(dataplane, settings.max_body_bytes))
+    app.include_router(v1_router(dataplane, settings.max_body_bytes))
+    app.include_router(vertex_router(dataplane, settings))
+    app.include_router(sagemaker_router(dataplane, settings))
+    app.add_exception_handler(InferError, _on_infer_error)
+    app.add_exception_handler(HTTPError, _on_http_error)
+    app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    return app
+
+
+async def _on_infer_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InferError)
+    return infer_error_response(exc)
+
+
+async def _on_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return error_response(exc.status, exc.message)
+
+
+async def _on_starlette_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error handling %s %s", request.method, request.url.path)
+    return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,121 @@
+"""Open Inference Protocol (V2) over REST: health, metadata, inference, repository, configuration and
+statistics. Each handler translates between HTTP and the DataPlane and nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from inferd.codecs import v2_binary, v2_json
+from inferd.dataplane import DataPlane
+from inferd.errors import ErrorCode, InferError
+from inferd.server.rest.openapi import INFER_REQUEST, INFER_RESPONSE
+from inferd.server.rest.responses import json_response, read_body
+from inferd.server.triton import config_to_json
+
+
+def v2_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(tags=["V2 inference protocol"])
+    _health_routes(router, dataplane)
+    _model_routes(router, dataplane)
+    _infer_routes(router, dataplane, max_body_bytes)
+    _repository_routes(router, dataplane, max_body_bytes)
+    return router
+
+
+def _health_routes(router: APIRouter, dataplane: DataPlane) -> None:
+
+    @router.get("/v2/health/live", summary="Server live")
+    async def live() -> Response:
+        return json_response({"live": dataplane.live()}, 200 if dataplane.live() else 503)
+
+    @router.get("/v2/health/ready", summary="Server ready")
+    async def ready() -> Response:
+        is_ready = dataplane.ready()
+        return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+    @router.get("/v2", summary="Server metadata")
+    async def server_metadata() -> Response:
+        meta = dataplane.server_metadata()
+        return json_response({"name": meta.name, "version": meta.version, "extensions": meta.extensions})
+
+
+def _model_routes(router: APIRouter, dataplane: DataPlane) -> None:
+
+    # Registered before model metadata, so that /v2/models/stats is not read as a model named "stats".
+    @router.get("/v2/models/stats", summary="Statistics of every model")
+    @router.get("/v2/models/{model}/stats", summary="Model statistics")
+    @router.get("/v2/models/{model}/versions/{version}/stats", summary="Model version statistics")
+    async def statistics(model: str | None = None, version: str | None = None) -> Response:
+        stats = dataplane.statistics(model, version)
+        return json_response({"model_stats": [s.to_dict() for s in stats]})
+
+    @router.get("/v2/models/{model}", summary="Model metadata")
+    @router.get("/v2/models/{model}/versions/{version}", summary="Model version metadata")
+    async def model_metadata(model: str, version: str | None = None) -> Response:
+        meta = dataplane.model_metadata(model, version)
+        return json_response({"name": meta.name, "versions": meta.versions, "platform": meta.platform,
+                              "inputs": meta.inputs, "outputs": meta.outputs})
+
+    @router.get("/v2/models/{model}/ready", summary="Model ready")
+    @router.get("/v2/models/{model}/versions/{version}/ready", summary="Model version ready")
+    async def model_ready(model: str, version: str | None = None) -> Response:
+        is_ready = dataplane.model_ready(model, version)
+        return json_response({"name": model, "ready": is_ready}, 200 if is_ready else 503)
+
+    @router.get("/v2/models/{model}/config", summary="Model configuration (Triton's JSON form)")
+    @router.get("/v2/models/{model}/versions/{version}/config", summary="Model version configuration")
+    async def model_config(model: str, version: str | None = None) -> Response:
+        return json_response(config_to_json(dataplane.model_config(model, version)))
+
+
+
+def _infer_routes(router: APIRouter, dataplane: DataPlane, max_body_bytes: int) -> None:
+    infer_docs: dict[str, Any] = {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST}}},
+        "responses": {"200": {"description": "Inference response",
+                              "content": {"application/json": {"schema": INFER_RESPONSE}}}},
+    }
+
+    @router.post("/v2/models/{model}/infer", summary="Inference", openapi_extra=infer_docs)
+    @router.post("/v2/models/{model}/versions/{version}/infer", summary="Inference on a version",
+                 openapi_extra=infer_docs)
+    async def infer(request: Request, model: str, version: str | None = None) -> Response:
+        body = await read_body(request, max_body_bytes)
+        header_length = v2_binary.parse_header_length(request.headers.get(v2_binary.HEADER_LENGTH))
+        inference = v2_binary.decode_request(body, header_length, model, version)
+        response = await dataplane.infer(inference)
+        binary = v2_binary.binary_outputs(inference, [o.name for o in response.outputs])
+        content, json_length = v2_binary.encode_response(response, binary)
+        if json_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream",
+                        headers={v2_binary.HEADER_LENGTH: str(json_length)})
+
+
+
+def _repository_routes(router: APIRouter, dataplane: DataPlane, max_body_bytes: int) -> None:
+    @router.post("/v2/repository/index", summary="Repository index")
+    async def repository_index(request: Request) -> Response:
+        body = await read_body(request, max_body_bytes)
+        payload = v2_json.loads(body) if body.strip() else {}
+        if not isinstance(payload, dict):
+            raise InferError(ErrorCode.INVALID_ARGUMENT, "repository index body must be a JSON object")
+        ready_only = bool(payload.get("ready", False))
+        return json_response([
+            {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+            for e in dataplane.repository_index(ready_only)
+        ])
+
+    @router.post("/v2/repository/models/{model}/load", summary="Load or reload a model")
+    async def load(model: str) -> Response:
+        await dataplane.load(model)
+        return json_response({})
+
+    @router.post("/v2/repository/models/{model}/unload", summary="Unload a model")
+    async def unload(model: str) -> Response:
+        await dataplane.unload(model)
+        return json_response({})

@@ -1,0 +1,92 @@
+"""The composition root: settings → repository → DataPlane → REST and gRPC servers, and a clean stop.
+
+Both servers share one event loop and one DataPlane. The HTTP port answers liveness at once; models load in
+the background and readiness turns true when they are loaded (strict readiness: all of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from inferd.dataplane import DataPlane
+from inferd.repository import ModelRepository
+from inferd.server.rest.app import EXTENSIONS, build_app
+from inferd.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class _HTTPServer(uvicorn.Server):
+    """uvicorn without its own signal handling: :func:`serve` owns SIGINT/SIGTERM for both servers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_dataplane(settings: ServerSettings) -> DataPlane:
+    repository = ModelRepository(settings.repository, settings.max_batch_size)
+    return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
+                     threads=settings.threads)
+
+
+async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT, SIGTERM or ``stop`` is set, then stop taking requests, finish those in flight and
+    unload the models. ``on_ready`` runs once the models have loaded."""
+    dataplane = build_dataplane(settings)
+    http = _HTTPServer(uvicorn.Config(
+        build_app(dataplane, settings), host=settings.host, port=settings.http_port, log_config=None,
+        access_log=False, lifespan="off", server_header=False, date_header=False,
+        h11_max_incomplete_event_size=64 * 1024,
+    ))
+    stop = stop or asyncio.Event()
+    _install_signal_handlers(stop)
+    grpc_server = await _start_grpc(dataplane, settings)
+    http_task = asyncio.create_task(http.serve(), name="inferd-http")
+    try:
+        await _wait_started(http, http_task)
+        log.info("HTTP on %s:%d%s", settings.host, settings.http_port,
+                 f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server else "")
+        await dataplane.start()
+        log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
+        if on_ready is not None:
+            await on_ready(dataplane)
+        await asyncio.wait([http_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        log.info("stopping")
+        http.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await http_task
+        dataplane.close()
+
+
+async def _start_grpc(dataplane: DataPlane, settings: ServerSettings) -> Any:
+    if not settings.grpc_port:
+        return None
+    from inferd.server.grpc.server import start_grpc_server
+
+    return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes)
+
+
+async def _wait_started(http: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    while not http.started:
+        if task.done():  # uvicorn failed to bind: surface why
+            task.result()
+            raise OSError("the HTTP server stopped before it started (is the port in use?)")
+        await asyncio.sleep(0.01)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)

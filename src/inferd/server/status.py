@@ -1,0 +1,26 @@
+"""How each transport reports a DataPlane error: one table per transport, nothing else decides."""
+
+from __future__ import annotations
+
+from inferd.errors import ErrorCode
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.FAILED_PRECONDITION: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.RESOURCE_EXHAUSTED: 429,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+}
+
+GRPC_STATUS: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_ARGUMENT: "INVALID_ARGUMENT",
+    ErrorCode.FAILED_PRECONDITION: "FAILED_PRECONDITION",
+    ErrorCode.NOT_FOUND: "NOT_FOUND",
+    ErrorCode.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+    ErrorCode.INTERNAL: "INTERNAL",
+    ErrorCode.UNAVAILABLE: "UNAVAILABLE",
+    ErrorCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+}
+"""Names of ``grpc.StatusCode`` members: names, so that this module (and the HTTP side) never imports grpc."""

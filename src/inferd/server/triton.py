@@ -1,0 +1,40 @@
+"""Triton's names for things that the V2 protocol leaves to the server: model configuration data types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferd.inference import ModelConfiguration
+
+TRITON_DATA_TYPE: dict[str, str] = {
+    "BOOL": "TYPE_BOOL",
+    "UINT8": "TYPE_UINT8",
+    "UINT16": "TYPE_UINT16",
+    "UINT32": "TYPE_UINT32",
+    "UINT64": "TYPE_UINT64",
+    "INT8": "TYPE_INT8",
+    "INT16": "TYPE_INT16",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "FP16": "TYPE_FP16",
+    "FP32": "TYPE_FP32",
+    "FP64": "TYPE_FP64",
+    "BYTES": "TYPE_STRING",
+    "BF16": "TYPE_BF16",
+}
+
+
+def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
+    """The model configuration in Triton's JSON form, which perf_analyzer reads."""
+    return {
+        "name": config.name,
+        "platform": config.platform,
+        "backend": config.platform,
+        "max_batch_size": config.max_batch_size,
+        "input": [
+            {"name": s.name, "data_type": TRITON_DATA_TYPE[s.datatype], "dims": list(s.shape)} for s in config.inputs
+        ],
+        "output": [
+            {"name": s.name, "data_type": TRITON_DATA_TYPE[s.datatype], "dims": list(s.shape)} for s in config.outputs
+        ],
+    }

@@ -1,0 +1,57 @@
+"""Server settings: defaults, then ``INFERD_*`` environment variables, then command-line options.
+
+The platform contracts inferd speaks also set ports through their own variables, honoured when present:
+``AIP_HTTP_PORT`` / ``AIP_PREDICT_ROUTE`` / ``AIP_HEALTH_ROUTE`` (Vertex AI custom containers) and
+``SAGEMAKER_BIND_TO_PORT`` (SageMaker).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inferd.repository import DEFAULT_MAX_BATCH_SIZE
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid")
+
+    repository: Path = Path("models")
+    """Model repository folder to serve."""
+    host: str = "127.0.0.1"
+    """Address to bind. Loopback by default: exposing the server is a decision, not an accident."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    """gRPC port; 0 turns the gRPC server off."""
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted over HTTP (and largest gRPC message); bigger ones get 413."""
+    strict_readiness: bool = True
+    """Report ready only when every model in the repository loaded."""
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
+    """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
+    threads: int | None = Field(default=None, ge=1)
+    """Threads that run models; default: Python's choice for the machine."""
+    default_model: str | None = None
+    """Model for SageMaker ``/invocations`` calls that name none; default the repository's only model."""
+    predict_route: str | None = None
+    """Extra prediction route (Vertex AI sets it through ``AIP_PREDICT_ROUTE``)."""
+    health_route: str | None = None
+    """Extra health route (Vertex AI sets it through ``AIP_HEALTH_ROUTE``)."""
+    log_level: str = "info"
+
+
+def platform_overrides(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """Settings that the Vertex AI and SageMaker container contracts pass through their own variables."""
+    env = os.environ if environ is None else environ
+    found: dict[str, object] = {}
+    port = env.get("AIP_HTTP_PORT") or env.get("SAGEMAKER_BIND_TO_PORT")
+    if port:
+        found["http_port"] = int(port)
+    if env.get("AIP_PREDICT_ROUTE"):
+        found["predict_route"] = env["AIP_PREDICT_ROUTE"]
+    if env.get("AIP_HEALTH_ROUTE"):
+        found["health_route"] = env["AIP_HEALTH_ROUTE"]
+    return found
