@@ -99,10 +99,14 @@ def test_predict_unknown_model_and_missing_file(cli, repo, tmp_path):
 
 @pytest.mark.slow
 def test_demo_trains_serves_and_predicts(cli, tmp_path):
-    result = cli("demo", "--repo", str(tmp_path / "demo"), "--once", timeout=300)
+    from server_process import free_port
+
+    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
+    result = cli("demo", "--repo", str(tmp_path / "demo"), "--once", *ports, timeout=300)
     assert result.returncode == 0, result.stderr
     for name in ("spam", "eta", "ranker", "digits"):
         assert name in result.stdout
+    assert "over HTTP" in result.stdout
     assert "spam (p=" in result.stdout
     assert "ETA" in result.stdout
     assert "digit " in result.stdout

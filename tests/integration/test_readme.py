@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
 from cli_runner import ROOT, cli_env, inferd
+from server_process import free_port
 
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -41,25 +45,55 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 @pytest.mark.slow
-def test_make_demo_then_the_usage_session():
-    """``make demo`` for real (using this test run's environment as its venv), then the usage block."""
+def test_make_demo_serves_until_ctrl_c_and_the_usage_session_works():
+    """``make demo`` for real (with this test run's environment as its venv): it trains, serves, predicts
+    over HTTP and keeps serving; the usage block runs meanwhile; Ctrl-C stops it cleanly."""
     env = cli_env()
-    env["VENV"] = sys.prefix  # the Makefile's venv: reuse the one running these tests
-    demo = subprocess.run(["bash", "-c", console_blocks()[0][0]], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    for name in ("spam", "eta", "ranker", "digits"):
-        assert name in demo.stdout
-    usage = console_blocks()[2]
-    assert usage[0] == "source .venv/bin/activate"
-    script = "set -euo pipefail\n" + "\n".join(usage[1:])  # the venv's bin is already first on PATH
-    session = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=300, check=False)
-    assert session.returncode == 0, session.stdout + session.stderr
-    assert session.stdout.count("READY") >= 4
-    assert '"spam"' in session.stdout
-    assert '"model_name":"eta"' in session.stdout.replace(" ", "")
-    (ROOT / "msg.json").unlink(missing_ok=True)
+    env.update(VENV=sys.prefix, INFERD_HTTP_PORT=str(free_port()), INFERD_GRPC_PORT=str(free_port()))
+    demo = subprocess.Popen(["bash", "-c", console_blocks()[0][0]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        seen = read_until(demo, "Ctrl-C to stop", timeout=600)
+        for expected in ("spam (p=", "ETA ", "ranking: item", "digit "):
+            assert expected in seen
+        assert "over HTTP" in seen
+        assert httpx.get(f"http://127.0.0.1:{env['INFERD_HTTP_PORT']}/v2/health/ready").status_code == 200
+        port = env["INFERD_HTTP_PORT"]
+        for command in console_blocks()[2]:
+            call = subprocess.run(["bash", "-c", command.replace("localhost:8080", f"127.0.0.1:{port}")],
+                                  capture_output=True, text=True, timeout=60, check=False)
+            assert call.returncode == 0, call.stderr
+            assert '"error"' not in call.stdout, call.stdout
+            assert call.stdout.startswith("{"), call.stdout
+        usage = console_blocks()[3]
+        assert usage[0] == "source .venv/bin/activate"
+        script = "set -euo pipefail\n" + "\n".join(usage[1:])  # the venv's bin is already first on PATH
+        session = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=300, check=False)
+        assert session.returncode == 0, session.stdout + session.stderr
+        assert session.stdout.count("READY") >= 4
+        assert '"spam"' in session.stdout
+        assert '"model_name":"eta"' in session.stdout.replace(" ", "")
+    finally:
+        (ROOT / "msg.json").unlink(missing_ok=True)
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole foreground group
+        rest, _ = demo.communicate(timeout=60)
+    assert "Stopped." in rest
+
+
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """Everything the process printed up to the line holding ``marker``."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} before {marker!r}:\n{''.join(seen)}")
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"no {marker!r} after {timeout} s:\n{''.join(seen)}")
 
 
 def test_python_model_example(tmp_path):

@@ -1,4 +1,5 @@
-"""``inferd demo``: train the example models, serve them, and show one real prediction per model."""
+"""``inferd demo``: train the example models, serve them, and show one real prediction per model, made
+through the HTTP server exactly as a client would."""
 
 from __future__ import annotations
 
@@ -8,24 +9,29 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import numpy as np
 import typer
 from rich.table import Table
 
-from inferd.cli.common import console, fail
+from inferd.cli.common import configure_logging, console, fail
+from inferd.cli.serve import make_settings
 from inferd.codecs import v2_json
 from inferd.dataplane import DataPlane
-from inferd.errors import InferError
-from inferd.repository import ModelRepository
+from inferd.settings import ServerSettings
+from inferd.tensors import numpy_dtype
 
 DEMO_NEEDS = ("sklearn", "skops", "onnx", "skl2onnx", "onnxruntime", "xgboost", "lightgbm")
 
 
 def demo(
     repo: Annotated[Path, typer.Option(help="Where to write the demo model repository.")] = Path("demo-models"),
-    once: Annotated[bool, typer.Option(help="Exit after showing the predictions.")] = False,
+    once: Annotated[bool, typer.Option(help="Exit after showing the predictions instead of serving on.")] = False,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8080].")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port [default: 8081].")] = None,
 ) -> None:
-    """Build the demo model repository (spam filter, ETA regressor, ranker, digits classifier) and predict."""
+    """Build the demo model repository (spam filter, ETA regressor, ranker, digits classifier), serve it,
+    and predict with each model over HTTP. Serves until Ctrl-C unless --once."""
     missing = [m for m in DEMO_NEEDS if importlib.util.find_spec(m) is None]
     if missing:
         fail(f"the demo needs {', '.join(missing)}; install them with: pip install 'inferd[demo]'", code=2)
@@ -33,34 +39,70 @@ def demo(
 
     started = time.perf_counter()
     with console.status("training the example models"):
+        repo.mkdir(parents=True, exist_ok=True)
         examples = build_demo_repository(repo)
     console.print(f"Wrote {len(examples)} models to [bold]{repo}[/] in {time.perf_counter() - started:.1f} s")
-    table = asyncio.run(_predict_all(repo, examples))
-    console.print(table)
-    console.print(f"Try: [bold]inferd models list {repo}[/]  ·  [bold]inferd predict {repo} digits --input row.json[/]")
-    if not once:
-        console.print("(The HTTP server that keeps serving these models arrives with `inferd serve`.)")
+    settings = make_settings(repo, http_port=http_port, grpc_port=grpc_port)
+    configure_logging("warning")
+    from inferd.server.runner import serve
 
+    stop = asyncio.Event()
 
-async def _predict_all(repo: Path, examples: list[Any]) -> Table:
-    dataplane = DataPlane(ModelRepository(repo))
-    await dataplane.start()
-    table = Table("model", "what it does", "prediction", "ms")
+    async def show_predictions(dataplane: DataPlane) -> None:
+        console.print(await _predict_all(dataplane, settings, examples))
+        _print_next_steps(settings, repo, once)
+        if once:
+            stop.set()
+
     try:
+        asyncio.run(serve(settings, on_ready=show_predictions, stop=stop))
+        if not once:
+            console.print("Stopped.")
+    except OSError as exc:
+        fail(f"cannot serve the demo: {exc} (choose other ports with --http-port/--grpc-port)")
+
+
+async def _predict_all(dataplane: DataPlane, settings: ServerSettings, examples: list[Any]) -> Table:
+    base = f"http://{settings.host}:{settings.http_port}"
+    table = Table("model", "what it does", "prediction (over HTTP)", "ms", title=f"inferd serving {base}")
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for example in examples:
-            table.add_row(example.name, example.description, *await _predict_one(dataplane, example))
-    finally:
-        dataplane.close()
+            table.add_row(example.name, example.description, *await _predict_one(client, dataplane, example))
     return table
 
 
-async def _predict_one(dataplane: DataPlane, example: Any) -> tuple[str, str]:
-    try:
-        request = v2_json.decode_mapping(example.request, example.name, dataplane.signature(example.name))
-        started = time.perf_counter()
-        response = await dataplane.infer(request)
-        elapsed = (time.perf_counter() - started) * 1000
-    except InferError as exc:
-        return f"[red]{exc.code.value}: {exc.message}[/]", "-"
-    outputs: dict[str, np.ndarray] = {o.name: o.data for o in response.outputs}
-    return example.explain(outputs), f"{elapsed:.2f}"
+async def _predict_one(client: httpx.AsyncClient, dataplane: DataPlane, example: Any) -> tuple[str, str]:
+    body = v2_body(dataplane, example.name, example.request)
+    started = time.perf_counter()
+    response = await client.post(f"/v2/models/{example.name}/infer", content=v2_json.dumps(body))
+    elapsed = f"{(time.perf_counter() - started) * 1000:.1f}"
+    if response.status_code != 200:
+        return f"[red]HTTP {response.status_code}: {response.text}[/]", elapsed
+    outputs = {
+        o["name"]: _as_array(o) for o in response.json()["outputs"]
+    }
+    return example.explain(outputs), elapsed
+
+
+def v2_body(dataplane: DataPlane, model: str, mapping: dict[str, Any]) -> dict[str, Any]:
+    """A V2 JSON request body for a plain ``{input: values}`` mapping, typed from the model's signature."""
+    request = v2_json.decode_mapping(mapping, model, dataplane.signature(model))
+    return {"inputs": [
+        {"name": i.name, "datatype": i.datatype, "shape": i.shape, "data": i.data} for i in request.inputs
+    ]}
+
+
+def _as_array(output: dict[str, Any]) -> np.ndarray:
+    if output["datatype"] == "BYTES":
+        values = [v.encode() for v in output["data"]]
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        return array.reshape(output["shape"])
+    return np.asarray(output["data"], dtype=numpy_dtype(output["datatype"])).reshape(output["shape"])
+
+
+def _print_next_steps(settings: ServerSettings, repo: Path, once: bool) -> None:
+    base = f"http://{settings.host}:{settings.http_port}"
+    console.print(f"Try: [bold]curl {base}/v2/models/digits[/]  ·  [bold]inferd models list {repo}[/]")
+    if not once:
+        console.print(f"Serving {repo} on {base} (gRPC {settings.host}:{settings.grpc_port}); Ctrl-C to stop.")
