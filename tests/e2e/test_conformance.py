@@ -3,6 +3,8 @@ running server and models. Each answer is checked against the model called direc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -15,10 +17,11 @@ KINDS = ["rest-binary", "rest-json", "grpc"]
 
 
 @pytest.fixture(params=KINDS)
-def transport(request: pytest.FixtureRequest, server) -> Transport:
-    if request.param == "grpc":
-        return Grpc(server.grpc_url)
-    return Rest(server.url, binary=request.param == "rest-binary")
+def transport(request: pytest.FixtureRequest, server) -> Iterator[Transport]:
+    chosen: Transport = Grpc(server.grpc_url) if request.param == "grpc" else Rest(
+        server.url, binary=request.param == "rest-binary")
+    yield chosen
+    chosen.close()
 
 
 def sample(datatype: str) -> np.ndarray:

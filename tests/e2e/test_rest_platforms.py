@@ -20,6 +20,7 @@ import skops.io as sio
 import xgboost
 
 from cli_runner import BIN, cli_env
+from fakes import ADDER, write_model
 from server_process import ServerProcess, free_port
 
 TARGET = "X-Amzn-SageMaker-Target-Model"
@@ -257,33 +258,46 @@ class PlatformServer(ServerProcess):
         return self
 
 
-def started(process: PlatformServer, ready_path: str) -> Iterator[PlatformServer]:
-    process.start(wait_ready=False)
+@pytest.fixture(scope="module")
+def platform_servers(e2e_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PlatformServer]]:
+    """A Vertex AI container serving ``eta`` (and ``adder``, which the predict route must not pick) and a
+    single-model SageMaker container serving ``digits``, started side by side, stopped by pid at the end."""
+    vertex_root = tmp_path_factory.mktemp("vertex")
+    shutil.copytree(e2e_repo / "eta", vertex_root / "models" / "eta")
+    write_model(vertex_root / "models", "adder", ADDER)  # a second model, so INFERD_DEFAULT_MODEL has to choose
+    vertex_port = free_port()
+    vertex_env = {"AIP_HTTP_PORT": str(vertex_port), "AIP_PREDICT_ROUTE": PREDICT_ROUTE,
+                  "AIP_HEALTH_ROUTE": HEALTH_ROUTE, "INFERD_DEFAULT_MODEL": "eta"}
+    sagemaker_root = tmp_path_factory.mktemp("sagemaker")
+    shutil.copytree(e2e_repo / "digits", sagemaker_root / "models" / "digits")
+    sagemaker_port = free_port()
+    servers = {
+        "vertex": PlatformServer(vertex_root / "models", vertex_root / "serve.log", env=vertex_env,
+                                 http_port=vertex_port),
+        "sagemaker": PlatformServer(sagemaker_root / "models", sagemaker_root / "serve.log",
+                                    env={"SAGEMAKER_BIND_TO_PORT": str(sagemaker_port)}, http_port=sagemaker_port),
+    }
+    ready_paths = {"vertex": HEALTH_ROUTE, "sagemaker": "/ping"}
     try:
-        process.wait(ready_path, timeout=60)
-        yield process
+        for process in servers.values():
+            process.start(wait_ready=False)
+        for name, process in servers.items():
+            process.wait(ready_paths[name], timeout=60)
+        yield servers
     finally:
-        code = process.stop()
-        assert code == 0, f"inferd serve exited with {code} on SIGTERM:\n{process.log()}"
+        codes = {name: process.stop() for name, process in servers.items()}
+        for name, code in codes.items():
+            assert code == 0, f"the {name} server exited with {code} on SIGTERM:\n{servers[name].log()}"
 
 
 @pytest.fixture(scope="module")
-def vertex(e2e_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformServer]:
-    root = tmp_path_factory.mktemp("vertex")
-    shutil.copytree(e2e_repo / "eta", root / "models" / "eta")
-    port = free_port()
-    env = {"AIP_HTTP_PORT": str(port), "AIP_PREDICT_ROUTE": PREDICT_ROUTE, "AIP_HEALTH_ROUTE": HEALTH_ROUTE,
-           "INFERD_DEFAULT_MODEL": "eta"}
-    yield from started(PlatformServer(root / "models", root / "serve.log", env=env, http_port=port), HEALTH_ROUTE)
+def vertex(platform_servers: dict[str, PlatformServer]) -> PlatformServer:
+    return platform_servers["vertex"]
 
 
 @pytest.fixture(scope="module")
-def sagemaker(e2e_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformServer]:
-    root = tmp_path_factory.mktemp("sagemaker")
-    shutil.copytree(e2e_repo / "digits", root / "models" / "digits")
-    port = free_port()
-    yield from started(PlatformServer(root / "models", root / "serve.log", env={"SAGEMAKER_BIND_TO_PORT": str(port)},
-                                      http_port=port), "/ping")
+def sagemaker(platform_servers: dict[str, PlatformServer]) -> PlatformServer:
+    return platform_servers["sagemaker"]
 
 
 def test_vertex_health_and_predict_routes(vertex, eta_reference):
@@ -310,7 +324,7 @@ def test_vertex_predict_errors_and_the_other_protocols(vertex):
         assert wrong.status_code == 400
         assert "input 'input'" in wrong.json()["error"]
         assert http.post(PREDICT_ROUTE, content=b"{oops", headers={"Content-Type": "application/json"}).status_code == 400
-        assert http.get("/v1/models").json() == {"models": ["eta"]}
+        assert http.get("/v1/models").json() == {"models": ["adder", "eta"]}
         assert http.get("/v2/health/ready").status_code == 200
         assert http.post(PREDICT_ROUTE, json={"instances": [TRIP]}).status_code == 200
 

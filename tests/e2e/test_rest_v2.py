@@ -75,8 +75,10 @@ def test_repository_index_load_unload(http):
     assert http.get("/v2/models/scratch/ready").status_code == 503
     ready = http.post("/v2/repository/index", json={"ready": True}).json()
     assert "scratch" not in {e["name"] for e in ready}
-    response = http.post("/v2/models/scratch/infer", json={"inputs": []})
-    assert response.status_code in (400, 503)
+    adder = {"inputs": [{"name": n, "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]} for n in ("a", "b")]}
+    response = http.post("/v2/models/scratch/infer", json=adder)
+    assert response.status_code == 503
+    assert "model 'scratch' is not ready" in response.json()["error"]
     assert http.post("/v2/repository/models/scratch/load").status_code == 200
     assert http.get("/v2/models/scratch/ready").json() == {"name": "scratch", "ready": True}
     missing = http.post("/v2/repository/models/nothing-here/load")

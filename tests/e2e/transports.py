@@ -33,18 +33,31 @@ class Transport(Protocol):
 
     def server_ready(self) -> bool: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass
 class Rest:
+    """One tritonclient.http client for the transport's life, closed explicitly: tritonclient closes a client
+    again when it is garbage-collected, which gevent refuses if that happens on another thread."""
+
     url: str
     binary: bool
+    _client: httpclient.InferenceServerClient | None = None
 
     @property
     def name(self) -> str:
         return "rest-binary" if self.binary else "rest-json"
 
     def client(self) -> httpclient.InferenceServerClient:
-        return httpclient.InferenceServerClient(self.url.removeprefix("http://"))
+        if self._client is None:
+            self._client = httpclient.InferenceServerClient(self.url.removeprefix("http://"))
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def infer(self, model: str, inputs: dict[str, tuple[str, np.ndarray]],
               outputs: list[str] | None = None, version: str = "") -> dict[str, np.ndarray]:
@@ -59,8 +72,6 @@ class Rest:
             result = client.infer(model, wire, model_version=version, outputs=requested)
         except InferenceServerException as exc:
             raise CallFailedError(HTTP_CODES.get(str(exc.status()), str(exc.status())), exc.message()) from exc
-        finally:
-            client.close()
         names = outputs or [o["name"] for o in result.get_response()["outputs"]]
         return {n: result.as_numpy(n) for n in names}
 
@@ -71,22 +82,12 @@ class Rest:
             return found
         except InferenceServerException as exc:
             raise CallFailedError(HTTP_CODES.get(str(exc.status()), str(exc.status())), exc.message()) from exc
-        finally:
-            client.close()
 
     def model_ready(self, model: str) -> bool:
-        client = self.client()
-        try:
-            return bool(client.is_model_ready(model))
-        finally:
-            client.close()
+        return bool(self.client().is_model_ready(model))
 
     def server_ready(self) -> bool:
-        client = self.client()
-        try:
-            return bool(client.is_server_ready())
-        finally:
-            client.close()
+        return bool(self.client().is_server_ready())
 
 
 @dataclass
@@ -125,3 +126,6 @@ class Grpc:
     def server_ready(self) -> bool:
         with grpcclient.InferenceServerClient(self.url) as client:
             return bool(client.is_server_ready())
+
+    def close(self) -> None:
+        pass

@@ -109,7 +109,7 @@ def _read(artifact: Path) -> xgb.Booster:
         return xgb.Booster(model_file=str(artifact))
     except XGBoostError as exc:
         # The library's message carries a native stack trace; its first line says what was wrong.
-        first_line = str(exc).strip().splitlines()[0]
+        first_line = str(exc).strip().partition("\n")[0]
         raise ValueError(f"{artifact}: not a valid XGBoost model: {first_line}") from exc
 
 
