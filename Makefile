@@ -26,7 +26,7 @@ check: lint typecheck
 	$(BIN)/pytest
 
 lint:
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks scripts
 
 typecheck:
 	$(BIN)/mypy

@@ -21,6 +21,21 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
 
     [options]                     # runtime-specific, checked by the runtime (for example allow_pickle)
     allow_pickle = true
+
+    [batching]                    # dynamic batching: concurrent requests stacked along the batch dimension
+    enabled = true
+    max_queue_delay_us = 500      # how long the first request may wait for others to join
+    preferred_batch_sizes = [8, 16]
+
+    [queue]
+    max_size = 1024               # requests that may wait; more are refused at once (HTTP 503 + Retry-After)
+    timeout_us = 0                # default time a request may wait in the queue (0: none); V2 `timeout` overrides
+    priority_levels = 2           # V2 `priority` 1 (highest) .. priority_levels
+    default_priority = 2
+
+    [instances]
+    count = 1                     # batches that may run at once
+    kind = "thread"               # thread (in this process) | process (supervised workers, shared memory)
 """
 
 from __future__ import annotations
@@ -78,6 +93,33 @@ class VersionPolicy(_Strict):
         return ordered[-self.latest:]
 
 
+class BatchingConfig(_Strict):
+    enabled: bool | None = None
+    """Dynamic batching; default: the server's setting (off unless INFERD_DYNAMIC_BATCHING=true)."""
+    max_queue_delay_us: int | None = Field(default=None, ge=0)
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+
+
+class QueueConfig(_Strict):
+    max_size: int | None = Field(default=None, ge=1)
+    timeout_us: int = Field(default=0, ge=0)
+    priority_levels: int = Field(default=1, ge=1)
+    default_priority: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_levels(self) -> QueueConfig:
+        if self.default_priority is not None and self.default_priority > self.priority_levels:
+            raise ValueError(
+                f"default_priority {self.default_priority} is above priority_levels {self.priority_levels}"
+            )
+        return self
+
+
+class InstancesConfig(_Strict):
+    count: int = Field(default=1, ge=1)
+    kind: Literal["thread", "process"] = "thread"
+
+
 class ModelConfig(_Strict):
     runtime: str | None = None
     artifact: str | None = None
@@ -87,6 +129,9 @@ class ModelConfig(_Strict):
     inputs: list[TensorConfig] = Field(default_factory=list)
     outputs: list[TensorConfig] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    instances: InstancesConfig = Field(default_factory=InstancesConfig)
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:

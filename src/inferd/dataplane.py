@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version as package_version
 from time import perf_counter_ns
+from typing import Any
 
 import numpy as np
 
-from inferd.errors import ErrorCode, InferError, internal, invalid, not_found, unavailable
+from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
     IndexEntry,
     InferenceRequest,
@@ -28,8 +29,7 @@ from inferd.inference import (
     ResponseOutput,
     ServerMetadata,
 )
-from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
-from inferd.runtimes.base import Outputs
+from inferd.repository import Model, ModelRepository, State, why_unavailable
 from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_outputs, check_request_input
 from inferd.stats import ModelStats
 from inferd.tensors import datatype_of, to_array
@@ -41,12 +41,13 @@ class DataPlane:
     """Inference, metadata, readiness and repository control over one :class:`ModelRepository`."""
 
     def __init__(self, repository: ModelRepository, *, extensions: Sequence[str] = (),
-                 strict_readiness: bool = True, threads: int | None = None) -> None:
+                 strict_readiness: bool = True) -> None:
         self.repository = repository
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
         self._started = False
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inferd-model")
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inferd-load")
+        """For loading and unloading, which block."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -71,7 +72,7 @@ class DataPlane:
         if not self._strict_readiness:
             return True
         return all(
-            not m.reason and all(v.state is State.READY for v in m.versions.values())
+            not m.reason and all(v.serving for v in m.versions.values())
             for m in self.repository.models()
         )
 
@@ -82,11 +83,12 @@ class DataPlane:
         """Whether the model (version) can serve now. Unknown model or version: NOT_FOUND."""
         model = self.repository.find(name)
         if version is None:
-            return model.latest_ready() is not None
+            latest = model.latest_ready()
+            return latest is not None and latest.serving
         number = parse_version(version)
         if number not in model.versions:
             raise not_found(f"model {name!r} has no version {version}")
-        return model.versions[number].state is State.READY
+        return model.versions[number].serving
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         chosen = self.repository.get(name, parse_version(version))
@@ -126,7 +128,11 @@ class DataPlane:
         return await loop.run_in_executor(self._pool, self.repository.unload, name)
 
     # -- inference -------------------------------------------------------------------------------
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer(self, request: InferenceRequest,
+                    is_disconnected: Callable[[], bool] | None = None) -> InferenceResponse:
+        """Validate the request against the model's signature, queue it on the model's scheduler (which may
+        batch it with others) and check what the model returned. ``is_disconnected`` tells whether the caller
+        has gone away; a request still queued then is dropped without running."""
         started = perf_counter_ns()
         model = self.repository.get(request.model_name, parse_version(request.model_version))
         try:
@@ -135,18 +141,18 @@ class DataPlane:
             if batch_size is not None and batch_size > model.max_batch_size:
                 raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of {model.max_batch_size}")
             wanted = requested_outputs(signature, request.outputs)
+            priority, timeout_us = _scheduling_parameters(request.parameters)
             prepared = perf_counter_ns()
-            raw, ran, finished = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _timed_predict, model, arrays
-            )
-            checked = check_outputs(signature, raw, batch_size)
+            result = await model.scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
+            checked = check_outputs(signature, result.outputs, batch_size)
             outputs = [_response_output(name, checked[name]) for name in wanted]
         except InferError:
             model.stats.record_failure(perf_counter_ns() - started)
             raise
         done = perf_counter_ns()
-        model.stats.record_success(batch_size or 1, done - started, ran - prepared, prepared - started,
-                                   finished - ran, done - finished)
+        model.stats.record_success(batch_size or 1, done - started, result.queue_ns, prepared - started,
+                                   result.infer_ns, done - prepared - result.queue_ns - result.infer_ns,
+                                   result.batch_rows if result.ran_batch else None)
         return InferenceResponse(request.model_name, str(model.version), outputs, id=request.id)
 
     # -- configuration and statistics ----------------------------------------------------------
@@ -219,24 +225,14 @@ def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | N
     return names
 
 
-def _timed_predict(model: ModelVersion, arrays: dict[str, np.ndarray]) -> tuple[Outputs, int, int]:
-    """Run the model on a worker thread; also return when it started and finished (for statistics)."""
-    ran = perf_counter_ns()
-    outputs = _predict(model, arrays)
-    return outputs, ran, perf_counter_ns()
-
-
-def _predict(model: ModelVersion, arrays: dict[str, np.ndarray]) -> Outputs:
-    runtime = model.runtime
-    if runtime is None:  # unloaded between lookup and run
-        raise unavailable(f"model {model.name!r} version {model.version} was unloaded")
-    try:
-        return runtime.predict(arrays)
-    except InferError:
-        raise
-    except Exception as exc:  # the model's own failure: report it, keep serving
-        log.warning("model %s version %d raised %s: %s", model.name, model.version, type(exc).__name__, exc)
-        raise internal(f"model {model.name!r} failed: {type(exc).__name__}: {exc}") from exc
+def _scheduling_parameters(parameters: dict[str, Any] | None) -> tuple[object, int | None]:
+    """The V2 reserved parameters ``priority`` and ``timeout`` (microseconds in the queue)."""
+    if not parameters:
+        return None, None
+    timeout = parameters.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+        raise invalid(f"timeout must be a non-negative integer number of microseconds, got {timeout!r}")
+    return parameters.get("priority"), timeout
 
 
 def _response_output(name: str, array: np.ndarray) -> ResponseOutput:

@@ -31,10 +31,12 @@ class ErrorCode(StrEnum):
 class InferError(Exception):
     """An error with a neutral code and a message meant for the caller."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
+        """When to try again, for refusals under load (HTTP sends it as Retry-After)."""
 
     def __repr__(self) -> str:
         return f"InferError({self.code.value}, {self.message!r})"

@@ -16,8 +16,9 @@ from pathlib import Path
 from inferd.artifacts import VersionSource, find_versions, resolve_artifact
 from inferd.config import ConfigError, ModelConfig, load_model_config
 from inferd.errors import ErrorCode, InferError, not_found, unavailable
+from inferd.loading import Loaded, ServerDefaults, load
 from inferd.runtimes.base import Runtime
-from inferd.runtimes.registry import load_runtime
+from inferd.scheduling.scheduler import Scheduler
 from inferd.signature import Signature
 from inferd.stats import ModelStats
 
@@ -39,10 +40,8 @@ class ModelVersion:
     version: int
     state: State
     source: VersionSource | None = None
-    runtime: Runtime | None = None
+    loaded: Loaded | None = None
     reason: str = ""
-    max_batch_size: int = 0
-    """Largest batch one request may carry, for a batched signature; 0 when the model does not batch."""
     stats: ModelStats = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,9 +49,31 @@ class ModelVersion:
 
     @property
     def signature(self) -> Signature:
-        if self.runtime is None:
+        return self._loaded().signature
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._loaded().scheduler
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """The in-process runtime (None for process instances, or when not loaded)."""
+        return self.loaded.runtime if self.loaded else None
+
+    @property
+    def max_batch_size(self) -> int:
+        """Largest batch one request (or merged batch) may carry; 0 when the model has no batch dimension."""
+        return self._loaded().scheduler.policy.max_batch_size
+
+    def _loaded(self) -> Loaded:
+        if self.loaded is None:
             raise unavailable(f"model {self.name!r} version {self.version} is not loaded")
-        return self.runtime.signature
+        return self.loaded
+
+    @property
+    def serving(self) -> bool:
+        """Loaded and able to run now (false while, say, a crashed worker process is being replaced)."""
+        return self.state is State.READY and self.loaded is not None and self.loaded.executor.ready
 
     @property
     def runtime_name(self) -> str:
@@ -75,18 +96,14 @@ class Model:
         return max(ready, key=lambda v: v.version) if ready else None
 
 
-DEFAULT_MAX_BATCH_SIZE = 4096
-"""Rows one request may carry to a batched model, unless model.toml or the server settings say otherwise."""
-
-
 class ModelRepository:
     """Model folders under ``root``. Thread-safe: loads and unloads are serialized, lookups lock-free."""
 
-    def __init__(self, root: Path, default_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
+    def __init__(self, root: Path, defaults: ServerDefaults | None = None) -> None:
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} does not exist or is not a folder")
         self.root = root
-        self.default_max_batch_size = default_max_batch_size
+        self.defaults = defaults or ServerDefaults()
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
 
@@ -160,24 +177,21 @@ class ModelRepository:
             return Model(name, folder, reason=str(exc))
         model = Model(name, folder, config)
         for number in config.versions.select(sorted(on_disk)):
-            loaded = _load_version(name, number, on_disk[number], folder, config)
-            if loaded.runtime is not None and loaded.runtime.signature.batched:
-                loaded.max_batch_size = config.max_batch_size or self.default_max_batch_size
-            model.versions[number] = loaded
+            model.versions[number] = _load_version(name, number, on_disk[number], folder, config, self.defaults)
         if not model.versions:
             model.reason = f"version policy {config.versions.policy!r} selects none of {sorted(on_disk)}"
         return model
 
 
-def _load_version(name: str, number: int, folder: Path, model_folder: Path, config: ModelConfig) -> ModelVersion:
+def _load_version(name: str, number: int, folder: Path, model_folder: Path, config: ModelConfig,
+                  defaults: ServerDefaults) -> ModelVersion:
     try:
         source = resolve_artifact(number, folder, config)
     except ValueError as exc:
         log.warning("model %s version %d failed to load: %s", name, number, exc)
         return ModelVersion(name, number, State.UNAVAILABLE, reason=str(exc))
     try:
-        runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options,
-                               config.signature_override())
+        loaded = load(name, source, model_folder, config, defaults)
     except Exception as exc:  # any framework error while loading is reported, never fatal for the rest
         if str(source.artifact) in str(exc):  # our own messages already name the file
             reason = f"{source.runtime.name} runtime: {exc}"
@@ -186,17 +200,18 @@ def _load_version(name: str, number: int, folder: Path, model_folder: Path, conf
         log.warning("model %s version %d failed to load: %s", name, number, reason)
         return ModelVersion(name, number, State.UNAVAILABLE, source, reason=reason)
     log.info("model %s version %d ready (%s)", name, number, source.runtime.name)
-    return ModelVersion(name, number, State.READY, source, runtime)
+    return ModelVersion(name, number, State.READY, source, loaded)
 
 
 def _close(model: Model) -> None:
     for version in model.versions.values():
-        if version.runtime is not None:
+        if version.loaded is not None:
             try:
-                version.runtime.close()
+                version.loaded.scheduler.close()
+                version.loaded.executor.close()
             except Exception:  # closing must not stop the unload of the others
                 log.exception("closing model %s version %d failed", model.name, version.version)
-            version.runtime = None
+            version.loaded = None
         if version.state is State.READY:
             version.state = State.UNLOADED
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inferd.repository import DEFAULT_MAX_BATCH_SIZE
+from inferd.loading import DEFAULT_MAX_BATCH_SIZE, ServerDefaults
 
 
 class ServerSettings(BaseSettings):
@@ -32,8 +32,12 @@ class ServerSettings(BaseSettings):
     """Report ready only when every model in the repository loaded."""
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
-    threads: int | None = Field(default=None, ge=1)
-    """Threads that run models; default: Python's choice for the machine."""
+    dynamic_batching: bool = False
+    """Stack concurrent requests into one batch, for models whose model.toml does not say."""
+    max_queue_delay_us: int = Field(default=0, ge=0)
+    """With dynamic batching: how long a request may wait for others to join its batch (model.toml overrides)."""
+    max_queue_size: int = Field(default=1024, ge=1)
+    """Requests that may wait per model; one more gets 503 with Retry-After (model.toml overrides)."""
     default_model: str | None = None
     """Model for SageMaker ``/invocations`` calls that name none; default the repository's only model."""
     predict_route: str | None = None
@@ -41,6 +45,10 @@ class ServerSettings(BaseSettings):
     health_route: str | None = None
     """Extra health route (Vertex AI sets it through ``AIP_HEALTH_ROUTE``)."""
     log_level: str = "info"
+
+    def model_defaults(self) -> ServerDefaults:
+        return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,
+                              self.max_queue_size)
 
 
 def platform_overrides(environ: dict[str, str] | None = None) -> dict[str, object]:

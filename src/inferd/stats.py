@@ -51,18 +51,22 @@ class ModelStats:
     batches: dict[int, BatchStats] = field(default_factory=dict)
 
     def record_success(self, batch: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int,
-                       output_ns: int) -> None:
+                       output_ns: int, executed_rows: int | None) -> None:
+        """One request answered. ``executed_rows`` is the size of the batch the model ran, given by the one
+        request that ran it (None for requests that were merged into another's batch)."""
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.inference_count += batch
-        self.execution_count += 1
         self.success.add(total_ns)
         self.queue.add(queue_ns)
         self.compute_input.add(input_ns)
         self.compute_infer.add(infer_ns)
         self.compute_output.add(output_ns)
-        per_batch = self.batches.get(batch)
+        if executed_rows is None:
+            return
+        self.execution_count += 1
+        per_batch = self.batches.get(executed_rows)
         if per_batch is None:
-            per_batch = self.batches[batch] = BatchStats()
+            per_batch = self.batches[executed_rows] = BatchStats()
         per_batch.compute_input.add(input_ns)
         per_batch.compute_infer.add(infer_ns)
         per_batch.compute_output.add(output_ns)

@@ -199,3 +199,31 @@ def test_a_failed_load_is_an_error_with_the_reason(python_repo):
         asyncio.run(plane.load("adder"))
     assert info.value.code is ErrorCode.FAILED_PRECONDITION
     plane.close()
+
+
+def test_with_batching_on_a_bad_request_fails_alone_and_the_rest_are_merged(python_repo):
+    (python_repo / "adder" / "model.toml").write_text("[batching]\nenabled = true\nmax_queue_delay_us = 20000\n")
+    plane = DataPlane(ModelRepository(python_repo))
+    asyncio.run(plane.start())
+
+    def request(i: int, good: bool = True) -> InferenceRequest:
+        width = 3 if good else 4
+        return InferenceRequest("adder", [RequestInput("a", "FP32", [1, width], [i] * width),
+                                          RequestInput("b", "FP32", [1, width], [1] * width)], id=str(i))
+
+    async def main():
+        return await asyncio.gather(*(plane.infer(request(i, good=i != 5)) for i in range(10)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results[5], InferError)
+    assert "expected shape [-1, 3], got [1, 4]" in results[5].message
+    for i, response in enumerate(results):
+        if i != 5:
+            assert response.outputs[1].data.tolist() == [3.0 * i + 3]
+    body = plane.statistics("adder")[0].to_dict()
+    assert body["inference_count"] == 9
+    assert body["execution_count"] < 9  # merged: fewer model runs than requests
+    assert max(b["batch_size"] for b in body["batch_stats"]) > 1
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in body["batch_stats"]) == 9
+    plane.close()

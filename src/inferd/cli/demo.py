@@ -44,7 +44,7 @@ def demo(
     console.print(f"Wrote {len(examples)} models to [bold]{repo}[/] in {time.perf_counter() - started:.1f} s")
     settings = make_settings(repo, http_port=http_port, grpc_port=grpc_port)
     configure_logging("warning")
-    from inferd.server.runner import serve
+    from inferd.server.runner import run_until_stopped, serve
 
     stop = asyncio.Event()
 
@@ -55,7 +55,7 @@ def demo(
             stop.set()
 
     try:
-        asyncio.run(serve(settings, on_ready=show_predictions, stop=stop))
+        run_until_stopped(serve(settings, on_ready=show_predictions, stop=stop))
         if not once:
             console.print("Stopped.")
     except OSError as exc:

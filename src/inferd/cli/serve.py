@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +24,11 @@ def serve(
     settings = make_settings(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                              max_body_bytes=max_body_bytes, log_level=log_level)
     configure_logging(settings.log_level)
+    from inferd.server.runner import run_until_stopped
     from inferd.server.runner import serve as run
 
     try:
-        asyncio.run(run(settings))
+        run_until_stopped(run(settings))
     except OSError as exc:
         fail(f"cannot serve: {exc}")
 

@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
 
 from inferd.dataplane import DataPlane
 from inferd.repository import ModelRepository
-from inferd.server.rest.app import EXTENSIONS, build_app
+from inferd.server.rest.app import EXTENSIONS, build_asgi
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,8 @@ class _HTTPServer(uvicorn.Server):
 
 
 def build_dataplane(settings: ServerSettings) -> DataPlane:
-    repository = ModelRepository(settings.repository, settings.max_batch_size)
-    return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
-                     threads=settings.threads)
+    repository = ModelRepository(settings.repository, settings.model_defaults())
+    return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness)
 
 
 async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
@@ -43,7 +42,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     unload the models. ``on_ready`` runs once the models have loaded."""
     dataplane = build_dataplane(settings)
     http = _HTTPServer(uvicorn.Config(
-        build_app(dataplane, settings), host=settings.host, port=settings.http_port, log_config=None,
+        build_asgi(dataplane, settings), host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False,
         h11_max_incomplete_event_size=64 * 1024,
     ))
@@ -90,3 +89,14 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (a faster event loop and socket transport), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

@@ -106,7 +106,7 @@ def test_our_messages_live_in_their_own_pool():
 def test_statistics_and_config_json_fill_every_field():
     """The Triton JSON shapes the servicer parses (shared with REST) have no key the messages would drop."""
     stats = ModelStats("m", "1")
-    stats.record_success(4, 10, 1, 2, 3, 4)
+    stats.record_success(4, 10, 1, 2, 3, 4, 4)
     json_format.ParseDict({"model_stats": [stats.to_dict()]}, grpc_service_pb2.ModelStatisticsResponse())
     config = ModelConfiguration("m", "onnx", 8, [TensorSpec("x", "BYTES", (3,))], [TensorSpec("y", "BF16", ())])
     message = json_format.ParseDict(config_to_json(config), model_config_pb2.ModelConfig())

@@ -33,7 +33,10 @@ def error_response(status: int, message: str) -> Response:
 
 
 def infer_error_response(exc: InferError) -> Response:
-    return error_response(HTTP_STATUS[exc.code], exc.message)
+    response = error_response(HTTP_STATUS[exc.code], exc.message)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
+from inferd.server.rest.fast_infer import run_infer
 from inferd.server.rest.openapi import INFER_REQUEST, INFER_RESPONSE
 from inferd.server.rest.responses import json_response, read_body
 from inferd.server.triton import config_to_json
@@ -84,12 +85,11 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, max_body_bytes: int) 
     @router.post("/v2/models/{model}/versions/{version}/infer", summary="Inference on a version",
                  openapi_extra=infer_docs)
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
+        # Normally answered by FastInfer before FastAPI sees it; this route documents it and serves the
+        # same function if the app runs without the fast path.
         body = await read_body(request, max_body_bytes)
-        header_length = v2_binary.parse_header_length(request.headers.get(v2_binary.HEADER_LENGTH))
-        inference = v2_binary.decode_request(body, header_length, model, version)
-        response = await dataplane.infer(inference)
-        binary = v2_binary.binary_outputs(inference, [o.name for o in response.outputs])
-        content, json_length = v2_binary.encode_response(response, binary)
+        header_length = request.headers.get(v2_binary.HEADER_LENGTH)
+        content, json_length = await run_infer(dataplane, body, header_length, model, version)
         if json_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream",

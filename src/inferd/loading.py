@@ -1,0 +1,76 @@
+"""Loading one model version: its runtime (here, or in worker processes), its executor and its scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferd.artifacts import VersionSource
+from inferd.config import ModelConfig
+from inferd.executors.base import Executor
+from inferd.executors.threads import ThreadExecutor
+from inferd.runtimes.base import Runtime
+from inferd.runtimes.registry import load_runtime
+from inferd.scheduling.policy import SchedulingPolicy
+from inferd.scheduling.scheduler import Scheduler
+from inferd.signature import Signature
+
+DEFAULT_MAX_BATCH_SIZE = 4096
+"""Rows one request may carry to a batched model, unless model.toml or the server settings say otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerDefaults:
+    """What a model gets when its model.toml does not say (from the server settings)."""
+
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    dynamic_batching: bool = False
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 1024
+
+
+@dataclass(slots=True)
+class Loaded:
+    signature: Signature
+    executor: Executor
+    scheduler: Scheduler
+    runtime: Runtime | None
+    """The in-process runtime; None when the model runs in worker processes."""
+
+
+def load(name: str, source: VersionSource, model_folder: Path, config: ModelConfig,
+         defaults: ServerDefaults) -> Loaded:
+    """Raises whatever the runtime raises; the repository turns it into an UNAVAILABLE reason."""
+    override = config.signature_override()
+    runtime: Runtime | None = None
+    executor: Executor
+    if config.instances.kind == "process":
+        from inferd.executors.process import ProcessExecutor
+
+        process = ProcessExecutor.start(name, source.version, source.runtime, source.artifact, model_folder,
+                                        config.options, override, config.instances.count)
+        signature = process.signature
+        executor = process
+    else:
+        runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options, override)
+        signature = runtime.signature
+        executor = ThreadExecutor(name, runtime, config.instances.count)
+    policy = scheduling_policy(config, signature, defaults)
+    return Loaded(signature, executor, Scheduler(name, executor, policy), runtime)
+
+
+def scheduling_policy(config: ModelConfig, signature: Signature, defaults: ServerDefaults) -> SchedulingPolicy:
+    max_batch = (config.max_batch_size or defaults.max_batch_size) if signature.batched else 0
+    batching = config.batching.enabled if config.batching.enabled is not None else defaults.dynamic_batching
+    levels = config.queue.priority_levels
+    return SchedulingPolicy(
+        max_batch_size=max_batch,
+        dynamic_batching=bool(batching and max_batch),  # only a model with a batch dimension can be stacked
+        max_queue_delay_us=(config.batching.max_queue_delay_us if config.batching.max_queue_delay_us is not None
+                            else defaults.max_queue_delay_us),
+        preferred_batch_sizes=tuple(sorted(config.batching.preferred_batch_sizes)),
+        max_queue_size=config.queue.max_size or defaults.max_queue_size,
+        default_timeout_us=config.queue.timeout_us,
+        priority_levels=levels,
+        default_priority=config.queue.default_priority or (levels + 1) // 2,
+    )

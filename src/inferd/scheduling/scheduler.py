@@ -1,0 +1,301 @@
+"""One scheduler per loaded model version: a bounded priority queue in front of the model's instances,
+with dynamic batching, deadlines and cancellation.
+
+Requests are validated before they get here, so a bad request fails alone and never joins a batch. Requests
+whose non-batch dimensions or datatypes differ are never stacked together. A batch that fails fails every
+caller in it. A request whose caller went away (client disconnect, gRPC cancel) is dropped before it runs;
+one whose deadline passes while it waits is answered DEADLINE_EXCEEDED and never runs.
+
+No task is created per request: a request that finds a free instance runs at once in its caller's
+coroutine. One that has to wait gets a future; when an instance frees up, the scheduler *grants* it the
+instance, and the granted caller runs the batch itself (the requests merged with it get their slices of
+the result through their own futures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+
+import numpy as np
+
+from inferd.errors import ErrorCode, InferError, internal
+from inferd.executors.base import Executor
+from inferd.scheduling.policy import SchedulingPolicy
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    outputs: Mapping[str, np.ndarray]
+    queue_ns: int
+    infer_ns: int
+    batch_rows: int
+    """Rows of the batch the request ran in (its own rows when it ran alone)."""
+    ran_batch: bool = True
+    """Whether this request's caller ran the batch (False for requests merged into another's)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    inputs: Arrays
+    rows: int
+    key: tuple[object, ...]
+    enqueued_ns: int
+    future: asyncio.Future[object]
+    """Resolved with a list of _Pending (this caller runs that batch) or a RunResult (someone else did)."""
+    is_disconnected: Callable[[], bool] | None = None
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+    def gone(self) -> bool:
+        """Finished (cancelled, expired) or its caller went away: it must not run."""
+        if self.future.done():
+            return True
+        if self.is_disconnected is not None and self.is_disconnected():
+            self.future.set_exception(InferError(ErrorCode.UNAVAILABLE, "the client went away before the request ran"))
+            return True
+        return False
+
+
+class Scheduler:
+    def __init__(self, name: str, executor: Executor, policy: SchedulingPolicy) -> None:
+        self.name = name
+        self.executor = executor
+        self.policy = policy
+        self._levels: list[deque[_Pending]] = [deque() for _ in range(policy.priority_levels)]
+        self._queued = 0
+        self._busy = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._per_row_ns = 100_000.0  # moving average of run time per row, for Retry-After
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def submit(self, inputs: Arrays, rows: int, priority: object = None, timeout_us: int | None = None,
+                     is_disconnected: Callable[[], bool] | None = None) -> RunResult:
+        """Run one request's (validated) inputs; ``rows`` is its batch size (1 for an unbatched model).
+        ``is_disconnected`` tells whether the caller has gone away; a request still queued is then dropped."""
+        level = self.policy.priority_level(priority)
+        if not self._queued and self._busy < self.executor.instances and not self.policy.dynamic_batching:
+            self._busy += 1  # fast path: a free instance and nobody waiting
+            return await self._execute([], inputs, rows, perf_counter_ns())
+        pending = self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected)
+        self._dispatch()
+        try:
+            granted = await pending.future
+        except asyncio.CancelledError:
+            if pending.future.done() and not pending.future.cancelled():
+                self._hand_over(pending)  # granted, then cancelled before running: others still need it run
+            raise
+        if isinstance(granted, RunResult):
+            return granted
+        assert isinstance(granted, list)
+        batch: list[_Pending] = granted
+        followers = [p for p in batch if p is not pending]
+        if not followers:
+            return await self._execute([], inputs, rows, pending.enqueued_ns)
+        all_inputs = _stack([p.inputs for p in batch])
+        own = batch.index(pending)
+        return await self._execute(batch, all_inputs, sum(p.rows for p in batch), pending.enqueued_ns, own)
+
+    def _enqueue(self, inputs: Arrays, rows: int, level: int, timeout_us: int,
+                 is_disconnected: Callable[[], bool] | None) -> _Pending:
+        if self._queued >= self.policy.max_queue_size:
+            self._purge()
+        if self._queued >= self.policy.max_queue_size:
+            retry = max(1, math.ceil(self._queued * self._per_row_ns / max(1, self.executor.instances) / 1e9))
+            raise InferError(
+                ErrorCode.UNAVAILABLE,
+                f"model {self.name!r} queue is full ({self._queued} requests waiting); retry in about {retry} s",
+                retry_after_s=retry,
+            )
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows, _batch_key(inputs), perf_counter_ns(), loop.create_future(), is_disconnected)
+        if timeout_us:
+            pending.timer = loop.call_later(timeout_us / 1e6, self._expire, pending, timeout_us)
+        self._levels[level].append(pending)
+        self._queued += 1
+        return pending
+
+    def _expire(self, pending: _Pending, timeout_us: int) -> None:
+        if not pending.future.done():  # still waiting: it never runs
+            pending.future.set_exception(InferError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"request to model {self.name!r} timed out after {timeout_us} µs waiting in the queue",
+            ))
+
+    async def _execute(self, batch: list[_Pending], inputs: Arrays, rows: int, enqueued_ns: int,
+                       own: int | None = None) -> RunResult:
+        """Run on the instance this caller holds, answer the batch's other callers, release the instance."""
+        started = perf_counter_ns()
+        try:
+            outputs = await self.executor.run(inputs)
+        except BaseException as exc:
+            _fail([p for i, p in enumerate(batch) if i != own], exc)
+            raise
+        finally:
+            self._busy -= 1
+            self._learn(rows, perf_counter_ns() - started)
+            if self._queued:
+                self._dispatch()
+        finished = perf_counter_ns()
+        if not batch:
+            return RunResult(outputs, started - enqueued_ns, finished - started, rows)
+        parts = self._split(batch, outputs, rows)
+        result = RunResult({}, 0, 0, rows)
+        for index, (item, part) in enumerate(zip(batch, parts, strict=True)):
+            answer = RunResult(part, started - item.enqueued_ns, finished - started, rows, index == own)
+            if index == own:
+                result = answer
+            elif not item.future.done():
+                item.future.set_result(answer)
+        return result
+
+    def _split(self, batch: list[_Pending], outputs: Mapping[str, np.ndarray], rows: int) -> list[Arrays]:
+        for name, array in outputs.items():
+            if np.ndim(array) == 0 or len(array) != rows:
+                error = internal(f"model {self.name!r} returned {np.shape(array)[:1] or 'no'} rows of {name!r} "
+                                 f"for a batch of {rows}")
+                _fail(batch, error)
+                raise error
+        parts, start = [], 0
+        for item in batch:
+            parts.append({name: array[start:start + item.rows] for name, array in outputs.items()})
+            start += item.rows
+        return parts
+
+    def _hand_over(self, leader: _Pending) -> None:
+        """A granted caller was cancelled: run its batch for the others on a task of its own."""
+        granted = leader.future.result()
+        if isinstance(granted, list):
+            rest = [p for p in granted if p is not leader]
+            if rest:
+                asyncio.get_running_loop().create_task(self._run_orphans(rest))
+                return
+            self._busy -= 1
+            self._dispatch()
+
+    async def _run_orphans(self, batch: list[_Pending]) -> None:
+        try:
+            await self._execute(batch, _stack([p.inputs for p in batch]), sum(p.rows for p in batch),
+                                batch[0].enqueued_ns, own=None)
+        except Exception:  # each caller in the batch already got the error
+            return
+
+    # -- choosing what runs next ----------------------------------------------------------------------
+    def _dispatch(self, delay_over: bool = False) -> None:
+        """Grant free instances to the requests that should run next. ``delay_over``: the batching timer
+        fired, so the head has waited its max_queue_delay (timers may fire a little early: trust them)."""
+        while self._busy < self.executor.instances:
+            self._purge_heads()
+            if not self._queued:
+                return
+            batch = self._take_batch(delay_over)
+            delay_over = False
+            if batch is None:
+                return
+            self._busy += 1
+            batch[0].future.set_result(batch)
+
+    def _purge_heads(self) -> None:
+        for level in self._levels:
+            while level and level[0].gone():
+                level.popleft()
+                self._queued -= 1
+
+    def _purge(self) -> None:
+        for index, level in enumerate(self._levels):
+            kept = deque(p for p in level if not p.gone())
+            self._queued -= len(level) - len(kept)
+            self._levels[index] = kept
+
+    def _take_batch(self, delay_over: bool = False) -> list[_Pending] | None:
+        head = next(level[0] for level in self._levels if level)
+        if not self.policy.dynamic_batching:
+            self._remove([head])
+            return [head]
+        chosen, rows = self._compatible(head)
+        if not delay_over and not self._should_dispatch(head, chosen, rows):
+            self._arm_timer(head)
+            return None
+        self._remove(chosen)
+        return chosen
+
+    def _compatible(self, head: _Pending) -> tuple[list[_Pending], int]:
+        chosen: list[_Pending] = []
+        rows = 0
+        limit = max(self.policy.max_batch_size, head.rows)
+        for level in self._levels:
+            for item in level:
+                if item.key != head.key or item.gone():
+                    continue
+                if rows + item.rows > limit:
+                    return chosen, rows
+                chosen.append(item)
+                rows += item.rows
+        return chosen, rows
+
+    def _should_dispatch(self, head: _Pending, chosen: list[_Pending], rows: int) -> bool:
+        if rows >= self.policy.max_batch_size:
+            return True
+        if len(chosen) == self._queued and rows in self.policy.preferred_batch_sizes:
+            return True  # a preferred size, and nothing else waiting that could make it bigger
+        waited_us = (perf_counter_ns() - head.enqueued_ns) / 1000
+        return waited_us >= self.policy.max_queue_delay_us
+
+    def _arm_timer(self, head: _Pending) -> None:
+        if self._timer is not None:
+            return
+        delay = self.policy.max_queue_delay_us / 1e6 - (perf_counter_ns() - head.enqueued_ns) / 1e9
+
+        def fire() -> None:
+            self._timer = None
+            self._dispatch(delay_over=True)
+
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), fire)
+
+    def _remove(self, chosen: list[_Pending]) -> None:
+        if len(chosen) == 1 and any(level and level[0] is chosen[0] for level in self._levels):
+            next(level for level in self._levels if level and level[0] is chosen[0]).popleft()
+        else:
+            ids = {id(item) for item in chosen}
+            for index, level in enumerate(self._levels):
+                self._levels[index] = deque(item for item in level if id(item) not in ids)
+        self._queued -= len(chosen)
+        for item in chosen:
+            if item.timer is not None:
+                item.timer.cancel()
+
+    def _learn(self, rows: int, elapsed_ns: int) -> None:
+        self._per_row_ns = 0.9 * self._per_row_ns + 0.1 * elapsed_ns / max(1, rows)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for level in self._levels:
+            _fail(list(level), InferError(ErrorCode.UNAVAILABLE, f"model {self.name!r} was unloaded"))
+            level.clear()
+        self._queued = 0
+
+
+def _batch_key(inputs: Arrays) -> tuple[object, ...]:
+    """Requests can share a batch only when everything but the batch dimension matches."""
+    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
+
+
+def _stack(parts: list[Arrays]) -> Arrays:
+    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    if isinstance(error, asyncio.CancelledError):
+        error = InferError(ErrorCode.UNAVAILABLE, "the request that was running this batch was cancelled")
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)

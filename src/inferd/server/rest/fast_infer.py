@@ -1,0 +1,139 @@
+"""The inference route as a bare ASGI app in front of FastAPI.
+
+Inference is the one route on the hot path. Through FastAPI it pays for routing over every route, the
+middleware stack, a Request object and dependency resolution: most of the server's CPU per request at this
+model size (measured with py-spy). Here it is one regular expression, the body read, the DataPlane call and
+the response, and the FastAPI route for the same path (kept for the OpenAPI docs) runs the same function.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from inferd.codecs import v2_binary
+from inferd.dataplane import DataPlane
+from inferd.errors import InferError
+from inferd.server.rest.responses import HTTPError
+from inferd.server.status import HTTP_STATUS
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+_JSON = b"application/json"
+_BINARY = b"application/octet-stream"
+
+
+async def run_infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str,
+                    version: str | None, is_disconnected: Callable[[], bool] | None = None,
+                    ) -> tuple[bytes, int | None]:
+    """Decode a V2 request (JSON or binary extension), infer, encode. Returns the body and, when some output
+    is binary, the length of its JSON header."""
+    request = v2_binary.decode_request(body, header_length, model, version)
+    response = await dataplane.infer(request, is_disconnected)
+    binary = v2_binary.binary_outputs(request, [o.name for o in response.outputs])
+    return v2_binary.encode_response(response, binary)
+
+
+class FastInfer:
+    """Serves POST /v2/models/{m}[/versions/{v}]/infer itself and passes everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, dataplane: DataPlane, max_body_bytes: int) -> None:
+        self.app = app
+        self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.match(scope["path"])
+            if match is not None:
+                await self._infer(scope, receive, send, match["model"], match["version"])
+                return
+        await self.app(scope, receive, send)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
+        try:
+            header_length, declared = _headers(scope)
+            body = await _read_body(receive, declared, self.max_body_bytes)
+            content, json_length = await run_infer(self.dataplane, body, header_length, model, version,
+                                                   disconnect_probe(receive))
+        except InferError as exc:
+            await _send_error(send, HTTP_STATUS[exc.code], exc.message, exc.retry_after_s)
+            return
+        except HTTPError as exc:
+            await _send_error(send, exc.status, exc.message, None)
+            return
+        except Exception as exc:  # never let one request take the connection down without an answer
+            log.exception("unexpected error in inference on %s", model)
+            await _send_error(send, 500, f"internal server error: {type(exc).__name__}: {exc}", None)
+            return
+        headers = [(b"content-type", _JSON if json_length is None else _BINARY),
+                   (b"content-length", str(len(content)).encode())]
+        if json_length is not None:
+            headers.append((v2_binary.HEADER_LENGTH.encode(), str(json_length).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _headers(scope: Scope) -> tuple[str | None, int | None]:
+    header_length: str | None = None
+    declared: int | None = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if not value.isdigit():
+                raise HTTPError(400, f"Content-Length {value.decode(errors='replace')!r} is not a number")
+            declared = int(value)
+        elif key == b"inference-header-content-length":
+            header_length = value.decode("latin-1")
+    return header_length, declared
+
+
+async def _read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HTTPError(400, "the client went away while sending the request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
+    """A cheap check of whether the client has closed the connection, asked only when a queued request is
+    about to run. ASGI only tells through ``receive()``, which would need a task per request to watch;
+    uvicorn's request cycle (the ``receive`` bound method's owner) keeps a ``disconnected`` flag, read here.
+    Under another server there is no probe and queued requests of departed clients still run."""
+    cycle = getattr(receive, "__self__", None)
+    if cycle is None or not hasattr(cycle, "disconnected"):
+        return None
+    return lambda: bool(cycle.disconnected)
+
+
+async def _send_error(send: Send, status: int, message: str, retry_after_s: int | None) -> None:
+    import orjson
+
+    content = orjson.dumps({"error": message})
+    headers = [(b"content-type", _JSON), (b"content-length", str(len(content)).encode())]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})

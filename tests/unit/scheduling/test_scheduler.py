@@ -1,0 +1,270 @@
+"""The scheduler with real executors over python models: batching reaches the right callers, queue limits,
+deadlines, priorities, cancellation, shapes that must not mix, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from inferd.errors import ErrorCode, InferError
+from inferd.scheduling.policy import SchedulingPolicy
+from inferd.scheduling.scheduler import Scheduler
+
+
+class Recorder:
+    """An executor that runs a function on a thread, records the batches it saw, and can be held shut."""
+
+    def __init__(self, fn=None, instances: int = 1) -> None:
+        self.instances = instances
+        self.batches: list[int] = []
+        self.order: list[float] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fn = fn or (lambda inputs: {"y": inputs["x"] * 2})
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        self.batches.append(len(inputs["x"]))
+        self.order.extend(inputs["x"][:, 0].tolist())
+        await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
+        return self.fn(inputs)
+
+    def close(self) -> None:
+        pass
+
+
+def rows(*values: float) -> dict[str, np.ndarray]:
+    return {"x": np.array([[v, v] for v in values], dtype=np.float32)}
+
+
+def batching(**kw) -> SchedulingPolicy:
+    return SchedulingPolicy(**{"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 20_000, **kw})
+
+
+def test_batched_results_reach_the_right_callers():
+    executor = Recorder()
+    scheduler = Scheduler("m", executor, batching(max_batch_size=16))
+    rng = random.Random(7)
+
+    requests = [rows(*[rng.uniform(-100, 100) for _ in range(rng.randint(1, 4))]) for _ in range(200)]
+
+    async def main():
+
+        async def one(inputs):
+            await asyncio.sleep(rng.random() / 100)
+            result = await scheduler.submit(inputs, len(inputs["x"]))
+            np.testing.assert_array_equal(result.outputs["y"], inputs["x"] * 2)
+            return result.batch_rows
+
+        return await asyncio.gather(*(one(r) for r in requests))
+
+    batch_rows = asyncio.run(main())
+    assert max(executor.batches) > 1  # requests were merged
+    assert max(executor.batches) <= 16
+    assert sum(executor.batches) == sum(len(r["x"]) for r in requests)  # every row ran exactly once
+    assert max(batch_rows) > 1
+
+
+def test_requests_with_different_shapes_never_share_a_batch():
+    seen: list[tuple[int, ...]] = []
+
+    def fn(inputs):
+        seen.append(inputs["x"].shape[1:])
+        return {"y": inputs["x"].sum(axis=1)}
+
+    executor = Recorder(fn)
+    scheduler = Scheduler("m", executor, batching())
+
+    async def main():
+        narrow = {"x": np.ones((1, 2), dtype=np.float32)}
+        wide = {"x": np.ones((1, 3), dtype=np.float32)}
+        results = await asyncio.gather(*(scheduler.submit(narrow if i % 2 else wide, 1) for i in range(12)))
+        return [r.outputs["y"].tolist() for r in results]
+
+    outputs = asyncio.run(main())
+    assert outputs == [[3.0] if i % 2 == 0 else [2.0] for i in range(12)]
+    assert set(seen) == {(2,), (3,)}
+
+
+def test_a_failing_batch_fails_every_caller_and_the_next_works():
+    calls = {"n": 0}
+
+    def fn(inputs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise InferError(ErrorCode.INTERNAL, "model 'm' failed: boom")
+        return {"y": inputs["x"]}
+
+    scheduler = Scheduler("m", Recorder(fn), batching(max_queue_delay_us=50_000))
+
+    async def main():
+        first = await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(4)), return_exceptions=True)
+        second = await scheduler.submit(rows(9), 1)
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert all(isinstance(e, InferError) and "boom" in e.message for e in first)
+    assert second.outputs["y"].tolist() == [[9.0, 9.0]]
+
+
+def test_wrong_output_length_for_a_merged_batch_fails_all():
+    scheduler = Scheduler("m", Recorder(lambda inputs: {"y": inputs["x"][:1]}), batching(max_queue_delay_us=50_000))
+
+    async def main():
+        return await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(3)), return_exceptions=True)
+
+    errors = asyncio.run(main())
+    assert all(isinstance(e, InferError) and e.code is ErrorCode.INTERNAL for e in errors)
+    assert "for a batch of 3" in errors[0].message
+
+
+def test_queue_full_is_refused_at_once_with_retry_after():
+    executor = Recorder()
+    executor.gate.clear()
+    scheduler = Scheduler("m", executor, SchedulingPolicy(max_queue_size=2))
+
+    async def main():
+        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
+        queued = [asyncio.ensure_future(scheduler.submit(rows(i), 1)) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(InferError) as info:
+            await scheduler.submit(rows(3), 1)
+        executor.gate.set()
+        await asyncio.gather(running, *queued)
+        return info.value
+
+    error = asyncio.run(main())
+    assert error.code is ErrorCode.UNAVAILABLE
+    assert "queue is full (2 requests waiting)" in error.message
+    assert error.retry_after_s is not None
+    assert error.retry_after_s >= 1
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_never_runs():
+    executor = Recorder()
+    executor.gate.clear()
+    scheduler = Scheduler("m", executor, SchedulingPolicy())
+
+    async def main():
+        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(InferError) as info:
+            await scheduler.submit(rows(1), 1, timeout_us=30_000)
+        waited = time.monotonic() - started
+        executor.gate.set()
+        await running
+        await scheduler.submit(rows(2), 1)
+        return info.value, waited
+
+    error, waited = asyncio.run(main())
+    assert error.code is ErrorCode.DEADLINE_EXCEEDED
+    assert "timed out after 30000 µs waiting in the queue" in error.message
+    assert waited < 1.0  # answered at its deadline, not when the instance freed up
+    assert 1.0 not in executor.order  # never ran
+
+
+def test_higher_priority_waiting_requests_run_first():
+    executor = Recorder()
+    executor.gate.clear()
+    scheduler = Scheduler("m", executor, SchedulingPolicy(priority_levels=3, default_priority=2))
+
+    async def main():
+        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
+        await asyncio.sleep(0.01)
+        low = [asyncio.ensure_future(scheduler.submit(rows(10 + i), 1, priority=3)) for i in range(2)]
+        mid = asyncio.ensure_future(scheduler.submit(rows(20), 1))
+        high = asyncio.ensure_future(scheduler.submit(rows(30), 1, priority=1))
+        await asyncio.sleep(0.01)
+        executor.gate.set()
+        await asyncio.gather(running, *low, mid, high)
+
+    asyncio.run(main())
+    assert executor.order == [0.0, 30.0, 20.0, 10.0, 11.0]
+
+
+def test_bad_priority_is_invalid():
+    scheduler = Scheduler("m", Recorder(), SchedulingPolicy(priority_levels=2))
+    with pytest.raises(InferError, match="priority must be an integer from 1 \\(highest\\) to 2") as info:
+        asyncio.run(scheduler.submit(rows(1), 1, priority=5))
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_a_cancelled_request_is_dropped_before_it_runs():
+    executor = Recorder()
+    executor.gate.clear()
+    scheduler = Scheduler("m", executor, SchedulingPolicy())
+
+    async def main():
+        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
+        await asyncio.sleep(0.01)
+        abandoned = asyncio.ensure_future(scheduler.submit(rows(1), 1))
+        gone = {"flag": False}
+        departed = asyncio.ensure_future(scheduler.submit(rows(2), 1, is_disconnected=lambda: gone["flag"]))
+        kept = asyncio.ensure_future(scheduler.submit(rows(3), 1))
+        await asyncio.sleep(0.01)
+        abandoned.cancel()
+        gone["flag"] = True
+        executor.gate.set()
+        await running
+        await kept
+        with pytest.raises(InferError, match="went away"):
+            await departed
+
+    asyncio.run(main())
+    assert executor.order == [0.0, 3.0]
+
+
+def test_batching_waits_at_most_the_queue_delay():
+    executor = Recorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=30_000))
+
+    async def main():
+        started = time.monotonic()
+        await scheduler.submit(rows(1), 1)
+        return time.monotonic() - started
+
+    waited = asyncio.run(main())
+    assert 0.025 <= waited < 1.0
+    assert executor.batches == [1]
+
+
+def test_preferred_batch_size_dispatches_without_waiting_for_the_delay():
+    executor = Recorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=5_000_000, preferred_batch_sizes=(4,)))
+
+    async def main():
+        return await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(4)))
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - started < 2.0
+    assert executor.batches == [4]
+
+
+def test_unload_fails_the_waiting_requests():
+    executor = Recorder()
+    executor.gate.clear()
+    scheduler = Scheduler("m", executor, SchedulingPolicy())
+
+    async def main():
+        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
+        await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(scheduler.submit(rows(1), 1))
+        await asyncio.sleep(0.01)
+        scheduler.close()
+        executor.gate.set()
+        await running
+        with pytest.raises(InferError, match="was unloaded"):
+            await waiting
+
+    asyncio.run(main())
