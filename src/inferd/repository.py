@@ -92,8 +92,11 @@ class Model:
     """Why the model as a whole could not load (bad model.toml, no versions), else empty."""
 
     def latest_ready(self) -> ModelVersion | None:
-        ready = [v for v in self.versions.values() if v.state is State.READY]
-        return max(ready, key=lambda v: v.version) if ready else None
+        best: ModelVersion | None = None
+        for version in self.versions.values():  # usually one: no list, no sort on the request path
+            if version.state is State.READY and (best is None or version.version > best.version):
+                best = version
+        return best
 
 
 class ModelRepository:

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import numpy as np
 import typer
 from rich.table import Table
@@ -63,6 +62,8 @@ def demo(
 
 
 async def _predict_all(dataplane: DataPlane, settings: ServerSettings, examples: list[Any]) -> Table:
+    import httpx  # only the demo needs an HTTP client: keep it off `inferd serve`'s start-up
+
     base = f"http://{settings.host}:{settings.http_port}"
     table = Table("model", "what it does", "prediction (over HTTP)", "ms", title=f"inferd serving {base}")
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -71,7 +72,7 @@ async def _predict_all(dataplane: DataPlane, settings: ServerSettings, examples:
     return table
 
 
-async def _predict_one(client: httpx.AsyncClient, dataplane: DataPlane, example: Any) -> tuple[str, str]:
+async def _predict_one(client: Any, dataplane: DataPlane, example: Any) -> tuple[str, str]:
     body = v2_body(dataplane, example.name, example.request)
     started = time.perf_counter()
     response = await client.post(f"/v2/models/{example.name}/infer", content=v2_json.dumps(body))

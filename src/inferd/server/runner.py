@@ -43,7 +43,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     dataplane = build_dataplane(settings)
     http = _HTTPServer(uvicorn.Config(
         build_asgi(dataplane, settings), host=settings.host, port=settings.http_port, log_config=None,
-        access_log=False, lifespan="off", server_header=False, date_header=False,
+        access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
         h11_max_incomplete_event_size=64 * 1024,
     ))
     stop = stop or asyncio.Event()
