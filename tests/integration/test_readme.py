@@ -107,3 +107,14 @@ def test_python_model_example(tmp_path):
     assert result.returncode == 0, result.stderr
     assert '"data":[2.0,4.0,6.0,8.0]' in result.stdout.replace(" ", "").replace("\n", "")
     assert os.path.exists(folder / "model.toml")
+
+
+def test_every_model_toml_example_is_valid():
+    import tomllib
+
+    from inferd.config import ModelConfig
+
+    examples = blocks("toml") + blocks("toml", "model.toml")
+    assert len(examples) >= 2
+    for text in examples:
+        ModelConfig.model_validate(tomllib.loads(text))
