@@ -1,5 +1,11 @@
 """In-process instances: the model runs in this process, on its own threads, or inline on the event loop
-when it is fast enough that handing it to a thread would cost more than running it."""
+when it is fast enough that handing it to a thread would cost more than running it.
+
+Inline is only for runtimes whose cost is predictable from the input size (they declare ``inline_safe``:
+compiled graphs and trees, not user Python code or torch modules), and only for calls expected to take under
+``INLINE_BELOW_NS`` from the measured cost per row. Anything else runs on the model's threads, so a slow call
+never stalls the event loop (health checks, other models, deadlines, disconnects).
+"""
 
 from __future__ import annotations
 
@@ -16,30 +22,35 @@ from inferd.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
-INLINE_BELOW_NS = 500_000
-"""Run inline on the event loop while a call's moving average stays under this. A hand-off to a thread and
-back costs tens of microseconds of CPU; a 10 µs model pays that many times over. Slower models, or models that
-hold the GIL for long, go to threads so the loop keeps accepting requests. Samples are capped at twice this,
-so one slow call (a GC pause, a busy core) does not send a fast model to threads for long."""
+INLINE_BELOW_NS = 300_000
+"""Expected call time under which an inline-safe model runs on the event loop. A hand-off to a thread and
+back costs tens of microseconds of CPU; a 10 µs model pays that many times over."""
 
 
 class ThreadExecutor:
-    def __init__(self, name: str, runtime: Runtime, instances: int = 1, inline_below_ns: int = INLINE_BELOW_NS) -> None:
+    def __init__(self, name: str, runtime: Runtime, instances: int = 1,
+                 inline_below_ns: int = INLINE_BELOW_NS) -> None:
         self.name = name
         self.runtime = runtime
         self.instances = instances
+        self._inline_ok = bool(getattr(runtime, "inline_safe", False))
         self._inline_below_ns = inline_below_ns
         self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"inferd-{name}")
-        self._average_ns = float(inline_below_ns)  # start on threads until the model shows it is fast
+        self._call_ns = float(inline_below_ns)  # fixed cost per call: start on threads until measured
+        self._row_ns = 0.0
 
     @property
     def ready(self) -> bool:
         return True
 
     async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        if self._average_ns < self._inline_below_ns:
+        if self._inline_ok and self._expected_ns(inputs) < self._inline_below_ns:
             return self._timed(inputs)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._timed, inputs)
+
+    def _expected_ns(self, inputs: dict[str, np.ndarray]) -> float:
+        rows = _rows(inputs)
+        return self._call_ns + self._row_ns * rows
 
     def _timed(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         started = perf_counter_ns()
@@ -51,9 +62,22 @@ class ThreadExecutor:
             log.warning("model %s raised %s: %s", self.name, type(exc).__name__, exc)
             raise internal(f"model {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            sample = min(perf_counter_ns() - started, 2 * self._inline_below_ns)
-            self._average_ns = 0.9 * self._average_ns + 0.1 * sample
+            self._learn(_rows(inputs), perf_counter_ns() - started)
+
+    def _learn(self, rows: int, elapsed_ns: int) -> None:
+        """Split the cost into a per-call and a per-row part (moving averages), to predict the next call."""
+        if rows <= 1:
+            self._call_ns = 0.9 * self._call_ns + 0.1 * elapsed_ns
+        else:
+            per_row = max(0.0, (elapsed_ns - self._call_ns) / rows)
+            self._row_ns = 0.9 * self._row_ns + 0.1 * per_row
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.runtime.close()
+
+
+def _rows(inputs: dict[str, np.ndarray]) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 1

@@ -25,6 +25,9 @@ class Runtime(Protocol):
 
     ``predict`` takes arrays already checked against ``signature`` (names, datatypes, shapes) and returns one
     array per output. It may be called from several threads at once unless the runtime says otherwise.
+
+    A runtime may also set ``inline_safe = True`` when its cost follows the input size and it never waits on
+    a lock: short calls then run on the event loop instead of a thread (see :mod:`inferd.executors.threads`).
     """
 
     signature: Signature

@@ -49,6 +49,9 @@ _OPT_LEVELS = {
 
 
 class OnnxRuntime:
+    inline_safe = True
+    """Cost follows the input size, so short calls may run on the event loop (see executors.threads)."""
+
     def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
         self._session = session
         self.signature = signature

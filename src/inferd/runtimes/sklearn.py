@@ -30,6 +30,9 @@ class Options(BaseModel):
 
 
 class SklearnRuntime:
+    inline_safe = True
+    """Cost follows the input size, so short calls may run on the event loop (see executors.threads)."""
+
     def __init__(self, estimator: Any, signature: Signature) -> None:
         self._estimator = estimator
         self.signature = signature

@@ -70,8 +70,12 @@ class Options(BaseModel):
 
 
 class XGBoostRuntime:
-    def __init__(self, signature: Signature, raw: Callable[[np.ndarray], np.ndarray], task: _Task) -> None:
+    def __init__(self, signature: Signature, raw: Callable[[np.ndarray], np.ndarray], task: _Task,
+                 inline_safe: bool) -> None:
         self.signature = signature
+        self.inline_safe = inline_safe
+        """Lock-free tree prediction costs what its input size says, so short calls may run on the event
+        loop; gblinear predicts under a lock, which the event loop must never wait on."""
         self._input = signature.inputs[0].name
         self._raw = raw
         self._task = task
@@ -95,11 +99,9 @@ def load(artifact: Path, options: Options, override: Signature | None) -> XGBoos
     task = _task(objective, num_class, num_target)
     declared = Signature((TensorSpec(INPUT, "FP32", (FREE, booster.num_features())),), task.outputs)
     signature = merge_override(declared, override, str(artifact))
-    if learner["gradient_booster"]["name"] == "gblinear":
-        raw = _linear_predictor(booster, task.margin, options.nthread)
-    else:
-        raw = _tree_predictor(booster, task.margin)
-    return XGBoostRuntime(signature, raw, task)
+    linear = learner["gradient_booster"]["name"] == "gblinear"
+    raw = _linear_predictor(booster, task.margin, options.nthread) if linear else _tree_predictor(booster, task.margin)
+    return XGBoostRuntime(signature, raw, task, inline_safe=not linear)
 
 
 def _read(artifact: Path) -> xgb.Booster:

@@ -1,0 +1,72 @@
+"""ThreadExecutor: inline on the event loop only for inline-safe runtimes and short expected calls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from inferd.errors import ErrorCode, InferError
+from inferd.executors.threads import ThreadExecutor
+from inferd.signature import Signature
+
+
+class Probe:
+    """Records the thread each call ran on; sleeps for as many ms as the input says."""
+
+    signature = Signature((), ())
+
+    def __init__(self, inline_safe: bool) -> None:
+        self.inline_safe = inline_safe
+        self.threads: list[int] = []
+
+    def predict(self, inputs):
+        self.threads.append(threading.get_ident())
+        time.sleep(float(inputs["ms"].sum()) / 1000)
+        return {"y": inputs["ms"]}
+
+    def close(self) -> None:
+        pass
+
+
+def calls(executor: ThreadExecutor, values: list[np.ndarray]) -> int:
+    async def main():
+        for value in values:
+            await executor.run({"ms": value})
+        return threading.get_ident()
+
+    return asyncio.run(main())
+
+
+def test_fast_inline_safe_model_runs_on_the_event_loop():
+    probe = Probe(inline_safe=True)
+    loop_thread = calls(ThreadExecutor("m", probe), [np.zeros(1)] * 10)
+    assert probe.threads[0] != loop_thread  # first call: not measured yet, so a thread
+    assert probe.threads[-1] == loop_thread
+
+
+def test_user_code_never_runs_on_the_event_loop():
+    probe = Probe(inline_safe=False)
+    loop_thread = calls(ThreadExecutor("m", probe), [np.zeros(1)] * 10)
+    assert loop_thread not in probe.threads
+
+
+def test_a_large_batch_of_a_fast_model_goes_to_a_thread():
+    probe = Probe(inline_safe=True)
+    small = [np.zeros(1)] * 10 + [np.full(2, 0.05)] * 5  # learn the cost per row: 0.05 ms
+    big = np.full(1000, 0.01)  # 1000 rows: expected ~50 ms, far over the inline limit
+    loop_thread = calls(ThreadExecutor("m", probe), [*small, big])
+    assert probe.threads[-1] != loop_thread
+
+
+def test_model_exceptions_become_internal():
+    class Failing(Probe):
+        def predict(self, inputs):
+            raise ValueError("no")
+
+    with pytest.raises(InferError, match="model 'm' failed: ValueError: no") as info:
+        calls(ThreadExecutor("m", Failing(inline_safe=True)), [np.zeros(1)])
+    assert info.value.code is ErrorCode.INTERNAL
