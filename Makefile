@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test check lint typecheck venv clean
+.PHONY: demo test check lint typecheck bench venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+bench: $(BIN)/python
+	$(BIN)/python benchmarks/serve_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-models .pytest_cache .mypy_cache .ruff_cache

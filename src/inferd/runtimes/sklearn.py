@@ -7,6 +7,9 @@ The signature comes from the estimator: ``n_features_in_`` gives the input width
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +89,7 @@ def _read(artifact: Path, options: Options) -> Any:
         import joblib
 
         return joblib.load(artifact)
-    import skops.io as sio
-
+    sio = _skops_io()
     untrusted = [t for t in sio.get_untrusted_types(file=artifact) if t not in set(options.trusted_types)]
     if untrusted:
         raise PermissionError(
@@ -95,6 +97,38 @@ def _read(artifact: Path, options: Options) -> Any:
             "If you trust this file, list them under [options] in model.toml: trusted_types = [...]"
         )
     return sio.load(artifact, trusted=list(options.trusted_types) or None)
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def _skops_io() -> Any:
+    """``skops.io``, imported without importing torch.
+
+    Importing skops.io lists scikit-learn's estimators, which walks every scikit-learn package, including
+    ``sklearn.externals.array_api_compat.torch``; when torch is installed that imports torch: about 6 s and
+    300+ MiB for a server that serves no torch model. The walk skips packages that fail to import, so while
+    skops.io is first imported, and only if torch is not loaded already, a finder refuses torch. No estimator
+    lives in that package, so skops trusts exactly the same types."""
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io
+
+        return skops.io
+    with _IMPORT_LOCK:
+        finder = _RefuseTorch()
+        sys.meta_path.insert(0, finder)
+        try:
+            import skops.io
+        finally:
+            sys.meta_path.remove(finder)
+        return skops.io
+
+
+class _RefuseTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname == "torch" or fullname.startswith("torch."):
+            raise ImportError("torch is not imported while skops.io loads (see inferd.runtimes.sklearn)")
+        return None
 
 
 def _inputs(estimator: Any, override: Signature | None) -> tuple[TensorSpec, ...]:

@@ -111,3 +111,20 @@ def test_object_without_predict(tmp_path):
     sio.dump(TfidfVectorizer(), path)
     with pytest.raises(ValueError, match="holds a TfidfVectorizer, which has no predict"):
         load(path)
+
+
+def test_loading_a_skops_model_does_not_import_torch(tmp_path):
+    """skops.io lists scikit-learn's estimators, which would import torch when it is installed."""
+    import subprocess
+    import sys
+
+    model = LinearRegression().fit(np.arange(6.0).reshape(3, 2), [0.0, 1.0, 2.0])
+    sio.dump(model, tmp_path / "model.skops")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom inferd.runtimes.registry import RUNTIMES, load_runtime\n"
+        f"load_runtime(RUNTIMES['sklearn'], Path({str(tmp_path / 'model.skops')!r}), Path({str(tmp_path)!r}), {{}}, None)\n"
+        "print('torch' in sys.modules)\nimport torch\nprint(torch.__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "torch"]  # not imported by the load; still importable after
