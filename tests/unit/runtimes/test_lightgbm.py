@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import booster_checks
 from inferd.config import ConfigError
 from inferd.runtimes.base import Runtime
 from inferd.runtimes.registry import RUNTIMES, load_runtime
@@ -37,30 +38,15 @@ def load(path: Path, options: dict[str, Any] | None = None, override: Signature 
 
 
 def predict(runtime: Runtime, x: np.ndarray = X) -> dict[str, np.ndarray]:
-    outputs = dict(runtime.predict({"input": x}))
-    assert all(isinstance(a, np.ndarray) for a in outputs.values())
-    return outputs
+    return booster_checks.predict(runtime, x)
 
 
 def assert_classifier(runtime: Runtime, model: Any, num_class: int) -> None:
-    assert runtime.signature == Signature(
-        (INPUT,),
-        (TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, num_class))),
-    )
-    outputs = predict(runtime)
-    assert outputs["label"].dtype == np.int64
-    assert outputs["probabilities"].dtype == np.float32
-    assert outputs["probabilities"].shape == (len(X), num_class)
-    np.testing.assert_array_equal(outputs["label"], model.predict(X))
-    np.testing.assert_allclose(outputs["probabilities"], model.predict_proba(X), rtol=1e-5)
+    booster_checks.assert_classifier(runtime, model, num_class, X)
 
 
 def assert_single(runtime: Runtime, name: str, expected: np.ndarray) -> None:
-    assert runtime.signature == Signature((INPUT,), (TensorSpec(name, "FP32", (-1,)),))
-    outputs = predict(runtime)
-    assert outputs[name].dtype == np.float32
-    assert outputs[name].shape == (len(X),)
-    np.testing.assert_allclose(outputs[name], expected, rtol=1e-5)
+    booster_checks.assert_single(runtime, name, expected, X)
 
 
 def regressor(tmp_path: Path) -> tuple[Any, Path]:
