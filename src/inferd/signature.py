@@ -33,9 +33,12 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
     def accepts_shape(self, shape: Sequence[int]) -> bool:
-        return len(shape) == len(self.shape) and all(
-            want in (FREE, got) for want, got in zip(self.shape, shape, strict=True)
-        )
+        if len(shape) != len(self.shape):
+            return False
+        for want, got in zip(self.shape, shape, strict=True):  # noqa: SIM110 - a loop: no generator per request
+            if want != got and want != FREE:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)

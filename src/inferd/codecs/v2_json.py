@@ -69,7 +69,7 @@ def _decode_input(index: int, item: Any) -> RequestInput:
     if not isinstance(datatype, str):
         raise invalid(f"{where} needs a 'datatype' string")
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+    if type(shape) is not list or any(type(d) is not int for d in shape):  # bool is not an int here
         raise invalid(f"{where} needs a 'shape' list of integers, got {shape!r}")
     if "data" not in item:
         raise invalid(f"{where} has no 'data'")
