@@ -21,7 +21,7 @@ the plain V2 JSON body, ``application/json`` without that header.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -81,7 +81,7 @@ def decode_request(body: bytes, header_length: str | int | None, model_name: str
 def _mark_binary_inputs(payload: Any) -> set[int]:
     """Give each binary input without ``data`` a placeholder, so the JSON codec accepts it; returns their
     indexes. Anything malformed is left for the JSON codec to report."""
-    inputs = payload.get("inputs") if isinstance(payload, Mapping) else None
+    inputs = payload.get("inputs") if isinstance(payload, dict) else None
     marked: set[int] = set()
     for index, item in enumerate(inputs if isinstance(inputs, list) else ()):
         if isinstance(item, dict) and _binary_size_given(item.get("parameters")) and "data" not in item:
@@ -91,7 +91,7 @@ def _mark_binary_inputs(payload: Any) -> set[int]:
 
 
 def _binary_size_given(parameters: Any) -> bool:
-    return isinstance(parameters, Mapping) and BINARY_DATA_SIZE in parameters
+    return isinstance(parameters, dict) and BINARY_DATA_SIZE in parameters
 
 
 def _attach_binary_data(inputs: list[RequestInput], marked: set[int], tail: memoryview) -> None:

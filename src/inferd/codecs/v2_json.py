@@ -31,12 +31,12 @@ def dumps(payload: Any) -> bytes:
 
 
 def is_v2_request(payload: Any) -> bool:
-    return isinstance(payload, Mapping) and isinstance(payload.get("inputs"), list)
+    return isinstance(payload, dict) and isinstance(payload.get("inputs"), list)
 
 
 def decode_request(payload: Any, model_name: str, model_version: str | None = None) -> InferenceRequest:
     """A V2 inference request body (already parsed JSON) as an :class:`InferenceRequest`."""
-    if not isinstance(payload, Mapping):
+    if not isinstance(payload, dict):
         raise invalid(f"request body must be a JSON object, got {_kind(payload)}")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -59,7 +59,7 @@ def decode_request(payload: Any, model_name: str, model_version: str | None = No
 
 def _decode_input(index: int, item: Any) -> RequestInput:
     where = f"inputs[{index}]"
-    if not isinstance(item, Mapping):
+    if not isinstance(item, dict):
         raise invalid(f"{where} must be an object, got {_kind(item)}")
     name = item.get("name")
     if not isinstance(name, str) or not name:
@@ -77,14 +77,14 @@ def _decode_input(index: int, item: Any) -> RequestInput:
 
 
 def _decode_output(index: int, item: Any) -> RequestOutput:
-    if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise invalid(f"outputs[{index}] must be an object with a 'name' string")
     return RequestOutput(item["name"], _parameters(item, f"output {item['name']!r}"))
 
 
 def _parameters(item: Mapping[str, Any], where: str) -> dict[str, Any] | None:
     parameters = item.get("parameters")
-    if parameters is not None and not isinstance(parameters, Mapping):
+    if parameters is not None and not isinstance(parameters, dict):
         raise invalid(f"{where}: 'parameters' must be an object, got {_kind(parameters)}")
     return dict(parameters) if parameters else None
 
@@ -93,7 +93,7 @@ def decode_mapping(payload: Any, model_name: str, signature: Signature,
                    model_version: str | None = None) -> InferenceRequest:
     """A plain ``{"input_name": values}`` mapping as a request: datatypes come from the signature and
     shapes from the nesting of the values. A single row for a batched input becomes a batch of one."""
-    if not isinstance(payload, Mapping) or not payload:
+    if not isinstance(payload, dict) or not payload:
         raise invalid(f"expected a V2 request or a mapping of input name to values, got {_kind(payload)}")
     inputs = []
     for name, values in payload.items():
