@@ -17,7 +17,7 @@ import uvicorn
 
 from inferd.dataplane import DataPlane
 from inferd.repository import ModelRepository
-from inferd.server.rest.app import EXTENSIONS, build_asgi
+from inferd.server.rest.fast_infer import FastInfer
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,21 @@ class _HTTPServer(uvicorn.Server):
         yield
 
 
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
+"""V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
+
+
+def build_asgi(dataplane: DataPlane, settings: ServerSettings) -> FastInfer:
+    """The app to serve: the inference fast path in front of the FastAPI app that has every route."""
+
+    def full_app() -> Any:
+        from inferd.server.rest.app import build_app  # FastAPI: imported when first needed
+
+        return build_app(dataplane, settings)
+
+    return FastInfer(full_app, dataplane, settings.max_body_bytes)
+
+
 def build_dataplane(settings: ServerSettings) -> DataPlane:
     repository = ModelRepository(settings.repository, settings.model_defaults())
     return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness)
@@ -41,8 +56,9 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     """Run until SIGINT, SIGTERM or ``stop`` is set, then stop taking requests, finish those in flight and
     unload the models. ``on_ready`` runs once the models have loaded."""
     dataplane = build_dataplane(settings)
+    asgi = build_asgi(dataplane, settings)
     http = _HTTPServer(uvicorn.Config(
-        build_asgi(dataplane, settings), host=settings.host, port=settings.http_port, log_config=None,
+        asgi, host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
         h11_max_incomplete_event_size=64 * 1024,
     ))
@@ -56,6 +72,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
                  f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server else "")
         await dataplane.start()
         log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
+        await asyncio.get_running_loop().run_in_executor(None, asgi.build_app)  # the other routes, now
         if on_ready is not None:
             await on_ready(dataplane)
         await asyncio.wait([http_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -11,7 +11,6 @@ from starlette.responses import Response
 
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
-from inferd.server.rest.fast_infer import FastInfer
 from inferd.server.rest.responses import HTTPError, error_response, infer_error_response
 from inferd.server.rest.sagemaker import sagemaker_router
 from inferd.server.rest.v1 import v1_router, vertex_router
@@ -19,15 +18,6 @@ from inferd.server.rest.v2 import v2_router
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
-"""V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
-
-
-def build_asgi(dataplane: DataPlane, settings: ServerSettings) -> FastInfer:
-    """The app to serve: the inference fast path in front of the FastAPI app that has every route."""
-    return FastInfer(build_app(dataplane, settings), dataplane, settings.max_body_bytes)
-
 
 def build_app(dataplane: DataPlane, settings: ServerSettings) -> FastAPI:
     app = FastAPI(title="inferd", version=dataplane.server_metadata().version,

@@ -1,22 +1,26 @@
-"""The inference route as a bare ASGI app in front of FastAPI.
+"""The inference route (and the health probes) as a bare ASGI app in front of FastAPI.
 
 Inference is the one route on the hot path. Through FastAPI it pays for routing over every route, the
 middleware stack, a Request object and dependency resolution: most of the server's CPU per request at this
 model size (measured with py-spy). Here it is one regular expression, the body read, the DataPlane call and
 the response, and the FastAPI route for the same path (kept for the OpenAPI docs) runs the same function.
+
+The FastAPI app with every other route is built on first use, or by :meth:`FastInfer.build_app` once the
+server is ready, so importing FastAPI (a quarter of a second) is not part of the cold start.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from inferd.codecs import v2_binary
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
-from inferd.server.rest.responses import HTTPError
+from inferd.server.rest.http_error import HTTPError
 from inferd.server.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+_PROBES = frozenset({"/v2/health/live", "/v2/health/ready"})
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 
@@ -44,20 +49,42 @@ async def run_infer(dataplane: DataPlane, body: bytes, header_length: str | None
 
 
 class FastInfer:
-    """Serves POST /v2/models/{m}[/versions/{v}]/infer itself and passes everything else to ``app``."""
+    """Serves POST /v2/models/{m}[/versions/{v}]/infer and the V2 health probes itself, and passes everything
+    else to the app that ``app_factory`` builds."""
 
-    def __init__(self, app: ASGIApp, dataplane: DataPlane, max_body_bytes: int) -> None:
-        self.app = app
+    def __init__(self, app_factory: Callable[[], ASGIApp], dataplane: DataPlane, max_body_bytes: int) -> None:
+        self._app_factory = app_factory
+        self._app: ASGIApp | None = None
+        self._app_lock = threading.Lock()
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
 
+    def build_app(self) -> ASGIApp:
+        """The full app, built once (thread-safe: the server may warm it from a thread)."""
+        if self._app is None:
+            with self._app_lock:
+                if self._app is None:
+                    self._app = self._app_factory()
+        return self._app
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = INFER_PATH.match(scope["path"])
-            if match is not None:
-                await self._infer(scope, receive, send, match["model"], match["version"])
+        if scope["type"] == "http":
+            if scope["method"] == "POST":
+                match = INFER_PATH.match(scope["path"])
+                if match is not None:
+                    await self._infer(scope, receive, send, match["model"], match["version"])
+                    return
+            elif scope["method"] == "GET" and scope["path"] in _PROBES:
+                await self._probe(send, scope["path"])
                 return
-        await self.app(scope, receive, send)
+        await self.build_app()(scope, receive, send)
+
+    async def _probe(self, send: Send, path: str) -> None:
+        key, ok = ("live", self.dataplane.live()) if path == "/v2/health/live" else ("ready", self.dataplane.ready())
+        content = b'{"%s":%s}' % (key.encode(), b"true" if ok else b"false")
+        headers = [(b"content-type", _JSON), (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": 200 if ok else 503, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
         try:

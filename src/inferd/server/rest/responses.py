@@ -9,18 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from inferd.errors import InferError
+from inferd.server.rest.http_error import HTTPError
 from inferd.server.status import HTTP_STATUS
 
 JSON = "application/json"
 
-
-class HTTPError(Exception):
-    """A transport-level failure with its own status (413 body too large, 415 media type, ...)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+__all__ = ["JSON", "HTTPError", "error_response", "infer_error_response", "json_response", "read_body"]
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
