@@ -11,7 +11,9 @@ class SchedulingPolicy:
     """Rows per merged batch (and per request); 0 for a model without a batch dimension."""
     dynamic_batching: bool = False
     max_queue_delay_us: int = 0
-    """How long the first request of a batch may wait for others to join it."""
+    """How long the first request of a batch may wait for others to join it: at most this, never more. Event
+    loops wake in whole milliseconds, so the wait is this less up to 1 ms; under 1 ms it means "whatever else
+    has arrived by the next turn of the event loop"."""
     preferred_batch_sizes: tuple[int, ...] = ()
     """Batch sizes worth dispatching at once rather than waiting for more."""
     max_queue_size: int = 1024

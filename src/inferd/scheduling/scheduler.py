@@ -29,6 +29,9 @@ from inferd.scheduling.policy import SchedulingPolicy
 
 Arrays = dict[str, np.ndarray]
 
+_TIMER_RESOLUTION_S = 0.001
+"""How late an event-loop timer may fire: epoll and libuv wait in whole milliseconds."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
@@ -250,15 +253,26 @@ class Scheduler:
         return waited_us >= self.policy.max_queue_delay_us
 
     def _arm_timer(self, head: _Pending) -> None:
+        """Wake up when the head's max_queue_delay is over. Event loops time out in whole milliseconds
+        (epoll), so a timer fires up to 1 ms late; it is set one resolution early and, when it fires with less
+        than that left, the batch goes at once: a request waits at most its max_queue_delay, not more."""
         if self._timer is not None:
             return
-        delay = self.policy.max_queue_delay_us / 1e6 - (perf_counter_ns() - head.enqueued_ns) / 1e9
+        remaining = self.policy.max_queue_delay_us / 1e6 - (perf_counter_ns() - head.enqueued_ns) / 1e9
 
         def fire() -> None:
             self._timer = None
-            self._dispatch(delay_over=True)
+            self._purge_heads()
+            if not self._queued:
+                return
+            first = next(level[0] for level in self._levels if level)
+            left = self.policy.max_queue_delay_us / 1e6 - (perf_counter_ns() - first.enqueued_ns) / 1e9
+            if left > _TIMER_RESOLUTION_S:
+                self._timer = asyncio.get_running_loop().call_later(left - _TIMER_RESOLUTION_S, fire)
+            else:
+                self._dispatch(delay_over=True)
 
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), fire)
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, remaining - _TIMER_RESOLUTION_S), fire)
 
     def _remove(self, chosen: list[_Pending]) -> None:
         if len(chosen) == 1 and any(level and level[0] is chosen[0] for level in self._levels):
