@@ -38,6 +38,8 @@ class ThreadExecutor:
         self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"inferd-{name}")
         self._call_ns = float(inline_below_ns)  # fixed cost per call: start on threads until measured
         self._row_ns = 0.0
+        self._rows_seen = 0
+        """Largest batch measured so far: a bigger one is not predicted, so it goes to a thread."""
 
     @property
     def ready(self) -> bool:
@@ -50,6 +52,8 @@ class ThreadExecutor:
 
     def _expected_ns(self, inputs: dict[str, np.ndarray]) -> float:
         rows = _rows(inputs)
+        if rows > self._rows_seen:
+            return float("inf")
         return self._call_ns + self._row_ns * rows
 
     def _timed(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
@@ -66,6 +70,7 @@ class ThreadExecutor:
 
     def _learn(self, rows: int, elapsed_ns: int) -> None:
         """Split the cost into a per-call and a per-row part (moving averages), to predict the next call."""
+        self._rows_seen = max(self._rows_seen, rows)
         if rows <= 1:
             self._call_ns = 0.9 * self._call_ns + 0.1 * elapsed_ns
         else:

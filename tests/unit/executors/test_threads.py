@@ -58,8 +58,9 @@ def test_a_large_batch_of_a_fast_model_goes_to_a_thread():
     probe = Probe(inline_safe=True)
     small = [np.zeros(1)] * 10 + [np.full(2, 0.05)] * 5  # learn the cost per row: 0.05 ms
     big = np.full(1000, 0.01)  # 1000 rows: expected ~50 ms, far over the inline limit
-    loop_thread = calls(ThreadExecutor("m", probe), [*small, big])
-    assert probe.threads[-1] != loop_thread
+    loop_thread = calls(ThreadExecutor("m", probe), [*small, big, big])
+    assert probe.threads[-2] != loop_thread  # a batch bigger than any measured: never predicted short
+    assert probe.threads[-1] != loop_thread  # measured now, and its cost per row says it is long
 
 
 def test_model_exceptions_become_internal():
