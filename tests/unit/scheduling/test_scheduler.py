@@ -46,6 +46,20 @@ def rows(*values: float) -> dict[str, np.ndarray]:
     return {"x": np.array([[v, v] for v in values], dtype=np.float32)}
 
 
+def held(policy: SchedulingPolicy) -> tuple[Recorder, Scheduler]:
+    """A scheduler whose single instance will stay busy until ``executor.gate.set()``."""
+    executor = Recorder()
+    executor.gate.clear()
+    return executor, Scheduler("m", executor, policy)
+
+
+async def occupy(scheduler: Scheduler) -> asyncio.Future:
+    """Start a request that takes the instance, and let it reach the executor."""
+    running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
+    await asyncio.sleep(0.01)
+    return running
+
+
 def batching(**kw) -> SchedulingPolicy:
     return SchedulingPolicy(**{"max_batch_size": 8, "dynamic_batching": True, "max_queue_delay_us": 20_000, **kw})
 
@@ -128,9 +142,7 @@ def test_wrong_output_length_for_a_merged_batch_fails_all():
 
 
 def test_queue_full_is_refused_at_once_with_retry_after():
-    executor = Recorder()
-    executor.gate.clear()
-    scheduler = Scheduler("m", executor, SchedulingPolicy(max_queue_size=2))
+    executor, scheduler = held(SchedulingPolicy(max_queue_size=2))
 
     async def main():
         running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
@@ -150,13 +162,10 @@ def test_queue_full_is_refused_at_once_with_retry_after():
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_never_runs():
-    executor = Recorder()
-    executor.gate.clear()
-    scheduler = Scheduler("m", executor, SchedulingPolicy())
+    executor, scheduler = held(SchedulingPolicy())
 
     async def main():
-        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
-        await asyncio.sleep(0.01)
+        running = await occupy(scheduler)
         started = time.monotonic()
         with pytest.raises(InferError) as info:
             await scheduler.submit(rows(1), 1, timeout_us=30_000)
@@ -174,13 +183,10 @@ def test_a_request_whose_deadline_passes_in_the_queue_never_runs():
 
 
 def test_higher_priority_waiting_requests_run_first():
-    executor = Recorder()
-    executor.gate.clear()
-    scheduler = Scheduler("m", executor, SchedulingPolicy(priority_levels=3, default_priority=2))
+    executor, scheduler = held(SchedulingPolicy(priority_levels=3, default_priority=2))
 
     async def main():
-        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
-        await asyncio.sleep(0.01)
+        running = await occupy(scheduler)
         low = [asyncio.ensure_future(scheduler.submit(rows(10 + i), 1, priority=3)) for i in range(2)]
         mid = asyncio.ensure_future(scheduler.submit(rows(20), 1))
         high = asyncio.ensure_future(scheduler.submit(rows(30), 1, priority=1))
@@ -200,13 +206,10 @@ def test_bad_priority_is_invalid():
 
 
 def test_a_cancelled_request_is_dropped_before_it_runs():
-    executor = Recorder()
-    executor.gate.clear()
-    scheduler = Scheduler("m", executor, SchedulingPolicy())
+    executor, scheduler = held(SchedulingPolicy())
 
     async def main():
-        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
-        await asyncio.sleep(0.01)
+        running = await occupy(scheduler)
         abandoned = asyncio.ensure_future(scheduler.submit(rows(1), 1))
         gone = {"flag": False}
         departed = asyncio.ensure_future(scheduler.submit(rows(2), 1, is_disconnected=lambda: gone["flag"]))
@@ -252,13 +255,10 @@ def test_preferred_batch_size_dispatches_without_waiting_for_the_delay():
 
 
 def test_unload_fails_the_waiting_requests():
-    executor = Recorder()
-    executor.gate.clear()
-    scheduler = Scheduler("m", executor, SchedulingPolicy())
+    executor, scheduler = held(SchedulingPolicy())
 
     async def main():
-        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
-        await asyncio.sleep(0.01)
+        running = await occupy(scheduler)
         waiting = asyncio.ensure_future(scheduler.submit(rows(1), 1))
         await asyncio.sleep(0.01)
         scheduler.close()

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
+
 from inferd.codecs import v2_binary
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
@@ -156,8 +158,6 @@ def disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
 
 
 async def _send_error(send: Send, status: int, message: str, retry_after_s: int | None) -> None:
-    import orjson
-
     content = orjson.dumps({"error": message})
     headers = [(b"content-type", _JSON), (b"content-length", str(len(content)).encode())]
     if retry_after_s is not None:
