@@ -18,6 +18,7 @@ import uvicorn
 from inferd.dataplane import DataPlane
 from inferd.repository import ModelRepository
 from inferd.server.rest.fast_infer import FastInfer
+from inferd.server.rest.fast_protocol import FastPathProtocol
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     http = _HTTPServer(uvicorn.Config(
         asgi, host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
-        h11_max_incomplete_event_size=64 * 1024,
+        http=FastPathProtocol,
     ))
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)

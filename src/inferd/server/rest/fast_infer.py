@@ -34,9 +34,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
-_PROBES = frozenset({"/v2/health/live", "/v2/health/ready"})
+INFER_PATH_BYTES = re.compile(INFER_PATH.pattern.encode())
+PROBES = frozenset({"/v2/health/live", "/v2/health/ready"})
+PROBES_BYTES = frozenset(p.encode() for p in PROBES)
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
+_HEADER_LENGTH = v2_binary.HEADER_LENGTH.encode()
 
 
 async def run_infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str,
@@ -76,40 +79,66 @@ class FastInfer:
                 if match is not None:
                     await self._infer(scope, receive, send, match["model"], match["version"])
                     return
-            elif scope["method"] == "GET" and scope["path"] in _PROBES:
+            elif scope["method"] == "GET" and scope["path"] in PROBES:
                 await self._probe(send, scope["path"])
                 return
         await self.build_app()(scope, receive, send)
 
     async def _probe(self, send: Send, path: str) -> None:
-        key, ok = ("live", self.dataplane.live()) if path == "/v2/health/live" else ("ready", self.dataplane.ready())
-        content = b'{"%s":%s}' % (key.encode(), b"true" if ok else b"false")
-        headers = [(b"content-type", _JSON), (b"content-length", str(len(content)).encode())]
-        await send({"type": "http.response.start", "status": 200 if ok else 503, "headers": headers})
+        status, headers, content = probe_parts(self.dataplane, path)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
         try:
             header_length, declared = _headers(scope)
             body = await _read_body(receive, declared, self.max_body_bytes)
-            content, json_length = await run_infer(self.dataplane, body, header_length, model, version,
-                                                   disconnect_probe(receive))
-        except InferError as exc:
-            await _send_error(send, HTTP_STATUS[exc.code], exc.message, exc.retry_after_s)
-            return
         except HTTPError as exc:
-            await _send_error(send, exc.status, exc.message, None)
-            return
-        except Exception as exc:  # never let one request take the connection down without an answer
-            log.exception("unexpected error in inference on %s", model)
-            await _send_error(send, 500, f"internal server error: {type(exc).__name__}: {exc}", None)
-            return
-        headers = [(b"content-type", _JSON if json_length is None else _BINARY),
-                   (b"content-length", str(len(content)).encode())]
-        if json_length is not None:
-            headers.append((v2_binary.HEADER_LENGTH.encode(), str(json_length).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+            status, headers, content = error_parts(exc.status, exc.message)
+        else:
+            status, headers, content = await infer_response(self.dataplane, body, header_length, model, version,
+                                                            disconnect_probe(receive))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+async def infer_response(dataplane: DataPlane, body: bytes, header_length: str | None, model: str,
+                         version: str | None, is_disconnected: Callable[[], bool] | None) -> tuple[int, Headers, bytes]:
+    """Status, headers and body answering one V2 inference request: every error becomes the V2 error form."""
+    try:
+        content, json_length = await run_infer(dataplane, body, header_length, model, version, is_disconnected)
+    except InferError as exc:
+        return error_parts(HTTP_STATUS[exc.code], exc.message, exc.retry_after_s)
+    except HTTPError as exc:
+        return error_parts(exc.status, exc.message)
+    except Exception as exc:  # never let one request take the connection down without an answer
+        log.exception("unexpected error in inference on %s", model)
+        return error_parts(500, f"internal server error: {type(exc).__name__}: {exc}")
+    if json_length is None:
+        return 200, [(b"content-type", _JSON), (b"content-length", b"%d" % len(content))], content
+    return 200, [(b"content-type", _BINARY), (b"content-length", b"%d" % len(content)),
+                 (_HEADER_LENGTH, b"%d" % json_length)], content
+
+
+def probe_parts(dataplane: DataPlane, path: str) -> tuple[int, Headers, bytes]:
+    """The answer to GET /v2/health/live or /v2/health/ready."""
+    if path == "/v2/health/live":
+        ok, content = dataplane.live(), b'{"live":%s}'
+    else:
+        ok, content = dataplane.ready(), b'{"ready":%s}'
+    content %= b"true" if ok else b"false"
+    return 200 if ok else 503, [(b"content-type", _JSON), (b"content-length", b"%d" % len(content))], content
+
+
+def error_parts(status: int, message: str, retry_after_s: int | None = None) -> tuple[int, Headers, bytes]:
+    content = orjson.dumps({"error": message})
+    headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(content))]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", b"%d" % retry_after_s))
+    return status, headers, content
 
 
 def _headers(scope: Scope) -> tuple[str | None, int | None]:
@@ -155,12 +184,3 @@ def disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
     if cycle is None or not hasattr(cycle, "disconnected"):
         return None
     return lambda: bool(cycle.disconnected)
-
-
-async def _send_error(send: Send, status: int, message: str, retry_after_s: int | None) -> None:
-    content = orjson.dumps({"error": message})
-    headers = [(b"content-type", _JSON), (b"content-length", str(len(content)).encode())]
-    if retry_after_s is not None:
-        headers.append((b"retry-after", str(retry_after_s).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
