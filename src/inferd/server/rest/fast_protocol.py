@@ -16,10 +16,12 @@ both paths over real sockets.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from inferd.server.eager import start_eagerly
 from inferd.server.rest.fast_infer import (
     INFER_PATH_BYTES,
     PROBES_BYTES,
@@ -111,9 +113,12 @@ class FastPathProtocol(HttpToolsProtocol):
             limit = self.fast.max_body_bytes
             self._respond(cycle, *error_parts(413, f"request body is over the limit of {limit} bytes"))
         else:
-            task = self.loop.create_task(self._infer(cycle, _header_length(self.headers)))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
+            cycle.body = []
+            assert cycle.model is not None
+            answer = infer_response(self.fast.dataplane, body, _header_length(self.headers), cycle.model,
+                                    cycle.version, self.transport.is_closing)
+            start_eagerly(answer, partial(self._respond_parts, cycle), self.tasks)
 
     # -- answering -------------------------------------------------------------------------------
     def _fast_cycle(self) -> _FastCycle | None:
@@ -136,12 +141,7 @@ class FastPathProtocol(HttpToolsProtocol):
             return _FastCycle(path, None, None, keep_alive)
         return None
 
-    async def _infer(self, cycle: _FastCycle, header_length: str | None) -> None:
-        body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
-        cycle.body = []
-        assert cycle.model is not None
-        parts = await infer_response(self.fast.dataplane, body, header_length, cycle.model, cycle.version,
-                                     self.transport.is_closing)
+    def _respond_parts(self, cycle: _FastCycle, parts: tuple[int, Headers, bytes]) -> None:
         self._respond(cycle, *parts)
 
     def _respond(self, cycle: _FastCycle, status: int, headers: Headers, content: bytes) -> None:
