@@ -63,6 +63,18 @@ def test_a_large_batch_of_a_fast_model_goes_to_a_thread():
     assert probe.threads[-1] != loop_thread  # measured now, and its cost per row says it is long
 
 
+def test_one_slow_call_does_not_send_the_next_ones_to_a_thread():
+    """A call descheduled by a busy machine (here: one that really sleeps 20 ms) is an outlier, not the
+    model's cost; a model that stays slow still moves to a thread after a few calls."""
+    probe = Probe(inline_safe=True)
+    loop_thread = calls(ThreadExecutor("m", probe), [np.zeros(1)] * 10 + [np.full(1, 20.0)] + [np.zeros(1)] * 3)
+    assert probe.threads[-3:] == [loop_thread] * 3
+
+    probe = Probe(inline_safe=True)
+    loop_thread = calls(ThreadExecutor("m", probe), [np.zeros(1)] * 10 + [np.full(1, 5.0)] * 30)
+    assert probe.threads[-1] != loop_thread
+
+
 def test_model_exceptions_become_internal():
     class Failing(Probe):
         def predict(self, inputs):
