@@ -42,6 +42,9 @@ class ServerProcess:
     def start(self, wait_ready: bool = True, timeout: float = 60) -> ServerProcess:
         command = [str(BIN / "inferd"), "serve", str(self.repository), "--host", "127.0.0.1",
                    "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *self.extra_args]
+        if "--state-dir" not in self.extra_args and "INFERD_STATE_DIR" not in self.env:
+            # its own job store, beside its log: never the working folder's .inferd/ that other servers share
+            command += ["--state-dir", str(self.log_path.parent / f"state-{self.http_port}")]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env={**cli_env(), **self.env})
@@ -77,3 +80,9 @@ class ServerProcess:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout)
         return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL by pid (no chance to clean up, as in a crash), and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(15)

@@ -45,6 +45,34 @@ class ServerSettings(BaseSettings):
     health_route: str | None = None
     """Extra health route (Vertex AI sets it through ``AIP_HEALTH_ROUTE``)."""
     log_level: str = "info"
+    # -- asynchronous inference (docs/async.md) --
+    state_dir: Path = Path(".inferd")
+    """Folder for the server's durable state: the job store (``jobs.db``) and large payloads (``payloads/``).
+    One server per folder."""
+    async_max_body_bytes: int = Field(default=1024 ** 3, ge=1024)
+    """Largest request body (or referenced input file) accepted by ``infer-async``; bigger ones get 413."""
+    async_inline_payload_bytes: int = Field(default=1024 * 1024, ge=0)
+    """Request and result bodies up to this size are kept inside the job store; larger ones as files."""
+    async_concurrency_per_model: int = Field(default=2, ge=1)
+    """Asynchronous jobs that may run at once per model; real-time requests interleave with the rest."""
+    async_max_attempts: int = Field(default=3, ge=1)
+    """Attempts per job, counting one cut short by a server crash; then the job fails with its last error."""
+    async_retry_backoff_s: float = Field(default=1.0, ge=0)
+    """Wait before a job's (or a callback's) second attempt; it doubles for each later one."""
+    async_ttl_s: float = Field(default=24 * 3600, gt=0)
+    """How long a finished job keeps its result; then it turns ``expired``, its payloads deleted."""
+    async_callback_url: str | None = None
+    """Default URL that receives a POST of each finished job's status (header ``Inference-Callback-Url`` overrides)."""
+    async_model_callback_urls: dict[str, str] = Field(default_factory=dict)
+    """Callback URL per model name (JSON in the environment), between the header and the server default."""
+    async_callback_max_attempts: int = Field(default=5, ge=1)
+    """Delivery attempts per callback."""
+    async_input_roots: list[str] = Field(default_factory=list)
+    """Folders and URL prefixes ``Inference-Input-Location`` may name; empty: input references are refused."""
+    # -- batch jobs (docs/batch.md) --
+    batch_roots: list[str] = Field(default_factory=list)
+    """Folders that batch jobs started over HTTP (``POST /v2/batch/jobs``) may read from and write to; empty:
+    batch jobs over HTTP are refused (403)."""
 
     def model_defaults(self) -> ServerDefaults:
         return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import demo, models, predict, serve
+from inferd.cli import batch, demo, jobs, models, predict, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -17,6 +17,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(batch.app, name="batch")
 app.command("predict")(predict.predict)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

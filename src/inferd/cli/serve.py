@@ -19,10 +19,12 @@ def serve(
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none [default: 8081].")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body [default: 64 MiB].")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: info].")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Folder for the asynchronous job store and payloads "
+                                                        "[default: .inferd].")] = None,
 ) -> None:
     """Serve every model in REPO until Ctrl-C. Settings also come from INFERD_* environment variables."""
     settings = make_settings(repo, host=host, http_port=http_port, grpc_port=grpc_port,
-                             max_body_bytes=max_body_bytes, log_level=log_level)
+                             max_body_bytes=max_body_bytes, log_level=log_level, state_dir=state_dir)
     configure_logging(settings.log_level)
     from inferd.server.runner import run_until_stopped
     from inferd.server.runner import serve as run

@@ -15,7 +15,9 @@ from typing import Any
 
 import uvicorn
 
+from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
+from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.repository import ModelRepository
 from inferd.server.rest.fast_infer import FastInfer
 from inferd.server.rest.fast_protocol import FastPathProtocol
@@ -36,13 +38,19 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
-def build_asgi(dataplane: DataPlane, settings: ServerSettings) -> FastInfer:
+def build_asgi(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
+               batch_jobs: BatchJobs | None = None) -> FastInfer:
     """The app to serve: the inference fast path in front of the FastAPI app that has every route."""
 
     def full_app() -> Any:
         from inferd.server.rest.app import build_app  # FastAPI: imported when first needed
 
-        return build_app(dataplane, settings)
+        app = build_app(dataplane, settings, jobs, batch_jobs)
+        if jobs is None:
+            return app
+        from inferd.server.rest.async_fast import AsyncFastPath
+
+        return AsyncFastPath(app, dataplane, jobs)  # infer-async submissions without FastAPI's per-request cost
 
     return FastInfer(full_app, dataplane, settings.max_body_bytes)
 
@@ -57,7 +65,9 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     """Run until SIGINT, SIGTERM or ``stop`` is set, then stop taking requests, finish those in flight and
     unload the models. ``on_ready`` runs once the models have loaded."""
     dataplane = build_dataplane(settings)
-    asgi = build_asgi(dataplane, settings)
+    jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
+    batch_jobs = BatchJobs(dataplane, settings.batch_roots)
+    asgi = build_asgi(dataplane, settings, jobs, batch_jobs)
     http = _HTTPServer(uvicorn.Config(
         asgi, host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
@@ -71,7 +81,9 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await _wait_started(http, http_task)
         log.info("HTTP on %s:%d%s", settings.host, settings.http_port,
                  f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server else "")
+        await jobs.open()  # the job store, while the models are not loaded yet
         await dataplane.start()
+        jobs.start()  # no await between: async routes work as soon as readiness says so
         log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
         await asyncio.get_running_loop().run_in_executor(None, asgi.build_app)  # the other routes, now
         if on_ready is not None:
@@ -84,6 +96,8 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
             await grpc_server.stop(grace=5)
         with contextlib.suppress(asyncio.CancelledError):
             await http_task
+        await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
+        await jobs.stop()  # running jobs go back to the queue before the models go away
         dataplane.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,15 +18,25 @@ from inferd.server.rest.v1 import v1_router, vertex_router
 from inferd.server.rest.v2 import v2_router
 from inferd.settings import ServerSettings
 
+if TYPE_CHECKING:
+    from inferd.batch.server_jobs import BatchJobs
+    from inferd.jobs.service import AsyncService
+
 log = logging.getLogger(__name__)
 
-def build_app(dataplane: DataPlane, settings: ServerSettings) -> FastAPI:
+def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
+              batch_jobs: BatchJobs | None = None) -> FastAPI:
     app = FastAPI(title="inferd", version=dataplane.server_metadata().version,
                   description="Open Inference Protocol (V2) server, with KServe V1, SageMaker and Vertex AI routes.")
     app.include_router(v2_router(dataplane, settings.max_body_bytes))
+    if jobs is not None:
+        from inferd.server.rest.async_routes import async_router
+
+        app.include_router(async_router(dataplane, jobs))
     app.include_router(v1_router(dataplane, settings.max_body_bytes))
     app.include_router(vertex_router(dataplane, settings))
     app.include_router(sagemaker_router(dataplane, settings))
+    app.include_router(_batch_router(dataplane, settings, batch_jobs))
     app.add_exception_handler(InferError, _on_infer_error)
     app.add_exception_handler(HTTPError, _on_http_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
@@ -51,3 +62,10 @@ async def _on_starlette_error(_request: Request, exc: Exception) -> Response:
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error handling %s %s", request.method, request.url.path)
     return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")
+
+
+def _batch_router(dataplane: DataPlane, settings: ServerSettings, batch_jobs: BatchJobs | None) -> Any:
+    from inferd.batch.server_jobs import BatchJobs
+    from inferd.server.rest.batch_routes import batch_router
+
+    return batch_router(batch_jobs or BatchJobs(dataplane, settings.batch_roots))

@@ -1,0 +1,202 @@
+"""Output files: each mini-batch's rows encoded as a part file, and the parts joined into one output file per
+input file at the end.
+
+Every write is atomic (a temporary name, fsync, then rename), and nothing written depends on the time, the
+machine or how the work was split: CSV and JSON Lines parts are the final bytes of their rows and are
+concatenated; Parquet parts are Arrow IPC streams whose rows are re-cut into row groups of ``batch_size`` rows
+when the output is assembled. An interrupted and resumed job therefore writes the same bytes as one that ran
+straight through.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from inferd.batch.readers import InputFile, rebatch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+EXTENSIONS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+ERRORS_FILE = "_errors.jsonl"
+SUMMARY_FILE = "_summary.json"
+
+
+def output_path(folder: Path, item: InputFile, fmt: str) -> Path:
+    """Where the output of ``item`` goes: its relative path under ``folder``, uncompressed, and with the
+    output format's extension when that differs from the input's."""
+    relative = item.relative[:-3] if item.gzip else item.relative
+    if fmt != item.format:
+        stem = relative.rsplit(".", 1)[0]
+        relative = stem + EXTENSIONS[fmt]
+    return folder / relative
+
+
+def encode_part(table: pa.Table, fmt: str) -> bytes:
+    """The bytes of one mini-batch's output rows (Parquet: an Arrow IPC stream, written as Parquet later)."""
+    import pyarrow as pa
+
+    if fmt == "parquet":
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue()
+    if fmt == "csv":
+        return _csv_bytes(table, header=False)
+    return b"".join(orjson.dumps(row, default=_json_default) + b"\n" for row in table.to_pylist())
+
+
+def encode_errors(records: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r, default=_json_default) + b"\n" for r in records)
+
+
+def write_atomic(path: Path, chunks: Iterable[bytes]) -> int:
+    """Write ``chunks`` to ``path`` through a temporary file, fsync, rename. Returns the bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    size = 0
+    with temporary.open("wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+            size += len(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return size
+
+
+class OutputWriter:
+    """One output file, written part by part in input order under a temporary name, renamed by :meth:`close`.
+
+    Parquet row groups hold ``batch_size`` rows each (the last may hold fewer) whatever the sizes of the parts,
+    so the file does not depend on which records failed in which part or on how an engine split the work."""
+
+    def __init__(self, fmt: str, schema: pa.Schema, destination: Path, batch_size: int) -> None:
+        self.fmt, self.schema, self.destination, self.batch_size = fmt, schema, destination, batch_size
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        self._temporary = destination.with_name(f".{destination.name}.tmp")
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._rows = 0
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            self._parquet: Any = pq.ParquetWriter(self._temporary, schema, compression="snappy")
+        else:
+            self._file = self._temporary.open("wb")
+            if fmt == "csv":
+                self._file.write(_csv_bytes(schema.empty_table(), header=True))
+
+    def add(self, part: Path) -> None:
+        if self.fmt != "parquet":
+            with part.open("rb") as handle:
+                shutil.copyfileobj(handle, self._file, 1 << 20)
+            return
+        for batch in _ipc_batches([part]):
+            self._pending.append(batch)
+            self._pending_rows += batch.num_rows
+            if self._pending_rows >= self.batch_size:
+                self._flush(final=False)
+
+    def close(self) -> None:
+        """Finish the temporary file (flushed and fsynced); :meth:`publish` then gives it its name."""
+        if self.fmt == "parquet":
+            self._flush(final=True)
+            if not self._rows:
+                self._parquet.write_table(self.schema.empty_table())
+            self._parquet.close()
+            with self._temporary.open("rb+") as handle:
+                os.fsync(handle.fileno())
+        else:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def publish(self) -> None:
+        os.replace(self._temporary, self.destination)
+
+    def abort(self) -> None:
+        """Drop the temporary file (closed first when still open)."""
+        if self.fmt == "parquet":
+            self._parquet.close()
+        elif not self._file.closed:
+            self._file.close()
+        self._temporary.unlink(missing_ok=True)
+
+    def _flush(self, final: bool) -> None:
+        groups = list(rebatch(self._pending, self.batch_size))
+        keep = [] if final or not groups or groups[-1].num_rows == self.batch_size else [groups.pop()]
+        for group in groups:
+            self._parquet.write_table(group, row_group_size=self.batch_size)
+            self._rows += group.num_rows
+        self._pending = [b for t in keep for b in t.to_batches()]
+        self._pending_rows = sum(b.num_rows for b in self._pending)
+
+
+def assemble(parts: Sequence[Path], fmt: str, schema: pa.Schema, destination: Path, batch_size: int) -> None:
+    """Join the part files, in order, into the output file (atomically)."""
+    writer = OutputWriter(fmt, schema, destination, batch_size)
+    try:
+        for part in parts:
+            writer.add(part)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    writer.publish()
+
+
+def concat_files(parts: Sequence[Path], destination: Path) -> None:
+    write_atomic(destination, _concat(parts))
+
+
+def _concat(parts: Sequence[Path]) -> Iterator[bytes]:
+    for part in parts:
+        with part.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+
+
+def _ipc_batches(parts: Sequence[Path]) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+
+    for part in parts:
+        with pa.memory_map(str(part)) as source, pa.ipc.open_stream(source) as reader:
+            yield from reader
+
+
+def _csv_bytes(table: pa.Table, header: bool) -> bytes:
+    import pyarrow.csv as pc
+
+    table = _lists_as_json_text(table)
+    sink = io.BytesIO()
+    pc.write_csv(table, sink, write_options=pc.WriteOptions(include_header=header))
+    data = sink.getvalue()
+    if header and table.num_rows == 0 and not data:  # pragma: no cover - older pyarrow writes nothing
+        data = (",".join(table.schema.names) + "\n").encode()
+    return data
+
+
+def _lists_as_json_text(table: pa.Table) -> pa.Table:
+    """CSV has no list type: a list column becomes its JSON text, ``[0.1, 0.9]``."""
+    import pyarrow as pa
+
+    for index, field in enumerate(table.schema):
+        kind = field.type
+        if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
+            text = pa.array([orjson.dumps(v).decode() for v in table.column(index).to_pylist()], type=pa.string())
+            table = table.set_column(index, pa.field(field.name, pa.string()), text)
+    return table
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)

@@ -1,0 +1,133 @@
+"""``inferd batch run``: score files of records with a model, resumably, with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from inferd.cli.common import console, errors, fail
+
+if TYPE_CHECKING:
+    from inferd.batch import BatchOptions, BatchSummary
+    from inferd.batch.progress import Progress as JobProgress
+
+app = typer.Typer(help="Batch inference jobs: score CSV, JSON Lines and Parquet files.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
+    repo: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    input_location: Annotated[str, typer.Option("--input", "-i", help="Input file or folder: a local path or an "
+                                                "fsspec URL (CSV, JSON Lines, Parquet; .gz for text).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
+    batch_size: Annotated[int, typer.Option(help="Rows per mini-batch.")] = 1024,
+    concurrency: Annotated[int, typer.Option(help="Mini-batches in flight (ray: model actors).")] = 2,
+    timeout: Annotated[float, typer.Option(help="Seconds per mini-batch before it is retried; 0 for none.")] = 300,
+    retries: Annotated[int, typer.Option(help="Retries of a mini-batch that failed for a transient reason.")] = 2,
+    max_errors: Annotated[str | None, typer.Option(help="Failed records allowed: a count (10) or a fraction "
+                                                   "(0.01 or 1%); the job fails beyond it. Default: no limit.")] = None,
+    join: Annotated[bool, typer.Option("--join/--no-join", help="Append predictions to the input columns, or "
+                                       "write predictions only.")] = False,
+    key: Annotated[str | None, typer.Option(help="Id column carried to every output row and error record.")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="INPUT=COLUMN (or INPUT=A,B,C): feed model "
+                                                      "input INPUT from COLUMN(s); repeatable.")] = None,
+    output_format: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet; default: the "
+                                                      "input's format.")] = None,
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray (Ray Data; RAY_ADDRESS or a local "
+                                        "Ray).")] = "local",
+    version: Annotated[str | None, typer.Option(help="Model version; default the newest ready one.")] = None,
+    restart: Annotated[bool, typer.Option(help="Discard an earlier, interrupted run in OUTPUT, start over.")] = False,
+) -> None:
+    """Score every record of --input with MODEL from REPO into --output. Run the same command again after an
+    interruption to resume where it stopped."""
+    from inferd.batch import BatchError, BatchOptions, ThresholdError, run_batch
+
+    options = _options(BatchOptions, batch_size=batch_size, concurrency=concurrency, timeout_s=timeout or None,
+                       retries=retries, max_errors=max_errors, join=join, key=key, mapping=mapping,
+                       output_format=output_format, engine=engine, restart=restart, model_version=version)
+    with _progress_bar() as (bar, task):
+        def show(progress: JobProgress) -> None:
+            bar.update(task, completed=progress.rows_done, total=progress.rows_total,
+                       rate=f"{progress.rows_per_s:,.0f} rows/s",
+                       eta=_eta(progress.eta_s), failed=f"{progress.rows_failed:,} failed")
+
+        try:
+            summary = run_batch(repo, model, input_location, output, options, on_progress=show)
+        except ThresholdError as exc:
+            bar.stop()
+            _print_summary(exc.summary)
+            fail(str(exc))
+        except BatchError as exc:
+            bar.stop()
+            fail(str(exc))
+    _print_summary(summary)
+
+
+def _options(factory: type[BatchOptions], *, max_errors: str | None, mapping: list[str] | None,
+             **given: object) -> BatchOptions:
+    from inferd.batch import BatchError
+    from inferd.batch.options import parse_max_errors
+
+    pairs: dict[str, str] = {}
+    for item in mapping or []:
+        name, sep, column = item.partition("=")
+        if not sep or not name or not column:
+            fail(f"--map takes INPUT=COLUMN, got {item!r}", code=2)
+        pairs[name] = column
+    try:
+        limit = parse_max_errors(max_errors) if max_errors is not None else None
+    except ValueError as exc:
+        fail(f"--max-errors: {exc}", code=2)
+    try:
+        return factory(max_errors=limit, mapping=pairs, **given).validated()  # type: ignore[arg-type]
+    except BatchError as exc:
+        fail(str(exc), code=2)
+
+
+class _progress_bar:  # noqa: N801 - used as a context manager, like a function
+    """A Rich progress bar on stderr: rows done of the total (estimated for CSV/JSONL), rows/s, ETA."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
+            console=errors, transient=False,
+        )
+
+    def __enter__(self) -> tuple[Progress, TaskID]:
+        self.bar.start()
+        task = self.bar.add_task("scoring", total=None, rate="", eta="-", failed="")
+        return self.bar, task
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _print_summary(summary: BatchSummary) -> None:
+    table = Table(title=f"batch job {summary.state}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("rows in", f"{summary.rows_in:,}")
+    table.add_row("rows out", f"{summary.rows_out:,}")
+    table.add_row("rows failed", f"{summary.rows_failed:,}")
+    table.add_row("seconds", f"{summary.seconds:.2f}")
+    table.add_row("rows/s", f"{summary.rows_per_s:,.0f}")
+    table.add_row("mini-batches", f"{summary.batches:,} ({summary.resumed_batches:,} from an earlier run)")
+    for path in summary.outputs:
+        table.add_row("output", path)
+    if summary.errors_file:
+        table.add_row("errors", summary.errors_file)
+    console.print(table)

@@ -1,0 +1,115 @@
+"""``inferd jobs list|show|result|cancel``: asynchronous inference jobs of a running server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from inferd.cli.common import console, fail
+
+app = typer.Typer(help="Asynchronous inference jobs of a running server.", no_args_is_help=True)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+UrlOption = Annotated[str, typer.Option("--url", help="The server's HTTP address [default: $INFERD_URL or "
+                                                      f"{DEFAULT_URL}].")]
+IdArg = Annotated[str, typer.Argument(help="Job id (what infer-async answered).")]
+_COLOURS = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "expired": "dim", "running": "cyan"}
+
+
+def _url(given: str) -> str:
+    return (given or os.environ.get("INFERD_URL") or DEFAULT_URL).rstrip("/")
+
+
+def _request(method: str, url: str, **kwargs: Any) -> Any:
+    """One HTTP call; an unreachable server or an error answer ends the command with a clear message."""
+    import httpx  # only these commands need an HTTP client
+
+    try:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the inferd server at {url}: {exc or type(exc).__name__} "
+             "(is `inferd serve` running? --url or INFERD_URL says where)")
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        fail(f"HTTP {response.status_code}: {message}")
+    return response
+
+
+@app.command("list")
+def list_jobs(
+    url: UrlOption = "",
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status (queued, running, succeeded, "
+                                                    "failed, cancelled, expired).")] = None,
+    model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+) -> None:
+    """List jobs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    params.update({k: v for k, v in (("status", status), ("model", model)) if v})
+    jobs = _request("GET", f"{_url(url)}/v2/jobs", params=params).json()["jobs"]
+    if not jobs:
+        console.print("No jobs.")
+        return
+    table = Table("id", "model", "status", "attempts", "created", "finished", "error")
+    for job in jobs:
+        error = (job.get("error") or {}).get("message") or ""
+        table.add_row(job["id"], job["model_name"], _status(job["status"]), str(job["attempts"]),
+                      job["created_at"], job["finished_at"] or "", error)
+    console.print(table)
+
+
+@app.command("show")
+def show(job_id: IdArg, url: UrlOption = "") -> None:
+    """A job's status, timestamps, attempts, error and callback deliveries."""
+    job = _request("GET", f"{_url(url)}/v2/jobs/{job_id}").json()
+    table = Table("field", "value", show_header=False)
+    for key in ("id", "model_name", "model_version", "status", "attempts", "created_at", "started_at",
+                "finished_at", "result_url"):
+        value = job.get(key)
+        table.add_row(key, _status(value) if key == "status" else "" if value is None else str(value))
+    if job.get("error"):
+        table.add_row("error", f"[{job['error']['code']}] {job['error']['message']}")
+    callback = job.get("callback")
+    if callback:
+        table.add_row("callback", f"{callback['url']} ({callback['state']})")
+        for attempt in callback["attempts"]:
+            table.add_row("", f"{attempt['at']}: {attempt['status_code'] or attempt['error']}")
+    console.print(table)
+
+
+@app.command("result")
+def result(
+    job_id: IdArg,
+    url: UrlOption = "",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file "
+                                                                        "instead of standard output.")] = None,
+) -> None:
+    """The job's result: exactly the body the synchronous infer route would have returned."""
+    response = _request("GET", f"{_url(url)}/v2/jobs/{job_id}/result")
+    if output is not None:
+        output.write_bytes(response.content)
+        console.print(f"wrote {len(response.content)} bytes to {output}")
+        return
+    sys.stdout.buffer.write(response.content)
+    sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+
+
+@app.command("cancel")
+def cancel(job_id: IdArg, url: UrlOption = "") -> None:
+    """Cancel a queued job (a running or finished one cannot be)."""
+    job = _request("DELETE", f"{_url(url)}/v2/jobs/{job_id}").json()
+    console.print(f"job {job['id']}: {_status(job['status'])}")
+
+
+def _status(status: str) -> str:
+    colour = _COLOURS.get(status)
+    return f"[{colour}]{status}[/]" if colour else status

@@ -1,0 +1,158 @@
+"""Asynchronous inference as one service: the job store, payload files, worker, callbacks and retention,
+started after the DataPlane and stopped before it. The REST routes (``server/rest/async_routes.py``) only
+translate HTTP to the calls here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inferd.dataplane import DataPlane
+from inferd.errors import unavailable
+from inferd.jobs.callbacks import CallbackSender
+from inferd.jobs.inputs import read_location
+from inferd.jobs.payloads import PayloadFiles
+from inferd.jobs.retention import Retention
+from inferd.jobs.sqlite_store import SqliteJobStore
+from inferd.jobs.store import CallbackState, Job, JobStatus, JobStore, NewJob
+from inferd.jobs.worker import RetryPolicy, Worker, WorkerOptions
+from inferd.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncConfig:
+    """The settings asynchronous inference uses (see :class:`~inferd.settings.ServerSettings` for each)."""
+
+    state_dir: Path
+    max_body_bytes: int = 1024 ** 3
+    inline_payload_bytes: int = 1024 * 1024
+    concurrency_per_model: int = 2
+    max_attempts: int = 3
+    retry_backoff_s: float = 1.0
+    ttl_s: float = 24 * 3600
+    callback_url: str | None = None
+    model_callback_urls: Mapping[str, str] = field(default_factory=dict)
+    callback_max_attempts: int = 5
+    input_roots: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> AsyncConfig:
+        return cls(settings.state_dir, settings.async_max_body_bytes, settings.async_inline_payload_bytes,
+                   settings.async_concurrency_per_model, settings.async_max_attempts,
+                   settings.async_retry_backoff_s, settings.async_ttl_s, settings.async_callback_url,
+                   dict(settings.async_model_callback_urls), settings.async_callback_max_attempts,
+                   tuple(settings.async_input_roots))
+
+
+class AsyncService:
+    def __init__(self, dataplane: DataPlane, config: AsyncConfig, store: JobStore | None = None) -> None:
+        self.dataplane = dataplane
+        self.config = config
+        self.store: JobStore = store or SqliteJobStore(config.state_dir)
+        self.files = PayloadFiles(config.state_dir / "payloads")
+        self.retention = Retention(self.store, self.files, config.ttl_s)
+        self.callbacks = CallbackSender(self.store, max_attempts=config.callback_max_attempts,
+                                        backoff_s=config.retry_backoff_s)
+        options = WorkerOptions(config.concurrency_per_model, RetryPolicy(config.max_attempts, config.retry_backoff_s),
+                                config.inline_payload_bytes)
+        self.worker = Worker(self.store, self.files, self._infer, self._load_body, options,
+                             on_finished=self._finished)
+        self.started = False
+        self.why_not = "asynchronous inference is starting"
+        self._retention_task: asyncio.Task[None] | None = None
+        self._opened = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the store, requeue jobs a dead server left running, delete payload files no job refers to and
+        resume pending callbacks. A store that cannot open (a state folder another server holds, a read-only
+        disk) leaves asynchronous inference off, logged and said by every async route, rather than the whole
+        server down."""
+        try:
+            await self.store.open()
+        except (OSError, sqlite3.Error) as exc:
+            self.why_not = f"asynchronous inference is off: {exc}"
+            log.warning("%s", self.why_not)
+            return
+        self._opened = True
+        self.files.prepare()
+        recovered = await self.store.recover(time.time())
+        if recovered:
+            log.info("asynchronous jobs: %d that were running when the server stopped are queued again", recovered)
+        orphans = self.files.names() - await self.store.payload_files()
+        self.files.delete(orphans)
+        await self.callbacks.start()
+
+    def start(self) -> None:
+        """Start taking jobs: the worker and retention. Synchronous, so that the server can call it right after
+        the models are loaded, before readiness is visible to any request."""
+        if not self._opened:
+            return
+        self.worker.start()
+        self._retention_task = asyncio.create_task(self.retention.run(), name="inferd-jobs-retention")
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+        self.why_not = "asynchronous inference is stopping"
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+        await self.worker.stop()
+        await self.callbacks.stop()
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    def check(self) -> None:
+        """UNAVAILABLE unless jobs can be submitted now."""
+        if not self.started:
+            raise unavailable(self.why_not)
+
+    # -- what the routes call ------------------------------------------------------------------
+    def callback_for(self, model: str, given: str | None) -> str | None:
+        """The job's callback URL: the request's, else the model's, else the server's default."""
+        return given or self.config.model_callback_urls.get(model) or self.config.callback_url
+
+    async def submit(self, job: NewJob) -> tuple[Job, bool]:
+        self.check()
+        stored, created = await self.store.submit(job, time.time())
+        if created:
+            self.worker.wake(job.model)
+        return stored, created
+
+    async def cancel(self, job_id: str) -> Job | None:
+        self.check()
+        job = await self.store.cancel(job_id, time.time())
+        if job is not None and job.status is JobStatus.CANCELLED and job.callback_state is CallbackState.PENDING:
+            self.callbacks.notify(job.id)
+        return job
+
+    # -- what the worker calls -----------------------------------------------------------------
+    def _finished(self, job: Job) -> None:
+        if job.callback_url is not None:
+            self.callbacks.notify(job.id)
+
+    async def _load_body(self, job: Job) -> bytes:
+        if job.input_location is not None:
+            return await read_location(job.input_location, self.config.max_body_bytes)
+        if job.request_file is not None:
+            return await self.files.read(job.request_file)
+        if job.request_inline is not None:  # claim() brought it along
+            return job.request_inline
+        return await self.store.inline(job.id, "request") or b""
+
+    async def _infer(self, job: Job, body: bytes) -> tuple[bytes, int | None]:
+        from inferd.server.rest.fast_infer import run_infer  # the very function the synchronous route runs
+
+        header_length = None if job.header_length is None else str(job.header_length)
+        return await run_infer(self.dataplane, body, header_length, job.model, job.version)

@@ -1,0 +1,203 @@
+"""The worker: claims queued jobs, runs them through the DataPlane, stores results, retries failures.
+
+Each model runs at most ``concurrency_per_model`` jobs at once, so a backlog of asynchronous jobs holds only
+that many places in the model's scheduler queue and real-time requests interleave with it instead of waiting
+behind it.
+
+Execution is at-least-once: a job that was running when the server died is claimed again after a restart
+(:meth:`JobStore.recover`), and an attempt that finishes after its job was claimed again cannot store a second
+result (the store's writes are conditional on the attempt number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from inferd.errors import ErrorCode, InferError
+from inferd.jobs.payloads import PayloadFiles
+from inferd.jobs.store import Job, JobResult, JobStore
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED,
+                       ErrorCode.RESOURCE_EXHAUSTED})
+"""Errors that may pass on another attempt (a model not loaded yet, a worker process that died, a full queue).
+A request the model's signature refuses (INVALID_ARGUMENT) or an unknown model fails at once."""
+
+InferFn = Callable[[Job, bytes], Awaitable[tuple[bytes, int | None]]]
+"""Runs a job's request body; returns the response body and its JSON header length (None: plain JSON)."""
+BodyFn = Callable[[Job], Awaitable[bytes]]
+"""Loads a job's request body (inline, payload file or input location)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+    """Wait before the second attempt; it doubles for each later one."""
+    max_backoff_s: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    concurrency_per_model: int = 2
+    retry: RetryPolicy = RetryPolicy()
+    inline_limit: int = 1024 * 1024
+    """Results up to this size stay inline in the store; larger ones go to payload files."""
+    poll_s: float = 0.25
+    """How often an idle worker looks for retries that came due."""
+
+
+class Worker:
+    def __init__(self, store: JobStore, files: PayloadFiles, infer: InferFn, load_body: BodyFn,
+                 options: WorkerOptions | None = None, on_finished: Callable[[Job], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        options = options or WorkerOptions()
+        self._store = store
+        self._files = files
+        self._infer = infer
+        self._load_body = load_body
+        self._limit = options.concurrency_per_model
+        self._retry = options.retry
+        self._inline_limit = options.inline_limit
+        self._on_finished = on_finished or (lambda _job: None)
+        self._poll_s = options.poll_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._models: set[str] = set()
+        self._running: dict[str, int] = {}
+        self._holding: set[str] = set()
+        """Jobs that hold one of their model's slots (until their inference returns)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="inferd-jobs-worker")
+
+    def wake(self, model: str | None = None) -> None:
+        """A job was queued (for ``model``) or a slot freed: look at the queue now."""
+        if model is not None:
+            self._models.add(model)
+        self._wake.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def stop(self) -> None:
+        """Stop claiming; jobs still running are cancelled and go back to the queue without losing an attempt."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        self._models |= await self._store.queued_models()
+        while not self._stopping:
+            self._wake.clear()
+            slots = {m: self._limit - self._running.get(m, 0) for m in self._models}
+            try:
+                jobs = await self._store.claim(slots, self._clock())
+            except Exception:  # a store hiccup must not end the worker: log, wait, try again
+                log.exception("claiming jobs failed")
+                jobs = []
+            for job in jobs:
+                self._spawn(job)
+            if jobs:
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up
+            async with asyncio.timeout(self._poll_s):
+                await self._wake.wait()
+        except TimeoutError:  # idle: the next claim picks up retries that came due
+            try:  # and models with nothing queued are forgotten
+                queued = await self._store.queued_models()
+            except Exception:
+                log.exception("listing queued models failed")
+                return
+            self._models = queued | {m for m, n in self._running.items() if n}
+
+    def _spawn(self, job: Job) -> None:
+        self._running[job.model] = self._running.get(job.model, 0) + 1
+        self._holding.add(job.id)
+        task = asyncio.create_task(self._attempt(job), name=f"inferd-job-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, job: Job) -> None:
+        try:
+            await self._execute(job)
+        except asyncio.CancelledError:  # the server is stopping: back to the queue, attempt not counted
+            with contextlib.suppress(Exception):
+                await self._store.release(job.id, job.attempts, self._clock())
+            raise
+        except Exception:  # storing the outcome failed; the job stays running until the next recovery
+            log.exception("job %s: storing its outcome failed", job.id)
+        finally:
+            self._free_slot(job)
+
+    def _free_slot(self, job: Job) -> None:
+        """The model may take another job. Called as soon as inference returns, so that storing this job's
+        outcome and claiming the next one share a commit."""
+        if job.id in self._holding:
+            self._holding.discard(job.id)
+            self._running[job.model] -= 1
+            self._wake.set()
+
+    async def _execute(self, job: Job) -> None:
+        if job.attempts > self._retry.max_attempts:  # recovered after dying with its last attempt
+            cause = job.error or "the server stopped while it ran"
+            await self._finish_failed(job, job.error_code or ErrorCode.INTERNAL.value,
+                                      f"gave up after {job.attempts - 1} attempts: {cause}")
+            return
+        try:
+            body = await self._load_body(job)
+            content, header_length = await self._infer(job, body)
+            del body  # the request is held only while inference needs it
+        except InferError as exc:
+            self._free_slot(job)
+            await self._failed(job, exc.code.value, exc.message, exc.code in RETRYABLE)
+            return
+        except Exception as exc:
+            self._free_slot(job)
+            log.exception("job %s failed unexpectedly", job.id)
+            await self._failed(job, ErrorCode.INTERNAL.value, f"internal error: {type(exc).__name__}: {exc}", True)
+            return
+        self._free_slot(job)
+        payload = await self._files.store(content, self._inline_limit, "result")
+        if await self._store.complete(job.id, job.attempts, JobResult(payload, header_length), self._clock()):
+            self._on_finished(job)
+        elif payload.file is not None:  # this attempt is stale: the job moved on without it
+            self._files.delete([payload.file])
+
+    async def _failed(self, job: Job, code: str, message: str, retryable: bool) -> None:
+        if not retryable or job.attempts >= self._retry.max_attempts:
+            await self._finish_failed(job, code, message)
+            return
+        now = self._clock()
+        retry_at = now + self._retry.delay(job.attempts)
+        log.info("job %s attempt %d failed (%s: %s); retrying in %.1f s", job.id, job.attempts, code, message,
+                 retry_at - now)
+        await self._store.fail(job.id, job.attempts, code, message, retry_at, now)
+
+    async def _finish_failed(self, job: Job, code: str, message: str) -> None:
+        if await self._store.fail(job.id, job.attempts, code, message, None, self._clock()):
+            self._on_finished(job)

@@ -1,0 +1,225 @@
+"""Asynchronous inference over REST: submit a request and get 202 at once, then poll its status and fetch the
+result, which is exactly the body the synchronous ``infer`` route would have returned.
+
+Request headers on ``infer-async`` (besides what ``infer`` takes, such as ``Inference-Header-Content-Length``):
+
+- ``Inference-Id``: an idempotency key and the job's id. The same id again returns the same job (200); with a
+  different request, 409. Without the header, the V2 ``id`` field of a small JSON body plays the same part.
+- ``Inference-Callback-Url``: where to POST the job's status when it ends.
+- ``Inference-Input-Location``: read the request body from this file or URL (under ``async_input_roots``)
+  instead of the request's own body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from inferd.codecs import v2_binary
+from inferd.dataplane import DataPlane, parse_version
+from inferd.errors import ErrorCode, InferError, invalid
+from inferd.jobs.inputs import check_location, location_size
+from inferd.jobs.payloads import BodyTooLargeError
+from inferd.jobs.service import AsyncService
+from inferd.jobs.store import Job, JobStatus, NewJob, Payload, job_links
+from inferd.server.rest.http_error import HTTPError
+from inferd.server.rest.responses import error_response, json_response
+from inferd.server.status import HTTP_STATUS
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_LIST = 1000
+
+
+def async_router(dataplane: DataPlane, service: AsyncService) -> APIRouter:
+    router = APIRouter(tags=["Asynchronous inference"])
+    _submit_routes(router, dataplane, service)
+    _job_routes(router, service)
+    return router
+
+
+def _submit_routes(router: APIRouter, dataplane: DataPlane, service: AsyncService) -> None:
+
+    @router.post("/v2/models/{model}/infer-async", summary="Submit an asynchronous inference", status_code=202)
+    @router.post("/v2/models/{model}/versions/{version}/infer-async", status_code=202,
+                 summary="Submit an asynchronous inference on a version")
+    async def submit(request: Request, model: str, version: str | None = None) -> Response:
+        # Normally answered by AsyncFastPath (server/rest/async_fast.py) before FastAPI sees it; this route
+        # documents it and serves the same function when the app runs without that front.
+        status, reply = await accept(dataplane, service, model, version, request.headers, request.stream(),
+                                     str(request.base_url))
+        return json_response(reply, status, headers={"Location": reply["status_url"]})
+
+
+async def accept(dataplane: DataPlane, service: AsyncService, model: str, version: str | None,
+                 headers: Mapping[str, str], chunks: AsyncIterator[bytes], base_url: str) -> tuple[int, dict[str, str]]:
+    """Store a submission durably. Returns 202 (new) or 200 (the same id again) and ``{id, status_url,
+    result_url}``. ``headers`` are looked up by lower-case name; ``chunks`` is the request body."""
+    service.check()
+    _check_model(dataplane, model, version)
+    new = await _new_job(headers, chunks, service, model, version)
+    try:
+        job, created = await service.submit(new)
+    except BaseException:
+        _discard(service, new)
+        raise
+    if not created:
+        _discard(service, new)
+        if job.digest != new.digest:
+            raise HTTPError(409, f"job {job.id!r} already exists with a different request")
+    return 202 if created else 200, {"id": job.id, **job_links(job.id, base_url)}
+
+
+def _job_routes(router: APIRouter, service: AsyncService) -> None:
+
+    @router.get("/v2/jobs", summary="List asynchronous jobs, newest first")
+    async def list_jobs(request: Request, status: str | None = None, model: str | None = None,
+                        limit: int = 100) -> Response:
+        service.check()
+        if status is not None and status not in JobStatus.__members__.values():
+            raise invalid(f"unknown status {status!r}; one of {', '.join(s.value for s in JobStatus)}")
+        if not 1 <= limit <= MAX_LIST:
+            raise invalid(f"limit must be between 1 and {MAX_LIST}, got {limit}")
+        jobs = await service.store.list_jobs(status=JobStatus(status) if status else None, model=model, limit=limit)
+        return json_response({"jobs": [j.to_dict(str(request.base_url)) for j in jobs]})
+
+    @router.get("/v2/jobs/{job_id}", summary="Status of an asynchronous job")
+    async def status(request: Request, job_id: str) -> Response:
+        return json_response((await _job(service, job_id)).to_dict(str(request.base_url)))
+
+    @router.get("/v2/jobs/{job_id}/result", summary="Result of an asynchronous job (the synchronous response)")
+    async def result(job_id: str) -> Response:
+        return await _result(service, await _job(service, job_id))
+
+    @router.delete("/v2/jobs/{job_id}", summary="Cancel a queued asynchronous job")
+    async def cancel(request: Request, job_id: str) -> Response:
+        job = await service.cancel(job_id)
+        if job is None:
+            raise HTTPError(404, f"no job {job_id!r}")
+        if job.status is not JobStatus.CANCELLED:
+            raise HTTPError(409, f"job {job_id!r} is {job.status.value}; only a queued job can be cancelled")
+        return json_response(job.to_dict(str(request.base_url)))
+
+
+def _check_model(dataplane: DataPlane, model: str, version: str | None) -> None:
+    """NOT_FOUND (nothing stored) for an unknown model or version, with the synchronous route's message. A
+    known model that is not ready now is accepted: its job retries while it is unavailable."""
+    try:
+        dataplane.repository.get(model, parse_version(version))
+    except InferError as exc:
+        if exc.code is not ErrorCode.UNAVAILABLE:
+            raise
+
+
+async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], service: AsyncService, model: str,
+                   version: str | None) -> NewJob:
+    header_length = v2_binary.parse_header_length(headers.get(v2_binary.HEADER_LENGTH))
+    callback = _callback_url(headers.get("inference-callback-url"))
+    location = headers.get("inference-input-location")
+    key = headers.get("inference-id")
+    if location is not None:
+        location = _input_location(service, location)
+        body, digest_of = None, f"location:{location}"
+    else:
+        body, sha = await _read_body(headers.get("content-length"), chunks, service)
+        digest_of = f"body:{sha}"
+        if key is None and body.inline is not None:
+            key = _v2_id(body.inline, header_length)
+    if key is not None and not _JOB_ID.match(key):
+        raise invalid(f"inference id {key!r} cannot name a job: use 1-128 letters, digits, '.', '_', ':' or '-'")
+    digest = hashlib.sha256(f"{model}\0{version}\0{header_length}\0{digest_of}".encode()).hexdigest()
+    return NewJob(key or uuid.uuid4().hex, model, version, digest, body, header_length, location,
+                  service.callback_for(model, callback))
+
+
+async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], service: AsyncService,
+                     ) -> tuple[Payload, str]:
+    """Stream the body into memory (small) or a payload file (large), refusing more than the limit with 413."""
+    limit = service.config.max_body_bytes
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPError(400, f"Content-Length {declared!r} is not a number")
+        if int(declared) > limit:
+            raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes "
+                                 "for asynchronous inference")
+    writer = service.files.writer(service.config.inline_payload_bytes, limit)
+    try:
+        async for chunk in chunks:
+            writer.write(chunk)
+        payload = await writer.finish()
+    except BodyTooLargeError as exc:
+        raise HTTPError(413, str(exc)) from None
+    except BaseException:  # the client went away mid-upload, or the server is stopping
+        writer.discard()
+        raise
+    return payload, writer.digest.hexdigest()
+
+
+def _v2_id(body: bytes, header_length: int | None) -> str | None:
+    """The V2 ``id`` of a small JSON request, if it has one (a body that is not JSON fails when it runs)."""
+    try:
+        payload = orjson.loads(body if header_length is None else body[:header_length])
+    except orjson.JSONDecodeError:
+        return None
+    found = payload.get("id") if isinstance(payload, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
+def _callback_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise invalid(f"Inference-Callback-Url must be an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _input_location(service: AsyncService, location: str) -> str:
+    checked = check_location(location, service.config.input_roots)
+    size = location_size(checked)
+    limit = service.config.max_body_bytes
+    if size is not None and size > limit:
+        raise HTTPError(413, f"input file of {size} bytes is over the limit of {limit} bytes "
+                             "for asynchronous inference")
+    return checked
+
+
+def _discard(service: AsyncService, job: NewJob) -> None:
+    if job.body is not None and job.body.file is not None:
+        service.files.delete([job.body.file])
+
+
+async def _job(service: AsyncService, job_id: str) -> Job:
+    service.check()
+    job = await service.store.get(job_id)
+    if job is None:
+        raise HTTPError(404, f"no job {job_id!r}")
+    return job
+
+
+async def _result(service: AsyncService, job: Job) -> Response:
+    if job.status is JobStatus.SUCCEEDED and job.has_result:
+        headers: dict[str, Any] = {}
+        media_type = "application/json"
+        if job.result_header_length is not None:
+            media_type = v2_binary.CONTENT_TYPE_BINARY
+            headers[v2_binary.HEADER_LENGTH] = str(job.result_header_length)
+        if job.result_file is not None:
+            return FileResponse(service.files.path(job.result_file), media_type=media_type, headers=headers)
+        body = await service.store.inline(job.id, "result") or b""
+        return Response(body, media_type=media_type, headers=headers)
+    if job.status is JobStatus.FAILED:
+        code = ErrorCode.__members__.get(job.error_code or "", ErrorCode.INTERNAL)
+        return error_response(HTTP_STATUS[code], job.error or "the job failed")
+    if job.status is JobStatus.EXPIRED:
+        return error_response(410, f"job {job.id!r} expired: its result was deleted "
+                                   f"{service.config.ttl_s:g} s after it finished")
+    if job.status is JobStatus.CANCELLED:
+        return error_response(409, f"job {job.id!r} was cancelled; it has no result")
+    response = error_response(409, f"job {job.id!r} is {job.status.value}; its result is not ready yet")
+    response.headers["Retry-After"] = "1"
+    return response

@@ -1,0 +1,92 @@
+"""Batch jobs over REST: ``POST /v2/batch/jobs`` starts one (202 with its id), ``GET /v2/batch/jobs/{id}``
+reports its state and progress (rows done and total, rows/s, ETA, then the summary or the error), and
+``GET /v2/batch/jobs`` lists them. Paths must lie under the ``batch_roots`` setting (403 otherwise)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from inferd.batch.options import BatchError, BatchOptions, parse_max_errors
+from inferd.batch.server_jobs import BatchJobs, RefusedError
+from inferd.server.rest.http_error import HTTPError
+from inferd.server.rest.responses import json_response
+
+MAX_BODY = 64 * 1024
+
+
+class BatchJobRequest(BaseModel):
+    """The body of ``POST /v2/batch/jobs``: what ``inferd batch run`` takes, as JSON."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    input: str
+    output: str
+    version: str | None = None
+    batch_size: int = 1024
+    concurrency: int = 2
+    timeout_s: float | None = 300.0
+    retries: int = 2
+    max_errors: int | float | str | None = None
+    join: bool = False
+    key: str | None = None
+    mapping: dict[str, str] = {}
+    format: str | None = None
+    restart: bool = False
+
+    def options(self) -> BatchOptions:
+        limit = parse_max_errors(self.max_errors) if isinstance(self.max_errors, str) else self.max_errors
+        return BatchOptions(batch_size=self.batch_size, concurrency=self.concurrency, timeout_s=self.timeout_s,
+                            retries=self.retries, max_errors=limit, join=self.join, key=self.key,
+                            mapping=dict(self.mapping), output_format=self.format, restart=self.restart,
+                            model_version=self.version)
+
+
+def batch_router(jobs: BatchJobs) -> APIRouter:
+    router = APIRouter(tags=["Batch jobs"])
+
+    @router.post("/v2/batch/jobs", status_code=202, summary="Start a batch job")
+    async def submit(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise HTTPError(413, f"a batch job request is at most {MAX_BODY} bytes")
+        try:
+            spec = BatchJobRequest.model_validate(orjson.loads(body or b"null"))
+            job = jobs.submit(spec.model, spec.input, spec.output, spec.options())
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(400, f"the body is not JSON: {exc}") from None
+        except ValidationError as exc:
+            raise HTTPError(400, f"invalid batch job: {_validation_message(exc)}") from None
+        except (BatchError, ValueError) as exc:
+            raise HTTPError(400, str(exc)) from None
+        except RefusedError as exc:
+            raise HTTPError(exc.status, exc.message) from None
+        url = f"/v2/batch/jobs/{job.id}"
+        return json_response({"id": job.id, "status_url": url}, status=202, headers={"Location": url})
+
+    @router.get("/v2/batch/jobs/{job_id}", summary="A batch job's state and progress")
+    async def status(job_id: str) -> Response:
+        job = jobs.get(job_id)
+        if job is None:
+            raise HTTPError(404, f"no batch job {job_id!r}")
+        return json_response(job.status())
+
+    @router.get("/v2/batch/jobs", summary="Every batch job since the server started")
+    async def listing() -> Response:
+        return json_response({"jobs": [j.status() for j in jobs.list()]})
+
+    return router
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts: list[str] = []
+    for error in exc.errors():
+        where: Any = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

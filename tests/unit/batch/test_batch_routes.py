@@ -1,0 +1,104 @@
+"""The batch job routes over the real ASGI app and a real DataPlane, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from batch_models import FEATURES, PICKY, feature_table, read_output, write_python_model, write_table
+from inferd.dataplane import DataPlane
+from inferd.repository import ModelRepository
+from inferd.server.rest.app import build_app
+from inferd.settings import ServerSettings
+
+Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
+
+
+def run_scenario(root: Path, scenario: Scenario, **settings: Any) -> None:
+    async def main() -> None:
+        plane = DataPlane(ModelRepository(root))
+        await plane.start()
+        try:
+            app = build_app(plane, ServerSettings(repository=root, **settings))
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                await scenario(client)
+        finally:
+            plane.close()
+
+    asyncio.run(main())
+
+
+async def wait_finished(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    for _ in range(500):
+        status = (await client.get(url)).json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job still {status['state']}")
+
+
+def test_a_job_runs_and_reports_progress_and_summary(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_python_model(root, "picky", PICKY)
+    source = write_table(feature_table(300, seed=3), tmp_path / "work" / "in.parquet")
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        body = {"model": "picky", "input": str(source), "output": str(tmp_path / "work" / "out"), "batch_size": 50,
+                "key": "id", "mapping": {"input": ",".join(FEATURES)}, "max_errors": "10%"}
+        reply = await client.post("/v2/batch/jobs", json=body)
+        assert reply.status_code == 202, reply.text
+        url = reply.json()["status_url"]
+        assert reply.headers["location"] == url
+        status = await wait_finished(client, url)
+        assert status["state"] == "succeeded", status
+        assert (status["rows_done"], status["rows_total"]) == (300, 300)
+        assert status["rows_failed"] == status["summary"]["rows_failed"] > 0
+        assert status["summary"]["rows_out"] == 300 - status["rows_failed"]
+        assert status["rows_per_s"] > 0
+        listing = (await client.get("/v2/batch/jobs")).json()["jobs"]
+        assert [j["id"] for j in listing] == [reply.json()["id"]]
+
+    run_scenario(root, scenario, batch_roots=[str(tmp_path / "work")])
+    assert read_output(tmp_path / "work" / "out" / "in.parquet").num_rows > 250
+
+
+def test_refusals_name_the_reason(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_python_model(root, "picky", PICKY)
+    inside = tmp_path / "work"
+    inside.mkdir()
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        ok = {"model": "picky", "input": str(inside / "in.csv"), "output": str(inside / "out")}
+        outside = await client.post("/v2/batch/jobs", json={**ok, "input": str(tmp_path / "secret.csv")})
+        assert outside.status_code == 403
+        assert "outside the folders the batch_roots setting allows" in outside.json()["error"]
+        unknown = await client.post("/v2/batch/jobs", json={**ok, "model": "nope"})
+        assert unknown.status_code == 404
+        bad = await client.post("/v2/batch/jobs", json={**ok, "batch_size": 0, "colour": "red"})
+        assert bad.status_code == 400
+        assert "colour" in bad.json()["error"]
+        invalid = await client.post("/v2/batch/jobs", json={**ok, "batch_size": 0})
+        assert invalid.status_code == 400
+        assert "batch_size must be a positive integer" in invalid.json()["error"]
+        missing = await client.get("/v2/batch/jobs/abc")
+        assert missing.status_code == 404
+
+    run_scenario(root, scenario, batch_roots=[str(inside)])
+
+
+def test_batch_jobs_are_off_without_roots(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_python_model(root, "picky", PICKY)
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        reply = await client.post("/v2/batch/jobs", json={"model": "picky", "input": "/a.csv", "output": "/out"})
+        assert reply.status_code == 403
+        assert "set batch_roots (INFERD_BATCH_ROOTS" in reply.json()["error"]
+
+    run_scenario(root, scenario)

@@ -1,0 +1,149 @@
+"""The SQLite job store on real database files: submissions, claims, conditional results, recovery, retention,
+callbacks, the lock on the state folder, and group commit."""
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from inferd.jobs.sqlite_store import SqliteJobStore, StoreLockedError
+from inferd.jobs.store import CallbackAttempt, CallbackState, JobResult, JobStatus, NewJob, Payload
+from job_fakes import new_job
+
+RESULT = JobResult(Payload(2, inline=b"ok"))
+
+
+def test_submit_is_durable_and_idempotent(store, run, tmp_path):
+    job, created = run(store.submit(new_job("a", body=b"first"), now=10.0))
+    assert created
+    assert (job.status, job.attempts, job.created_at) == (JobStatus.QUEUED, 0, 10.0)
+    again, created = run(store.submit(new_job("a", body=b"other"), now=11.0))
+    assert not created
+    assert again.digest == job.digest  # the stored job, untouched by the second submission
+    assert run(store.inline("a", "request")) == b"first"
+    # committed: a fresh connection (another process would see the same) finds it
+    with sqlite3.connect(tmp_path / "state" / "jobs.db") as conn:
+        assert conn.execute("SELECT id, status FROM jobs").fetchall() == [("a", "queued")]
+
+
+def test_claim_takes_the_oldest_due_jobs_up_to_each_models_slots(store, run):
+    for i in range(4):
+        run(store.submit(new_job(f"m{i}", model="m"), now=float(i)))
+    run(store.submit(new_job("n0", model="n"), now=5.0))
+    claimed = run(store.claim({"m": 2, "n": 0, "other": 3}, now=20.0))
+    assert sorted(j.id for j in claimed) == ["m0", "m1"]
+    assert all(j.status is JobStatus.RUNNING and j.attempts == 1 for j in claimed)
+    assert run(store.claim({"m": 5}, now=20.0))
+    assert run(store.claim({"m": 5}, now=20.0)) == []
+    assert run(store.queued_models()) == {"n"}
+
+
+def test_a_result_is_stored_only_by_the_current_attempt(store, run):
+    run(store.submit(new_job("a"), now=0.0))
+    (job,) = run(store.claim({"m": 1}, now=1.0))
+    assert run(store.recover(now=2.0)) == 1  # as if the server died: the job goes back, attempt kept
+    recovered = run(store.get("a"))
+    assert (recovered.status, recovered.attempts) == (JobStatus.QUEUED, 1)
+    (second,) = run(store.claim({"m": 1}, now=3.0))
+    assert second.attempts == 2
+    assert not run(store.complete("a", job.attempts, RESULT, now=4.0))  # the stale first run
+    assert run(store.complete("a", second.attempts, RESULT, now=5.0))
+    assert not run(store.complete("a", second.attempts, JobResult(Payload(1, inline=b"x")), now=6.0))
+    done = run(store.get("a"))
+    assert (done.status, done.finished_at, done.result_size) == (JobStatus.SUCCEEDED, 5.0, 2)
+    assert run(store.inline("a", "result")) == b"ok"
+
+
+def test_fail_retries_later_or_ends_failed(store, run):
+    run(store.submit(new_job("a"), now=0.0))
+    (job,) = run(store.claim({"m": 1}, now=1.0))
+    assert run(store.fail("a", 1, "UNAVAILABLE", "not ready", retry_at=10.0, now=2.0))
+    assert run(store.get("a")).status is JobStatus.QUEUED
+    assert run(store.claim({"m": 1}, now=9.0)) == []  # not due yet
+    (job,) = run(store.claim({"m": 1}, now=10.0))
+    assert run(store.fail("a", job.attempts, "INVALID_ARGUMENT", "bad input", retry_at=None, now=11.0))
+    failed = run(store.get("a"))
+    assert (failed.status, failed.attempts, failed.error_code, failed.error) == (
+        JobStatus.FAILED, 2, "INVALID_ARGUMENT", "bad input")
+
+
+def test_release_and_cancel(store, run):
+    run(store.submit(new_job("a"), now=0.0))
+    run(store.submit(new_job("b"), now=0.0))
+    (job,) = run(store.claim({"m": 1}, now=1.0))
+    assert run(store.cancel("a", now=2.0)).status is JobStatus.RUNNING  # running: not cancelled
+    assert run(store.release("a", job.attempts, now=2.0))
+    assert (run(store.get("a")).status, run(store.get("a")).attempts) == (JobStatus.QUEUED, 0)
+    cancelled = run(store.cancel("b", now=3.0))
+    assert (cancelled.status, cancelled.finished_at) == (JobStatus.CANCELLED, 3.0)
+    assert run(store.cancel("missing", now=3.0)) is None
+    assert [j.id for j in run(store.list_jobs(status=JobStatus.CANCELLED))] == ["b"]
+    assert [j.id for j in run(store.list_jobs(limit=1))] == ["b"]
+
+
+def test_expire_marks_then_deletes_and_returns_payload_files(store, run):
+    run(store.submit(NewJob("old", "m", None, "digest", Payload(5, file="old.request")), now=0.0))
+    run(store.submit(new_job("new"), now=0.0))
+    run(store.submit(new_job("waiting"), now=0.0))
+    for job in run(store.claim({"m": 2}, now=1.0)):
+        file = "old.result" if job.id == "old" else None
+        body = Payload(3, file=file) if file else Payload(3, inline=b"abc")
+        run(store.complete(job.id, 1, JobResult(body), now=10.0 if job.id == "old" else 100.0))
+    assert run(store.payload_files()) == {"old.request", "old.result"}
+    assert sorted(run(store.expire(finished_before=50.0, now=60.0))) == ["old.request", "old.result"]
+    old = run(store.get("old"))
+    assert (old.status, old.result_size, old.request_file) == (JobStatus.EXPIRED, None, None)
+    assert run(store.get("new")).status is JobStatus.SUCCEEDED
+    assert run(store.get("waiting")).status is JobStatus.QUEUED  # never expires while queued
+    assert run(store.expire(finished_before=70.0, now=80.0)) == []  # the record was marked at 60: deleted
+    assert run(store.get("old")) is None
+
+
+def test_callbacks_are_pending_when_a_job_ends_and_attempts_are_recorded(store, run):
+    run(store.submit(new_job("a", callback_url="http://127.0.0.1:1/cb"), now=0.0))
+    run(store.submit(new_job("b"), now=0.0))
+    for job in run(store.claim({"m": 2}, now=1.0)):
+        run(store.complete(job.id, 1, RESULT, now=2.0))
+    (pending,) = run(store.pending_callbacks())
+    assert (pending.id, pending.callback_state) == ("a", CallbackState.PENDING)
+    run(store.record_callback("a", CallbackAttempt(3.0, 500, "HTTP 500"), CallbackState.PENDING))
+    run(store.record_callback("a", CallbackAttempt(4.0, 200), CallbackState.DELIVERED))
+    job = run(store.get("a"))
+    assert job.callback_state is CallbackState.DELIVERED
+    assert job.callback_attempts == [CallbackAttempt(3.0, 500, "HTTP 500"), CallbackAttempt(4.0, 200)]
+    assert run(store.pending_callbacks()) == []
+    assert job.to_dict()["callback"]["attempts"][0] == {"at": "1970-01-01T00:00:03.000Z", "status_code": 500,
+                                                        "error": "HTTP 500"}
+
+
+def test_one_server_per_state_folder(store, run, tmp_path):
+    second = SqliteJobStore(tmp_path / "state")
+    with pytest.raises(StoreLockedError, match="another inferd server .* uses the state folder"):
+        run(second.open())
+
+
+def test_concurrent_submissions_share_commits(store, run, tmp_path):
+    """Group commit: 500 submissions awaited together take far fewer transactions than 500."""
+    commits = []
+
+    async def submit_all() -> None:
+        await asyncio.gather(*(store.submit(new_job(f"j{i}"), now=1.0) for i in range(500)))
+
+    conn = store._writer._conn  # count the writer's COMMITs through a trace callback
+    conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    run(submit_all())
+    conn.set_trace_callback(None)
+    assert len(run(store.list_jobs(limit=1000))) == 500
+    assert 1 <= len(commits) < 100, len(commits)
+
+
+def test_a_failing_write_does_not_undo_the_others_in_its_commit(store, run):
+    async def mixed() -> list[object]:
+        bad = store._write(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
+        good = store.submit(new_job("ok"), now=1.0)
+        return await asyncio.gather(bad, good, return_exceptions=True)
+
+    bad, good = run(mixed())
+    assert isinstance(bad, sqlite3.OperationalError)
+    assert good[1] is True
+    assert run(store.get("ok")) is not None

@@ -1,0 +1,179 @@
+"""The worker over a real SQLite store and payload folder, with a scripted inference function: retries and
+backoff, errors that must not be retried, the per-model concurrency limit, stale attempts, a clean stop."""
+
+import asyncio
+import time
+
+from inferd.errors import ErrorCode, InferError
+from inferd.jobs.payloads import PayloadFiles
+from inferd.jobs.store import JobResult, JobStatus, Payload
+from inferd.jobs.worker import RetryPolicy, Worker, WorkerOptions
+from job_fakes import new_job
+
+
+def make_worker(store, tmp_path, infer, **options):
+    files = PayloadFiles(tmp_path / "payloads", fsync=False)
+    files.prepare()
+
+    async def load_body(job):
+        return await store.inline(job.id, "request")
+
+    finished = []
+    opts = WorkerOptions(poll_s=0.01, **options)
+    return Worker(store, files, infer, load_body, opts, on_finished=lambda job: finished.append(job.id)), files, finished
+
+
+async def wait_for(store, job_ids, statuses=frozenset(s for s in JobStatus if s.finished), timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = [await store.get(i) for i in job_ids]
+        if all(j.status in statuses for j in jobs):
+            return jobs
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"jobs not finished: {[(j.id, j.status) for j in jobs]}")
+
+
+def test_unavailable_is_retried_with_exponential_backoff_then_succeeds(store, run, tmp_path):
+    calls: list[float] = []
+
+    async def infer(job, body):
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise InferError(ErrorCode.UNAVAILABLE, "model 'm' is not ready")
+        return b'{"ok":true}', None
+
+    worker, _, finished = make_worker(store, tmp_path, infer, retry=RetryPolicy(3, backoff_s=0.05))
+
+    async def main():
+        worker.start()
+        await store.submit(new_job("a"), time.time())
+        worker.wake("m")
+        (job,) = await wait_for(store, ["a"])
+        await worker.stop()
+        return job
+
+    job = run(main())
+    assert (job.status, job.attempts, finished) == (JobStatus.SUCCEEDED, 3, ["a"])
+    assert calls[1] - calls[0] >= 0.05
+    assert calls[2] - calls[1] >= 0.1
+    assert run(store.inline("a", "result")) == b'{"ok":true}'
+
+
+def test_errors_end_the_job_with_the_message_and_code(store, run, tmp_path):
+    async def infer(job, body):
+        if job.id == "bad":
+            raise InferError(ErrorCode.INVALID_ARGUMENT, "input 'x': expected datatype FP32, got INT64")
+        raise InferError(ErrorCode.INTERNAL, f"model 'm' failed (attempt {job.attempts})")
+
+    worker, _, finished = make_worker(store, tmp_path, infer, retry=RetryPolicy(2, backoff_s=0.01))
+
+    async def main():
+        await store.submit(new_job("bad"), time.time())
+        await store.submit(new_job("flaky"), time.time())
+        worker.start()
+        jobs = await wait_for(store, ["bad", "flaky"])
+        await worker.stop()
+        return jobs
+
+    bad, flaky = run(main())
+    assert (bad.status, bad.attempts, bad.error_code, bad.error) == (
+        JobStatus.FAILED, 1, "INVALID_ARGUMENT", "input 'x': expected datatype FP32, got INT64")
+    assert (flaky.status, flaky.attempts, flaky.error_code, flaky.error) == (
+        JobStatus.FAILED, 2, "INTERNAL", "model 'm' failed (attempt 2)")
+    assert sorted(finished) == ["bad", "flaky"]
+
+
+def test_per_model_concurrency_limit_and_models_interleave(store, run, tmp_path):
+    running = {"a": 0, "b": 0}
+    most = {"a": 0, "b": 0}
+    order: list[str] = []
+
+    async def infer(job, body):
+        running[job.model] += 1
+        most[job.model] = max(most[job.model], running[job.model])
+        order.append(job.id)
+        await asyncio.sleep(0.02)
+        running[job.model] -= 1
+        return b"{}", None
+
+    worker, _, _ = make_worker(store, tmp_path, infer, concurrency_per_model=2)
+
+    async def main():
+        for i in range(8):
+            await store.submit(new_job(f"a{i}", model="a"), time.time())
+        await store.submit(new_job("b0", model="b"), time.time())
+        worker.start()
+        await wait_for(store, [f"a{i}" for i in range(8)] + ["b0"])
+        await worker.stop()
+
+    run(main())
+    assert most == {"a": 2, "b": 1}
+    assert order.index("b0") < order.index("a2")  # b runs beside a, not behind its backlog
+
+
+def test_a_stale_attempt_keeps_no_result(store, run, tmp_path):
+    """The job was recovered and claimed again while its first run was still going: when the first run ends,
+    its result (a payload file here) is thrown away, and only the current attempt can store one."""
+    gate = asyncio.Event()
+
+    async def infer(job, body):
+        await gate.wait()
+        return b"x" * 100, None
+
+    worker, files, finished = make_worker(store, tmp_path, infer, inline_limit=10, concurrency_per_model=1)
+
+    async def main():
+        await store.submit(new_job("a"), time.time())
+        worker.start()
+        (first,) = await wait_for(store, ["a"], {JobStatus.RUNNING})
+        await store.recover(time.time())  # as if this run's server were gone: the job moves on
+        (current,) = await store.claim({"m": 1}, time.time())
+        gate.set()  # the stale run ends now and tries to store its result
+        while worker.running:
+            await asyncio.sleep(0.01)
+        await worker.stop()
+        return first, current, await store.get("a")
+
+    first, current, stored = run(main())
+    assert (first.attempts, current.attempts) == (1, 2)
+    assert (stored.status, stored.result_size, finished) == (JobStatus.RUNNING, None, [])
+    assert files.names() == set()  # the stale run's result file was deleted
+    assert run(store.complete("a", 2, JobResult(Payload(2, inline=b"ok")), time.time()))
+
+
+def test_stop_puts_running_jobs_back_without_counting_the_attempt(store, run, tmp_path):
+    async def infer(job, body):
+        await asyncio.sleep(60)
+        return b"{}", None
+
+    worker, _, _ = make_worker(store, tmp_path, infer)
+
+    async def main():
+        await store.submit(new_job("a"), time.time())
+        worker.start()
+        await wait_for(store, ["a"], {JobStatus.RUNNING})
+        await worker.stop()
+        return await store.get("a")
+
+    job = run(main())
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
+
+
+def test_a_job_that_died_with_its_last_attempt_fails(store, run, tmp_path):
+    async def infer(job, body):
+        raise AssertionError("must not run again")
+
+    worker, _, _ = make_worker(store, tmp_path, infer, retry=RetryPolicy(1))
+
+    async def main():
+        await store.submit(new_job("a"), time.time())
+        await store.claim({"m": 1}, time.time())
+        await store.recover(time.time())  # the server died while attempt 1 of 1 ran
+        worker.start()
+        (job,) = await wait_for(store, ["a"])
+        await worker.stop()
+        return job
+
+    job = run(main())
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
+    assert job.error == "gave up after 1 attempts: the server stopped while it ran"
