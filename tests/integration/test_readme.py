@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,11 +75,49 @@ def test_make_demo_serves_until_ctrl_c_and_the_usage_session_works():
         assert session.stdout.count("READY") >= 4
         assert '"spam"' in session.stdout
         assert '"model_name":"eta"' in session.stdout.replace(" ", "")
+        run_async_block(console_blocks()[4], port, env)
+        run_batch_block(console_blocks()[5], env)
     finally:
         (ROOT / "msg.json").unlink(missing_ok=True)
+        (ROOT / "trips.csv").unlink(missing_ok=True)
+        shutil.rmtree(ROOT / "predictions", ignore_errors=True)
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole foreground group
         rest, _ = demo.communicate(timeout=60)
     assert "Stopped." in rest
+
+
+def run_async_block(block: list[str], port: str, env: dict[str, str]) -> None:
+    """Submit, status, result (polled until the job has run: the README shows it right after), list."""
+    submit, status, result, listing = (c.replace("localhost:8080", f"127.0.0.1:{port}") for c in block)
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    accepted = run(submit)
+    assert '"status_url"' in accepted.stdout, accepted.stdout
+    deadline = time.monotonic() + 30
+    while True:
+        state = run(status)
+        if '"succeeded"' in state.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert '"succeeded"' in state.stdout, state.stdout
+    answer = run(result)
+    assert '"model_name":"eta"' in answer.stdout, answer.stdout
+    jobs = run(listing)
+    assert jobs.returncode == 0, jobs.stderr
+    assert "trip-42" in jobs.stdout
+
+
+def run_batch_block(block: list[str], env: dict[str, str]) -> None:
+    script = "set -euo pipefail\n" + "\n".join(block)
+    session = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert session.returncode == 0, session.stdout + session.stderr
+    lines = session.stdout.strip().splitlines()[-3:]
+    assert lines[0] == '"trip","prediction"', session.stdout
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
