@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test check lint typecheck bench venv clean
+.PHONY: demo test check lint typecheck bench fuzz venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+# The long fuzz run (the test suite runs a short one): hypothesis on the codecs, schemathesis on a real server.
+fuzz: $(BIN)/python
+	HYPOTHESIS_PROFILE=long INFERD_FUZZ_SECONDS=600 $(BIN)/pytest tests/fuzz -p no:cacheprovider
 
 bench: $(BIN)/python
 	$(BIN)/python benchmarks/serve_bench.py $(BENCH_ARGS)

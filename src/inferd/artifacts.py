@@ -39,7 +39,8 @@ class VersionSource:
 def find_versions(model_folder: Path) -> dict[int, Path]:
     """Version number → folder. A folder without numbered subfolders is itself version 1."""
     numbered = {
-        int(p.name): p for p in model_folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+        int(p.name): p for p in model_folder.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) > 0  # not "²"
     }
     if numbered:
         return numbered

@@ -186,7 +186,7 @@ class DataPlane:
 def parse_version(version: str | None) -> int | None:
     if version is None or version == "":
         return None
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:  # "²".isdigit() is True
         raise invalid(f"model version must be a positive integer, got {version!r}")
     return int(version)
 

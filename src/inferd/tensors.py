@@ -13,7 +13,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from inferd.errors import invalid
+from inferd.errors import InferError, invalid
 
 _NUMPY_BY_DATATYPE: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -59,6 +59,9 @@ def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+_FP32 = np.dtype(np.float32)
+
+
 def to_array(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
     """Turn one input tensor as it came off the wire into an array of ``shape``.
 
@@ -99,9 +102,22 @@ def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: Any) ->
         array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise invalid(f"input {name!r}: data does not fit datatype {datatype}: {exc}") from None
+    except RuntimeWarning:  # numpy's overflow warning, where warnings are errors
+        raise _out_of_range(name, datatype) from None
+    if dtype == _FP32 and not np.isfinite(array).all() and _overflowed(array, data):
+        raise _out_of_range(name, datatype)
     if array.dtype != dtype:  # pragma: no cover - asarray with dtype always returns it
         raise invalid(f"input {name!r}: data does not fit datatype {datatype}")
     return array
+
+
+def _overflowed(array: np.ndarray, data: Any) -> bool:
+    """Whether the FP32 cast made a finite value infinite (gRPC's fp32_contents may carry inf and NaN as such)."""
+    return int(np.isfinite(np.asarray(data, dtype=np.float64)).sum()) > int(np.isfinite(array).sum())
+
+
+def _out_of_range(name: str, datatype: str) -> InferError:
+    return invalid(f"input {name!r}: a value is outside the range of {datatype} (about ±3.4e38)")
 
 
 def _bytes_array(name: str, data: Any) -> np.ndarray:

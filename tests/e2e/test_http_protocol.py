@@ -131,3 +131,11 @@ def test_client_that_leaves_mid_request_does_not_hurt_the_server(server):
         sock.sendall(_post("/v2/models/adder/infer", ADD))
         [(status, _, _)] = _read_responses(sock, 1)
         assert status == 200
+
+
+def test_unicode_digits_in_a_version_are_a_client_error(conn):
+    """Found by the schema fuzzer: "²".isdigit() is true, int("²") raises, and that was a 500."""
+    conn.sendall(_get("/v2/models/adder/versions/%C2%B2"))
+    [(status, _, body)] = _read_responses(conn, 1)
+    assert status == 400, body
+    assert "positive integer" in orjson.loads(body)["error"]

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from inferd.dataplane import DataPlane
+from inferd.dataplane import DataPlane, parse_version
 from inferd.errors import ErrorCode, InferError
 from inferd.inference import InferenceRequest, RequestInput, RequestOutput
 from inferd.repository import ModelRepository
@@ -227,3 +227,11 @@ def test_with_batching_on_a_bad_request_fails_alone_and_the_rest_are_merged(pyth
     assert max(b["batch_size"] for b in body["batch_stats"]) > 1
     assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in body["batch_stats"]) == 9
     plane.close()
+
+
+@pytest.mark.parametrize("version", ["²", "٣", "-1", "0", "1.0", " 1"])
+def test_a_version_that_is_not_a_plain_positive_integer_is_invalid(version):
+    """"²".isdigit() is true in Python and int("²") raises: found by the schema fuzzer as a 500."""
+    with pytest.raises(InferError) as caught:
+        parse_version(version)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT

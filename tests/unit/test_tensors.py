@@ -1,3 +1,5 @@
+import warnings
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -106,3 +108,22 @@ def test_raw_errors(datatype, shape, raw, message):
     with pytest.raises(InferError, match=message) as info:
         from_raw("t", datatype, shape, raw)
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("warnings_are_errors", [True, False])
+@pytest.mark.parametrize("value", [3.4028235677973366e38, -1e39, 1e300])
+def test_a_json_number_past_fp32s_range_is_invalid_not_inf(value, warnings_are_errors):
+    """Found by the codec fuzzer: the cast turned it into inf with only a RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error" if warnings_are_errors else "ignore")
+        with pytest.raises(InferError) as caught:
+            to_array("x", "FP32", [2], [1.0, value])
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "range of FP32" in caught.value.message
+
+
+def test_infinities_and_nan_given_as_such_stay():
+    """gRPC's fp32_contents can carry them; only a finite number that overflowed the cast is refused."""
+    array = to_array("x", "FP32", [3], [float("inf"), float("-inf"), float("nan")])
+    assert np.isinf(array[:2]).all()
+    assert np.isnan(array[2])

@@ -102,7 +102,7 @@ def parse_max_errors(text: str) -> int | float:
     text = text.strip()
     if text.endswith("%"):
         value = float(text[:-1]) / 100
-    elif text.isdigit():
+    elif text.isascii() and text.isdigit():
         return int(text)
     else:
         value = float(text)

@@ -144,7 +144,7 @@ async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], service
     """Stream the body into memory (small) or a payload file (large), refusing more than the limit with 413."""
     limit = service.config.max_body_bytes
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise HTTPError(400, f"Content-Length {declared!r} is not a number")
         if int(declared) > limit:
             raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes "

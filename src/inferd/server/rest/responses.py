@@ -37,7 +37,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes with 413 before reading it where possible."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise HTTPError(400, f"Content-Length {declared!r} is not a number")
         if int(declared) > limit:
             raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
