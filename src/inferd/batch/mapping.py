@@ -102,6 +102,8 @@ def _column(spec: TensorSpec, name: str, column: Any) -> np.ndarray:
         return out
     dtype = numpy_dtype(spec.datatype)
     target = pa.from_numpy_dtype(np.float32 if spec.datatype == "BF16" else dtype)
+    if isinstance(column, pa.ChunkedArray) and column.num_chunks == 1:
+        column = column.chunk(0)  # an Array's to_numpy is a view; a ChunkedArray's always copies
     if column.type == target:
         same: np.ndarray = column.to_numpy()
         return same.astype(dtype, copy=False)
