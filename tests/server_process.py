@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,10 +31,14 @@ class ServerProcess:
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
+    """``https`` for a server started with TLS options."""
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """httpx options (``verify``, ``cert``) for the readiness poll of a TLS server."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
@@ -58,7 +63,7 @@ class ServerProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"inferd serve exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                if httpx.get(self.url + path, timeout=1, **self.client_options).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

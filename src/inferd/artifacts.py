@@ -6,6 +6,7 @@ it is version 1). Which runtime serves it follows from the artifact's file name 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,21 @@ def resolve_artifact(version: int, folder: Path, config: ModelConfig) -> Version
         names = ", ".join(p.name for p in candidates)
         raise ArtifactError(f"{folder}: more than one artifact ({names}); set 'artifact' in model.toml to choose")
     return VersionSource(version, folder, candidates[0], _runtime_for(candidates[0], config))
+
+
+def artifact_sha256(artifact: Path) -> str:
+    """The sha256 of an artifact file, read in chunks. For a folder: of a manifest listing each file's path
+    (relative, POSIX, sorted) and sha256, one ``<sha256>  <path>`` line each, as ``sha256sum`` prints them."""
+    if not artifact.is_dir():
+        return _file_sha256(artifact)
+    files = sorted(p for p in artifact.rglob("*") if p.is_file())
+    manifest = "".join(f"{_file_sha256(p)}  {p.relative_to(artifact).as_posix()}\n" for p in files)
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as file:  # file_digest reads in chunks, never the whole file at once
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _runtime_for(artifact: Path, config: ModelConfig) -> RuntimeInfo:

@@ -36,6 +36,13 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     [instances]
     count = 1                     # batches that may run at once
     kind = "thread"               # thread (in this process) | process (supervised workers, shared memory)
+
+    [capture]                     # data capture: sampled requests and responses written as JSON Lines
+    enabled = true
+    sample_percent = 10           # 0-100: share of successful requests captured
+    destination = "/data/capture" # default: the server's capture_dir (<state_dir>/capture)
+    max_file_bytes = 67108864     # start a new file past this size ...
+    max_file_seconds = 3600       # ... or this age (and at every hour, which is a folder)
 """
 
 from __future__ import annotations
@@ -120,6 +127,17 @@ class InstancesConfig(_Strict):
     kind: Literal["thread", "process"] = "thread"
 
 
+class CaptureConfig(_Strict):
+    enabled: bool = False
+    sample_percent: float = Field(default=100.0, ge=0, le=100)
+    """Share of successful inferences captured, decided per request at random."""
+    destination: str | None = None
+    """Folder the records go under (relative: to the server's working folder); default the server's
+    ``capture_dir``."""
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    max_file_seconds: float = Field(default=3600.0, gt=0)
+
+
 class ModelConfig(_Strict):
     runtime: str | None = None
     artifact: str | None = None
@@ -132,6 +150,7 @@ class ModelConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     instances: InstancesConfig = Field(default_factory=InstancesConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version as package_version
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,17 +32,28 @@ from inferd.inference import (
 from inferd.repository import Model, ModelRepository, State, why_unavailable
 from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_outputs, check_request_input
 from inferd.stats import ModelStats
-from inferd.tensors import datatype_of, to_array
+from inferd.tensors import datatype_of, element_count, to_array
+
+if TYPE_CHECKING:
+    from inferd.observability.capture import CaptureWriter
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TENSOR_ELEMENTS = 1024**3
+"""Most elements per input tensor unless the server's settings say otherwise (``max_tensor_elements``)."""
 
 
 class DataPlane:
     """Inference, metadata, readiness and repository control over one :class:`ModelRepository`."""
 
     def __init__(self, repository: ModelRepository, *, extensions: Sequence[str] = (),
-                 strict_readiness: bool = True) -> None:
+                 strict_readiness: bool = True, capture: CaptureWriter | None = None,
+                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS) -> None:
         self.repository = repository
+        self.max_tensor_elements = max_tensor_elements
+        """Most elements one input tensor may have; checked before its array is built."""
+        self.capture = capture
+        """Data capture (``[capture]`` in model.toml): where sampled requests and responses go."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
         self._started = False
@@ -101,6 +112,7 @@ class DataPlane:
             platform=chosen.runtime_name,
             inputs=[s.to_dict() for s in signature.inputs],
             outputs=[s.to_dict() for s in signature.outputs],
+            parameters={"sha256": chosen.sha256} if chosen.sha256 else None,
         )
 
     def signature(self, name: str, version: str | None = None) -> Signature:
@@ -137,7 +149,7 @@ class DataPlane:
         model = self.repository.get(request.model_name, parse_version(request.model_version))
         try:
             signature = model.signature
-            arrays, batch_size = prepare_inputs(signature, request.inputs)
+            arrays, batch_size = prepare_inputs(signature, request.inputs, self.max_tensor_elements)
             if batch_size is not None and batch_size > model.max_batch_size:
                 raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of {model.max_batch_size}")
             wanted = requested_outputs(signature, request.outputs)
@@ -146,14 +158,17 @@ class DataPlane:
             result = await model.scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
             checked = check_outputs(signature, result.outputs, batch_size)
             outputs = [_response_output(name, checked[name]) for name in wanted]
-        except InferError:
-            model.stats.record_failure(perf_counter_ns() - started)
+        except InferError as exc:
+            model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
             raise
         done = perf_counter_ns()
         model.stats.record_success(batch_size or 1, done - started, result.queue_ns, prepared - started,
                                    result.infer_ns, done - prepared - result.queue_ns - result.infer_ns,
                                    result.batch_rows if result.ran_batch else None)
-        return InferenceResponse(request.model_name, str(model.version), outputs, id=request.id)
+        response = InferenceResponse(request.model_name, str(model.version), outputs, id=request.id)
+        if model.capture is not None and self.capture is not None:  # data capture: sampled, queued, never waits
+            self.capture.offer(model.capture, model.name, model.version, request, response)
+        return response
 
     # -- configuration and statistics ----------------------------------------------------------
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
@@ -191,10 +206,12 @@ def parse_version(version: str | None) -> int | None:
     return int(version)
 
 
-def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput]) -> tuple[dict[str, np.ndarray], int | None]:
+def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput],
+                   max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS) -> tuple[dict[str, np.ndarray], int | None]:
     """Check each request input against the signature and turn its data into an array.
 
-    Returns the arrays by name and, for a batched model, the batch size all inputs agree on.
+    Returns the arrays by name and, for a batched model, the batch size all inputs agree on. An input whose
+    shape holds more than ``max_elements`` elements is refused before anything is allocated for it.
     """
     arrays: dict[str, np.ndarray] = {}
     known = signature.input_names()
@@ -202,6 +219,9 @@ def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput]) -> tupl
         if item.name in arrays:
             raise invalid(f"input {item.name!r} appears more than once")
         spec = check_request_input(signature.input(item.name), item.name, item.datatype, item.shape, known)
+        if element_count(item.shape) > max_elements:
+            raise invalid(f"input {item.name!r}: shape {list(item.shape)} has {element_count(item.shape)} elements, "
+                          f"over the limit of {max_elements} per tensor (max_tensor_elements)")
         arrays[item.name] = to_array(item.name, spec.datatype, item.shape, item.data)
     check_all_inputs_present(signature, arrays)
     if not signature.batched:

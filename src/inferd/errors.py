@@ -26,6 +26,10 @@ class ErrorCode(StrEnum):
     """The operation does not fit the current state (for example loading a model with a broken config)."""
     INTERNAL = "INTERNAL"
     """The model or the server failed while handling a valid request."""
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    """The call needs an API key and came with none, or with one the server does not know."""
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    """The call's API key is valid but lacks the scope the call needs."""
 
 
 class InferError(Exception):

@@ -66,6 +66,8 @@ class ModelMetadata:
     platform: str
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    parameters: dict[str, Any] | None = None
+    """Extra facts about the version (``sha256`` of its artifact), in MLServer's ``parameters`` form."""
 
 
 @dataclass(slots=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from inferd.artifacts import VersionSource, find_versions, resolve_artifact
-from inferd.config import ConfigError, ModelConfig, load_model_config
+from inferd.artifacts import VersionSource, artifact_sha256, find_versions, resolve_artifact
+from inferd.config import CaptureConfig, ConfigError, ModelConfig, load_model_config
 from inferd.errors import ErrorCode, InferError, not_found, unavailable
 from inferd.loading import Loaded, ServerDefaults, load
 from inferd.runtimes.base import Runtime
@@ -42,6 +42,10 @@ class ModelVersion:
     source: VersionSource | None = None
     loaded: Loaded | None = None
     reason: str = ""
+    sha256: str = ""
+    """Digest of the artifact as loaded (of a manifest of its files for a folder); empty when not loaded."""
+    capture: CaptureConfig | None = None
+    """Data capture for this version (model.toml ``[capture]``), None when off."""
     stats: ModelStats = field(init=False)
 
     def __post_init__(self) -> None:
@@ -179,8 +183,10 @@ class ModelRepository:
             log.warning("model %s failed to load: %s", name, exc)
             return Model(name, folder, reason=str(exc))
         model = Model(name, folder, config)
+        capture = config.capture if config.capture.enabled and config.capture.sample_percent > 0 else None
         for number in config.versions.select(sorted(on_disk)):
             model.versions[number] = _load_version(name, number, on_disk[number], folder, config, self.defaults)
+            model.versions[number].capture = capture
         if not model.versions:
             model.reason = f"version policy {config.versions.policy!r} selects none of {sorted(on_disk)}"
         return model
@@ -202,8 +208,9 @@ def _load_version(name: str, number: int, folder: Path, model_folder: Path, conf
             reason = f"{source.runtime.name} runtime could not load {source.artifact}: {type(exc).__name__}: {exc}"
         log.warning("model %s version %d failed to load: %s", name, number, reason)
         return ModelVersion(name, number, State.UNAVAILABLE, source, reason=reason)
-    log.info("model %s version %d ready (%s)", name, number, source.runtime.name)
-    return ModelVersion(name, number, State.READY, source, loaded)
+    digest = artifact_sha256(source.artifact)
+    log.info("model %s version %d ready (%s, sha256 %s)", name, number, source.runtime.name, digest)
+    return ModelVersion(name, number, State.READY, source, loaded, sha256=digest)
 
 
 def _close(model: Model) -> None:

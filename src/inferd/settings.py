@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferd.loading import DEFAULT_MAX_BATCH_SIZE, ServerDefaults
+from inferd.security.keys import ApiKey
 
 
 class ServerSettings(BaseSettings):
@@ -45,6 +47,18 @@ class ServerSettings(BaseSettings):
     health_route: str | None = None
     """Extra health route (Vertex AI sets it through ``AIP_HEALTH_ROUTE``)."""
     log_level: str = "info"
+    # -- observability (docs/observability.md) --
+    log_format: Literal["text", "json"] = "text"
+    """``text`` for people at a terminal; ``json``: one JSON object per line (timestamp, level, logger, message,
+    request_id and extra fields), written by a background thread."""
+    access_log: bool = False
+    """Log one line per HTTP request (method, path, status, duration, request id, bytes)."""
+    capture_dir: Path | None = None
+    """Folder for data capture (model.toml ``[capture]``) when the model names none; default
+    ``<state_dir>/capture``."""
+    capture_buffer: int = Field(default=1024, ge=1)
+    """Captured requests that may wait for the writer; past that, captures are dropped and counted
+    (``inferd_capture_dropped_total``), never the request slowed."""
     # -- asynchronous inference (docs/async.md) --
     state_dir: Path = Path(".inferd")
     """Folder for the server's durable state: the job store (``jobs.db``) and large payloads (``payloads/``).
@@ -73,6 +87,29 @@ class ServerSettings(BaseSettings):
     batch_roots: list[str] = Field(default_factory=list)
     """Folders that batch jobs started over HTTP (``POST /v2/batch/jobs``) may read from and write to; empty:
     batch jobs over HTTP are refused (403)."""
+    # -- security and limits (docs/security.md) --
+    api_keys_file: Path | None = None
+    """TOML or JSON file of API key records (name, sha256 of the key, scopes); with any key configured,
+    every call but the health probes needs one (``Authorization: Bearer <key>`` or ``x-api-key``)."""
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    """More key records, as a JSON list in ``INFERD_API_KEYS``; added to the file's."""
+    allow_unauthenticated: bool = False
+    """Serve without keys on an address other than loopback (refused otherwise), for a server behind
+    something else that authenticates callers. Logs a warning at start."""
+    tls_certfile: Path | None = None
+    """Server certificate (PEM, with intermediates) for HTTPS and gRPC over TLS; needs ``tls_keyfile``."""
+    tls_keyfile: Path | None = None
+    """Private key (PEM, unencrypted) of ``tls_certfile``."""
+    tls_client_ca: Path | None = None
+    """CA certificates (PEM); when set, clients must present a certificate this CA signed (mutual TLS)."""
+    max_tensor_elements: int = Field(default=1024 ** 3, ge=1)
+    """Most elements one input tensor of a request may have (1 Gi: a 1 GiB asynchronous request of UINT8
+    fits); more is refused with 400 / INVALID_ARGUMENT before any array is built. Lower it to bound the work
+    one request may ask of a model."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest request line plus headers accepted over HTTP (64 KiB); more gets 431 and the connection closes."""
+    max_connections: int = Field(default=1024, ge=1)
+    """Open HTTP connections at once; a request on one more gets 503 and its connection is closed."""
 
     def model_defaults(self) -> ServerDefaults:
         return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,

@@ -7,8 +7,15 @@ would cost one count in a statistic, never a request, so there is no lock on the
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
+
+DURATION_BOUNDS_NS: tuple[int, ...] = tuple(
+    int(s * 1e9) for s in (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                           1.0, 2.5, 5.0, 10.0)
+)
+"""Upper bounds (inclusive) of the duration histogram buckets, in ns; one more bucket counts the rest."""
 
 
 @dataclass(slots=True)
@@ -22,6 +29,19 @@ class Duration:
 
     def to_dict(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
+
+
+@dataclass(slots=True)
+class HistogramDuration(Duration):
+    """A :class:`Duration` that also counts each observation in its bucket of :data:`DURATION_BOUNDS_NS`: one
+    bisect and one increment, so the Prometheus histograms cost nothing more at request time."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BOUNDS_NS) + 1))
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+        self.buckets[bisect_left(DURATION_BOUNDS_NS, ns)] += 1
 
 
 @dataclass(slots=True)
@@ -42,13 +62,15 @@ class ModelStats:
     """Inferences performed: a request with a batch of 8 rows counts 8."""
     execution_count: int = 0
     """Times the model ran."""
-    success: Duration = field(default_factory=Duration)
+    success: HistogramDuration = field(default_factory=HistogramDuration)
     fail: Duration = field(default_factory=Duration)
-    queue: Duration = field(default_factory=Duration)
+    queue: HistogramDuration = field(default_factory=HistogramDuration)
     compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
+    compute_infer: HistogramDuration = field(default_factory=HistogramDuration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchStats] = field(default_factory=dict)
+    fail_codes: dict[str, int] = field(default_factory=dict)
+    """Failures by error code (``INVALID_ARGUMENT``, ``UNAVAILABLE``, ...)."""
 
     def record_success(self, batch: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int,
                        output_ns: int, executed_rows: int | None) -> None:
@@ -71,9 +93,10 @@ class ModelStats:
         per_batch.compute_infer.add(infer_ns)
         per_batch.compute_output.add(output_ns)
 
-    def record_failure(self, total_ns: int) -> None:
+    def record_failure(self, total_ns: int, code: str = "INTERNAL") -> None:
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.fail.add(total_ns)
+        self.fail_codes[code] = self.fail_codes.get(code, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         """Triton's JSON form of one entry of ``model_stats``."""

@@ -33,8 +33,15 @@ def open_repository(path: Path) -> ModelRepository:
         fail(str(exc), code=2)
 
 
-def configure_logging(level: str) -> None:
-    """Logs go to stderr through Rich; configured by the CLI entry point, never at import."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Logs go to stderr: through Rich (``text``), or as JSON Lines with request ids (``json``, see
+    :mod:`inferd.observability.logging`). Configured by the CLI entry point, never at import."""
+    from inferd.observability.logging import configure_json, stop_listener
+
+    if log_format == "json":
+        configure_json(level)
+        return
+    stop_listener()
     logging.basicConfig(
         level=level.upper(),
         format="%(message)s",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import batch, demo, jobs, models, predict, serve
+from inferd.cli import batch, demo, jobs, keys, models, predict, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(batch.app, name="batch")
+app.add_typer(keys.app, name="keys")
 app.command("predict")(predict.predict)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

@@ -48,6 +48,8 @@ def show_model(
     for number, entry in sorted(loaded.versions.items()):
         where = entry.source.artifact if entry.source else "-"
         console.print(f"  version {number}: {entry.state.value}  {entry.runtime_name}  {where}")
+        if entry.sha256:
+            console.print(f"    sha256 {entry.sha256}", highlight=False)
         if entry.reason:
             console.print(f"    [red]{entry.reason}[/]", highlight=False)
     if loaded.reason:

@@ -12,25 +12,42 @@ from inferd.cli.common import configure_logging, fail
 from inferd.settings import ServerSettings, platform_overrides
 
 
-def serve(
+def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     repo: Annotated[Path, typer.Argument(help="Model repository folder.")],
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8080].")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none [default: 8081].")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body [default: 64 MiB].")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: info].")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json (JSON Lines with request ids) "
+                                                        "[default: text].")] = None,
+    access_log: Annotated[bool | None, typer.Option("--access-log", help="Log one line per HTTP request.")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="Folder for the asynchronous job store and payloads "
                                                         "[default: .inferd].")] = None,
+    api_keys_file: Annotated[Path | None, typer.Option(help="TOML or JSON file of API key records "
+                                                            "(see `inferd keys create`).")] = None,
+    tls_certfile: Annotated[Path | None, typer.Option(help="Server certificate (PEM) for HTTPS and gRPC TLS.")] = None,
+    tls_keyfile: Annotated[Path | None, typer.Option(help="Private key (PEM) of --tls-certfile.")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(help="CA (PEM) that client certificates must come "
+                                                            "from; makes them required.")] = None,
+    allow_unauthenticated: Annotated[bool | None, typer.Option(
+        "--allow-unauthenticated", help="Serve without API keys on an address other than loopback.")] = None,
 ) -> None:
     """Serve every model in REPO until Ctrl-C. Settings also come from INFERD_* environment variables."""
     settings = make_settings(repo, host=host, http_port=http_port, grpc_port=grpc_port,
-                             max_body_bytes=max_body_bytes, log_level=log_level, state_dir=state_dir)
-    configure_logging(settings.log_level)
+                             max_body_bytes=max_body_bytes, log_level=log_level, state_dir=state_dir,
+                             log_format=log_format, access_log=access_log,
+                             api_keys_file=api_keys_file, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile,
+                             tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated)
+    configure_logging(settings.log_level, settings.log_format)
+    from inferd.security.startup import SecurityConfigError
     from inferd.server.runner import run_until_stopped
     from inferd.server.runner import serve as run
 
     try:
         run_until_stopped(run(settings))
+    except SecurityConfigError as exc:
+        fail(f"cannot serve: {exc}", code=2)
     except OSError as exc:
         fail(f"cannot serve: {exc}")
 

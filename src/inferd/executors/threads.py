@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from time import perf_counter_ns
 
 import numpy as np
@@ -48,7 +49,8 @@ class ThreadExecutor:
     async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         if self._inline_ok and self._expected_ns(inputs) < self._inline_below_ns:
             return self._timed(inputs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._timed, inputs)
+        # in the caller's context, so the model's log records carry the request id (run_in_executor copies none)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, copy_context().run, self._timed, inputs)
 
     def _expected_ns(self, inputs: dict[str, np.ndarray]) -> float:
         rows = _rows(inputs)

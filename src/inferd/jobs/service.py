@@ -137,6 +137,16 @@ class AsyncService:
             self.callbacks.notify(job.id)
         return job
 
+    async def counts(self) -> dict[tuple[str, str, str], int]:
+        """(model, version, status) → jobs in the store, for the metrics; empty while the store is closed."""
+        if not self._opened:
+            return {}
+        try:
+            return await self.store.count_by_status()
+        except (RuntimeError, sqlite3.Error) as exc:  # closing under the scrape: no counts this time
+            log.debug("asynchronous job counts unavailable: %s", exc)
+            return {}
+
     # -- what the worker calls -----------------------------------------------------------------
     def _finished(self, job: Job) -> None:
         if job.callback_url is not None:

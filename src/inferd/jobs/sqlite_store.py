@@ -251,6 +251,12 @@ class SqliteJobStore:
             "SELECT DISTINCT model FROM jobs WHERE status = 'queued'").fetchall())
         return {r[0] for r in rows}
 
+    async def count_by_status(self) -> dict[tuple[str, str, str], int]:
+        rows = await self._read(lambda conn: conn.execute(
+            "SELECT model, COALESCE(version, ''), status, COUNT(*) FROM jobs GROUP BY model, version, status"
+        ).fetchall())
+        return {(model, version, status): count for model, version, status, count in rows}
+
     # -- the worker's writes ---------------------------------------------------------------------
     async def claim(self, slots: Mapping[str, int], now: float) -> list[Job]:
         wanted = {m: n for m, n in slots.items() if n > 0}

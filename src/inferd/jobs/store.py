@@ -171,6 +171,9 @@ class JobStore(Protocol):
     async def queued_models(self) -> set[str]:
         """Models that have queued jobs."""
 
+    async def count_by_status(self) -> dict[tuple[str, str, str], int]:
+        """(model, version or "", status) → number of jobs, for the metrics."""
+
     async def claim(self, slots: Mapping[str, int], now: float) -> list[Job]:
         """Up to ``slots[model]`` due jobs of each model, oldest first, moved to running with one more attempt;
         with ``request_inline`` filled in."""

@@ -18,7 +18,13 @@ import uvicorn
 from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
+from inferd.observability.capture import CaptureWriter
+from inferd.observability.metrics import Metrics
+from inferd.observability.request_context import RequestObserver
 from inferd.repository import ModelRepository
+from inferd.security.auth import Authenticator
+from inferd.security.startup import build_authenticator
+from inferd.security.tls import TLSFiles
 from inferd.server.rest.fast_infer import FastInfer
 from inferd.server.rest.fast_protocol import FastPathProtocol
 from inferd.settings import ServerSettings
@@ -39,49 +45,68 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "
 
 
 def build_asgi(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
-               batch_jobs: BatchJobs | None = None) -> FastInfer:
-    """The app to serve: the inference fast path in front of the FastAPI app that has every route."""
+               batch_jobs: BatchJobs | None = None, authenticator: Authenticator | None = None,
+               metrics: Metrics | None = None, observer: RequestObserver | None = None) -> FastInfer:
+    """The app to serve: the inference fast path in front of the FastAPI app that has every route. With an
+    ``authenticator``, both check API keys: the fast path for inference, one ASGI wrapper for the rest."""
 
     def full_app() -> Any:
         from inferd.server.rest.app import build_app  # FastAPI: imported when first needed
 
-        app = build_app(dataplane, settings, jobs, batch_jobs)
-        if jobs is None:
+        app: Any = build_app(dataplane, settings, jobs, batch_jobs, metrics)
+        if jobs is not None:
+            from inferd.server.rest.async_fast import AsyncFastPath
+
+            app = AsyncFastPath(app, dataplane, jobs)  # infer-async submissions without FastAPI's per-request cost
+        if authenticator is None:
             return app
-        from inferd.server.rest.async_fast import AsyncFastPath
+        from inferd.security.asgi import AuthMiddleware
+        from inferd.security.scopes import RouteScopes
 
-        return AsyncFastPath(app, dataplane, jobs)  # infer-async submissions without FastAPI's per-request cost
+        return AuthMiddleware(app, authenticator, RouteScopes(settings.health_route, settings.predict_route))
 
-    return FastInfer(full_app, dataplane, settings.max_body_bytes)
+    return FastInfer(full_app, dataplane, settings.max_body_bytes, authenticator=authenticator,
+                     max_header_bytes=settings.max_header_bytes, max_connections=settings.max_connections,
+                     observer=observer)
 
 
 def build_dataplane(settings: ServerSettings) -> DataPlane:
     repository = ModelRepository(settings.repository, settings.model_defaults())
-    return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness)
+    capture = CaptureWriter(settings.capture_dir or settings.state_dir / "capture", settings.capture_buffer)
+    return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
+                     max_tensor_elements=settings.max_tensor_elements, capture=capture)
 
 
 async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT, SIGTERM or ``stop`` is set, then stop taking requests, finish those in flight and
-    unload the models. ``on_ready`` runs once the models have loaded."""
+    unload the models. ``on_ready`` runs once the models have loaded. Security settings that do not allow
+    the server to start (no keys off loopback, broken key or TLS files) raise
+    :class:`~inferd.security.startup.SecurityConfigError` before anything binds."""
+    authenticator = build_authenticator(settings)
+    tls = TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
     dataplane = build_dataplane(settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
-    asgi = build_asgi(dataplane, settings, jobs, batch_jobs)
+    metrics = Metrics(dataplane, jobs.counts, batch_jobs)  # the server's own registry: nothing global
+    asgi = build_asgi(dataplane, settings, jobs, batch_jobs, authenticator, metrics,
+                      RequestObserver(settings.access_log))
     http = _HTTPServer(uvicorn.Config(
         asgi, host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
-        http=FastPathProtocol,
+        http=FastPathProtocol, **(tls.uvicorn_kwargs() if tls is not None else {}),
     ))
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
-    grpc_server = await _start_grpc(dataplane, settings)
+    grpc_server = await _start_grpc(dataplane, settings, authenticator, tls)
     http_task = asyncio.create_task(http.serve(), name="inferd-http")
     try:
         await _wait_started(http, http_task)
-        log.info("HTTP on %s:%d%s", settings.host, settings.http_port,
+        log.info("HTTP%s on %s:%d%s", "S" if tls is not None else "", settings.host, settings.http_port,
                  f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server else "")
         await jobs.open()  # the job store, while the models are not loaded yet
+        if dataplane.capture is not None:
+            dataplane.capture.start()
         await dataplane.start()
         jobs.start()  # no await between: async routes work as soon as readiness says so
         log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
@@ -99,14 +124,24 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
         dataplane.close()
+        if dataplane.capture is not None:  # after the last inference: what was captured is written
+            await asyncio.get_running_loop().run_in_executor(None, dataplane.capture.close)
 
 
-async def _start_grpc(dataplane: DataPlane, settings: ServerSettings) -> Any:
+async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authenticator: Authenticator | None,
+                      tls: TLSFiles | None) -> Any:
     if not settings.grpc_port:
         return None
     from inferd.server.grpc.server import start_grpc_server
 
-    return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes)
+    interceptors: list[Any] = []
+    if authenticator is not None:
+        from inferd.security.grpc_auth import AuthInterceptor
+
+        interceptors.append(AuthInterceptor(authenticator))
+    return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes,
+                                   interceptors=interceptors,
+                                   credentials=tls.grpc_credentials() if tls is not None else None)
 
 
 async def _wait_started(http: uvicorn.Server, task: asyncio.Task[None]) -> None:

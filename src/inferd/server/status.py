@@ -12,7 +12,14 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
 }
+
+HTTP_CHALLENGE: dict[ErrorCode, tuple[bytes, bytes]] = {
+    ErrorCode.UNAUTHENTICATED: (b"www-authenticate", b"Bearer"),
+}
+"""A header that some statuses must carry (RFC 9110: a 401 names the authentication scheme)."""
 
 GRPC_STATUS: dict[ErrorCode, str] = {
     ErrorCode.INVALID_ARGUMENT: "INVALID_ARGUMENT",
@@ -22,5 +29,7 @@ GRPC_STATUS: dict[ErrorCode, str] = {
     ErrorCode.INTERNAL: "INTERNAL",
     ErrorCode.UNAVAILABLE: "UNAVAILABLE",
     ErrorCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+    ErrorCode.UNAUTHENTICATED: "UNAUTHENTICATED",
+    ErrorCode.PERMISSION_DENIED: "PERMISSION_DENIED",
 }
 """Names of ``grpc.StatusCode`` members: names, so that this module (and the HTTP side) never imports grpc."""

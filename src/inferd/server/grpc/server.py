@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 
 from inferd.dataplane import DataPlane
@@ -13,14 +16,18 @@ class GrpcBindError(OSError):
     """The gRPC server could not listen on the address it was given."""
 
 
-async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_message_bytes: int) -> grpc.aio.Server:
+async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_message_bytes: int, *,
+                            interceptors: Sequence[Any] = (), credentials: Any = None) -> grpc.aio.Server:
     """Serve ``dataplane`` over gRPC on ``host:port``; return the started server.
+
+    ``interceptors`` (``grpc.aio.ServerInterceptor``) see every call first, such as the API key check;
+    with ``credentials`` (``grpc.ssl_server_credentials``) the port speaks TLS only.
 
     Messages up to ``max_message_bytes`` are taken and sent. The port is not shared with another process
     (no SO_REUSEPORT), so a port in use is an error here rather than a server that never gets requests.
     Stop it with :func:`stop_grpc_server` (or ``await server.stop(grace)``).
     """
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(interceptors=list(interceptors) or None, options=[
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
@@ -29,7 +36,10 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_mess
     register(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]  # generated untyped
     address = grpc_address(host, port)
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         await server.stop(None)
         raise GrpcBindError(f"gRPC server cannot listen on {address}: is the port in use? ({exc})") from exc

@@ -21,11 +21,12 @@ from inferd.settings import ServerSettings
 if TYPE_CHECKING:
     from inferd.batch.server_jobs import BatchJobs
     from inferd.jobs.service import AsyncService
+    from inferd.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
-              batch_jobs: BatchJobs | None = None) -> FastAPI:
+              batch_jobs: BatchJobs | None = None, metrics: Metrics | None = None) -> FastAPI:
     app = FastAPI(title="inferd", version=dataplane.server_metadata().version,
                   description="Open Inference Protocol (V2) server, with KServe V1, SageMaker and Vertex AI routes.")
     app.include_router(v2_router(dataplane, settings.max_body_bytes))
@@ -37,11 +38,21 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
     app.include_router(vertex_router(dataplane, settings))
     app.include_router(sagemaker_router(dataplane, settings))
     app.include_router(_batch_router(dataplane, settings, batch_jobs))
+    if metrics is not None:
+        _metrics_route(app, metrics)
     app.add_exception_handler(InferError, _on_infer_error)
     app.add_exception_handler(HTTPError, _on_http_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
     app.add_exception_handler(Exception, _on_unexpected)
     return app
+
+
+def _metrics_route(app: FastAPI, metrics: Metrics) -> None:
+    async def scrape() -> Response:
+        return Response(await metrics.render(), media_type=metrics.content_type)
+
+    app.add_api_route("/metrics", scrape, methods=["GET"], summary="Prometheus metrics (text exposition format)",
+                      tags=["observability"])
 
 
 async def _on_infer_error(_request: Request, exc: Exception) -> Response:

@@ -22,6 +22,10 @@ import orjson
 from inferd.codecs import v2_binary
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
+from inferd.observability.request_context import RequestObserver
+from inferd.security.asgi import auth_error_parts
+from inferd.security.auth import Authenticator
+from inferd.security.scopes import Scope as AuthScope
 from inferd.server.rest.http_error import HTTPError
 from inferd.server.status import HTTP_STATUS
 
@@ -57,12 +61,23 @@ class FastInfer:
     """Serves POST /v2/models/{m}[/versions/{v}]/infer and the V2 health probes itself, and passes everything
     else to the app that ``app_factory`` builds."""
 
-    def __init__(self, app_factory: Callable[[], ASGIApp], dataplane: DataPlane, max_body_bytes: int) -> None:
+    def __init__(self, app_factory: Callable[[], ASGIApp], dataplane: DataPlane, max_body_bytes: int, *,
+                 authenticator: Authenticator | None = None, max_header_bytes: int = 64 * 1024,
+                 max_connections: int = 1024, observer: RequestObserver | None = None) -> None:
         self._app_factory = app_factory
         self._app: ASGIApp | None = None
         self._app_lock = threading.Lock()
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
+        self.authenticator = authenticator
+        """Checks inference calls' API keys here; the app that ``app_factory`` builds checks its own."""
+        self.max_header_bytes = max_header_bytes
+        self.max_connections = max_connections
+        """Enforced by :class:`~inferd.server.rest.fast_protocol.FastPathProtocol`, which reads them here."""
+        self.observer = observer or RequestObserver()
+        """Request ids and the access log: for the fast path, which calls it itself, and for every ASGI request
+        through the one wrapper ``_observed``."""
+        self._observed = self.observer.wrap(self._route)
 
     def build_app(self) -> ASGIApp:
         """The full app, built once (thread-safe: the server may warm it from a thread)."""
@@ -73,6 +88,9 @@ class FastInfer:
         return self._app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._observed(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if scope["method"] == "POST":
                 match = INFER_PATH.match(scope["path"])
@@ -91,10 +109,14 @@ class FastInfer:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
         try:
+            if self.authenticator is not None:
+                self.authenticator.check_headers(scope["headers"], AuthScope.INFER, "POST", scope["path"])
             header_length, declared = _headers(scope)
             body = await _read_body(receive, declared, self.max_body_bytes)
         except HTTPError as exc:
             status, headers, content = error_parts(exc.status, exc.message)
+        except InferError as exc:  # the API key's refusal
+            status, headers, content = auth_error_parts(exc)
         else:
             status, headers, content = await infer_response(self.dataplane, body, header_length, model, version,
                                                             disconnect_probe(receive))

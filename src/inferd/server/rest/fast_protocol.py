@@ -16,11 +16,19 @@ both paths over real sockets.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from functools import partial
+from time import perf_counter_ns
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from inferd.errors import InferError
+from inferd.observability.request_context import REQUEST_ID
+from inferd.security.asgi import auth_error_parts
+from inferd.security.scopes import Scope as AuthScope
 from inferd.server.eager import start_eagerly
 from inferd.server.rest.fast_infer import (
     INFER_PATH_BYTES,
@@ -32,7 +40,21 @@ from inferd.server.rest.fast_infer import (
     probe_parts,
 )
 
+log = logging.getLogger(__name__)
+
 _CONNECTION_CLOSE = b"connection: close\r\n"
+_REQUEST_ID = b"x-request-id: "
+_READ_SLACK = 256 * 1024
+"""Most bytes of one socket read (asyncio's and uvloop's): the head guard in ``data_received`` counts whole
+reads, so it allows this much beyond ``max_header_bytes`` before it steps in."""
+
+
+_LINGER_S = 1.0
+"""How long a refused connection stays open, dropping what the client still sends, before it closes."""
+
+
+class _HeadersTooLargeError(Exception):
+    """Raised from a parser callback to stop parsing a request whose head is over the limit."""
 
 
 class _NoEvent:
@@ -52,8 +74,8 @@ class _FastCycle:
     its current cycle (``response_complete``, ``keep_alive``, ``disconnected``, ``message_event``), so that a
     request pipelined behind this one waits for it exactly as behind an ASGI cycle."""
 
-    __slots__ = ("body", "disconnected", "keep_alive", "message_event", "model", "path", "receiving",
-                 "response_complete", "size", "too_large", "version")
+    __slots__ = ("body", "disconnected", "keep_alive", "message_event", "model", "path", "receiving", "refusal",
+                 "request_id", "response_complete", "size", "started", "too_large", "version")
 
     def __init__(self, path: bytes, model: str | None, version: str | None, keep_alive: bool) -> None:
         self.path = path
@@ -63,10 +85,15 @@ class _FastCycle:
         self.body: list[bytes] = []
         self.size = 0
         self.too_large = False
+        self.refusal: tuple[int, Headers, bytes] | None = None
+        """An answer decided before the body came (with ``too_large`` set, so that the body is dropped)."""
         self.receiving = True
         self.response_complete = False
         self.disconnected = False
         self.message_event = _NO_EVENT
+        self.request_id = ""
+        self.started = 0
+        """perf_counter_ns() when the headers were read (only with the access log on)."""
 
 
 class FastPathProtocol(HttpToolsProtocol):
@@ -78,16 +105,102 @@ class FastPathProtocol(HttpToolsProtocol):
         if not isinstance(app, FastInfer):
             raise TypeError(f"FastPathProtocol serves a FastInfer app, not {type(app).__name__}")
         self.fast = app
+        self.authenticator = app.authenticator
+        self.max_header_bytes = app.max_header_bytes
+        self.header_bytes = 0
+        """Bytes of the current request's line and headers, as the parser reports them."""
+        self.head_open = True
+        """Whether the request being read is still in its line and headers."""
+        self.head_read = 0
+        self.headers_too_large = False
+        self.refused = False
+        """An answer that closes the connection went out (see :meth:`refuse`)."""
+
+    # -- limits: connections and header size ----------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.fast.max_connections:
+            self.headers = []  # what uvicorn reads if the refused request asks for an upgrade
+            self.parser = httptools.HttpRequestParser(_Refusal(self))
+            self.loop.call_later(self.timeout_keep_alive, transport.close)  # even if no request ever comes
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # lingering after a refusal: what the client still sends is dropped
+        super().data_received(data)
+        if self.head_open:  # httptools keeps a header line to itself until it ends: bound what it holds
+            self.head_read += len(data)
+            if self.head_read > self.max_header_bytes + _READ_SLACK and not self.headers_too_large:
+                self.headers_too_large = True
+                self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.headers_too_large:
+            super().send_400_response(msg)
+            return
+        self.refuse(*error_parts(431, f"request line and headers are over the limit of {self.max_header_bytes} "
+                                      "bytes (max_header_bytes)"))
+
+    def refuse(self, status: int, headers: Headers, content: bytes) -> None:
+        """Answer with ``status`` and close the connection, whatever the request was."""
+        if self.transport.is_closing():
+            return
+        out = [STATUS_LINE[status]]
+        for name, value in headers:
+            out += (name, b": ", value, b"\r\n")
+        out += (_CONNECTION_CLOSE, b"\r\n", content)
+        self.transport.write(b"".join(out))
+        # A lingering close: closing now, with the client's bytes still arriving, would send a reset that can
+        # destroy the answer before the client reads it. Stop writing, drop what comes, close a little later.
+        self.refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_LINGER_S, self.transport.close)
 
     # -- parser callbacks ------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.header_bytes = 0
+        self.head_open = True
+        self.head_read = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.header_bytes += len(url)
+        if self.header_bytes > self.max_header_bytes:
+            self.headers_too_large = True
+            raise _HeadersTooLargeError
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.max_header_bytes:
+            self.headers_too_large = True
+            raise _HeadersTooLargeError  # uvicorn answers the parser error with send_400_response: 431 here
+        name = name.lower()  # what uvicorn's on_header does, inline: this runs for every header
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
+        self.head_open = False
         current = self.cycle
         if (current is None or current.response_complete) and not self.expect_100_continue:
             cycle = self._fast_cycle()
             if cycle is not None:
+                self._observe(cycle)
+                if self.authenticator is not None and cycle.model is not None:
+                    self._authorize(cycle)
                 self.cycle = cycle  # type: ignore[assignment]
                 return
         super().on_headers_complete()
+
+    def _authorize(self, cycle: _FastCycle) -> None:
+        assert self.authenticator is not None
+        try:
+            self.authenticator.check_headers(self.headers, AuthScope.INFER, "POST", cycle.path.decode())
+        except InferError as exc:
+            cycle.refusal = auth_error_parts(exc)
+            cycle.too_large = True  # drop the body as it comes
 
     def on_body(self, body: bytes) -> None:
         cycle: Any = self.cycle  # uvicorn's RequestResponseCycle or ours
@@ -110,17 +223,32 @@ class FastPathProtocol(HttpToolsProtocol):
         if cycle.model is None:
             self._respond(cycle, *probe_parts(self.fast.dataplane, cycle.path.decode()))
         elif cycle.too_large:
+            if cycle.refusal is not None:
+                self._respond(cycle, *cycle.refusal)
+                return
             limit = self.fast.max_body_bytes
-            self._respond(cycle, *error_parts(413, f"request body is over the limit of {limit} bytes"))
+            self._respond(cycle, *error_parts(413, f"request body is over the limit of {limit} bytes "
+                                                   "(max_body_bytes)"))
         else:
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             cycle.body = []
             assert cycle.model is not None
-            answer = infer_response(self.fast.dataplane, body, _header_length(self.headers), cycle.model,
-                                    cycle.version, self.transport.is_closing)
-            start_eagerly(answer, partial(self._respond_parts, cycle), self.tasks)
+            token = REQUEST_ID.set(cycle.request_id)  # for log records and data capture; a task copies it
+            try:
+                answer = infer_response(self.fast.dataplane, body, _header_length(self.headers), cycle.model,
+                                        cycle.version, self.transport.is_closing)
+                start_eagerly(answer, partial(self._respond_parts, cycle), self.tasks)
+            finally:
+                REQUEST_ID.reset(token)
 
     # -- answering -------------------------------------------------------------------------------
+    def _observe(self, cycle: _FastCycle) -> None:
+        """Give the request its id (``X-Request-ID`` or a new one) and, for the access log, a start time."""
+        observer = self.fast.observer
+        cycle.request_id = observer.from_headers(self.headers)
+        if observer.access_log:
+            cycle.started = perf_counter_ns()
+
     def _fast_cycle(self) -> _FastCycle | None:
         """A cycle for this request if it is one the fast path answers, else None."""
         if self.parser.should_upgrade():
@@ -152,12 +280,16 @@ class FastPathProtocol(HttpToolsProtocol):
         out = [STATUS_LINE[status]]
         for name, value in headers:
             out += (name, b": ", value, b"\r\n")
+        out += (_REQUEST_ID, cycle.request_id.encode(), b"\r\n")
         if not cycle.keep_alive:
             out.append(_CONNECTION_CLOSE)
         out += (b"\r\n", content)
         transport.write(b"".join(out))
         if not cycle.keep_alive:
             transport.close()
+        if cycle.started:
+            self.fast.observer.log_access("GET" if cycle.model is None else "POST", cycle.path.decode(), status,
+                                          cycle.started, cycle.request_id, cycle.size, len(content))
         self.on_response_complete()
 
 
@@ -168,3 +300,21 @@ def _header_length(headers: Headers) -> str | None:
         if name == b"inference-header-content-length":
             return value.decode("latin-1")
     return None
+
+
+class _Refusal:
+    """Parser callbacks for a connection over ``max_connections``: its first request gets 503 and the
+    connection closes."""
+
+    def __init__(self, protocol: FastPathProtocol) -> None:
+        self.protocol = protocol
+
+    def on_headers_complete(self) -> None:
+        if self.protocol.transport.is_closing():
+            return
+        limit = self.protocol.fast.max_connections
+        log.warning("refused an HTTP request: %d connections are open, the limit (max_connections) is %d",
+                    len(self.protocol.connections) - 1, limit)
+        status, headers, content = error_parts(
+            503, f"the server has too many open connections (max_connections is {limit}); try again later", 1)
+        self.protocol.refuse(status, headers, content)

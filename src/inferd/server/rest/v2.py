@@ -58,8 +58,11 @@ def _model_routes(router: APIRouter, dataplane: DataPlane) -> None:
     @router.get("/v2/models/{model}/versions/{version}", summary="Model version metadata")
     async def model_metadata(model: str, version: str | None = None) -> Response:
         meta = dataplane.model_metadata(model, version)
-        return json_response({"name": meta.name, "versions": meta.versions, "platform": meta.platform,
-                              "inputs": meta.inputs, "outputs": meta.outputs})
+        body: dict[str, Any] = {"name": meta.name, "versions": meta.versions, "platform": meta.platform,
+                                "inputs": meta.inputs, "outputs": meta.outputs}
+        if meta.parameters:
+            body["parameters"] = meta.parameters  # the artifact's sha256 (MLServer's form; V2 clients ignore it)
+        return json_response(body)
 
     @router.get("/v2/models/{model}/ready", summary="Model ready")
     @router.get("/v2/models/{model}/versions/{version}/ready", summary="Model version ready")

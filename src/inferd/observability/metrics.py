@@ -1,0 +1,208 @@
+"""Prometheus metrics on ``/metrics``, from a registry the server owns (nothing is registered at import).
+
+Nothing here runs per request. The DataPlane already counts every inference in its per-version
+:class:`~inferd.stats.ModelStats` (the figures Triton's statistics extension reports), including fixed-bucket
+duration histograms (a bisect and an increment per observation); a custom collector turns those into
+Prometheus metrics when ``/metrics`` is scraped. Gauges (queue depth, loaded models, jobs) are read then too.
+
+=======================================  =========  ==================================================
+metric                                   type       labels
+=======================================  =========  ==================================================
+inferd_request_success_total             counter    model, version
+inferd_request_failure_total             counter    model, version, code (INVALID_ARGUMENT, ...)
+inferd_inference_rows_total              counter    model, version (a request of 8 rows counts 8)
+inferd_request_duration_seconds          histogram  model, version (successful requests, end to end)
+inferd_queue_duration_seconds            histogram  model, version (waiting for an instance / a batch)
+inferd_compute_duration_seconds          histogram  model, version (the model run of the request's batch)
+inferd_batch_size                        histogram  model, version (rows of each batch the model ran)
+inferd_queue_depth                       gauge      model, version
+inferd_model_loaded                      gauge      model, version (1 ready, 0 not)
+inferd_models_loaded                     gauge      (ready model versions)
+inferd_worker_restarts_total             counter    model, version (worker processes replaced)
+inferd_async_jobs                        gauge      model, version, status
+inferd_batch_jobs                        gauge      model, state
+inferd_capture_records_total             counter    model, version
+inferd_capture_dropped_total             counter    model, version (capture queue full)
+inferd_capture_errors_total              counter    model, version (records the writer could not write)
+=======================================  =========  ==================================================
+
+Counters of a model version start again from zero when it is reloaded (Prometheus' ``rate`` handles resets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from inferd.repository import ModelVersion, State
+from inferd.stats import DURATION_BOUNDS_NS, HistogramDuration
+
+if TYPE_CHECKING:
+    from inferd.batch.server_jobs import BatchJobs
+    from inferd.dataplane import DataPlane
+    from inferd.observability.capture import CaptureWriter
+
+JobCounts = Mapping[tuple[str, str, str], int]
+"""(model, version, status) → number of asynchronous jobs."""
+
+BATCH_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_DURATION_LE = [repr(ns / 1e9) for ns in DURATION_BOUNDS_NS]
+"""The ``le`` labels: 0.0001, 0.00025, ... 10.0 (Go's float format for these values)."""
+_MV = ["model", "version"]
+
+
+class Metrics:
+    """The server's metrics: one registry, one collector over the DataPlane and the job services."""
+
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+    """The text format as Prometheus 2 and 3 both read it without negotiation (prometheus_client 0.22 and later
+    call theirs version 1.0.0, which older scrapers do not know)."""
+
+    def __init__(self, dataplane: DataPlane, job_counts: Callable[[], Awaitable[JobCounts]] | None = None,
+                 batch_jobs: BatchJobs | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._collector = InferdCollector(dataplane, batch_jobs)
+        self._job_counts = job_counts
+        self.registry.register(self._collector)
+
+    async def render(self) -> bytes:
+        """The text exposition of every metric (the job counts are read first, off the event loop)."""
+        if self._job_counts is not None:
+            self._collector.job_counts = await self._job_counts()
+        return generate_latest(self.registry)
+
+
+class InferdCollector(Collector):
+    """Reads the DataPlane's statistics and the server's state at scrape time."""
+
+    def __init__(self, dataplane: DataPlane, batch_jobs: BatchJobs | None = None) -> None:
+        self._dataplane = dataplane
+        self._batch_jobs = batch_jobs
+        self.job_counts: JobCounts = {}
+        """The asynchronous job counts of the latest scrape (the store is queried before collecting)."""
+
+    def collect(self) -> Iterator[Metric]:
+        versions = [v for m in self._dataplane.repository.models() for _, v in sorted(m.versions.items())]
+        yield from _request_metrics(versions)
+        yield from _duration_metrics(versions)
+        yield from _state_metrics(versions)
+        yield _async_jobs(self.job_counts)
+        if self._batch_jobs is not None:
+            yield _batch_jobs(self._batch_jobs)
+        if self._dataplane.capture is not None:
+            yield from _capture_metrics(self._dataplane.capture)
+
+
+def _labels(version: ModelVersion) -> list[str]:
+    return [version.name, str(version.version)]
+
+
+def _request_metrics(versions: list[ModelVersion]) -> Iterator[Metric]:
+    success = CounterMetricFamily("inferd_request_success", "Successful inference requests.", labels=_MV)
+    failure = CounterMetricFamily("inferd_request_failure", "Failed inference requests, by error code.",
+                                  labels=[*_MV, "code"])
+    rows = CounterMetricFamily("inferd_inference_rows", "Rows inferred (a request of 8 rows counts 8).",
+                               labels=_MV)
+    for version in versions:
+        stats = version.stats
+        success.add_metric(_labels(version), stats.success.count)
+        rows.add_metric(_labels(version), stats.inference_count)
+        for code, count in sorted(dict(stats.fail_codes).items()):
+            failure.add_metric([*_labels(version), code], count)
+    return iter((success, failure, rows))
+
+
+def _duration_metrics(versions: list[ModelVersion]) -> Iterator[Metric]:
+    families = [
+        (HistogramMetricFamily("inferd_request_duration_seconds",
+                               "Time from the request reaching the DataPlane to its response, successful requests.",
+                               labels=_MV), "success"),
+        (HistogramMetricFamily("inferd_queue_duration_seconds",
+                               "Time requests waited in the model's queue.", labels=_MV), "queue"),
+        (HistogramMetricFamily("inferd_compute_duration_seconds",
+                               "Time the model ran the batch that carried the request.", labels=_MV),
+         "compute_infer"),
+    ]
+    batch = HistogramMetricFamily("inferd_batch_size", "Rows of each batch the model ran.", labels=_MV)
+    for version in versions:
+        for family, attribute in families:
+            duration: HistogramDuration = getattr(version.stats, attribute)
+            family.add_metric(_labels(version), _cumulative(_DURATION_LE, duration.buckets), duration.ns / 1e9)
+        sizes = {size: stats.compute_infer.count for size, stats in list(version.stats.batches.items())}
+        batch.add_metric(_labels(version), *_batch_buckets(sizes))
+    yield from (family for family, _ in families)
+    yield batch
+
+
+def _cumulative(bounds: list[str], counts: Iterable[int]) -> list[tuple[str, float]]:
+    """Prometheus buckets (cumulative, ending with +Inf) from per-bucket counts."""
+    buckets, total = [], 0
+    for le, count in zip([*bounds, "+Inf"], list(counts), strict=True):
+        total += count
+        buckets.append((le, float(total)))
+    return buckets
+
+
+def _batch_buckets(sizes: Mapping[int, int]) -> tuple[list[tuple[str, float]], float]:
+    counts = [0] * (len(BATCH_BOUNDS) + 1)
+    for size, count in sizes.items():
+        index = next((i for i, bound in enumerate(BATCH_BOUNDS) if size <= bound), len(BATCH_BOUNDS))
+        counts[index] += count
+    bounds = [str(b) for b in BATCH_BOUNDS]
+    return _cumulative(bounds, counts), float(sum(size * count for size, count in sizes.items()))
+
+
+def _state_metrics(versions: list[ModelVersion]) -> Iterator[Metric]:
+    depth = GaugeMetricFamily("inferd_queue_depth", "Requests waiting in the model's queue.", labels=_MV)
+    loaded = GaugeMetricFamily("inferd_model_loaded", "1 when the model version is loaded and ready.", labels=_MV)
+    restarts = CounterMetricFamily("inferd_worker_restarts", "Worker processes replaced (crashed or stuck).",
+                                   labels=_MV)
+    ready = 0
+    for version in versions:
+        is_ready = version.state is State.READY and version.loaded is not None
+        ready += is_ready
+        loaded.add_metric(_labels(version), 1.0 if is_ready else 0.0)
+        if version.loaded is not None:
+            depth.add_metric(_labels(version), version.loaded.scheduler.queued)
+            count = getattr(version.loaded.executor, "restarts", None)
+            if count is not None:
+                restarts.add_metric(_labels(version), count)
+    yield depth
+    yield loaded
+    yield GaugeMetricFamily("inferd_models_loaded", "Model versions loaded and ready.", value=ready)
+    yield restarts
+
+
+def _async_jobs(counts: JobCounts) -> Metric:
+    family = GaugeMetricFamily("inferd_async_jobs", "Asynchronous inference jobs in the job store, by status.",
+                               labels=[*_MV, "status"])
+    for (model, version, status), count in sorted(counts.items()):
+        family.add_metric([model, version, status], count)
+    return family
+
+
+def _batch_jobs(batch_jobs: BatchJobs) -> Metric:
+    family = GaugeMetricFamily("inferd_batch_jobs", "Batch jobs started over HTTP since the server started, by "
+                                                    "state.", labels=["model", "state"])
+    counts: dict[tuple[str, str], int] = {}
+    for job in batch_jobs.list():
+        counts[job.model, job.state] = counts.get((job.model, job.state), 0) + 1
+    for (model, state), count in sorted(counts.items()):
+        family.add_metric([model, state], count)
+    return family
+
+
+def _capture_metrics(capture: CaptureWriter) -> Iterator[Metric]:
+    for name, doc, counts in (
+        ("inferd_capture_records", "Captured inferences written.", capture.written),
+        ("inferd_capture_dropped", "Captures dropped because the capture queue was full.", capture.dropped),
+        ("inferd_capture_errors", "Captures the writer could not write.", capture.failed),
+    ):
+        family = CounterMetricFamily(name, doc, labels=_MV)
+        for (model, version), count in sorted(dict(counts).items()):
+            family.add_metric([model, version], count)
+        yield family

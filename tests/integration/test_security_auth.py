@@ -1,0 +1,291 @@
+"""API keys with scopes against a real ``inferd serve``: HTTP (the inference fast path, the pipelined ASGI path
+and the FastAPI routes behind the one ASGI wrapper) and gRPC (tritonclient and the raw stub), and the rule
+that refuses to start off loopback without keys."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import orjson
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from cli_runner import inferd
+from fakes import ADDER, write_model
+from inferd.security.keys import hash_key
+from inferd.server.grpc.generated import grpc_service_pb2 as pb
+from inferd.server.grpc.generated import grpc_service_pb2_grpc as pb_grpc
+from server_process import ServerProcess
+
+KEYS = {"runner": "k-infer-0123456789abcdefghijklmnopqrstuv", "reader": "k-read-0123456789abcdefghijklmnopqrstuvw",
+        "boss": "k-admin-0123456789abcdefghijklmnopqrstu"}
+ENV_KEY = "k-env-0123456789abcdefghijklmnopqrstuvwxyz"
+ADD = orjson.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
+                               {"name": "b", "datatype": "FP32", "shape": [1, 3], "data": [10, 20, 30]}]})
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {KEYS[name]}"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("auth") / "models"
+    write_model(root, "adder", ADDER)
+    write_model(root, "spare", ADDER)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[ServerProcess]:
+    keys_file = repo.parent / "keys.toml"
+    scopes = {"runner": ["infer"], "reader": ["read"], "boss": ["admin"]}
+    keys_file.write_text("".join(
+        f'[[keys]]\nname = "{n}"\nsha256 = "{hash_key(k)}"\nscopes = {json.dumps(scopes[n])}\n\n'
+        for n, k in KEYS.items()))
+    env_keys = json.dumps([{"name": "from-env", "sha256": hash_key(ENV_KEY), "scopes": ["infer", "read"]}])
+    process = ServerProcess(repo, repo.parent / "serve.log", extra_args=["--api-keys-file", str(keys_file)],
+                            env={"INFERD_API_KEYS": env_keys})
+    try:
+        process.start()
+        yield process
+    finally:
+        assert process.stop() == 0, process.log()
+    for key in [*KEYS.values(), ENV_KEY]:
+        assert key not in process.log()
+
+
+def test_probes_stay_open(server):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/adder/ready", "/v1/models/adder"):
+        assert httpx.get(server.url + path).status_code == 200, path
+
+
+def test_infer_without_key_is_401_with_a_challenge(server):
+    answer = httpx.post(server.url + "/v2/models/adder/infer", content=ADD)
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.json() == {"error": "missing API key: send Authorization: Bearer <key> or x-api-key"}
+
+
+def test_wrong_key_is_401_and_not_echoed(server):
+    answer = httpx.post(server.url + "/v2/models/adder/infer", content=ADD,
+                        headers={"authorization": "Bearer not-a-real-key-123"})
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "invalid API key"}
+    assert "not-a-real-key" not in answer.text
+
+
+@pytest.mark.parametrize("headers", [bearer("runner"), {"x-api-key": KEYS["runner"]},
+                                     {"authorization": f"bearer {KEYS['boss']}"}, {"x-api-key": ENV_KEY}])
+def test_infer_with_a_key_that_has_the_scope(server, headers):
+    answer = httpx.post(server.url + "/v2/models/adder/infer", content=ADD, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [11, 22, 33]
+
+
+def test_key_without_the_scope_is_403_naming_key_scope_and_call(server):
+    answer = httpx.post(server.url + "/v2/models/adder/infer", content=ADD, headers=bearer("reader"))
+    assert answer.status_code == 403
+    assert answer.json() == {"error": "API key 'reader' lacks scope 'infer' needed for POST /v2/models/adder/infer"}
+    load = httpx.post(server.url + "/v2/repository/models/spare/load", headers=bearer("runner"))
+    assert load.status_code == 403
+    assert load.json()["error"] == ("API key 'runner' lacks scope 'admin' needed for "
+                                    "POST /v2/repository/models/spare/load")
+
+
+@pytest.mark.parametrize(("method", "path", "needs"), [
+    ("GET", "/v2", "read"),
+    ("GET", "/v2/models/adder", "read"),
+    ("GET", "/v2/models/adder/config", "read"),
+    ("GET", "/v2/models/stats", "read"),
+    ("POST", "/v2/repository/index", "read"),
+    ("GET", "/v1/models", "read"),
+    ("GET", "/openapi.json", "read"),
+    ("GET", "/v2/jobs", "read"),
+    ("GET", "/no/such/route", "read"),
+    ("POST", "/v1/models/adder:predict", "infer"),
+    ("POST", "/invocations", "infer"),
+    ("GET", "/v2/batch/jobs", "admin"),
+    ("POST", "/v2/repository/models/spare/unload", "admin"),
+])
+def test_route_scopes(server, method, path, needs):
+    """Each route: 401 without a key, 403 with a key lacking the scope, anything else with one that has it."""
+    holder = {"infer": "runner", "read": "reader", "admin": "boss"}[needs]
+    other = "reader" if needs != "read" else "runner"
+    with httpx.Client(base_url=server.url) as client:
+        assert client.request(method, path).status_code == 401
+        denied = client.request(method, path, headers=bearer(other))
+        assert denied.status_code == 403
+        assert f"lacks scope '{needs}'" in denied.json()["error"]
+        allowed = client.request(method, path, headers=bearer(holder))
+        assert allowed.status_code not in (401, 403), allowed.text
+
+
+def test_admin_loads_and_unloads(server):
+    with httpx.Client(base_url=server.url, headers=bearer("boss")) as client:
+        assert client.post("/v2/repository/models/spare/load").status_code == 200
+        assert client.post("/v2/repository/models/spare/unload").status_code == 200
+        assert client.post("/v2/repository/models/spare/load").status_code == 200
+        assert client.get("/v2/models/spare").status_code == 200  # admin holds read too
+
+
+def test_async_jobs_submit_with_infer_read_with_read(server):
+    submitted = httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD,
+                           headers={**bearer("runner"), "inference-id": "auth-job-1"})
+    assert submitted.status_code == 202, submitted.text
+    assert httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD).status_code == 401
+    assert httpx.get(server.url + "/v2/jobs/auth-job-1", headers=bearer("runner")).status_code == 403
+    assert httpx.delete(server.url + "/v2/jobs/auth-job-1", headers=bearer("reader")).status_code == 403
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        result = httpx.get(server.url + "/v2/jobs/auth-job-1/result", headers=bearer("reader"))
+        if result.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert result.status_code == 200, result.text
+    assert result.json()["outputs"][0]["data"] == [11, 22, 33]
+
+
+def _post(path: str, body: bytes, extra: bytes = b"") -> bytes:
+    return (b"POST " + path.encode() + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + b"content-length: %d\r\n" % len(body) + extra + b"\r\n" + body)
+
+
+def _read(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    buffer, found = b"", []
+    while len(found) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(found)} responses"
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        while len(buffer) < length:
+            buffer += sock.recv(65536)
+        found.append((int(head.split()[1]), buffer[:length]))
+        buffer = buffer[length:]
+    return found
+
+
+def test_fast_path_refusal_keeps_the_connection_and_drops_the_body(server):
+    key = b"authorization: Bearer " + KEYS["runner"].encode() + b"\r\n"
+    big = orjson.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}],
+                        "pad": "x" * 200_000})
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        request = _post("/v2/models/adder/infer", big)
+        for start in range(0, len(request), 65536):
+            sock.sendall(request[start:start + 65536])
+        sock.sendall(_post("/v2/models/adder/infer", ADD, key))
+        (first, body), (second, _) = _read(sock, 2)
+    assert first == 401, body
+    assert second == 200
+
+
+def test_pipelined_requests_are_checked_too(server):
+    """A request pipelined behind one still being answered goes through uvicorn and FastInfer's ASGI path."""
+    read = b"authorization: Bearer " + KEYS["reader"].encode() + b"\r\n"
+    run = b"x-api-key: " + KEYS["runner"].encode() + b"\r\n"
+    get = b"GET /v2/models/adder HTTP/1.1\r\nhost: x\r\n" + read + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(get + _post("/v2/models/adder/infer", ADD) + _post("/v2/models/adder/infer", ADD, read)
+                     + _post("/v2/models/adder/infer", ADD, run) + b"GET /v2/models/adder HTTP/1.1\r\nhost: x\r\n\r\n")
+        answers = _read(sock, 5)
+    assert [status for status, _ in answers] == [200, 401, 403, 200, 401]
+    assert orjson.loads(answers[2][1])["error"] == ("API key 'reader' lacks scope 'infer' needed for "
+                                                    "POST /v2/models/adder/infer")
+
+
+# -- gRPC ---------------------------------------------------------------------------------------------------
+def _inputs() -> list[grpcclient.InferInput]:
+    found = []
+    for name, values in (("a", [1, 2, 3]), ("b", [10, 20, 30])):
+        item = grpcclient.InferInput(name, [1, 3], "FP32")
+        item.set_data_from_numpy(np.array([values], dtype=np.float32))
+        found.append(item)
+    return found
+
+
+def _status(call) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    return str(caught.value.status())
+
+
+def test_grpc_scopes(server):
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready("adder")
+        assert _status(lambda: client.infer("adder", _inputs())) == "StatusCode.UNAUTHENTICATED"
+        assert _status(lambda: client.infer("adder", _inputs(), headers={"authorization": "Bearer nope"})) \
+            == "StatusCode.UNAUTHENTICATED"
+        assert _status(lambda: client.infer("adder", _inputs(), headers=bearer("reader"))) \
+            == "StatusCode.PERMISSION_DENIED"
+        for headers in (bearer("runner"), {"x-api-key": KEYS["runner"]}):
+            result = client.infer("adder", _inputs(), headers=headers)
+            assert result.as_numpy("sum").tolist() == [[11, 22, 33]]
+        assert _status(lambda: client.get_model_metadata("adder", headers=bearer("runner"))) \
+            == "StatusCode.PERMISSION_DENIED"
+        assert client.get_model_metadata("adder", headers=bearer("reader")).name == "adder"
+        assert _status(lambda: client.unload_model("spare", headers=bearer("reader"))) \
+            == "StatusCode.PERMISSION_DENIED"
+        client.load_model("spare", headers=bearer("boss"))
+
+
+def test_grpc_refusal_message(server):
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="spare"),
+                                     metadata=[("x-api-key", KEYS["reader"])])
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert caught.value.details() == "API key 'reader' lacks scope 'admin' needed for gRPC RepositoryModelLoad"
+
+
+def test_grpc_stream_needs_a_key(server):
+    request = pb.ModelInferRequest(model_name="adder", inputs=[
+        pb.ModelInferRequest.InferInputTensor(name=n, datatype="FP32", shape=[1, 3],
+                                              contents=pb.InferTensorContents(fp32_contents=[1, 2, 3]))
+        for n in ("a", "b")])
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.ModelStreamInfer(iter([request])))
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        [answer] = list(stub.ModelStreamInfer(iter([request]), metadata=[("authorization", f"Bearer {ENV_KEY}")]))
+        assert answer.error_message == ""
+        assert answer.infer_response.model_name == "adder"
+
+
+# -- starting -----------------------------------------------------------------------------------------------
+def test_no_keys_off_loopback_refuses_to_start(repo: Path, tmp_path: Path):
+    started = time.monotonic()
+    result = inferd("serve", str(repo), "--host", "0.0.0.0", "--http-port", "0", "--grpc-port", "0",
+                    "--state-dir", str(tmp_path / "state"), timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert "refusing to serve on 0.0.0.0 without API keys" in message
+    assert "--allow-unauthenticated" in message
+    assert "INFERD_ALLOW_UNAUTHENTICATED=true" in message
+    assert "HTTP on" not in result.stderr
+    assert not (tmp_path / "state").exists()
+    assert time.monotonic() - started < 30
+
+
+def test_broken_keys_file_refuses_to_start(repo: Path, tmp_path: Path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[[keys]]\nname = "ci"\nsha256 = "{hash_key("x")}"\nscopes = ["write"]\n')
+    result = inferd("serve", str(repo), "--api-keys-file", str(keys), "--http-port", "0", "--grpc-port", "0",
+                    "--state-dir", str(tmp_path / "state"), timeout=60)
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert f"{keys}: keys[0]: scopes" in message
+    assert "'infer', 'read' or 'admin'" in message
