@@ -77,9 +77,11 @@ def test_make_demo_serves_until_ctrl_c_and_the_usage_session_works():
         assert '"model_name":"eta"' in session.stdout.replace(" ", "")
         run_async_block(console_blocks()[4], port, env)
         run_batch_block(console_blocks()[5], env)
+        run_production_block(console_blocks()[6], port, env)
     finally:
         (ROOT / "msg.json").unlink(missing_ok=True)
         (ROOT / "trips.csv").unlink(missing_ok=True)
+        (ROOT / "keys.toml").unlink(missing_ok=True)
         shutil.rmtree(ROOT / "predictions", ignore_errors=True)
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole foreground group
         rest, _ = demo.communicate(timeout=60)
@@ -118,6 +120,16 @@ def run_batch_block(block: list[str], env: dict[str, str]) -> None:
     lines = session.stdout.strip().splitlines()[-3:]
     assert lines[0] == '"trip","prediction"', session.stdout
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+
+
+def run_production_block(block: list[str], port: str, env: dict[str, str]) -> None:
+    metrics, keys = (c.replace("localhost:8080", f"127.0.0.1:{port}") for c in block)
+    scraped = subprocess.run(["bash", "-c", metrics], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert 'inferd_request_success_total{model="eta"' in scraped.stdout, scraped.stdout
+    made = subprocess.run(["bash", "-c", keys], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert made.returncode == 0, made.stderr
+    assert "[[keys]]" in (ROOT / "keys.toml").read_text()
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
