@@ -19,7 +19,6 @@ from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.observability.capture import CaptureWriter
-from inferd.observability.metrics import Metrics
 from inferd.observability.request_context import RequestObserver
 from inferd.repository import ModelRepository
 from inferd.security.auth import Authenticator
@@ -46,13 +45,16 @@ EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "
 
 def build_asgi(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
                batch_jobs: BatchJobs | None = None, authenticator: Authenticator | None = None,
-               metrics: Metrics | None = None, observer: RequestObserver | None = None) -> FastInfer:
+               observer: RequestObserver | None = None) -> FastInfer:
     """The app to serve: the inference fast path in front of the FastAPI app that has every route. With an
     ``authenticator``, both check API keys: the fast path for inference, one ASGI wrapper for the rest."""
 
     def full_app() -> Any:
-        from inferd.server.rest.app import build_app  # FastAPI: imported when first needed
+        # FastAPI and prometheus_client: imported when first needed (after the server is ready), not at start-up
+        from inferd.observability.metrics import Metrics
+        from inferd.server.rest.app import build_app
 
+        metrics = Metrics(dataplane, jobs.counts if jobs is not None else None, batch_jobs)  # the server's own registry
         app: Any = build_app(dataplane, settings, jobs, batch_jobs, metrics)
         if jobs is not None:
             from inferd.server.rest.async_fast import AsyncFastPath
@@ -88,9 +90,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     dataplane = build_dataplane(settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
-    metrics = Metrics(dataplane, jobs.counts, batch_jobs)  # the server's own registry: nothing global
-    asgi = build_asgi(dataplane, settings, jobs, batch_jobs, authenticator, metrics,
-                      RequestObserver(settings.access_log))
+    asgi = build_asgi(dataplane, settings, jobs, batch_jobs, authenticator, RequestObserver(settings.access_log))
     http = _HTTPServer(uvicorn.Config(
         asgi, host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
