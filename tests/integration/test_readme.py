@@ -46,11 +46,12 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 @pytest.mark.slow
-def test_make_demo_serves_until_ctrl_c_and_the_usage_session_works():
+def test_make_demo_serves_until_ctrl_c_and_the_usage_session_works(tmp_path):
     """``make demo`` for real (with this test run's environment as its venv): it trains, serves, predicts
     over HTTP and keeps serving; the usage block runs meanwhile; Ctrl-C stops it cleanly."""
     env = cli_env()
-    env.update(VENV=sys.prefix, INFERD_HTTP_PORT=str(free_port()), INFERD_GRPC_PORT=str(free_port()))
+    env.update(VENV=sys.prefix, INFERD_HTTP_PORT=str(free_port()), INFERD_GRPC_PORT=str(free_port()),
+               INFERD_STATE_DIR=str(tmp_path / "state"))  # not the checkout's .inferd/: each run starts empty
     demo = subprocess.Popen(["bash", "-c", console_blocks()[0][0]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from cli_runner import inferd
+from cli_runner import BIN, cli_env, inferd
 from fakes import ADDER, write_model
 from inferd.security.keys import hash_key
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
@@ -109,7 +110,7 @@ def test_key_without_the_scope_is_403_naming_key_scope_and_call(server):
     ("POST", "/v2/repository/index", "read"),
     ("GET", "/v1/models", "read"),
     ("GET", "/openapi.json", "read"),
-    ("GET", "/v2/jobs", "read"),
+    ("GET", "/v2/jobs", "infer"),
     ("GET", "/no/such/route", "read"),
     ("POST", "/v1/models/adder:predict", "infer"),
     ("POST", "/invocations", "infer"),
@@ -137,21 +138,49 @@ def test_admin_loads_and_unloads(server):
         assert client.get("/v2/models/spare").status_code == 200  # admin holds read too
 
 
-def test_async_jobs_submit_with_infer_read_with_read(server):
+def test_async_jobs_belong_to_the_key_that_submitted_them(server):
+    """An infer key submits, reads and cancels its own jobs; another key's jobs do not exist for it (404, not
+    in its list); an admin key sees and cancels everyone's; the same id from another key is a conflict."""
     submitted = httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD,
                            headers={**bearer("runner"), "inference-id": "auth-job-1"})
     assert submitted.status_code == 202, submitted.text
     assert httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD).status_code == 401
-    assert httpx.get(server.url + "/v2/jobs/auth-job-1", headers=bearer("runner")).status_code == 403
-    assert httpx.delete(server.url + "/v2/jobs/auth-job-1", headers=bearer("reader")).status_code == 403
+    taken = httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD,
+                       headers={"x-api-key": ENV_KEY, "inference-id": "auth-job-1"})
+    assert taken.status_code == 409, taken.text
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        result = httpx.get(server.url + "/v2/jobs/auth-job-1/result", headers=bearer("reader"))
+        result = httpx.get(server.url + "/v2/jobs/auth-job-1/result", headers=bearer("runner"))
         if result.status_code == 200:
             break
         time.sleep(0.05)
     assert result.status_code == 200, result.text
     assert result.json()["outputs"][0]["data"] == [11, 22, 33]
+    for path in ("/v2/jobs/auth-job-1", "/v2/jobs/auth-job-1/result"):
+        assert httpx.get(server.url + path, headers={"x-api-key": ENV_KEY}).status_code == 404
+        assert httpx.get(server.url + path, headers=bearer("boss")).status_code == 200
+        assert httpx.get(server.url + path, headers=bearer("reader")).status_code == 403  # read is not jobs
+    assert httpx.delete(server.url + "/v2/jobs/auth-job-1", headers={"x-api-key": ENV_KEY}).status_code == 404
+    assert httpx.delete(server.url + "/v2/jobs/auth-job-1", headers=bearer("runner")).status_code == 409  # done
+    listed = httpx.get(server.url + "/v2/jobs", headers={"x-api-key": ENV_KEY}).json()["jobs"]
+    assert "auth-job-1" not in [j["id"] for j in listed]
+    assert "auth-job-1" in [j["id"] for j in httpx.get(server.url + "/v2/jobs", headers=bearer("runner")).json()["jobs"]]
+    assert "auth-job-1" in [j["id"] for j in httpx.get(server.url + "/v2/jobs", headers=bearer("boss")).json()["jobs"]]
+
+    def jobs_cli(key: str | None) -> subprocess.CompletedProcess[str]:
+        env = cli_env()
+        env.pop("INFERD_API_KEY", None)
+        if key:
+            env["INFERD_API_KEY"] = key
+        return subprocess.run([str(BIN / "inferd"), "jobs", "show", "auth-job-1", "--url", server.url], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    shown = jobs_cli(KEYS["runner"])
+    assert shown.returncode == 0, shown.stderr
+    assert "succeeded" in shown.stdout
+    refused = jobs_cli(None)
+    assert refused.returncode == 1
+    assert "HTTP 401" in refused.stderr
 
 
 def _post(path: str, body: bytes, extra: bytes = b"") -> bytes:

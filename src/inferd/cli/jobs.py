@@ -12,7 +12,8 @@ from rich.table import Table
 
 from inferd.cli.common import console, fail
 
-app = typer.Typer(help="Asynchronous inference jobs of a running server.", no_args_is_help=True)
+app = typer.Typer(help="Asynchronous inference jobs of a running server (an API key, if it needs one, comes "
+                       "from $INFERD_API_KEY).", no_args_is_help=True)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[str, typer.Option("--url", help="The server's HTTP address [default: $INFERD_URL or "
@@ -29,8 +30,10 @@ def _request(method: str, url: str, **kwargs: Any) -> Any:
     """One HTTP call; an unreachable server or an error answer ends the command with a clear message."""
     import httpx  # only these commands need an HTTP client
 
+    key = os.environ.get("INFERD_API_KEY")
+    headers = {"authorization": f"Bearer {key}"} if key else None
     try:
-        response = httpx.request(method, url, timeout=30, **kwargs)
+        response = httpx.request(method, url, timeout=30, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         fail(f"cannot reach the inferd server at {url}: {exc or type(exc).__name__} "
              "(is `inferd serve` running? --url or INFERD_URL says where)")

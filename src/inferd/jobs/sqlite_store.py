@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_file TEXT,
     result_header_length INTEGER,
     callback_url TEXT,
-    callback_state TEXT
+    callback_state TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (model, seq) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (seq) WHERE status = 'running';
@@ -75,7 +76,7 @@ CREATE INDEX IF NOT EXISTS callback_attempts_job ON callback_attempts (job_id);
 
 _COLUMNS = ("id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before, "
             "error_code, error, digest, header_length, input_location, request_size, request_file, result_size, "
-            "result_file, result_header_length, callback_url, callback_state")
+            "result_file, result_header_length, callback_url, callback_state, owner")
 _FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -186,6 +187,7 @@ class SqliteJobStore:
         self._lock_fd = _lock(self.folder / "jobs.lock")
         writer = connect(self.path)
         writer.executescript(_SCHEMA)
+        _add_owner_column(writer)
         self._writer = _Writer(writer)
         self._writer.start()
         self._reader = connect(self.path)
@@ -228,8 +230,11 @@ class SqliteJobStore:
         return await self._read(lambda conn: _get(conn, job_id, with_callbacks=True))
 
     async def list_jobs(self, *, status: JobStatus | None = None, model: str | None = None,
-                   limit: int = 100) -> list[Job]:
+                        limit: int = 100, owner: str | None = None) -> list[Job]:
         where, params = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
@@ -354,17 +359,17 @@ def _submit(conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[Job, boo
     body = job.body
     cursor = conn.execute(
         "INSERT INTO jobs (id, model, version, status, created_at, updated_at, digest, header_length, "
-        "input_location, request_size, request_inline, request_file, callback_url) "
-        "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        "input_location, request_size, request_inline, request_file, callback_url, owner) "
+        "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (job.id, job.model, job.version, now, now, job.digest, job.header_length, job.input_location,
          body.size if body else None, body.inline if body else None, body.file if body else None,
-         job.callback_url))
+         job.callback_url, job.owner))
     created = cursor.rowcount > 0
     if created:  # what was just written; no need to read it back
         return Job(job.id, job.model, job.version, JobStatus.QUEUED, now, now, digest=job.digest,
                    header_length=job.header_length, input_location=job.input_location,
                    request_size=body.size if body else None, request_file=body.file if body else None,
-                   callback_url=job.callback_url), True
+                   callback_url=job.callback_url, owner=job.owner), True
     existing = _get(conn, job.id)
     assert existing is not None
     return existing, False
@@ -417,8 +422,15 @@ def _with_callbacks(conn: sqlite3.Connection, job: Job) -> Job:
 def _job(row: tuple[Any, ...]) -> Job:
     (job_id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before,
      error_code, error, digest, header_length, input_location, request_size, request_file, result_size,
-     result_file, result_header_length, callback_url, callback_state) = row
+     result_file, result_header_length, callback_url, callback_state, owner) = row
     return Job(job_id, model, version, JobStatus(status), created_at, updated_at, started_at, finished_at, attempts,
                not_before, error_code, error, digest, header_length, input_location, request_size, request_file,
                result_size, result_file, result_header_length, callback_url,
-               CallbackState(callback_state) if callback_state else None)
+               CallbackState(callback_state) if callback_state else None, owner=owner)
+
+
+def _add_owner_column(conn: sqlite3.Connection) -> None:
+    """Stores made before jobs had owners get the column (NULL: visible to admin keys, and to all without keys)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "owner" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")

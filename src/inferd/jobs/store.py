@@ -67,6 +67,8 @@ class NewJob:
     """``Inference-Header-Content-Length`` of the body (binary tensor extension), None for plain JSON."""
     input_location: str | None = None
     callback_url: str | None = None
+    owner: str | None = None
+    """Name of the API key that submitted it (None when the server runs without keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,8 @@ class Job:
     callback_url: str | None = None
     callback_state: CallbackState | None = None
     callback_attempts: list[CallbackAttempt] = field(default_factory=list)
+    owner: str | None = None
+    """Name of the API key that submitted it: only that key, or an ``admin`` one, sees the job."""
     request_inline: bytes | None = field(default=None, repr=False)
     """The inline request body, filled in only by :meth:`JobStore.claim` (the worker needs it next)."""
 
@@ -162,8 +166,8 @@ class JobStore(Protocol):
     async def get(self, job_id: str) -> Job | None: ...
 
     async def list_jobs(self, *, status: JobStatus | None = None, model: str | None = None,
-                   limit: int = 100) -> list[Job]:
-        """Newest first."""
+                        limit: int = 100, owner: str | None = None) -> list[Job]:
+        """Newest first; only ``owner``'s jobs when given."""
 
     async def inline(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
         """The inline bytes of a job's request or result (None when it is kept as a file, or absent)."""

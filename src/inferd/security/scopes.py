@@ -12,11 +12,11 @@ from enum import StrEnum
 
 class Scope(StrEnum):
     INFER = "infer"
-    """Inference and asynchronous submission."""
+    """Inference, and asynchronous jobs: submitting, reading and cancelling the key's own."""
     READ = "read"
-    """Metadata, configuration, statistics, the repository index, asynchronous jobs and the API docs."""
+    """Metadata, configuration, statistics, the repository index, metrics and the API docs."""
     ADMIN = "admin"
-    """Repository load and unload, batch jobs, cancelling asynchronous jobs; implies the other two."""
+    """Repository load and unload, batch jobs, every key's asynchronous jobs; implies the other two."""
 
 
 _M = r"/v2/models/[^/]+(?:/versions/[^/]+)?"
@@ -36,7 +36,8 @@ HTTP_ROUTES: tuple[tuple[str | None, re.Pattern[str], Scope | None], ...] = tupl
         ("POST", r"/v2/repository/index", Scope.READ),
         ("POST", r"/v2/repository/models/[^/]+/(?:load|unload)", Scope.ADMIN),
         (None, r"/v2/batch/jobs(?:/.*)?", Scope.ADMIN),
-        ("DELETE", r"/v2/jobs/[^/]+", Scope.ADMIN),
+        ("GET", r"/v2/jobs(?:/.*)?", Scope.INFER),  # a key sees its own jobs; admin sees everyone's
+        ("DELETE", r"/v2/jobs/[^/]+", Scope.INFER),
     )
 )
 """(method or any, path pattern, scope), first match wins; a path matching none needs ``read``."""

@@ -147,3 +147,33 @@ def test_a_failing_write_does_not_undo_the_others_in_its_commit(store, run):
     assert isinstance(bad, sqlite3.OperationalError)
     assert good[1] is True
     assert run(store.get("ok")) is not None
+
+
+def test_jobs_keep_their_owner_and_lists_filter_by_it(store, run):
+    run(store.submit(new_job("a1", owner="alice"), 1.0))
+    run(store.submit(new_job("b1", owner="bob"), 2.0))
+    run(store.submit(new_job("n1"), 3.0))
+    assert run(store.get("a1")).owner == "alice"
+    assert [j.id for j in run(store.list_jobs(owner="alice"))] == ["a1"]
+    assert [j.id for j in run(store.list_jobs())] == ["n1", "b1", "a1"]
+    [claimed] = run(store.claim({"m": 1}, 10.0))
+    assert claimed.owner == "alice"
+
+
+def test_a_store_made_before_owners_gets_the_column(tmp_path, run):
+    """A state folder from a build without job owners opens, and its jobs have none."""
+    folder = tmp_path / "state"
+    first = SqliteJobStore(folder)
+    run(first.open())
+    run(first.submit(new_job("old"), 1.0))
+    run(first.close())
+    with sqlite3.connect(folder / "jobs.db") as conn:
+        conn.execute("ALTER TABLE jobs DROP COLUMN owner")
+    again = SqliteJobStore(folder)
+    run(again.open())
+    try:
+        assert run(again.get("old")).owner is None
+        run(again.submit(new_job("new", owner="alice"), 2.0))
+        assert run(again.get("new")).owner == "alice"
+    finally:
+        run(again.close())

@@ -30,12 +30,12 @@ KEYS = [ApiKey(name="runner", sha256=hash_key("k1"), scopes=frozenset({Scope.INF
     ("POST", "/vertex/predict", Scope.INFER),
     ("GET", "/v2", Scope.READ), ("GET", "/v2/models/m", Scope.READ), ("GET", "/v2/models/m/config", Scope.READ),
     ("GET", "/v2/models/stats", Scope.READ), ("POST", "/v2/repository/index", Scope.READ),
-    ("GET", "/v2/jobs/abc/result", Scope.READ), ("GET", "/docs", Scope.READ), ("GET", "/openapi.json", Scope.READ),
+    ("GET", "/v2/jobs/abc/result", Scope.INFER), ("GET", "/docs", Scope.READ), ("GET", "/openapi.json", Scope.READ),
     ("GET", "/anything/else", Scope.READ), ("HEAD", "/v2/health/live", Scope.READ),
     ("GET", "/v2/models/m/infer", Scope.READ),
     ("POST", "/v2/repository/models/m/load", Scope.ADMIN), ("POST", "/v2/repository/models/m/unload", Scope.ADMIN),
     ("POST", "/v2/batch/jobs", Scope.ADMIN), ("GET", "/v2/batch/jobs/1", Scope.ADMIN),
-    ("DELETE", "/v2/jobs/abc", Scope.ADMIN),
+    ("DELETE", "/v2/jobs/abc", Scope.INFER), ("GET", "/v2/jobs", Scope.INFER),
 ])
 def test_route_table(method: str, path: str, scope: Scope | None):
     assert RouteScopes("/vertex/health", "/vertex/predict").scope_for(method, path) is scope

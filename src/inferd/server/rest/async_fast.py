@@ -17,7 +17,7 @@ import orjson
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.jobs.service import AsyncService
-from inferd.server.rest.async_routes import accept
+from inferd.server.rest.async_routes import Submission, accept, owner_of
 from inferd.server.rest.fast_infer import ASGIApp, Receive, Scope, Send
 from inferd.server.rest.http_error import HTTPError
 from inferd.server.status import HTTP_STATUS
@@ -48,8 +48,8 @@ class AsyncFastPath:
     async def _submit(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            status, reply = await accept(self.dataplane, self.service, model, version, headers, _chunks(receive),
-                                         _base_url(scope, headers))
+            call = Submission(headers, _chunks(receive), _base_url(scope, headers), owner_of(scope))
+            status, reply = await accept(self.dataplane, self.service, model, version, call)
         except InferError as exc:
             await _send(send, HTTP_STATUS[exc.code], {"error": exc.message})
         except HTTPError as exc:

@@ -16,6 +16,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from inferd.jobs.inputs import check_location, location_size
 from inferd.jobs.payloads import BodyTooLargeError
 from inferd.jobs.service import AsyncService
 from inferd.jobs.store import Job, JobStatus, NewJob, Payload, job_links
+from inferd.security.scopes import Scope as AuthScope
 from inferd.server.rest.http_error import HTTPError
 from inferd.server.rest.responses import error_response, json_response
 from inferd.server.status import HTTP_STATUS
@@ -53,18 +55,31 @@ def _submit_routes(router: APIRouter, dataplane: DataPlane, service: AsyncServic
     async def submit(request: Request, model: str, version: str | None = None) -> Response:
         # Normally answered by AsyncFastPath (server/rest/async_fast.py) before FastAPI sees it; this route
         # documents it and serves the same function when the app runs without that front.
-        status, reply = await accept(dataplane, service, model, version, request.headers, request.stream(),
-                                     str(request.base_url))
+        call = Submission(request.headers, request.stream(), str(request.base_url), owner_of(request.scope))
+        status, reply = await accept(dataplane, service, model, version, call)
         return json_response(reply, status, headers={"Location": reply["status_url"]})
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One ``infer-async`` call as the transports hand it over."""
+
+    headers: Mapping[str, str]
+    """Looked up by lower-case name."""
+    chunks: AsyncIterator[bytes]
+    """The request body."""
+    base_url: str
+    owner: str | None = None
+    """The API key that submits (None without keys): only it, or an admin key, sees the job."""
+
+
 async def accept(dataplane: DataPlane, service: AsyncService, model: str, version: str | None,
-                 headers: Mapping[str, str], chunks: AsyncIterator[bytes], base_url: str) -> tuple[int, dict[str, str]]:
+                 call: Submission) -> tuple[int, dict[str, str]]:
     """Store a submission durably. Returns 202 (new) or 200 (the same id again) and ``{id, status_url,
-    result_url}``. ``headers`` are looked up by lower-case name; ``chunks`` is the request body."""
+    result_url}``. The same id from another key is a conflict (409)."""
     service.check()
     _check_model(dataplane, model, version)
-    new = await _new_job(headers, chunks, service, model, version)
+    new = await _new_job(call.headers, call.chunks, service, model, version, call.owner)
     try:
         job, created = await service.submit(new)
     except BaseException:
@@ -74,7 +89,7 @@ async def accept(dataplane: DataPlane, service: AsyncService, model: str, versio
         _discard(service, new)
         if job.digest != new.digest:
             raise HTTPError(409, f"job {job.id!r} already exists with a different request")
-    return 202 if created else 200, {"id": job.id, **job_links(job.id, base_url)}
+    return 202 if created else 200, {"id": job.id, **job_links(job.id, call.base_url)}
 
 
 def _job_routes(router: APIRouter, service: AsyncService) -> None:
@@ -87,19 +102,22 @@ def _job_routes(router: APIRouter, service: AsyncService) -> None:
             raise invalid(f"unknown status {status!r}; one of {', '.join(s.value for s in JobStatus)}")
         if not 1 <= limit <= MAX_LIST:
             raise invalid(f"limit must be between 1 and {MAX_LIST}, got {limit}")
-        jobs = await service.store.list_jobs(status=JobStatus(status) if status else None, model=model, limit=limit)
+        viewer = _viewer(request.scope)
+        jobs = await service.store.list_jobs(status=JobStatus(status) if status else None, model=model, limit=limit,
+                                             owner=viewer)
         return json_response({"jobs": [j.to_dict(str(request.base_url)) for j in jobs]})
 
     @router.get("/v2/jobs/{job_id}", summary="Status of an asynchronous job")
     async def status(request: Request, job_id: str) -> Response:
-        return json_response((await _job(service, job_id)).to_dict(str(request.base_url)))
+        return json_response((await _job(service, job_id, _viewer(request.scope))).to_dict(str(request.base_url)))
 
     @router.get("/v2/jobs/{job_id}/result", summary="Result of an asynchronous job (the synchronous response)")
-    async def result(job_id: str) -> Response:
-        return await _result(service, await _job(service, job_id))
+    async def result(request: Request, job_id: str) -> Response:
+        return await _result(service, await _job(service, job_id, _viewer(request.scope)))
 
     @router.delete("/v2/jobs/{job_id}", summary="Cancel a queued asynchronous job")
     async def cancel(request: Request, job_id: str) -> Response:
+        await _job(service, job_id, _viewer(request.scope))  # another key's job is not there for this one
         job = await service.cancel(job_id)
         if job is None:
             raise HTTPError(404, f"no job {job_id!r}")
@@ -119,7 +137,7 @@ def _check_model(dataplane: DataPlane, model: str, version: str | None) -> None:
 
 
 async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], service: AsyncService, model: str,
-                   version: str | None) -> NewJob:
+                   version: str | None, owner: str | None) -> NewJob:
     header_length = v2_binary.parse_header_length(headers.get(v2_binary.HEADER_LENGTH))
     callback = _callback_url(headers.get("inference-callback-url"))
     location = headers.get("inference-input-location")
@@ -134,9 +152,9 @@ async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], ser
             key = _v2_id(body.inline, header_length)
     if key is not None and not _JOB_ID.match(key):
         raise invalid(f"inference id {key!r} cannot name a job: use 1-128 letters, digits, '.', '_', ':' or '-'")
-    digest = hashlib.sha256(f"{model}\0{version}\0{header_length}\0{digest_of}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{owner}\0{model}\0{version}\0{header_length}\0{digest_of}".encode()).hexdigest()
     return NewJob(key or uuid.uuid4().hex, model, version, digest, body, header_length, location,
-                  service.callback_for(model, callback))
+                  service.callback_for(model, callback), owner)
 
 
 async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], service: AsyncService,
@@ -193,12 +211,27 @@ def _discard(service: AsyncService, job: NewJob) -> None:
         service.files.delete([job.body.file])
 
 
-async def _job(service: AsyncService, job_id: str) -> Job:
+async def _job(service: AsyncService, job_id: str, viewer: str | None = None) -> Job:
+    """The job, if ``viewer`` may see it (None: any job); another key's job answers as if it did not exist."""
     service.check()
     job = await service.store.get(job_id)
-    if job is None:
+    if job is None or (viewer is not None and job.owner != viewer):
         raise HTTPError(404, f"no job {job_id!r}")
     return job
+
+
+def owner_of(scope: Mapping[str, Any]) -> str | None:
+    """The name of the API key that made this request (None when the server runs without keys)."""
+    principal = scope.get("inferd.principal")
+    return None if principal is None else str(principal.name)
+
+
+def _viewer(scope: Mapping[str, Any]) -> str | None:
+    """Whose jobs this request may see: its key's own, or every job (None) for an admin key or without keys."""
+    principal = scope.get("inferd.principal")
+    if principal is None or AuthScope.ADMIN in principal.allowed:
+        return None
+    return str(principal.name)
 
 
 async def _result(service: AsyncService, job: Job) -> Response:
