@@ -13,7 +13,6 @@ from pathlib import Path
 
 import grpc
 import httpx
-import numpy as np
 import orjson
 import pytest
 import tritonclient.grpc as grpcclient
@@ -24,6 +23,7 @@ from fakes import ADDER, write_model
 from inferd.security.keys import hash_key
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
 from inferd.server.grpc.generated import grpc_service_pb2_grpc as pb_grpc
+from raw_http import adder_grpc_inputs, post, read_responses
 from server_process import ServerProcess
 
 KEYS = {"runner": "k-infer-0123456789abcdefghijklmnopqrstuv", "reader": "k-read-0123456789abcdefghijklmnopqrstuvw",
@@ -183,37 +183,16 @@ def test_async_jobs_belong_to_the_key_that_submitted_them(server):
     assert "HTTP 401" in refused.stderr
 
 
-def _post(path: str, body: bytes, extra: bytes = b"") -> bytes:
-    return (b"POST " + path.encode() + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            + b"content-length: %d\r\n" % len(body) + extra + b"\r\n" + body)
-
-
-def _read(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
-    buffer, found = b"", []
-    while len(found) < count:
-        while b"\r\n\r\n" not in buffer:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed after {len(found)} responses"
-            buffer += chunk
-        head, buffer = buffer.split(b"\r\n\r\n", 1)
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-        while len(buffer) < length:
-            buffer += sock.recv(65536)
-        found.append((int(head.split()[1]), buffer[:length]))
-        buffer = buffer[length:]
-    return found
-
-
 def test_fast_path_refusal_keeps_the_connection_and_drops_the_body(server):
     key = b"authorization: Bearer " + KEYS["runner"].encode() + b"\r\n"
     big = orjson.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}],
                         "pad": "x" * 200_000})
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
-        request = _post("/v2/models/adder/infer", big)
+        request = post("/v2/models/adder/infer", big)
         for start in range(0, len(request), 65536):
             sock.sendall(request[start:start + 65536])
-        sock.sendall(_post("/v2/models/adder/infer", ADD, key))
-        (first, body), (second, _) = _read(sock, 2)
+        sock.sendall(post("/v2/models/adder/infer", ADD, key))
+        (first, _, body), (second, _, _) = read_responses(sock, 2)
     assert first == 401, body
     assert second == 200
 
@@ -224,24 +203,15 @@ def test_pipelined_requests_are_checked_too(server):
     run = b"x-api-key: " + KEYS["runner"].encode() + b"\r\n"
     get = b"GET /v2/models/adder HTTP/1.1\r\nhost: x\r\n" + read + b"\r\n"
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
-        sock.sendall(get + _post("/v2/models/adder/infer", ADD) + _post("/v2/models/adder/infer", ADD, read)
-                     + _post("/v2/models/adder/infer", ADD, run) + b"GET /v2/models/adder HTTP/1.1\r\nhost: x\r\n\r\n")
-        answers = _read(sock, 5)
+        sock.sendall(get + post("/v2/models/adder/infer", ADD) + post("/v2/models/adder/infer", ADD, read)
+                     + post("/v2/models/adder/infer", ADD, run) + b"GET /v2/models/adder HTTP/1.1\r\nhost: x\r\n\r\n")
+        answers = [(status, body) for status, _, body in read_responses(sock, 5)]
     assert [status for status, _ in answers] == [200, 401, 403, 200, 401]
     assert orjson.loads(answers[2][1])["error"] == ("API key 'reader' lacks scope 'infer' needed for "
                                                     "POST /v2/models/adder/infer")
 
 
 # -- gRPC ---------------------------------------------------------------------------------------------------
-def _inputs() -> list[grpcclient.InferInput]:
-    found = []
-    for name, values in (("a", [1, 2, 3]), ("b", [10, 20, 30])):
-        item = grpcclient.InferInput(name, [1, 3], "FP32")
-        item.set_data_from_numpy(np.array([values], dtype=np.float32))
-        found.append(item)
-    return found
-
-
 def _status(call) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(InferenceServerException) as caught:
         call()
@@ -253,13 +223,13 @@ def test_grpc_scopes(server):
         assert client.is_server_live()
         assert client.is_server_ready()
         assert client.is_model_ready("adder")
-        assert _status(lambda: client.infer("adder", _inputs())) == "StatusCode.UNAUTHENTICATED"
-        assert _status(lambda: client.infer("adder", _inputs(), headers={"authorization": "Bearer nope"})) \
+        assert _status(lambda: client.infer("adder", adder_grpc_inputs())) == "StatusCode.UNAUTHENTICATED"
+        assert _status(lambda: client.infer("adder", adder_grpc_inputs(), headers={"authorization": "Bearer nope"})) \
             == "StatusCode.UNAUTHENTICATED"
-        assert _status(lambda: client.infer("adder", _inputs(), headers=bearer("reader"))) \
+        assert _status(lambda: client.infer("adder", adder_grpc_inputs(), headers=bearer("reader"))) \
             == "StatusCode.PERMISSION_DENIED"
         for headers in (bearer("runner"), {"x-api-key": KEYS["runner"]}):
-            result = client.infer("adder", _inputs(), headers=headers)
+            result = client.infer("adder", adder_grpc_inputs(), headers=headers)
             assert result.as_numpy("sum").tolist() == [[11, 22, 33]]
         assert _status(lambda: client.get_model_metadata("adder", headers=bearer("runner"))) \
             == "StatusCode.PERMISSION_DENIED"

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import orjson
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from fakes import ADDER, write_model
+from raw_http import adder_grpc_inputs
 from security_certs import Certs, make_certs
 from server_process import ServerProcess
 
@@ -67,15 +67,6 @@ def mtls_server(repo: Path, certs: Certs) -> Iterator[ServerProcess]:
     yield from _server(repo, certs, "mtls", client_ca=True)
 
 
-def _inputs() -> list[grpcclient.InferInput]:
-    found = []
-    for name, values in (("a", [1, 2, 3]), ("b", [10, 20, 30])):
-        item = grpcclient.InferInput(name, [1, 3], "FP32")
-        item.set_data_from_numpy(np.array([values], dtype=np.float32))
-        found.append(item)
-    return found
-
-
 def test_https_fast_path_and_routes(tls_server, certs):
     assert tls_server.url.startswith("https://")
     with httpx.Client(base_url=tls_server.url, verify=context(certs)) as client:
@@ -107,7 +98,7 @@ def test_grpc_over_tls(tls_server, certs):
     with grpcclient.InferenceServerClient(tls_server.grpc_url, ssl=True,
                                           root_certificates=str(certs.ca)) as client:
         assert client.is_server_ready()
-        assert client.infer("adder", _inputs()).as_numpy("sum").tolist() == [[11, 22, 33]]
+        assert client.infer("adder", adder_grpc_inputs()).as_numpy("sum").tolist() == [[11, 22, 33]]
 
 
 def test_plain_grpc_to_the_tls_port_fails(tls_server):
@@ -123,7 +114,7 @@ def test_client_certificate_accepted(mtls_server, certs):
     with grpcclient.InferenceServerClient(mtls_server.grpc_url, ssl=True, root_certificates=str(certs.ca),
                                           private_key=str(certs.client_key),
                                           certificate_chain=str(certs.client_cert)) as client:
-        assert client.infer("adder", _inputs()).as_numpy("sum").tolist() == [[11, 22, 33]]
+        assert client.infer("adder", adder_grpc_inputs()).as_numpy("sum").tolist() == [[11, 22, 33]]
 
 
 @pytest.mark.parametrize("who", ["nobody", "stranger"])
