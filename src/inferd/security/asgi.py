@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from inferd.errors import InferError
 from inferd.security.auth import Authenticator
 from inferd.security.scopes import RouteScopes
+from inferd.server.rest.http_error import error_parts
 from inferd.server.status import HTTP_CHALLENGE, HTTP_STATUS
 
 Scope = MutableMapping[str, Any]
@@ -27,12 +26,7 @@ Headers = list[tuple[bytes, bytes]]
 
 def auth_error_parts(exc: InferError) -> tuple[int, Headers, bytes]:
     """Status, headers and V2 error body refusing a call (401 carries ``WWW-Authenticate: Bearer``)."""
-    content = orjson.dumps({"error": exc.message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
-    challenge = HTTP_CHALLENGE.get(exc.code)
-    if challenge is not None:
-        headers.append(challenge)
-    return HTTP_STATUS[exc.code], headers, content
+    return error_parts(HTTP_STATUS[exc.code], exc.message, extra=HTTP_CHALLENGE.get(exc.code))
 
 
 class AuthMiddleware:

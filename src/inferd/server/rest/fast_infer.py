@@ -17,8 +17,6 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from inferd.codecs import v2_binary
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
@@ -26,7 +24,7 @@ from inferd.observability.request_context import RequestObserver
 from inferd.security.asgi import auth_error_parts
 from inferd.security.auth import Authenticator
 from inferd.security.scopes import Scope as AuthScope
-from inferd.server.rest.http_error import HTTPError
+from inferd.server.rest.http_error import HTTPError, error_parts
 from inferd.server.status import HTTP_STATUS
 
 log = logging.getLogger(__name__)
@@ -153,14 +151,6 @@ def probe_parts(dataplane: DataPlane, path: str) -> tuple[int, Headers, bytes]:
         ok, content = dataplane.ready(), b'{"ready":%s}'
     content %= b"true" if ok else b"false"
     return 200 if ok else 503, [(b"content-type", _JSON), (b"content-length", b"%d" % len(content))], content
-
-
-def error_parts(status: int, message: str, retry_after_s: int | None = None) -> tuple[int, Headers, bytes]:
-    content = orjson.dumps({"error": message})
-    headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(content))]
-    if retry_after_s is not None:
-        headers.append((b"retry-after", b"%d" % retry_after_s))
-    return status, headers, content
 
 
 def _headers(scope: Scope) -> tuple[str | None, int | None]:

@@ -35,10 +35,10 @@ from inferd.server.rest.fast_infer import (
     PROBES_BYTES,
     FastInfer,
     Headers,
-    error_parts,
     infer_response,
     probe_parts,
 )
+from inferd.server.rest.http_error import error_parts
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,7 @@ class FastPathProtocol(HttpToolsProtocol):
         """Answer with ``status`` and close the connection, whatever the request was."""
         if self.transport.is_closing():
             return
-        out = [STATUS_LINE[status]]
-        for name, value in headers:
-            out += (name, b": ", value, b"\r\n")
-        out += (_CONNECTION_CLOSE, b"\r\n", content)
-        self.transport.write(b"".join(out))
+        self.transport.write(_response(status, headers, content, _CONNECTION_CLOSE))
         # A lingering close: closing now, with the client's bytes still arriving, would send a reset that can
         # destroy the answer before the client reads it. Stop writing, drop what comes, close a little later.
         self.refused = True
@@ -277,14 +273,8 @@ class FastPathProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing():
             return
-        out = [STATUS_LINE[status]]
-        for name, value in headers:
-            out += (name, b": ", value, b"\r\n")
-        out += (_REQUEST_ID, cycle.request_id.encode(), b"\r\n")
-        if not cycle.keep_alive:
-            out.append(_CONNECTION_CLOSE)
-        out += (b"\r\n", content)
-        transport.write(b"".join(out))
+        more = _REQUEST_ID + cycle.request_id.encode() + b"\r\n"
+        transport.write(_response(status, headers, content, more if cycle.keep_alive else more + _CONNECTION_CLOSE))
         if not cycle.keep_alive:
             transport.close()
         if cycle.started:
@@ -292,6 +282,15 @@ class FastPathProtocol(HttpToolsProtocol):
                                           cycle.started, cycle.request_id, cycle.size, len(content))
         self.on_response_complete()
 
+
+
+def _response(status: int, headers: Headers, content: bytes, more: bytes) -> bytes:
+    """A whole HTTP/1.1 response; ``more`` is further header lines, each ending in CRLF."""
+    out = [STATUS_LINE[status]]
+    for name, value in headers:
+        out += (name, b": ", value, b"\r\n")
+    out += (more, b"\r\n", content)
+    return b"".join(out)
 
 
 def _header_length(headers: Headers) -> str | None:
