@@ -94,7 +94,8 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     http = _HTTPServer(uvicorn.Config(
         asgi, host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
-        http=FastPathProtocol, **(tls.uvicorn_kwargs() if tls is not None else {}),
+        http=FastPathProtocol, timeout_keep_alive=settings.keep_alive_timeout_s,
+        **(tls.uvicorn_kwargs() if tls is not None else {}),
     ))
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)

@@ -115,6 +115,8 @@ class FastPathProtocol(HttpToolsProtocol):
         self.headers_too_large = False
         self.refused = False
         """An answer that closes the connection went out (see :meth:`refuse`)."""
+        self.idle_since: float | None = None
+        """Event-loop time of the last response while no request is in progress, else None."""
 
     # -- limits: connections and header size ----------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -153,12 +155,65 @@ class FastPathProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.loop.call_later(_LINGER_S, self.transport.close)
 
+    # -- keep-alive: one timer per idle spell, not one per response ---------------------------------
+    # uvicorn arms a timer after every response and cancels it when the next bytes come: a timer handle and
+    # a heap entry per request. Here a response only notes the time; the one timer, when it fires, closes a
+    # connection idle for the whole timeout and otherwise waits out the rest.
+    def _unset_keepalive_if_required(self) -> None:
+        self.idle_since = None  # busy: called by uvicorn when bytes arrive
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.idle_since is None or self.transport.is_closing():
+            return  # a request is being read or answered: its response arms the timer again
+        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().connection_lost(exc)
+
     # -- parser callbacks ------------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's also builds the ASGI scope here; only requests that go to the app need one (_asgi_scope)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self.header_bytes = 0
         self.head_open = True
         self.head_read = 0
+
+    def _asgi_scope(self) -> None:
+        """The ASGI scope uvicorn's ``on_message_begin`` would have built, for a request the app answers."""
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
 
     def on_url(self, url: bytes) -> None:
         self.header_bytes += len(url)
@@ -188,6 +243,7 @@ class FastPathProtocol(HttpToolsProtocol):
                     self._authorize(cycle)
                 self.cycle = cycle  # type: ignore[assignment]
                 return
+        self._asgi_scope()
         super().on_headers_complete()
 
     def _authorize(self, cycle: _FastCycle) -> None:

@@ -1,0 +1,83 @@
+"""Idle HTTP keep-alive connections are closed after ``keep_alive_timeout_s``, measured from the last answer:
+a connection in use stays open, and a request that takes longer than the timeout still gets its answer."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fakes import ADDER, write_model
+from raw_http import post, read_responses
+from server_process import ServerProcess
+
+SLOW = """
+import time
+
+class Model:
+    inputs = [{"name": "hold_ms", "datatype": "INT64", "shape": [1]}]
+    outputs = [{"name": "hold_ms", "datatype": "INT64", "shape": [1]}]
+
+    def predict(self, inputs):
+        time.sleep(int(inputs["hold_ms"][0]) / 1000)
+        return {"hold_ms": inputs["hold_ms"].copy()}
+"""
+
+ADD = orjson.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
+                               {"name": "b", "datatype": "FP32", "shape": [1, 3], "data": [10, 20, 30]}]})
+
+
+def _hold(ms: int) -> bytes:
+    return orjson.dumps({"inputs": [{"name": "hold_ms", "datatype": "INT64", "shape": [1], "data": [ms]}]})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("keep_alive") / "models"
+    write_model(root, "adder", ADDER)
+    write_model(root, "slow", SLOW)
+    process = ServerProcess(root, root.parent / "server.log", env={"INFERD_KEEP_ALIVE_TIMEOUT_S": "1"})
+    try:
+        process.start()
+        yield process
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+def _connect(server: ServerProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
+
+
+def test_idle_connection_is_closed_after_the_timeout(server):
+    with _connect(server) as sock:
+        sock.sendall(post("/v2/models/adder/infer", ADD))
+        [(status, _, _)] = read_responses(sock, 1)
+        answered = time.monotonic()
+        assert status == 200
+        sock.settimeout(4)  # the default timeout (5 s) would not close it in time
+        assert sock.recv(10) == b""
+        assert time.monotonic() - answered >= 0.9
+
+
+def test_connection_in_use_stays_open_past_the_timeout(server):
+    with _connect(server) as sock:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # a request every 0.3 s: never idle for the whole second
+            sock.sendall(post("/v2/models/adder/infer", ADD))
+            [(status, _, _)] = read_responses(sock, 1)
+            assert status == 200
+            time.sleep(0.3)
+
+
+def test_request_longer_than_the_timeout_gets_its_answer(server):
+    with _connect(server) as sock:
+        sock.sendall(post("/v2/models/slow/infer", _hold(10)))  # a first call: learned, and a warm connection
+        assert read_responses(sock, 1)[0][0] == 200
+        sock.sendall(post("/v2/models/slow/infer", _hold(2500)))
+        [(status, _, body)] = read_responses(sock, 1)
+        assert status == 200
+        assert orjson.loads(body)["outputs"][0]["data"] == [2500]
