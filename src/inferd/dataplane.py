@@ -148,16 +148,22 @@ class DataPlane:
         started = perf_counter_ns()
         model = self.repository.get(request.model_name, parse_version(request.model_version))
         try:
-            signature = model.signature
+            loaded = model.require_loaded()
+            signature = loaded.signature
+            scheduler = loaded.scheduler
             arrays, batch_size = prepare_inputs(signature, request.inputs, self.max_tensor_elements)
-            if batch_size is not None and batch_size > model.max_batch_size:
-                raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of {model.max_batch_size}")
+            if batch_size is not None and batch_size > scheduler.policy.max_batch_size:
+                raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of "
+                              f"{scheduler.policy.max_batch_size}")
             wanted = requested_outputs(signature, request.outputs)
             priority, timeout_us = _scheduling_parameters(request.parameters)
             prepared = perf_counter_ns()
-            result = await model.scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
+            result = await scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
             checked = check_outputs(signature, result.outputs, batch_size)
-            outputs = [_response_output(name, checked[name]) for name in wanted]
+            outputs = []
+            for name in wanted:
+                array = checked[name]
+                outputs.append(ResponseOutput(name, datatype_of(array.dtype), list(array.shape), array))
         except InferError as exc:
             model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
             raise
@@ -165,7 +171,7 @@ class DataPlane:
         model.stats.record_success(batch_size or 1, done - started, result.queue_ns, prepared - started,
                                    result.infer_ns, done - prepared - result.queue_ns - result.infer_ns,
                                    result.batch_rows if result.ran_batch else None)
-        response = InferenceResponse(request.model_name, str(model.version), outputs, id=request.id)
+        response = InferenceResponse(request.model_name, str(model.version), outputs, request.id)
         if model.capture is not None and self.capture is not None:  # data capture: sampled, queued, never waits
             self.capture.offer(model.capture, model.name, model.version, request, response)
         return response
@@ -214,29 +220,37 @@ def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput],
     shape holds more than ``max_elements`` elements is refused before anything is allocated for it.
     """
     arrays: dict[str, np.ndarray] = {}
-    known = signature.input_names()
     for item in inputs:
-        if item.name in arrays:
-            raise invalid(f"input {item.name!r} appears more than once")
-        spec = check_request_input(signature.input(item.name), item.name, item.datatype, item.shape, known)
-        if element_count(item.shape) > max_elements:
-            raise invalid(f"input {item.name!r}: shape {list(item.shape)} has {element_count(item.shape)} elements, "
+        name = item.name
+        if name in arrays:
+            raise invalid(f"input {name!r} appears more than once")
+        spec = signature.input(name)
+        if spec is None or item.datatype != spec.datatype or not spec.accepts_shape(item.shape):
+            check_request_input(spec, name, item.datatype, item.shape, signature.input_names())  # raises
+            assert spec is not None
+        count = element_count(item.shape)
+        if count > max_elements:
+            raise invalid(f"input {name!r}: shape {list(item.shape)} has {count} elements, "
                           f"over the limit of {max_elements} per tensor (max_tensor_elements)")
-        arrays[item.name] = to_array(item.name, spec.datatype, item.shape, item.data)
-    check_all_inputs_present(signature, arrays)
+        arrays[name] = to_array(name, spec.datatype, item.shape, item.data)
+    if len(arrays) != len(signature.inputs):  # every name is known and appears once: only missing ones differ
+        check_all_inputs_present(signature, arrays)
     if not signature.batched:
         return arrays, None
-    sizes = {name: array.shape[0] for name, array in arrays.items()}
-    if len(set(sizes.values())) > 1:
-        listed = ", ".join(f"{n!r} has {s}" for n, s in sizes.items())
-        raise invalid(f"inputs disagree on the batch size: {listed}")
-    return arrays, next(iter(sizes.values()))
+    batch_size: int | None = None
+    for array in arrays.values():
+        if batch_size is None:
+            batch_size = array.shape[0]
+        elif array.shape[0] != batch_size:
+            listed = ", ".join(f"{n!r} has {a.shape[0]}" for n, a in arrays.items())
+            raise invalid(f"inputs disagree on the batch size: {listed}")
+    return arrays, batch_size
 
 
-def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | None) -> list[str]:
-    available = signature.output_names()
+def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | None) -> Sequence[str]:
     if not outputs:
-        return available
+        return signature.output_name_tuple
+    available = signature.output_names()
     names = [o.name for o in outputs]
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -253,10 +267,6 @@ def _scheduling_parameters(parameters: dict[str, Any] | None) -> tuple[object, i
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise invalid(f"timeout must be a non-negative integer number of microseconds, got {timeout!r}")
     return parameters.get("priority"), timeout
-
-
-def _response_output(name: str, array: np.ndarray) -> ResponseOutput:
-    return ResponseOutput(name, datatype_of(array.dtype), list(array.shape), array)
 
 
 def _index_rows(name: str, model: Model | None) -> list[IndexEntry]:

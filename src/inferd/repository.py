@@ -69,6 +69,10 @@ class ModelVersion:
         """Largest batch one request (or merged batch) may carry; 0 when the model has no batch dimension."""
         return self._loaded().scheduler.policy.max_batch_size
 
+    def require_loaded(self) -> Loaded:
+        """What is loaded; UNAVAILABLE when nothing is."""
+        return self._loaded()
+
     def _loaded(self) -> Loaded:
         if self.loaded is None:
             raise unavailable(f"model {self.name!r} version {self.version} is not loaded")

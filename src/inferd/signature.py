@@ -22,12 +22,15 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    numpy_dtype: np.dtype[Any] | None = field(init=False, repr=False, compare=False)
+    """The numpy dtype of an array already in this datatype (None for BYTES, whose elements need a look)."""
 
     def __post_init__(self) -> None:
         if self.datatype not in DATATYPES:
             raise ValueError(f"tensor {self.name!r}: unknown datatype {self.datatype!r}")
         if any(d < FREE for d in self.shape):
             raise ValueError(f"tensor {self.name!r}: dimensions must be >= 0 or -1, got {list(self.shape)}")
+        object.__setattr__(self, "numpy_dtype", None if self.datatype == "BYTES" else numpy_dtype(self.datatype))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -47,6 +50,8 @@ class Signature:
     outputs: tuple[TensorSpec, ...]
     _inputs_by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _batched: bool = field(init=False, repr=False, compare=False)
+    output_name_tuple: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The output names, built once (the request path reads them on every call)."""
 
     def __post_init__(self) -> None:
         for kind, specs in (("input", self.inputs), ("output", self.outputs)):
@@ -55,6 +60,7 @@ class Signature:
             if duplicates:
                 raise ValueError(f"duplicate {kind} names: {', '.join(duplicates)}")
         object.__setattr__(self, "_inputs_by_name", {s.name: s for s in self.inputs})
+        object.__setattr__(self, "output_name_tuple", tuple(s.name for s in self.outputs))
         specs = (*self.inputs, *self.outputs)
         object.__setattr__(self, "_batched", bool(specs) and all(s.shape and s.shape[0] == FREE for s in specs))
 
@@ -101,9 +107,11 @@ def check_outputs(signature: Signature, outputs: Mapping[str, Any], batch_size: 
         raise internal(f"model returned {type(outputs).__name__}, expected a mapping of output name to array")
     checked: dict[str, np.ndarray] = {}
     for spec in signature.outputs:
-        if spec.name not in outputs:
+        array = outputs.get(spec.name)
+        if array is None and spec.name not in outputs:
             raise internal(f"model did not return output {spec.name!r}; it returned {_names(outputs)}")
-        array = np.asarray(outputs[spec.name])
+        if type(array) is not np.ndarray:
+            array = np.asarray(array)
         if not spec.accepts_shape(array.shape):
             raise internal(
                 f"model output {spec.name!r} has shape {list(array.shape)}, expected {_shape(spec.shape)}"
@@ -112,7 +120,7 @@ def check_outputs(signature: Signature, outputs: Mapping[str, Any], batch_size: 
             raise internal(
                 f"model output {spec.name!r} has {array.shape[0]} rows for a batch of {batch_size}"
             )
-        checked[spec.name] = _as_datatype(spec, array)
+        checked[spec.name] = array if array.dtype is spec.numpy_dtype else _as_datatype(spec, array)
     return checked
 
 

@@ -50,6 +50,14 @@ class BatchStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
 
+    def add(self, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        self.compute_input.count += 1
+        self.compute_input.ns += input_ns
+        self.compute_infer.count += 1
+        self.compute_infer.ns += infer_ns
+        self.compute_output.count += 1
+        self.compute_output.ns += output_ns
+
 
 @dataclass(slots=True)
 class ModelStats:
@@ -80,18 +88,18 @@ class ModelStats:
         self.inference_count += batch
         self.success.add(total_ns)
         self.queue.add(queue_ns)
-        self.compute_input.add(input_ns)
         self.compute_infer.add(infer_ns)
-        self.compute_output.add(output_ns)
+        self.compute_input.count += 1  # Duration.add, inline: this runs on every request
+        self.compute_input.ns += input_ns
+        self.compute_output.count += 1
+        self.compute_output.ns += output_ns
         if executed_rows is None:
             return
         self.execution_count += 1
         per_batch = self.batches.get(executed_rows)
         if per_batch is None:
             per_batch = self.batches[executed_rows] = BatchStats()
-        per_batch.compute_input.add(input_ns)
-        per_batch.compute_infer.add(infer_ns)
-        per_batch.compute_output.add(output_ns)
+        per_batch.add(input_ns, infer_ns, output_ns)
 
     def record_failure(self, total_ns: int, code: str = "INTERNAL") -> None:
         self.last_inference_ms = time.time_ns() // 1_000_000

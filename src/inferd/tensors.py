@@ -68,9 +68,9 @@ def to_array(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.nd
     ``data`` is either an ndarray (binary transports decode straight to arrays) or the JSON form: a flat or
     nested list, or a scalar. Errors name the input and say what was expected and what came.
     """
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise invalid(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    expected = element_count(shape)
+    expected = math.prod(shape)
     dtype = numpy_dtype(datatype)
     if isinstance(data, np.ndarray):
         array = _checked_ndarray(name, datatype, dtype, data)

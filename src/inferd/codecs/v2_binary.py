@@ -73,19 +73,30 @@ def decode_request(body: bytes, header_length: str | int | None, model_name: str
     payload = v2_json.loads(body if length == len(body) else body[:length])
     binary = _mark_binary_inputs(payload)
     request = v2_json.decode_request(payload, model_name, model_version)
-    _check_binary_parameters(request)
-    _attach_binary_data(request.inputs, binary, memoryview(body)[length:])
+    if request.parameters or request.outputs:
+        _check_binary_parameters(request)
+    if binary or length != len(body):
+        _attach_binary_data(request.inputs, binary, memoryview(body)[length:])
+    else:  # all JSON (the common case): what _attach_binary_data checks of JSON inputs
+        for item in request.inputs:
+            if item.parameters and BINARY_DATA_SIZE in item.parameters:
+                raise invalid(f"input {item.name!r} has both 'data' and {BINARY_DATA_SIZE}; send one or the other")
+            _check_json_input(item)
     return request
 
 
-def _mark_binary_inputs(payload: Any) -> set[int]:
+def _mark_binary_inputs(payload: Any) -> set[int] | None:
     """Give each binary input without ``data`` a placeholder, so the JSON codec accepts it; returns their
-    indexes. Anything malformed is left for the JSON codec to report."""
+    indexes (None when there are none). Anything malformed is left for the JSON codec to report."""
     inputs = payload.get("inputs") if isinstance(payload, dict) else None
-    marked: set[int] = set()
-    for index, item in enumerate(inputs if isinstance(inputs, list) else ()):
-        if isinstance(item, dict) and _binary_size_given(item.get("parameters")) and "data" not in item:
+    if not isinstance(inputs, list):
+        return None
+    marked: set[int] | None = None
+    for index, item in enumerate(inputs):
+        if isinstance(item, dict) and "data" not in item and _binary_size_given(item.get("parameters")):
             item["data"] = None
+            if marked is None:
+                marked = set()
             marked.add(index)
     return marked
 
@@ -94,14 +105,14 @@ def _binary_size_given(parameters: Any) -> bool:
     return isinstance(parameters, dict) and BINARY_DATA_SIZE in parameters
 
 
-def _attach_binary_data(inputs: list[RequestInput], marked: set[int], tail: memoryview) -> None:
+def _attach_binary_data(inputs: list[RequestInput], marked: set[int] | None, tail: memoryview) -> None:
     """Replace the placeholders with arrays read from ``tail``, in order; the sizes must use it all."""
     offset = 0
     for index, item in enumerate(inputs):
         if not _binary_size_given(item.parameters):
             _check_json_input(item)
             continue
-        if index not in marked:
+        if marked is None or index not in marked:
             raise invalid(f"input {item.name!r} has both 'data' and {BINARY_DATA_SIZE}; send one or the other")
         size = _binary_size(item)
         if offset + size > len(tail):

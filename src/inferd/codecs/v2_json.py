@@ -48,32 +48,41 @@ def decode_request(payload: Any, model_name: str, model_version: str | None = No
     if request_id is not None and not isinstance(request_id, str):
         raise invalid(f"'id' must be a string, got {_kind(request_id)}")
     return InferenceRequest(
-        model_name=model_name,
-        model_version=model_version,
-        inputs=[_decode_input(i, item) for i, item in enumerate(inputs)],
-        outputs=[_decode_output(i, item) for i, item in enumerate(outputs)] if outputs else None,
-        id=request_id,
-        parameters=_parameters(payload, "request"),
+        model_name,
+        [_decode_input(i, item) for i, item in enumerate(inputs)],
+        model_version,
+        [_decode_output(i, item) for i, item in enumerate(outputs)] if outputs else None,
+        request_id,
+        _parameters(payload, "request") if "parameters" in payload else None,
     )
 
 
 def _decode_input(index: int, item: Any) -> RequestInput:
-    where = f"inputs[{index}]"
+    # every request passes here: the checks are plain type tests, the messages are built only on failure
     if not isinstance(item, dict):
-        raise invalid(f"{where} must be an object, got {_kind(item)}")
+        raise invalid(f"inputs[{index}] must be an object, got {_kind(item)}")
     name = item.get("name")
     if not isinstance(name, str) or not name:
-        raise invalid(f"{where} needs a 'name' string")
-    where = f"input {name!r}"
+        raise invalid(f"inputs[{index}] needs a 'name' string")
     datatype = item.get("datatype")
     if not isinstance(datatype, str):
-        raise invalid(f"{where} needs a 'datatype' string")
+        raise invalid(f"input {name!r} needs a 'datatype' string")
     shape = item.get("shape")
-    if type(shape) is not list or any(type(d) is not int for d in shape):  # bool is not an int here
-        raise invalid(f"{where} needs a 'shape' list of integers, got {shape!r}")
+    if type(shape) is not list or not _all_ints(shape):
+        raise invalid(f"input {name!r} needs a 'shape' list of integers, got {shape!r}")
     if "data" not in item:
-        raise invalid(f"{where} has no 'data'")
-    return RequestInput(name, datatype, shape, item["data"], _parameters(item, where))
+        raise invalid(f"input {name!r} has no 'data'")
+    parameters = item.get("parameters")
+    if parameters is not None:
+        parameters = _parameters(item, f"input {name!r}")
+    return RequestInput(name, datatype, shape, item["data"], parameters)
+
+
+def _all_ints(values: list[Any]) -> bool:
+    for value in values:  # noqa: SIM110 - a loop: no generator per request
+        if type(value) is not int:  # bool is not an int here
+            return False
+    return True
 
 
 def _decode_output(index: int, item: Any) -> RequestOutput:

@@ -47,18 +47,20 @@ class ThreadExecutor:
         return True
 
     async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        if self._inline_ok and self._expected_ns(inputs) < self._inline_below_ns:
-            return self._timed(inputs)
-        # in the caller's context, so the model's log records carry the request id (run_in_executor copies none)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, copy_context().run, self._timed, inputs)
-
-    def _expected_ns(self, inputs: dict[str, np.ndarray]) -> float:
         rows = _rows(inputs)
+        if self._inline_ok and self._expected_ns(rows) < self._inline_below_ns:
+            return self._timed(inputs, rows)
+        # in the caller's context, so the model's log records carry the request id (run_in_executor copies none)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, copy_context().run, self._timed, inputs,
+                                                                rows)
+
+    def _expected_ns(self, rows: int) -> float:
+        """How long a call with this many rows should take; unknown (infinite) for more rows than ever seen."""
         if rows > self._rows_seen:
             return float("inf")
         return self._call_ns + self._row_ns * rows
 
-    def _timed(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    def _timed(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
         started = perf_counter_ns()
         try:
             return self.runtime.predict(inputs)
@@ -68,7 +70,7 @@ class ThreadExecutor:
             log.warning("model %s raised %s: %s", self.name, type(exc).__name__, exc)
             raise internal(f"model {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            self._learn(_rows(inputs), perf_counter_ns() - started)
+            self._learn(rows, perf_counter_ns() - started)
 
     def _learn(self, rows: int, elapsed_ns: int) -> None:
         """Split the cost into a per-call and a per-row part (moving averages), to predict the next call.

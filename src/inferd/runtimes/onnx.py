@@ -63,7 +63,7 @@ class OnnxRuntime:
         self._run = core.run if core is not None and hasattr(core, "run") else session.run
 
     def predict(self, inputs: Inputs) -> Outputs:
-        feeds = {
+        feeds = inputs if not self._string_inputs else {
             name: (_as_str(array) if name in self._string_inputs else array) for name, array in inputs.items()
         }
         results = self._run(self._output_names, feeds, None)

@@ -33,7 +33,7 @@ _TIMER_RESOLUTION_S = 0.001
 """How late an event-loop timer may fire: epoll and libuv wait in whole milliseconds."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunResult:
     outputs: Mapping[str, np.ndarray]
     queue_ns: int
@@ -75,6 +75,7 @@ class Scheduler:
         self._busy = 0
         self._timer: asyncio.TimerHandle | None = None
         self._per_row_ns = 100_000.0  # moving average of run time per row, for Retry-After
+        self._default_level = policy.priority_level(None)
 
     @property
     def queued(self) -> int:
@@ -84,10 +85,9 @@ class Scheduler:
                      is_disconnected: Callable[[], bool] | None = None) -> RunResult:
         """Run one request's (validated) inputs; ``rows`` is its batch size (1 for an unbatched model).
         ``is_disconnected`` tells whether the caller has gone away; a request still queued is then dropped."""
-        level = self.policy.priority_level(priority)
+        level = self.policy.priority_level(priority) if priority is not None else self._default_level
         if not self._queued and self._busy < self.executor.instances and not self.policy.dynamic_batching:
-            self._busy += 1  # fast path: a free instance and nobody waiting
-            return await self._execute([], inputs, rows, perf_counter_ns())
+            return await self._run_now(inputs, rows)
         pending = self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected)
         self._dispatch()
         try:
@@ -132,6 +132,21 @@ class Scheduler:
                 ErrorCode.DEADLINE_EXCEEDED,
                 f"request to model {self.name!r} timed out after {timeout_us} µs waiting in the queue",
             ))
+
+    async def _run_now(self, inputs: Arrays, rows: int) -> RunResult:
+        """The fast path: a free instance and nobody waiting. What :meth:`_execute` does for a batch of one,
+        without the batch."""
+        self._busy += 1
+        started = perf_counter_ns()
+        try:
+            outputs = await self.executor.run(inputs)
+        finally:
+            self._busy -= 1
+            finished = perf_counter_ns()
+            self._learn(rows, finished - started)
+            if self._queued:
+                self._dispatch()
+        return RunResult(outputs, 0, finished - started, rows)
 
     async def _execute(self, batch: list[_Pending], inputs: Arrays, rows: int, enqueued_ns: int,
                        own: int | None = None) -> RunResult:

@@ -67,14 +67,13 @@ def test_one_slow_call_does_not_send_the_next_ones_to_a_thread():
     """A call descheduled by a busy machine is an outlier, not the model's cost; a model that stays slow still
     moves to a thread after a few calls. (Timings are fed in: measured ones would make the test depend on load.)"""
     executor = ThreadExecutor("m", Probe(inline_safe=True))
-    one_row = {"ms": np.zeros(1)}
     for _ in range(20):
         executor._learn(1, 20_000)  # 20 µs a call
     executor._learn(1, 20_000_000)  # one call took 20 ms
-    assert executor._expected_ns(one_row) < INLINE_BELOW_NS
+    assert executor._expected_ns(1) < INLINE_BELOW_NS
     for _ in range(30):
         executor._learn(1, 5_000_000)  # the model now really takes 5 ms
-    assert executor._expected_ns(one_row) > INLINE_BELOW_NS
+    assert executor._expected_ns(1) > INLINE_BELOW_NS
 
 
 def test_model_exceptions_become_internal():
