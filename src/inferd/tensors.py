@@ -7,6 +7,7 @@ a real numpy dtype, so BF16 tensors keep their precision end to end instead of b
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -166,15 +167,21 @@ def to_jsonable(array: np.ndarray) -> list[Any]:
     return values
 
 
+_LITTLE_ENDIAN = {datatype: dtype.newbyteorder("<") for datatype, dtype in _NUMPY_BY_DATATYPE.items()
+                  if datatype != "BYTES"}
+
+
 def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memoryview) -> np.ndarray:
     """An array from the raw little-endian layout that the binary tensor extension and gRPC's
     ``raw_input_contents`` use. BYTES elements are each a 4-byte little-endian length, then the bytes."""
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise invalid(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    count = element_count(shape)
+    count = math.prod(shape)
     if datatype == "BYTES":
         return _bytes_from_raw(name, count, raw).reshape(shape)
-    dtype = numpy_dtype(datatype).newbyteorder("<")
+    dtype = _LITTLE_ENDIAN.get(datatype)
+    if dtype is None:
+        dtype = numpy_dtype(datatype)  # raises: not a datatype of the protocol
     expected = count * dtype.itemsize
     if len(raw) != expected:
         raise invalid(
@@ -215,5 +222,6 @@ def to_raw(array: np.ndarray) -> bytes:
             parts.append(len(data).to_bytes(4, "little"))
             parts.append(data)
         return b"".join(parts)
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return np.ascontiguousarray(little).tobytes()
+    if array.dtype.byteorder == "<" or (array.dtype.byteorder in "=|" and sys.byteorder == "little"):
+        return array.tobytes()  # C order, whatever the array's layout
+    return array.astype(array.dtype.newbyteorder("<")).tobytes()

@@ -22,7 +22,6 @@ the plain V2 JSON body, ``application/json`` without that header.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from inferd.codecs import v2_json
@@ -196,7 +195,8 @@ def _json_safe(output: ResponseOutput) -> bool:
 def _encode_mixed(response: InferenceResponse, chosen: set[str]) -> tuple[bytes, int]:
     """JSON outputs as the JSON codec writes them, binary ones as a size plus bytes after the header."""
     as_json = [o for o in response.outputs if o.name not in chosen]
-    header = v2_json.encode_response(replace(response, outputs=as_json))
+    header = v2_json.encode_response(InferenceResponse(response.model_name, response.model_version, as_json,
+                                                       response.id, response.parameters))
     json_entries = iter(header["outputs"])
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []

@@ -1,0 +1,110 @@
+"""The least a Python V2 server can do per request: a floor to measure inferd against on the same machine.
+
+usage: .venv/bin/python benchmarks/floor_server.py REPO HTTP_PORT GRPC_PORT
+As a serve_bench.py server: --server-cmd 'floor=.venv/bin/python benchmarks/floor_server.py {repo} {http} {grpc}'
+
+It serves ``REPO/digits/1/model.onnx`` on 127.0.0.1 and does nothing but the call itself: V2 JSON inference at
+``POST /v2/models/digits/infer`` and ``GET /v2/health/ready`` over uvloop + httptools (no framework, no
+validation, no statistics, no request ids), and ``ModelInfer`` over grpc.aio (raw tensor contents in and out) on
+the same event loop. Every request is assumed well formed. What inferd costs beyond this is the price of its
+features; what this costs is the price of Python, the event loop, the socket and the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import httptools
+import numpy as np
+import onnxruntime as ort
+import orjson
+import uvloop
+
+from inferd.server.grpc.generated import grpc_service_pb2 as pb
+from inferd.server.grpc.generated import grpc_service_pb2_grpc as pb_grpc
+
+_READY = b'{"ready":true}'
+
+
+def _session(repo: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(repo / "digits" / "1" / "model.onnx"), options,
+                                providers=["CPUExecutionProvider"])
+
+
+class FloorHTTP(asyncio.Protocol):
+    """HTTP/1.1 keep-alive; one answer per request, in one write."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        body, self.body = b"".join(self.body), []
+        if self.parser.get_method() == b"GET":
+            status, content = b"200 OK", _READY
+        else:
+            request = orjson.loads(body)
+            tensor = request["inputs"][0]
+            array = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+            (probabilities,) = self.session.run(["probabilities"], {"input": array})
+            status, content = b"200 OK", orjson.dumps({
+                "model_name": "digits", "model_version": "1",
+                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
+                             "data": probabilities.ravel().tolist()}]})
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                             % (status, len(content), content))
+
+
+class FloorGRPC(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+        tensor = request.inputs[0]
+        array = np.frombuffer(request.raw_input_contents[0], dtype=np.float32).reshape(tuple(tensor.shape))
+        (probabilities,) = self.session.run(["probabilities"], {"input": array})
+        return pb.ModelInferResponse(
+            model_name="digits", model_version="1",
+            outputs=[pb.ModelInferResponse.InferOutputTensor(name="probabilities", datatype="FP32",
+                                                             shape=list(probabilities.shape))],
+            raw_output_contents=[probabilities.tobytes()])
+
+
+async def serve(repo: Path, http_port: int, grpc_port: int) -> None:
+    session = _session(repo)
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(FloorGRPC(session), server)
+    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    await loop.create_server(lambda: FloorHTTP(session), "127.0.0.1", http_port)
+    await server.wait_for_termination()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        raise SystemExit(__doc__)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(Path(argv[0]), int(argv[1]), int(argv[2])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
