@@ -6,8 +6,9 @@ As a serve_bench.py server: --server-cmd 'floor=.venv/bin/python benchmarks/floo
 It serves ``REPO/digits/1/model.onnx`` on 127.0.0.1 and does nothing but the call itself: V2 JSON inference at
 ``POST /v2/models/digits/infer`` and ``GET /v2/health/ready`` over uvloop + httptools (no framework, no
 validation, no statistics, no request ids), and ``ModelInfer`` over grpc.aio (raw tensor contents in and out) on
-the same event loop. Every request is assumed well formed. What inferd costs beyond this is the price of its
-features; what this costs is the price of Python, the event loop, the socket and the model.
+the same event loop, with fixed metadata and configuration for perf_analyzer (``-i grpc``). Every request is
+assumed well formed. What inferd costs beyond this is the price of its features; what this costs is the price of
+Python, the event loop, the socket and the model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import uvloop
 
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
 from inferd.server.grpc.generated import grpc_service_pb2_grpc as pb_grpc
+from inferd.server.grpc.generated import model_config_pb2 as config_pb
 
 _READY = b'{"ready":true}'
 
@@ -74,8 +76,25 @@ class FloorHTTP(asyncio.Protocol):
 
 
 class FloorGRPC(pb_grpc.GRPCInferenceServiceServicer):
+    """ModelInfer, plus the fixed metadata and configuration perf_analyzer reads before it starts."""
+
     def __init__(self, session: ort.InferenceSession) -> None:
         self.session = session
+
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:  # noqa: N802
+        return pb.ServerMetadataResponse(name="floor", version="0")
+
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(name="digits", versions=["1"], platform="onnxruntime_onnx",
+                                        inputs=[tensor(name="input", datatype="FP32", shape=[-1, 64])],
+                                        outputs=[tensor(name="probabilities", datatype="FP32", shape=[-1, 10])])
+
+    async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:  # noqa: N802
+        return pb.ModelConfigResponse(config=config_pb.ModelConfig(
+            name="digits", max_batch_size=64,
+            input=[config_pb.ModelInput(name="input", data_type=config_pb.TYPE_FP32, dims=[64])],
+            output=[config_pb.ModelOutput(name="probabilities", data_type=config_pb.TYPE_FP32, dims=[10])]))
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         tensor = request.inputs[0]
