@@ -47,6 +47,7 @@ class FloorHTTP(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.body: list[bytes] = []
+        self.url = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
@@ -54,25 +55,37 @@ class FloorHTTP(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
 
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
         body, self.body = b"".join(self.body), []
-        if self.parser.get_method() == b"GET":
+        if self.url == b"/v2/health/ready":
             status, content = b"200 OK", _READY
+        elif self.url != b"/v2/models/digits/infer":
+            status, content = b"404 Not Found", b'{"error":"the floor serves only digits"}'
         else:
-            request = orjson.loads(body)
-            tensor = request["inputs"][0]
-            array = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-            (probabilities,) = self.session.run(["probabilities"], {"input": array})
-            status, content = b"200 OK", orjson.dumps({
-                "model_name": "digits", "model_version": "1",
-                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
-                             "data": probabilities.ravel().tolist()}]})
+            try:
+                status, content = b"200 OK", self.infer(body)
+            except Exception as exc:  # binary bodies, malformed JSON: not what the floor is for
+                status, content = b"400 Bad Request", orjson.dumps({"error": f"{type(exc).__name__}: {exc}"})
         assert self.transport is not None
         self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                              % (status, len(content), content))
+
+    def infer(self, body: bytes) -> bytes:
+        """V2 JSON in, V2 JSON out: one input, output ``probabilities``."""
+        request = orjson.loads(body)
+        tensor = request["inputs"][0]
+        array = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+        (probabilities,) = self.session.run(["probabilities"], {"input": array})
+        return orjson.dumps({
+            "model_name": "digits", "model_version": "1",
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
+                         "data": probabilities.ravel().tolist()}]})
 
 
 class FloorGRPC(pb_grpc.GRPCInferenceServiceServicer):
