@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inferd import heap
 from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
     IndexEntry,
@@ -48,8 +49,11 @@ class DataPlane:
 
     def __init__(self, repository: ModelRepository, *, extensions: Sequence[str] = (),
                  strict_readiness: bool = True, capture: CaptureWriter | None = None,
-                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS) -> None:
+                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS, settle_heap: bool = False) -> None:
         self.repository = repository
+        self.settle_heap = settle_heap
+        """Freeze long-lived objects out of the garbage collector's walks after loads (see inferd.server.heap);
+        for a long-running server."""
         self.max_tensor_elements = max_tensor_elements
         """Most elements one input tensor may have; checked before its array is built."""
         self.capture = capture
@@ -65,6 +69,8 @@ class DataPlane:
         """Load every model in the repository. Failures are recorded per model, never raised."""
         await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.load_all)
         self._started = True
+        if self.settle_heap:
+            heap.settle()
 
     def close(self) -> None:
         for model in list(self.repository.models()):
@@ -131,13 +137,18 @@ class DataPlane:
         """(Re)load a model. FAILED_PRECONDITION, with the reasons, when no version of it became ready."""
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(self._pool, self.repository.load, name)
+        if self.settle_heap:
+            await loop.run_in_executor(self._pool, heap.release)  # a reload replaced the old version
         if model.latest_ready() is None:
             raise InferError(ErrorCode.FAILED_PRECONDITION, f"failed to load model {name!r}: {why_unavailable(model)}")
         return model
 
     async def unload(self, name: str) -> Model:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.repository.unload, name)
+        model = await loop.run_in_executor(self._pool, self.repository.unload, name)
+        if self.settle_heap:
+            await loop.run_in_executor(self._pool, heap.release)
+        return model
 
     # -- inference -------------------------------------------------------------------------------
     async def infer(self, request: InferenceRequest,

@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from inferd import heap
 from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
@@ -76,7 +77,7 @@ def build_dataplane(settings: ServerSettings) -> DataPlane:
     repository = ModelRepository(settings.repository, settings.model_defaults())
     capture = CaptureWriter(settings.capture_dir or settings.state_dir / "capture", settings.capture_buffer)
     return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
-                     max_tensor_elements=settings.max_tensor_elements, capture=capture)
+                     max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True)
 
 
 async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
@@ -112,6 +113,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         jobs.start()  # no await between: async routes work as soon as readiness says so
         log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
         await asyncio.get_running_loop().run_in_executor(None, asgi.build_app)  # the other routes, now
+        heap.settle()  # the app's objects too live as long as the server
         if on_ready is not None:
             await on_ready(dataplane)
         await asyncio.wait([http_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
