@@ -52,7 +52,7 @@ class DataPlane:
                  max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS, settle_heap: bool = False) -> None:
         self.repository = repository
         self.settle_heap = settle_heap
-        """Freeze long-lived objects out of the garbage collector's walks after loads (see inferd.server.heap);
+        """Freeze long-lived objects out of the garbage collector's walks after loads (see inferd.heap);
         for a long-running server."""
         self.max_tensor_elements = max_tensor_elements
         """Most elements one input tensor may have; checked before its array is built."""

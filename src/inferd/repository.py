@@ -53,11 +53,11 @@ class ModelVersion:
 
     @property
     def signature(self) -> Signature:
-        return self._loaded().signature
+        return self.require_loaded().signature
 
     @property
     def scheduler(self) -> Scheduler:
-        return self._loaded().scheduler
+        return self.require_loaded().scheduler
 
     @property
     def runtime(self) -> Runtime | None:
@@ -67,13 +67,10 @@ class ModelVersion:
     @property
     def max_batch_size(self) -> int:
         """Largest batch one request (or merged batch) may carry; 0 when the model has no batch dimension."""
-        return self._loaded().scheduler.policy.max_batch_size
+        return self.require_loaded().scheduler.policy.max_batch_size
 
     def require_loaded(self) -> Loaded:
         """What is loaded; UNAVAILABLE when nothing is."""
-        return self._loaded()
-
-    def _loaded(self) -> Loaded:
         if self.loaded is None:
             raise unavailable(f"model {self.name!r} version {self.version} is not loaded")
         return self.loaded
