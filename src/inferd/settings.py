@@ -110,6 +110,9 @@ class ServerSettings(BaseSettings):
     """Largest request line plus headers accepted over HTTP (64 KiB); more gets 431 and the connection closes."""
     max_connections: int = Field(default=1024, ge=1)
     """Open HTTP connections at once; a request on one more gets 503 and its connection is closed."""
+    header_timeout_s: int = Field(default=10, ge=1)
+    """Seconds a client has, from a request's first byte, to send its line and headers; later gets 408 and the
+    connection closes (a client trickling headers would otherwise hold a connection forever)."""
     keep_alive_timeout_s: int = Field(default=5, ge=1)
     """Seconds an idle HTTP keep-alive connection stays open. Behind a load balancer, set it longer than the
     balancer's own idle timeout (60 s on AWS ALB), so that the balancer, not inferd, closes idle connections."""

@@ -1,5 +1,7 @@
-"""Idle HTTP keep-alive connections are closed after ``keep_alive_timeout_s``, measured from the last answer:
-a connection in use stays open, and a request that takes longer than the timeout still gets its answer."""
+"""HTTP connection timeouts. Idle keep-alive connections are closed after ``keep_alive_timeout_s``, measured from
+the last answer (or from the connection, if it never sent a request): a connection in use stays open, and a
+request that takes longer than the timeout still gets its answer. A request whose line and headers are not all
+there ``header_timeout_s`` after its first byte gets 408 and its connection closes."""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("keep_alive") / "models"
     write_model(root, "adder", ADDER)
     write_model(root, "slow", SLOW)
-    process = ServerProcess(root, root.parent / "server.log", env={"INFERD_KEEP_ALIVE_TIMEOUT_S": "1"})
+    process = ServerProcess(root, root.parent / "server.log", env={"INFERD_KEEP_ALIVE_TIMEOUT_S": "1",
+                                                                              "INFERD_HEADER_TIMEOUT_S": "1"})
     try:
         process.start()
         yield process
@@ -80,3 +83,37 @@ def test_request_longer_than_the_timeout_gets_its_answer(server):
         [(status, _, body)] = read_responses(sock, 1)
         assert status == 200
         assert orjson.loads(body)["outputs"][0]["data"] == [2500]
+
+
+def test_connection_that_never_sends_a_request_is_closed(server):
+    with _connect(server) as sock:
+        opened = time.monotonic()
+        sock.settimeout(4)
+        assert sock.recv(10) == b""
+        assert time.monotonic() - opened >= 0.9
+
+
+def test_headers_that_do_not_arrive_in_time_get_408(server):
+    with _connect(server) as sock:
+        sock.sendall(b"POST /v2/models/adder/infer HTTP/1.1\r\nhost: x\r\n")  # and the rest never comes
+        sock.settimeout(4)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"connection: close" in answer
+        _, _, body = answer.partition(b"\r\n\r\n")
+        assert orjson.loads(body) == {
+            "error": "the request line and headers did not arrive within 1 s (header_timeout_s)"}
+
+
+def test_headers_sent_in_pieces_within_the_timeout_are_answered(server):
+    request = post("/v2/models/adder/infer", ADD)
+    with _connect(server) as sock:
+        for start in range(0, 60, 20):  # the head in three pieces over 0.6 s
+            sock.sendall(request[start:start + 20])
+            time.sleep(0.3)
+        sock.sendall(request[60:])
+        [(status, _, body)] = read_responses(sock, 1)
+        assert status == 200
+        assert orjson.loads(body)["outputs"][0]["data"] == [11, 22, 33]

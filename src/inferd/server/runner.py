@@ -25,7 +25,7 @@ from inferd.repository import ModelRepository
 from inferd.security.auth import Authenticator
 from inferd.security.startup import build_authenticator
 from inferd.security.tls import TLSFiles
-from inferd.server.rest.fast_infer import FastInfer
+from inferd.server.rest.fast_infer import FastInfer, HTTPLimits
 from inferd.server.rest.fast_protocol import FastPathProtocol
 from inferd.settings import ServerSettings
 
@@ -68,8 +68,8 @@ def build_asgi(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncServic
 
         return AuthMiddleware(app, authenticator, RouteScopes(settings.health_route, settings.predict_route))
 
-    return FastInfer(full_app, dataplane, settings.max_body_bytes, authenticator=authenticator,
-                     max_header_bytes=settings.max_header_bytes, max_connections=settings.max_connections,
+    limits = HTTPLimits(settings.max_header_bytes, settings.max_connections, settings.header_timeout_s)
+    return FastInfer(full_app, dataplane, settings.max_body_bytes, authenticator=authenticator, limits=limits,
                      observer=observer)
 
 

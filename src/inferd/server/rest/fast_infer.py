@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from inferd.codecs import v2_binary
@@ -55,13 +56,22 @@ async def run_infer(dataplane: DataPlane, body: bytes, header_length: str | None
     return v2_binary.encode_response(response, binary)
 
 
+@dataclass(frozen=True, slots=True)
+class HTTPLimits:
+    """What one HTTP connection may take (the body limit is FastInfer's own: the ASGI route checks it too)."""
+
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1024
+    header_timeout_s: int = 10
+
+
 class FastInfer:
     """Serves POST /v2/models/{m}[/versions/{v}]/infer and the V2 health probes itself, and passes everything
     else to the app that ``app_factory`` builds."""
 
     def __init__(self, app_factory: Callable[[], ASGIApp], dataplane: DataPlane, max_body_bytes: int, *,
-                 authenticator: Authenticator | None = None, max_header_bytes: int = 64 * 1024,
-                 max_connections: int = 1024, observer: RequestObserver | None = None) -> None:
+                 authenticator: Authenticator | None = None, limits: HTTPLimits | None = None,
+                 observer: RequestObserver | None = None) -> None:
         self._app_factory = app_factory
         self._app: ASGIApp | None = None
         self._app_lock = threading.Lock()
@@ -69,8 +79,7 @@ class FastInfer:
         self.max_body_bytes = max_body_bytes
         self.authenticator = authenticator
         """Checks inference calls' API keys here; the app that ``app_factory`` builds checks its own."""
-        self.max_header_bytes = max_header_bytes
-        self.max_connections = max_connections
+        self.limits = limits or HTTPLimits()
         """Enforced by :class:`~inferd.server.rest.fast_protocol.FastPathProtocol`, which reads them here."""
         self.observer = observer or RequestObserver()
         """Request ids and the access log: for the fast path, which calls it itself, and for every ASGI request

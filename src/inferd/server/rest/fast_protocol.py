@@ -106,7 +106,7 @@ class FastPathProtocol(HttpToolsProtocol):
             raise TypeError(f"FastPathProtocol serves a FastInfer app, not {type(app).__name__}")
         self.fast = app
         self.authenticator = app.authenticator
-        self.max_header_bytes = app.max_header_bytes
+        self.max_header_bytes = app.limits.max_header_bytes
         self.header_bytes = 0
         """Bytes of the current request's line and headers, as the parser reports them."""
         self.head_open = True
@@ -117,14 +117,21 @@ class FastPathProtocol(HttpToolsProtocol):
         """An answer that closes the connection went out (see :meth:`refuse`)."""
         self.idle_since: float | None = None
         """Event-loop time of the last response while no request is in progress, else None."""
+        self.head_started: float | None = None
+        """Event-loop time the current request's first byte came (its line and headers are due within
+        ``header_timeout_s``)."""
+        self.header_timeout = app.limits.header_timeout_s
 
     # -- limits: connections and header size ----------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.fast.max_connections:
+        if len(self.connections) > self.fast.limits.max_connections:
             self.headers = []  # what uvicorn reads if the refused request asks for an upgrade
             self.parser = httptools.HttpRequestParser(_Refusal(self))
             self.loop.call_later(self.timeout_keep_alive, transport.close)  # even if no request ever comes
+            return
+        self.idle_since = self.loop.time()  # a connection that never sends a request is idle from the start
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -155,10 +162,12 @@ class FastPathProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.loop.call_later(_LINGER_S, self.transport.close)
 
-    # -- keep-alive: one timer per idle spell, not one per response ---------------------------------
+    # -- timeouts: one timer per connection, not one per response --------------------------------------
     # uvicorn arms a timer after every response and cancels it when the next bytes come: a timer handle and
     # a heap entry per request. Here a response only notes the time; the one timer, when it fires, closes a
-    # connection idle for the whole timeout and otherwise waits out the rest.
+    # connection idle for the whole keep-alive timeout, answers 408 to a request whose line and headers are
+    # late (uvicorn has no such limit: a client sending headers a byte at a time held its connection forever),
+    # and otherwise waits out the rest.
     def _unset_keepalive_if_required(self) -> None:
         self.idle_since = None  # busy: called by uvicorn when bytes arrive
 
@@ -177,13 +186,23 @@ class FastPathProtocol(HttpToolsProtocol):
 
     def _keep_alive_due(self) -> None:
         self.timeout_keep_alive_task = None
-        if self.idle_since is None or self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.head_open and self.head_started is not None:  # a request's line and headers are coming
+            left = self.head_started + self.header_timeout - now
+            if left <= 0:
+                self.refuse(*error_parts(408, f"the request line and headers did not arrive within "
+                                              f"{self.header_timeout} s (header_timeout_s)"))
+                return
+        elif self.idle_since is None:
             return  # a request is being read or answered: its response arms the timer again
-        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
-        if left > 0:
-            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
         else:
-            self.timeout_keep_alive_handler()
+            left = self.idle_since + self.timeout_keep_alive - now
+            if left <= 0:
+                self.timeout_keep_alive_handler()
+                return
+        self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timeout_keep_alive_task is not None:
@@ -200,6 +219,12 @@ class FastPathProtocol(HttpToolsProtocol):
         self.header_bytes = 0
         self.head_open = True
         self.head_read = 0
+        self.head_started = now = self.loop.time()
+        task = self.timeout_keep_alive_task  # due by the header deadline (a keep-alive timer usually is)
+        if task is None or task.when() > now + self.header_timeout:
+            if task is not None:
+                task.cancel()
+            self.timeout_keep_alive_task = self.loop.call_later(self.header_timeout, self._keep_alive_due)
 
     def _asgi_scope(self) -> None:
         """The ASGI scope uvicorn's ``on_message_begin`` would have built, for a request the app answers."""
@@ -367,7 +392,7 @@ class _Refusal:
     def on_headers_complete(self) -> None:
         if self.protocol.transport.is_closing():
             return
-        limit = self.protocol.fast.max_connections
+        limit = self.protocol.fast.limits.max_connections
         log.warning("refused an HTTP request: %d connections are open, the limit (max_connections) is %d",
                     len(self.protocol.connections) - 1, limit)
         status, headers, content = error_parts(
