@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from inferd.backoff import doubling_delay
 from inferd.errors import InferError, internal, unavailable
 from inferd.executors import shm
 from inferd.executors.worker import Handle, WorkerDiedError, WorkerLoadError, stop_all
@@ -358,7 +359,7 @@ class ProcessExecutor:
             if self._closed:
                 return
             slot.failures = slot.failures + 1 if failed else 0
-            delay = min(self.backoff_first * 2 ** (slot.failures - 1), self.backoff_cap) if slot.failures else 0.0
+            delay = doubling_delay(self.backoff_first, slot.failures, self.backoff_cap) if slot.failures else 0.0
             slot.state, slot.worker, slot.restart_at = State.DEAD, None, time.monotonic() + delay
             self._wake_locked()
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from inferd.backoff import doubling_delay
 from inferd.jobs.store import CallbackAttempt, CallbackState, Job, JobStore
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class CallbackSender:
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
     def delay(self, attempt: int) -> float:
-        return float(min(self._backoff_s * 2 ** (attempt - 1), self._max_backoff_s))
+        return doubling_delay(self._backoff_s, attempt, self._max_backoff_s)
 
     async def _deliver(self, job_id: str) -> None:
         try:

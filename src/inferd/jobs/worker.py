@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from inferd.backoff import doubling_delay
 from inferd.errors import ErrorCode, InferError
 from inferd.jobs.payloads import PayloadFiles
 from inferd.jobs.store import Job, JobResult, JobStore
@@ -44,7 +45,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
+        return doubling_delay(self.backoff_s, attempt, self.max_backoff_s)
 
 
 @dataclass(frozen=True, slots=True)
