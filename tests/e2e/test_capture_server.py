@@ -91,12 +91,11 @@ def test_every_request_is_captured_at_100_percent(capture_server: ServerProcess)
     grpc_inputs = [grpcclient.InferInput(n, [1, 3], "FP32") for n in ("a", "b")]
     for item in grpc_inputs:
         item.set_data_from_numpy(np.array([[7, 8, 9]], dtype=np.float32))
-    grpc.infer("everything", grpc_inputs, request_id="over-grpc")
+    grpc.infer("everything", grpc_inputs, request_id="over-grpc", headers={"x-request-id": "grpc-7"})
     grpc.close()
     folder = capture_server.log_path.parent / "captured" / "everything" / "1"
     found = wait_records(folder, 7)
-    assert [r["request_id"] for r in found] == ["r0", "r1", "r2", "r3", "r4", "binary", None], \
-        "gRPC calls have no request id (docs/observability.md)"
+    assert [r["request_id"] for r in found] == ["r0", "r1", "r2", "r3", "r4", "binary", "grpc-7"]
     assert found[6]["request"]["id"] == "over-grpc"
     assert found[6]["response"]["outputs"][0]["data"] == [14.0, 16.0, 18.0]
     first = found[0]

@@ -91,7 +91,8 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     dataplane = build_dataplane(settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
-    asgi = build_asgi(dataplane, settings, jobs, batch_jobs, authenticator, RequestObserver(settings.access_log))
+    observer = RequestObserver(settings.access_log)
+    asgi = build_asgi(dataplane, settings, jobs, batch_jobs, authenticator, observer)
     http = _HTTPServer(uvicorn.Config(
         asgi, host=settings.host, port=settings.http_port, log_config=None,
         access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
@@ -100,7 +101,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     ))
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
-    grpc_server = await _start_grpc(dataplane, settings, authenticator, tls)
+    grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
     http_task = asyncio.create_task(http.serve(), name="inferd-http")
     try:
         await _wait_started(http, http_task)
@@ -132,7 +133,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
 
 
 async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authenticator: Authenticator | None,
-                      tls: TLSFiles | None) -> Any:
+                      tls: TLSFiles | None, observer: RequestObserver) -> Any:
     if not settings.grpc_port:
         return None
     from inferd.server.grpc.server import start_grpc_server
@@ -144,7 +145,8 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authentica
         interceptors.append(AuthInterceptor(authenticator))
     return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes,
                                    interceptors=interceptors,
-                                   credentials=tls.grpc_credentials() if tls is not None else None)
+                                   credentials=tls.grpc_credentials() if tls is not None else None,
+                                   observer=observer)
 
 
 async def _wait_started(http: uvicorn.Server, task: asyncio.Task[None]) -> None:

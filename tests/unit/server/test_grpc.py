@@ -421,6 +421,40 @@ def test_stream_errors_echo_the_request_id(stub):
     assert (responses[0].infer_response.model_name, responses[0].infer_response.id) == ("nope", "r9")
 
 
+# -- request ids: x-request-id in the trailing metadata, as the HTTP header -----------------------------------
+def _request_id(metadata: Any) -> str | None:
+    return dict(metadata or ()).get("x-request-id")
+
+
+def test_a_call_returns_the_callers_request_id(stub):
+    request = raw_request("adder", [("a", "FP32", [2, 3]), ("b", "FP32", [2, 3])], [A.tobytes(), B.tobytes()])
+    _, call = stub.ModelInfer.with_call(request, metadata=(("x-request-id", "order-17"),))
+    assert _request_id(call.trailing_metadata()) == "order-17"
+
+
+def test_a_call_without_one_gets_a_new_request_id_each_time(stub):
+    ids = {_request_id(stub.ServerLive.with_call(service_pb2.ServerLiveRequest())[1].trailing_metadata())
+           for _ in range(3)}
+    assert len(ids) == 3
+    assert all(rid is not None and len(rid) == 32 and int(rid, 16) for rid in ids)
+
+
+def test_a_failed_call_carries_its_request_id_and_an_unusable_one_is_replaced(stub):
+    error = rpc_error(lambda request: stub.ModelInfer(request, metadata=(("x-request-id", "r-404"),)),
+                      raw_request("nope", [], []))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert _request_id(error.trailing_metadata()) == "r-404"
+    _, call = stub.ServerLive.with_call(service_pb2.ServerLiveRequest(), metadata=(("x-request-id", "x" * 200),))
+    assert len(_request_id(call.trailing_metadata()) or "") == 32  # over 128 characters: a new id instead
+
+
+def test_a_stream_has_one_request_id(stub):
+    call = stub.ModelStreamInfer(iter([service_pb2.ModelInferRequest(model_name="nope")] * 2),
+                                 metadata=(("x-request-id", "stream-1"),))
+    assert len(list(call)) == 2
+    assert _request_id(call.trailing_metadata()) == "stream-1"
+
+
 def test_stream_survives_an_unexpected_exception(client, dataplane, monkeypatch):
     async def broken(request: Any) -> None:
         raise RuntimeError("boom")

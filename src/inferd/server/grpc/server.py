@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from inferd.dataplane import DataPlane
+from inferd.observability.request_context import RequestObserver
 from inferd.server.grpc.generated import grpc_service_pb2_grpc
 from inferd.server.grpc.servicer import InferenceServicer
 
@@ -17,11 +18,13 @@ class GrpcBindError(OSError):
 
 
 async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_message_bytes: int, *,
-                            interceptors: Sequence[Any] = (), credentials: Any = None) -> grpc.aio.Server:
+                            interceptors: Sequence[Any] = (), credentials: Any = None,
+                            observer: RequestObserver | None = None) -> grpc.aio.Server:
     """Serve ``dataplane`` over gRPC on ``host:port``; return the started server.
 
     ``interceptors`` (``grpc.aio.ServerInterceptor``) see every call first, such as the API key check;
-    with ``credentials`` (``grpc.ssl_server_credentials``) the port speaks TLS only.
+    with ``credentials`` (``grpc.ssl_server_credentials``) the port speaks TLS only. ``observer`` gives calls
+    their request ids (the HTTP server's, so ids from both share one sequence).
 
     Messages up to ``max_message_bytes`` are taken and sent. The port is not shared with another process
     (no SO_REUSEPORT), so a port in use is an error here rather than a server that never gets requests.
@@ -33,7 +36,7 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_mess
         ("grpc.so_reuseport", 0),
     ])
     register = grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
-    register(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]  # generated untyped
+    register(InferenceServicer(dataplane, observer), server)  # type: ignore[no-untyped-call]  # generated untyped
     address = grpc_address(host, port)
     try:
         if credentials is None:

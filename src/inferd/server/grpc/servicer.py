@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError, internal, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput
+from inferd.observability.request_context import REQUEST_ID, RequestObserver
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
 from inferd.server.grpc.generated import model_config_pb2 as config_pb
 from inferd.server.status import GRPC_STATUS
@@ -52,30 +53,36 @@ CONTENTS_FIELD: dict[str, str] = {
 _UINT64_LIMIT = 2**64
 _INT64_LIMIT = 2**63
 
-Servicer = TypeVar("Servicer")
+REQUEST_ID_KEY = "x-request-id"
+Metadata = tuple[tuple[str, str], ...]
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-Handler = Callable[[Servicer, Request, Any], Awaitable[Response]]
+Handler = Callable[["InferenceServicer", Request, Any], Awaitable[Response]]
 
 
-def _answers_errors(handler: Handler[Servicer, Request, Response]) -> Handler[Servicer, Request, Response]:
-    """Turn what a unary handler raises into a gRPC status."""
+def _answers_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    """Give a unary call its request id and turn what the handler raises into a gRPC status."""
 
     @functools.wraps(handler)
-    async def wrapper(self: Servicer, request: Request, context: Any) -> Response:
+    async def wrapper(self: InferenceServicer, request: Request, context: Any) -> Response:
+        trailing = self.request_id_metadata(context)
+        token = REQUEST_ID.set(trailing[0][1])  # for the log records of this call
         try:
+            context.set_trailing_metadata(trailing)
             return await handler(self, request, context)
         except InferError as exc:
-            await _abort(context, _STATUS[exc.code], exc.message)
+            await _abort(context, _STATUS[exc.code], exc.message, trailing)
         except Exception as exc:  # a bug, not the caller's fault: answer it, keep serving
             log.exception("gRPC %s failed", handler.__name__)
-            await _abort(context, grpc.StatusCode.INTERNAL, _unexpected(exc))
+            await _abort(context, grpc.StatusCode.INTERNAL, _unexpected(exc), trailing)
+        finally:
+            REQUEST_ID.reset(token)
 
     return wrapper
 
 
-async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
-    await context.abort(code, message)
+async def _abort(context: Any, code: grpc.StatusCode, message: str, trailing: Metadata) -> NoReturn:
+    await context.abort(code, message, trailing)
     raise AssertionError("grpc context.abort returned")  # pragma: no cover - abort always raises
 
 
@@ -86,8 +93,18 @@ def _unexpected(exc: Exception) -> str:
 class InferenceServicer:
     """Every call of ``inference.GRPCInferenceService`` that inferd serves, over one :class:`DataPlane`."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, observer: RequestObserver | None = None) -> None:
         self._dataplane = dataplane
+        self._observer = observer or RequestObserver()
+
+    def request_id_metadata(self, context: Any) -> Metadata:
+        """``x-request-id`` for the trailing metadata: the caller's, when usable, else a new one (as over HTTP)."""
+        given: str | None = None
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_KEY and isinstance(value, str):
+                given = value
+                break
+        return ((REQUEST_ID_KEY, self._observer.request_id(None if given is None else given.encode())),)
 
     # -- health and metadata -------------------------------------------------------------------------------
     @_answers_errors
@@ -138,7 +155,10 @@ class InferenceServicer:
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One response per request, in order; a failed request answers with ``error_message`` and the
-        stream goes on."""
+        stream goes on. The stream has one request id."""
+        trailing = self.request_id_metadata(context)
+        context.set_trailing_metadata(trailing)
+        REQUEST_ID.set(trailing[0][1])  # grpc.aio runs each call in a task of its own: this context is the call's
         async for request in requests:
             yield await self._stream_one(request)
 
