@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,15 @@ class ServerProcess:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout)
         return self.process.returncode
+
+    def serving(self, timeout: float = 60) -> Iterator[ServerProcess]:
+        """For a fixture (``yield from process.serving()``): start, hand the server over, then stop it and
+        check that it exited cleanly, whatever the tests did."""
+        try:
+            self.start(timeout=timeout)
+            yield self
+        finally:
+            assert self.stop() == 0, self.log()
 
     def kill(self) -> None:
         """SIGKILL by pid (no chance to clean up, as in a crash), and reap it."""

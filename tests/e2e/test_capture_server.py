@@ -50,9 +50,7 @@ def capture_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     write_model(models, "uncaptured", ADDER)
     write_model(models, "rotating", ADDER, toml=capture(100, f'max_file_bytes = 1024\ndestination = "{root}/rot"\n'))
     process = ServerProcess(models, root / "serve.log", env={"INFERD_CAPTURE_DIR": str(root / "captured")})
-    process.start(timeout=120)
-    yield process
-    assert process.stop() == 0, process.log()
+    yield from process.serving(timeout=120)
 
 
 def records(folder: Path) -> list[dict[str, Any]]:
@@ -142,9 +140,7 @@ def tiny_buffer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     write_model(root / "models", "wide", WIDE, toml=capture(100))
     process = ServerProcess(root / "models", root / "serve.log",
                             env={"INFERD_CAPTURE_DIR": str(root / "captured"), "INFERD_CAPTURE_BUFFER": "1"})
-    process.start(timeout=120)
-    yield process
-    assert process.stop() == 0, process.log()
+    yield from process.serving(timeout=120)
 
 
 def test_a_full_buffer_drops_captures_and_fails_no_request(tiny_buffer_server: ServerProcess) -> None:

@@ -43,11 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     write_model(root, "slow", SLOW)
     process = ServerProcess(root, root.parent / "server.log", env={"INFERD_KEEP_ALIVE_TIMEOUT_S": "1",
                                                                               "INFERD_HEADER_TIMEOUT_S": "1"})
-    try:
-        process.start()
-        yield process
-    finally:
-        assert process.stop() == 0, process.log()
+    yield from process.serving()
 
 
 def _connect(server: ServerProcess) -> socket.socket:

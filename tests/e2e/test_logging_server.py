@@ -25,9 +25,7 @@ def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     write_model(root / "models", "failing", FAILING)
     process = ServerProcess(root / "models", root / "serve.log",
                             extra_args=["--log-format", "json", "--access-log", "--log-level", "info"])
-    process.start(timeout=120)
-    yield process
-    assert process.stop() == 0, process.log()
+    yield from process.serving(timeout=120)
 
 
 def log_lines(server: ServerProcess) -> list[dict[str, Any]]:

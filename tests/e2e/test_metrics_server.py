@@ -35,9 +35,7 @@ def metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     write_python_model(models, "picky", PICKY)
     (root / "work").mkdir()
     process = ServerProcess(models, root / "serve.log", env={"INFERD_BATCH_ROOTS": json.dumps([str(root / "work")])})
-    process.start(timeout=120)
-    yield process
-    assert process.stop() == 0, process.log()
+    yield from process.serving(timeout=120)
 
 
 def scrape(server: ServerProcess) -> Samples:

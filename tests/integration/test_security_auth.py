@@ -55,11 +55,7 @@ def server(repo: Path) -> Iterator[ServerProcess]:
     env_keys = json.dumps([{"name": "from-env", "sha256": hash_key(ENV_KEY), "scopes": ["infer", "read"]}])
     process = ServerProcess(repo, repo.parent / "serve.log", extra_args=["--api-keys-file", str(keys_file)],
                             env={"INFERD_API_KEYS": env_keys})
-    try:
-        process.start()
-        yield process
-    finally:
-        assert process.stop() == 0, process.log()
+    yield from process.serving()
     for key in [*KEYS.values(), ENV_KEY]:
         assert key not in process.log()
 

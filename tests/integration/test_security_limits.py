@@ -40,11 +40,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _serve(repo: Path, name: str, env: dict[str, str]) -> Iterator[ServerProcess]:
     process = ServerProcess(repo, repo.parent / f"{name}.log", extra_args=["--max-body-bytes", str(MAX_BODY)],
                             env=env)
-    try:
-        process.start()
-        yield process
-    finally:
-        assert process.stop() == 0, process.log()
+    yield from process.serving()
 
 
 @pytest.fixture(scope="module")

@@ -50,11 +50,7 @@ def _server(repo: Path, certs: Certs, name: str, client_ca: bool) -> Iterator[Se
     verify = context(certs, (certs.client_cert, certs.client_key) if client_ca else None)
     process = ServerProcess(repo, repo.parent / f"{name}.log", extra_args=args, scheme="https",
                             client_options={"verify": verify})
-    try:
-        process.start()
-        yield process
-    finally:
-        assert process.stop() == 0, process.log()
+    yield from process.serving()
 
 
 @pytest.fixture(scope="module")
