@@ -13,7 +13,8 @@ class SchedulingPolicy:
     max_queue_delay_us: int = 0
     """How long the first request of a batch may wait for others to join it: at most this, never more. Event
     loops wake in whole milliseconds, so the wait is this less up to 1 ms; under 1 ms it means "whatever else
-    has arrived by the next turn of the event loop"."""
+    has arrived by the next turn of the event loop". 0 waits for no time: a batch is the requests that
+    arrived in the same turn of the event loop (plus, for a busy instance, those that queued meanwhile)."""
     preferred_batch_sizes: tuple[int, ...] = ()
     """Batch sizes worth dispatching at once rather than waiting for more."""
     max_queue_size: int = 1024

@@ -10,6 +10,14 @@ No task is created per request: a request that finds a free instance runs at onc
 coroutine. One that has to wait gets a future; when an instance frees up, the scheduler *grants* it the
 instance, and the granted caller runs the batch itself (the requests merged with it get their slices of
 the result through their own futures).
+
+Dynamic batching with no queue delay (``max_queue_delay_us = 0``, as Triton's ``dynamic_batching { }``)
+does not wait for time to pass: the requests that arrive in one turn of the event loop (every connection
+that had a request ready when the loop polled) are stacked into one batch at the end of that turn. A model
+that runs inline on the event loop (see :mod:`inferd.executors.threads`) is never busy when a request
+arrives, so without this its batches would always hold one request. When turn after turn gathers a single
+request (one client, or a quiet server), requests run at once without the turn's detour, and one in
+``_PROBE_EVERY`` still takes it, to notice when traffic picks up.
 """
 
 from __future__ import annotations
@@ -31,6 +39,12 @@ Arrays = dict[str, np.ndarray]
 
 _TIMER_RESOLUTION_S = 0.001
 """How late an event-loop timer may fire: epoll and libuv wait in whole milliseconds."""
+
+_SOLO_TURNS = 8
+"""Turns in a row that gathered a single request, after which zero-delay batching runs requests at once."""
+_PROBE_EVERY = 32
+"""While running requests at once, one in this many still waits for the end of its turn (a probe): when it
+is joined by others, batching resumes."""
 
 
 @dataclass(slots=True)
@@ -76,20 +90,45 @@ class Scheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._per_row_ns = 100_000.0  # moving average of run time per row, for Retry-After
         self._default_level = policy.priority_level(None)
+        self._per_turn = policy.dynamic_batching and not policy.max_queue_delay_us
+        """Zero-delay batching: a batch is what arrived in one turn of the event loop."""
+        self._turn_armed = False
+        self._solo_turns = 0
+        self._alone_runs = 0
 
     @property
     def queued(self) -> int:
         return self._queued
+
+    def _alone(self) -> bool:
+        """Zero-delay batching, free instance, empty queue: whether this request runs at once (recent turns
+        gathered one request each) rather than at the end of its turn."""
+        if self._solo_turns < _SOLO_TURNS:
+            return False
+        self._alone_runs += 1
+        return self._alone_runs % _PROBE_EVERY != 0
+
+    def _end_of_turn(self) -> None:
+        """Every request that arrived in this turn of the event loop is queued: batch them."""
+        self._turn_armed = False
+        self._solo_turns = self._solo_turns + 1 if self._queued <= 1 else 0
+        self._dispatch(delay_over=True)
 
     async def submit(self, inputs: Arrays, rows: int, priority: object = None, timeout_us: int | None = None,
                      is_disconnected: Callable[[], bool] | None = None) -> RunResult:
         """Run one request's (validated) inputs; ``rows`` is its batch size (1 for an unbatched model).
         ``is_disconnected`` tells whether the caller has gone away; a request still queued is then dropped."""
         level = self.policy.priority_level(priority) if priority is not None else self._default_level
-        if not self._queued and self._busy < self.executor.instances and not self.policy.dynamic_batching:
+        if not self._queued and self._busy < self.executor.instances and (
+                not self.policy.dynamic_batching or (self._per_turn and self._alone())):
             return await self._run_now(inputs, rows)
         pending = self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected)
-        self._dispatch()
+        if self._per_turn:
+            if not self._turn_armed:
+                self._turn_armed = True
+                asyncio.get_running_loop().call_soon(self._end_of_turn)
+        else:
+            self._dispatch()
         try:
             granted = await pending.future
         except asyncio.CancelledError:

@@ -268,3 +268,75 @@ def test_unload_fails_the_waiting_requests():
             await waiting
 
     asyncio.run(main())
+
+
+# -- zero-delay batching: one batch per turn of the event loop --------------------------------------------
+class InlineRecorder:
+    """An executor that runs on the event loop without ever waiting, as a fast compiled model does."""
+
+    instances = 1
+    ready = True
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        self.batches.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 2}
+
+    def close(self) -> None:
+        pass
+
+
+async def ran_at_once(scheduler: Scheduler, value: float) -> bool:
+    """Submit one request; whether it finished in its first step (without waiting for the end of the turn)."""
+    task = asyncio.get_running_loop().create_task(scheduler.submit(rows(value), 1))
+    await asyncio.sleep(0)  # the task takes its first step; an end-of-turn dispatch would come after this
+    at_once = task.done()
+    result = await task
+    assert result.outputs["y"].tolist() == [[value * 2, value * 2]]
+    return at_once
+
+
+def test_zero_delay_batching_stacks_the_requests_of_one_loop_turn():
+    executor = InlineRecorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
+
+    async def main():
+        values = [float(v) for v in range(10)]
+        results = await asyncio.gather(*(scheduler.submit(rows(v), 1) for v in values))  # all start in one turn
+        for value, result in zip(values, results, strict=True):
+            assert result.outputs["y"].tolist() == [[value * 2, value * 2]]
+        alone = await scheduler.submit(rows(7), 1)
+        return alone
+
+    alone = asyncio.run(main())
+    assert executor.batches == [10, 1]  # one turn, one batch; then a request alone
+    assert alone.outputs["y"].tolist() == [[14.0, 14.0]]
+
+
+def test_zero_delay_batching_runs_lone_requests_at_once_until_others_join():
+    from inferd.scheduling.scheduler import _PROBE_EVERY, _SOLO_TURNS
+
+    executor = InlineRecorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0))
+
+    async def main():
+        detours = []
+        for i in range(_SOLO_TURNS + 2 * _PROBE_EVERY):  # one client: one request at a time
+            if not await ran_at_once(scheduler, float(i)):
+                detours.append(i)
+        executor.batches.clear()
+        burst = await asyncio.gather(*(scheduler.submit(rows(float(v)), 1) for v in range(3 * _PROBE_EVERY)))
+        again = await asyncio.gather(*(scheduler.submit(rows(float(v)), 1) for v in range(5)))
+        return detours, burst, again
+
+    detours, burst, again = asyncio.run(main())
+    # the first turns each gathered one request; then lone requests ran at once, but for the probes
+    assert detours[:_SOLO_TURNS] == list(range(_SOLO_TURNS))
+    assert 1 <= len(detours) - _SOLO_TURNS <= 3
+    # many at once: the first probe was joined by the rest of the turn, and batching resumed
+    assert [r.outputs["y"][0, 0] for r in burst] == [2.0 * v for v in range(3 * _PROBE_EVERY)]
+    assert max(executor.batches[:-1]) > 1
+    assert executor.batches[-1] == 5
+    assert [r.outputs["y"][0, 0] for r in again] == [2.0 * v for v in range(5)]
