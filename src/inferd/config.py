@@ -102,7 +102,8 @@ class VersionPolicy(_Strict):
 
 class BatchingConfig(_Strict):
     enabled: bool | None = None
-    """Dynamic batching; default: the server's setting (off unless INFERD_DYNAMIC_BATCHING=true)."""
+    """Dynamic batching; default: the server's setting (INFERD_DYNAMIC_BATCHING) or, when that is unset, the
+    runtime's default (on for ONNX models, off for the others)."""
     max_queue_delay_us: int | None = Field(default=None, ge=0)
     preferred_batch_sizes: list[int] = Field(default_factory=list)
 

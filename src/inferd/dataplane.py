@@ -20,6 +20,7 @@ import numpy as np
 from inferd import heap
 from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
+    DynamicBatching,
     IndexEntry,
     InferenceRequest,
     InferenceResponse,
@@ -31,6 +32,7 @@ from inferd.inference import (
     ServerMetadata,
 )
 from inferd.repository import Model, ModelRepository, State, why_unavailable
+from inferd.scheduling.policy import SchedulingPolicy
 from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_outputs, check_request_input
 from inferd.stats import ModelStats
 from inferd.tensors import datatype_of, element_count, to_array
@@ -202,6 +204,7 @@ class DataPlane:
             inputs=[TensorSpec(s.name, s.datatype, s.shape[drop:]) for s in signature.inputs],
             outputs=[TensorSpec(s.name, s.datatype, s.shape[drop:]) for s in signature.outputs],
             description=model.config.description,
+            dynamic_batching=_dynamic_batching(chosen.scheduler.policy),
         )
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:
@@ -278,6 +281,13 @@ def _scheduling_parameters(parameters: dict[str, Any] | None) -> tuple[object, i
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise invalid(f"timeout must be a non-negative integer number of microseconds, got {timeout!r}")
     return parameters.get("priority"), timeout
+
+
+def _dynamic_batching(policy: SchedulingPolicy) -> DynamicBatching | None:
+    if not policy.dynamic_batching:
+        return None
+    return DynamicBatching(policy.preferred_batch_sizes, policy.max_queue_delay_us, policy.priority_levels,
+                           policy.default_priority)
 
 
 def _index_rows(name: str, model: Model | None) -> list[IndexEntry]:

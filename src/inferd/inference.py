@@ -80,6 +80,16 @@ class ModelConfiguration:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     description: str = ""
+    dynamic_batching: DynamicBatching | None = None
+    """Set when the scheduler stacks concurrent requests (Triton's ``dynamic_batching`` section)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicBatching:
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    priority_levels: int
+    default_priority: int
 
 
 @dataclass(slots=True)

@@ -24,7 +24,8 @@ class ServerDefaults:
     """What a model gets when its model.toml does not say (from the server settings)."""
 
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
-    dynamic_batching: bool = False
+    dynamic_batching: bool | None = None
+    """None: each runtime's own default (on for ONNX; see RuntimeInfo.batches_by_default)."""
     max_queue_delay_us: int = 0
     max_queue_size: int = 1024
 
@@ -55,13 +56,16 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options, override)
         signature = runtime.signature
         executor = ThreadExecutor(name, runtime, config.instances.count)
-    policy = scheduling_policy(config, signature, defaults)
+    policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default)
     return Loaded(signature, executor, Scheduler(name, executor, policy), runtime)
 
 
-def scheduling_policy(config: ModelConfig, signature: Signature, defaults: ServerDefaults) -> SchedulingPolicy:
+def scheduling_policy(config: ModelConfig, signature: Signature, defaults: ServerDefaults,
+                      runtime_batches: bool = False) -> SchedulingPolicy:
+    """The model's scheduling: model.toml first, then the server's settings, then the runtime's default
+    (``runtime_batches``) for dynamic batching."""
     max_batch = (config.max_batch_size or defaults.max_batch_size) if signature.batched else 0
-    batching = config.batching.enabled if config.batching.enabled is not None else defaults.dynamic_batching
+    batching = next(b for b in (config.batching.enabled, defaults.dynamic_batching, runtime_batches) if b is not None)
     levels = config.queue.priority_levels
     return SchedulingPolicy(
         max_batch_size=max_batch,

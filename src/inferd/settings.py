@@ -34,8 +34,9 @@ class ServerSettings(BaseSettings):
     """Report ready only when every model in the repository loaded."""
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
-    dynamic_batching: bool = False
-    """Stack concurrent requests into one batch, for models whose model.toml does not say."""
+    dynamic_batching: bool | None = None
+    """Stack concurrent requests into one batch, for models whose model.toml does not say. Unset: on for ONNX
+    models with a batch dimension (with no queue delay, requests that arrive together), off for the others."""
     max_queue_delay_us: int = Field(default=0, ge=0)
     """With dynamic batching: how long a request may wait for others to join its batch (model.toml overrides)."""
     max_queue_size: int = Field(default=1024, ge=1)

@@ -110,6 +110,11 @@ def test_model_config_in_tritons_form(client):
     message = client.get_model_config("digits").config
     assert message.max_batch_size == int(config["max_batch_size"])
     assert list(message.input[0].dims) == [64]
+    # Triton's schema, as tritonclient compiled it: dynamic batching on (no delay) for ONNX, off for scikit-learn
+    assert message.WhichOneof("scheduling_choice") == "dynamic_batching"
+    assert message.dynamic_batching.max_queue_delay_microseconds == 0
+    assert message.dynamic_batching.priority_levels == 1
+    assert client.get_model_config("spam").config.WhichOneof("scheduling_choice") is None
 
 
 def success_count(client: grpcclient.InferenceServerClient, model: str) -> int:

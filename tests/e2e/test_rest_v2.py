@@ -57,6 +57,10 @@ def test_model_config_in_tritons_form(http):
     assert config["max_batch_size"] > 0
     assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [64]}]
     assert {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10]} in config["output"]
+    # an ONNX model without model.toml batches what arrives together, as Triton configures ONNX models itself
+    assert config["dynamic_batching"] == {"preferred_batch_size": [], "max_queue_delay_microseconds": 0,
+                                          "priority_levels": 1, "default_priority_level": 1}
+    assert "dynamic_batching" not in http.get("/v2/models/spam/config").json()  # scikit-learn: not by default
 
 
 def test_statistics(http):

@@ -31,12 +31,17 @@ class RuntimeInfo:
     extra: str
     requires: tuple[str, ...]
     """Top-level modules the runtime imports; checked before importing the runtime module."""
+    batches_by_default: bool = False
+    """Dynamic batching (with no queue delay) for its batch-capable models whose model.toml and server
+    settings do not say. ONNX graphs: rows are independent and a batch costs little more than one row, and
+    Triton's ONNX Runtime backend does the same for the models it configures itself."""
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
     info.name: info
     for info in (
-        RuntimeInfo("onnx", "inferd.runtimes.onnx", ("model.onnx",), "onnx", ("onnxruntime",)),
+        RuntimeInfo("onnx", "inferd.runtimes.onnx", ("model.onnx",), "onnx", ("onnxruntime",),
+                    batches_by_default=True),
         RuntimeInfo("sklearn", "inferd.runtimes.sklearn", ("model.skops", "model.joblib", "model.pkl"),
                     "sklearn", ("sklearn", "skops")),
         RuntimeInfo("xgboost", "inferd.runtimes.xgboost", ("model.json", "model.ubj"), "xgboost", ("xgboost",)),

@@ -26,7 +26,7 @@ TRITON_DATA_TYPE: dict[str, str] = {
 
 def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
     """The model configuration in Triton's JSON form, which perf_analyzer reads."""
-    return {
+    found = {
         "name": config.name,
         "platform": config.platform,
         "backend": config.platform,
@@ -38,3 +38,12 @@ def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
             {"name": s.name, "data_type": TRITON_DATA_TYPE[s.datatype], "dims": list(s.shape)} for s in config.outputs
         ],
     }
+    batching = config.dynamic_batching
+    if batching is not None:
+        found["dynamic_batching"] = {
+            "preferred_batch_size": list(batching.preferred_batch_sizes),
+            "max_queue_delay_microseconds": batching.max_queue_delay_us,
+            "priority_levels": batching.priority_levels,
+            "default_priority_level": batching.default_priority,
+        }
+    return found

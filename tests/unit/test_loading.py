@@ -1,0 +1,46 @@
+"""A model's scheduling policy: model.toml first, then the server's settings, then the runtime's default."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferd.config import BatchingConfig, ModelConfig
+from inferd.loading import ServerDefaults, scheduling_policy
+from inferd.runtimes.registry import RUNTIMES
+from inferd.settings import ServerSettings
+from inferd.signature import Signature, TensorSpec
+
+BATCHED = Signature((TensorSpec("x", "FP32", (-1, 4)),), (TensorSpec("y", "FP32", (-1,)),))
+FIXED = Signature((TensorSpec("x", "FP32", (1, 4)),), (TensorSpec("y", "FP32", (1,)),))
+
+
+def test_onnx_models_batch_by_default_with_no_queue_delay():
+    policy = scheduling_policy(ModelConfig(), BATCHED, ServerSettings().model_defaults(),
+                               RUNTIMES["onnx"].batches_by_default)
+    assert policy.dynamic_batching
+    assert policy.max_queue_delay_us == 0
+
+
+@pytest.mark.parametrize("runtime", ["sklearn", "xgboost", "lightgbm", "torch", "python"])
+def test_other_runtimes_do_not_batch_unless_asked(runtime):
+    defaults = ServerSettings().model_defaults()
+    assert not scheduling_policy(ModelConfig(), BATCHED, defaults, RUNTIMES[runtime].batches_by_default).dynamic_batching
+    asked = ModelConfig(batching=BatchingConfig(enabled=True))
+    assert scheduling_policy(asked, BATCHED, defaults, RUNTIMES[runtime].batches_by_default).dynamic_batching
+
+
+def test_server_setting_and_model_toml_override_the_runtime_default():
+    off = ServerDefaults(dynamic_batching=False)
+    assert not scheduling_policy(ModelConfig(), BATCHED, off, runtime_batches=True).dynamic_batching
+    on_here = ModelConfig(batching=BatchingConfig(enabled=True, max_queue_delay_us=500))
+    policy = scheduling_policy(on_here, BATCHED, off, runtime_batches=True)
+    assert policy.dynamic_batching
+    assert policy.max_queue_delay_us == 500
+    off_here = ModelConfig(batching=BatchingConfig(enabled=False))
+    assert not scheduling_policy(off_here, BATCHED, ServerDefaults(dynamic_batching=True), True).dynamic_batching
+
+
+def test_a_model_without_a_batch_dimension_never_batches():
+    policy = scheduling_policy(ModelConfig(batching=BatchingConfig(enabled=True)), FIXED, ServerDefaults(), True)
+    assert not policy.dynamic_batching
+    assert policy.max_batch_size == 0
