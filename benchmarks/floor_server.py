@@ -1,6 +1,6 @@
 """The least a Python V2 server can do per request: a floor to measure inferd against on the same machine.
 
-usage: .venv/bin/python benchmarks/floor_server.py REPO HTTP_PORT GRPC_PORT
+usage: .venv/bin/python benchmarks/floor_server.py REPO HTTP_PORT GRPC_PORT [--batch]
 As a serve_bench.py server: --server-cmd 'floor=.venv/bin/python benchmarks/floor_server.py {repo} {http} {grpc}'
 
 It serves ``REPO/digits/1/model.onnx`` on 127.0.0.1 and does nothing but the call itself: V2 JSON inference at
@@ -9,6 +9,11 @@ validation, no statistics, no request ids), and ``ModelInfer`` over grpc.aio (ra
 the same event loop, with fixed metadata and configuration for perf_analyzer (``-i grpc``). Every request is
 assumed well formed. What inferd costs beyond this is the price of its features; what this costs is the price of
 Python, the event loop, the socket and the model.
+
+With ``--batch`` the HTTP requests that arrive in one turn of the event loop run as one model call (what inferd's
+zero-delay dynamic batching does, with nothing else): the floor for a server that batches. At many connections
+it is far below the per-request floor, because a model call run between socket reads runs with cold caches and
+costs several times what it costs in a loop.
 """
 
 from __future__ import annotations
@@ -39,11 +44,42 @@ def _session(repo: Path) -> ort.InferenceSession:
                                 providers=["CPUExecutionProvider"])
 
 
-class FloorHTTP(asyncio.Protocol):
-    """HTTP/1.1 keep-alive; one answer per request, in one write."""
+class TurnBatcher:
+    """Collects the requests of one event-loop turn and runs them as one model call at the end of the turn."""
 
     def __init__(self, session: ort.InferenceSession) -> None:
         self.session = session
+        self.waiting: list[tuple[FloorHTTP, np.ndarray]] = []
+
+    def add(self, protocol: FloorHTTP, array: np.ndarray) -> None:
+        if not self.waiting:
+            asyncio.get_running_loop().call_soon(self.run)
+        self.waiting.append((protocol, array))
+
+    def run(self) -> None:
+        batch, self.waiting = self.waiting, []
+        arrays = [array for _, array in batch]
+        (probabilities,) = self.session.run(["probabilities"], {"input": np.concatenate(arrays)})
+        start = 0
+        for (protocol, array) in batch:
+            rows = probabilities[start:start + len(array)]
+            start += len(array)
+            protocol.answer(b"200 OK", _encode(rows))
+
+
+def _encode(probabilities: np.ndarray) -> bytes:
+    return orjson.dumps({
+        "model_name": "digits", "model_version": "1",
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
+                     "data": probabilities.ravel().tolist()}]})
+
+
+class FloorHTTP(asyncio.Protocol):
+    """HTTP/1.1 keep-alive; one answer per request, in one write."""
+
+    def __init__(self, session: ort.InferenceSession, batcher: TurnBatcher | None = None) -> None:
+        self.session = session
+        self.batcher = batcher
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.body: list[bytes] = []
@@ -69,23 +105,27 @@ class FloorHTTP(asyncio.Protocol):
             status, content = b"404 Not Found", b'{"error":"the floor serves only digits"}'
         else:
             try:
-                status, content = b"200 OK", self.infer(body)
+                array = self.decode(body)
+                if self.batcher is not None:
+                    self.batcher.add(self, array)
+                    return
+                (probabilities,) = self.session.run(["probabilities"], {"input": array})
+                status, content = b"200 OK", _encode(probabilities)
             except Exception as exc:  # binary bodies, malformed JSON: not what the floor is for
                 status, content = b"400 Bad Request", orjson.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        self.answer(status, content)
+
+    def answer(self, status: bytes, content: bytes) -> None:
         assert self.transport is not None
         self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                              % (status, len(content), content))
 
-    def infer(self, body: bytes) -> bytes:
-        """V2 JSON in, V2 JSON out: one input, output ``probabilities``."""
+    @staticmethod
+    def decode(body: bytes) -> np.ndarray:
+        """V2 JSON in: one input (the reply has output ``probabilities``)."""
         request = orjson.loads(body)
         tensor = request["inputs"][0]
-        array = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-        (probabilities,) = self.session.run(["probabilities"], {"input": array})
-        return orjson.dumps({
-            "model_name": "digits", "model_version": "1",
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
-                         "data": probabilities.ravel().tolist()}]})
+        return np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
 
 
 class FloorGRPC(pb_grpc.GRPCInferenceServiceServicer):
@@ -120,22 +160,25 @@ class FloorGRPC(pb_grpc.GRPCInferenceServiceServicer):
             raw_output_contents=[probabilities.tobytes()])
 
 
-async def serve(repo: Path, http_port: int, grpc_port: int) -> None:
+async def serve(repo: Path, http_port: int, grpc_port: int, batch: bool = False) -> None:
     session = _session(repo)
     server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(FloorGRPC(session), server)
     server.add_insecure_port(f"127.0.0.1:{grpc_port}")
     await server.start()
     loop = asyncio.get_running_loop()
-    await loop.create_server(lambda: FloorHTTP(session), "127.0.0.1", http_port)
+    batcher = TurnBatcher(session) if batch else None
+    await loop.create_server(lambda: FloorHTTP(session, batcher), "127.0.0.1", http_port)
     await server.wait_for_termination()
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 3:
+    batch = "--batch" in argv
+    args = [a for a in argv if a != "--batch"]
+    if len(args) != 3:
         raise SystemExit(__doc__)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(Path(argv[0]), int(argv[1]), int(argv[2])))
+        runner.run(serve(Path(args[0]), int(args[1]), int(args[2]), batch))
 
 
 if __name__ == "__main__":
