@@ -114,6 +114,9 @@ class ServerSettings(BaseSettings):
     header_timeout_s: int = Field(default=10, ge=1)
     """Seconds a client has, from a request's first byte, to send its line and headers; later gets 408 and the
     connection closes (a client trickling headers would otherwise hold a connection forever)."""
+    body_timeout_s: int = Field(default=30, ge=1)
+    """Seconds a request body may go without a byte arriving (between the headers and the first piece, or
+    between two pieces); longer gets 408 and the connection closes. Slow but steady uploads are not cut off."""
     keep_alive_timeout_s: int = Field(default=5, ge=1)
     """Seconds an idle HTTP keep-alive connection stays open. Behind a load balancer, set it longer than the
     balancer's own idle timeout (60 s on AWS ALB), so that the balancer, not inferd, closes idle connections."""

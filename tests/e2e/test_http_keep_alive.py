@@ -42,7 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     write_model(root, "adder", ADDER)
     write_model(root, "slow", SLOW)
     process = ServerProcess(root, root.parent / "server.log", env={"INFERD_KEEP_ALIVE_TIMEOUT_S": "1",
-                                                                              "INFERD_HEADER_TIMEOUT_S": "1"})
+                                                                              "INFERD_HEADER_TIMEOUT_S": "1",
+                                                                              "INFERD_BODY_TIMEOUT_S": "1"})
     yield from process.serving()
 
 
@@ -110,6 +111,44 @@ def test_headers_sent_in_pieces_within_the_timeout_are_answered(server):
             sock.sendall(request[start:start + 20])
             time.sleep(0.3)
         sock.sendall(request[60:])
+        [(status, _, body)] = read_responses(sock, 1)
+        assert status == 200
+        assert orjson.loads(body)["outputs"][0]["data"] == [11, 22, 33]
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("path", ["/v2/models/adder/infer", "/v2/repository/index"])  # fast path, and FastAPI
+def test_a_body_that_stops_coming_gets_408(server, path):
+    request = post(path, ADD)
+    with _connect(server) as sock:
+        sock.sendall(request[:-10])  # the headers and most of the body; the last bytes never come
+        started = time.monotonic()
+        answer = _read_until_closed(sock)
+        assert time.monotonic() - started >= 0.9
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"connection: close" in answer
+        _, _, body = answer.partition(b"\r\n\r\n")
+        assert orjson.loads(body) == {"error": "no part of the request body arrived for 1 s (body_timeout_s)"}
+    with _connect(server) as sock:  # and the server goes on serving
+        sock.sendall(post("/v2/models/adder/infer", ADD))
+        assert read_responses(sock, 1)[0][0] == 200
+
+
+def test_a_slow_but_steady_body_is_answered(server):
+    request = post("/v2/models/adder/infer", ADD)
+    head_end = request.index(b"\r\n\r\n") + 4
+    with _connect(server) as sock:
+        sock.sendall(request[:head_end])
+        for start in range(head_end, len(request), 10):  # the body ten bytes at a time over more than 1 s
+            time.sleep(0.25)
+            sock.sendall(request[start:start + 10])
         [(status, _, body)] = read_responses(sock, 1)
         assert status == 200
         assert orjson.loads(body)["outputs"][0]["data"] == [11, 22, 33]

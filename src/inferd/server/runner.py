@@ -68,7 +68,8 @@ def build_asgi(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncServic
 
         return AuthMiddleware(app, authenticator, RouteScopes(settings.health_route, settings.predict_route))
 
-    limits = HTTPLimits(settings.max_header_bytes, settings.max_connections, settings.header_timeout_s)
+    limits = HTTPLimits(settings.max_header_bytes, settings.max_connections, settings.header_timeout_s,
+                        settings.body_timeout_s)
     return FastInfer(full_app, dataplane, settings.max_body_bytes, authenticator=authenticator, limits=limits,
                      observer=observer)
 

@@ -63,6 +63,7 @@ class HTTPLimits:
     max_header_bytes: int = 64 * 1024
     max_connections: int = 1024
     header_timeout_s: int = 10
+    body_timeout_s: int = 30
 
 
 class FastInfer:

@@ -121,6 +121,10 @@ class FastPathProtocol(HttpToolsProtocol):
         """Event-loop time the current request's first byte came (its line and headers are due within
         ``header_timeout_s``)."""
         self.header_timeout = app.limits.header_timeout_s
+        self.body_timeout = app.limits.body_timeout_s
+        self.body_seen: float | None = None
+        """Event-loop time the current request's headers or latest body piece came, while its body is being
+        read; None otherwise (the next piece is due within ``body_timeout_s``)."""
 
     # -- limits: connections and header size ----------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -166,8 +170,8 @@ class FastPathProtocol(HttpToolsProtocol):
     # uvicorn arms a timer after every response and cancels it when the next bytes come: a timer handle and
     # a heap entry per request. Here a response only notes the time; the one timer, when it fires, closes a
     # connection idle for the whole keep-alive timeout, answers 408 to a request whose line and headers are
-    # late (uvicorn has no such limit: a client sending headers a byte at a time held its connection forever),
-    # and otherwise waits out the rest.
+    # late or whose body stopped coming (uvicorn has neither limit: a client sending a byte now and then held
+    # its connection forever), and otherwise waits out the rest.
     def _unset_keepalive_if_required(self) -> None:
         self.idle_since = None  # busy: called by uvicorn when bytes arrive
 
@@ -195,14 +199,30 @@ class FastPathProtocol(HttpToolsProtocol):
                 self.refuse(*error_parts(408, f"the request line and headers did not arrive within "
                                               f"{self.header_timeout} s (header_timeout_s)"))
                 return
+        elif self.body_seen is not None:  # a request's body is coming
+            if getattr(self.cycle, "expect_100_continue", False):  # its client waits for 100 Continue: not late
+                self.body_seen = now
+            left = self.body_seen + self.body_timeout - now
+            if left <= 0:
+                self._refuse_mid_request(408, f"no part of the request body arrived for {self.body_timeout} s "
+                                              "(body_timeout_s)")
+                return
         elif self.idle_since is None:
-            return  # a request is being read or answered: its response arms the timer again
+            return  # a request is being answered: its response arms the timer again
         else:
             left = self.idle_since + self.timeout_keep_alive - now
             if left <= 0:
                 self.timeout_keep_alive_handler()
                 return
         self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+
+    def _refuse_mid_request(self, status: int, message: str) -> None:
+        """Refuse the request being read; an app already given it (an ASGI route) sees the client gone."""
+        cycle: Any = self.cycle
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.refuse(*error_parts(status, message))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timeout_keep_alive_task is not None:
@@ -259,6 +279,7 @@ class FastPathProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_open = False
+        self.body_seen = self.loop.time()
         current = self.cycle
         if (current is None or current.response_complete) and not self.expect_100_continue:
             cycle = self._fast_cycle()
@@ -280,6 +301,7 @@ class FastPathProtocol(HttpToolsProtocol):
             cycle.too_large = True  # drop the body as it comes
 
     def on_body(self, body: bytes) -> None:
+        self.body_seen = self.loop.time()
         cycle: Any = self.cycle  # uvicorn's RequestResponseCycle or ours
         if type(cycle) is not _FastCycle:
             super().on_body(body)
@@ -292,6 +314,7 @@ class FastPathProtocol(HttpToolsProtocol):
             cycle.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.body_seen = None
         cycle: Any = self.cycle  # uvicorn's RequestResponseCycle or ours
         if type(cycle) is not _FastCycle:
             super().on_message_complete()
