@@ -8,7 +8,9 @@ Needs only the inferd venv (scikit-learn, skl2onnx, skops, onnxruntime, tritoncl
 The model repository, built in a temporary folder:
   digits                  LogisticRegression(max_iter=2000) on sklearn's load_digits, converted with skl2onnx
                           (input ``input`` FP32 [-1,64]; outputs label, probabilities; zipmap off; opset 17).
-                          No model.toml, so server-wide INFERD_* settings apply to it.
+                          No model.toml, so server-wide INFERD_* settings apply to it (by default: dynamic
+                          batching with no queue delay, as for every ONNX model).
+  digits_unbatched        the same ONNX file with dynamic batching turned off in model.toml.
   digits_sklearn          the same estimator as a skops file (inferd's sklearn runtime, about 90 us per call);
                           model.toml turns dynamic batching off explicitly.
   digits_sklearn_batched  the same skops file with dynamic batching on (max_queue_delay_us 2000, max_batch_size 64).
@@ -17,10 +19,12 @@ the answer with scikit-learn's before any load is applied.
 
 What is measured, per server command (default: the venv's ``inferd serve``; ``--server-cmd`` adds others, so two
 builds can be compared in one run; ``--no-default`` leaves the venv's out):
-  cold start    launch until GET /v2/health/ready returns 200 (three models loaded).
+  cold start    launch until GET /v2/health/ready returns 200 (four models loaded).
   idle RSS      VmRSS summed over the server's process tree (from /proc), 1 s after ready.
   peak RSS      VmHWM summed over the tree at the end (each process's own peak; an upper bound of the true peak).
   scenarios     json     V2 JSON to /v2/models/digits/infer, at each --conc.
+                json-unbatched
+                         the same to digits_unbatched: what batching the requests that arrive together buys.
                 binary   the same request in the binary tensor extension (JSON header with binary_data_size and
                          256 raw bytes, Inference-Header-Content-Length; the output asked for as binary).
                 grpc     ModelInfer over gRPC with raw_input_contents, from a Python grpc.aio load generator in its
@@ -80,6 +84,7 @@ DEFAULT_CMD = "{inferd} serve {repo} --host 127.0.0.1 --http-port {http} --grpc-
 # scenario -> (model, transport); which concurrencies each runs at is decided in scenario_points().
 SCENARIOS: dict[str, tuple[str, str]] = {
     "json": ("digits", "json"),
+    "json-unbatched": ("digits_unbatched", "json"),
     "binary": ("digits", "binary"),
     "grpc": ("digits", "grpc"),
     "sklearn-batching-off": ("digits_sklearn", "json"),
@@ -89,6 +94,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
 # (name, numerator scenario, denominator scenario): req/s ratios at the largest concurrency both ran.
 RATIOS = (
     ("binary/json", "binary", "json"),
+    ("json batched/unbatched", "json", "json-unbatched"),
     ("grpc/json", "grpc", "json"),
     ("batching on/off", "sklearn-batching-on", "sklearn-batching-off"),
 )
@@ -152,6 +158,8 @@ def build_repository(root: Path) -> Payload:
                           options={id(clf): {"zipmap": False}}, target_opset=17)
     repo = root / "repo"
     _write(repo / "digits" / "1" / "model.onnx", onx.SerializeToString())
+    _write(repo / "digits_unbatched" / "1" / "model.onnx", onx.SerializeToString())
+    _write(repo / "digits_unbatched" / "model.toml", b"[batching]\nenabled = false\n")
     inputs = f'[[inputs]]\nname = "input"\ndatatype = "FP32"\nshape = [-1, {FEATURES}]\n'
     tomls = {
         "digits_sklearn": "[batching]\nenabled = false\n",
