@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from inferd.runtimes.registry import load_runtime
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import Scheduler
 from inferd.signature import Signature
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 4096
 """Rows one request may carry to a batched model, unless model.toml or the server settings say otherwise."""
@@ -57,15 +60,24 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         signature = runtime.signature
         executor = ThreadExecutor(name, runtime, config.instances.count)
     policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default)
+    if policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None:
+        log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "
+                 "default); if its first dimension is not a batch of independent rows, set [batching] "
+                 "enabled = false in its model.toml", name, source.version, source.runtime.name)
     return Loaded(signature, executor, Scheduler(name, executor, policy), runtime)
 
 
 def scheduling_policy(config: ModelConfig, signature: Signature, defaults: ServerDefaults,
                       runtime_batches: bool = False) -> SchedulingPolicy:
     """The model's scheduling: model.toml first, then the server's settings, then the runtime's default
-    (``runtime_batches``) for dynamic batching."""
+    (``runtime_batches``) for dynamic batching.
+
+    The runtime's default applies only when every input has a dimension beyond the first: a free first
+    dimension of a one-dimensional input is as likely a sequence (token ids) as a batch, and stacking two
+    requests' sequences would mix them silently."""
     max_batch = (config.max_batch_size or defaults.max_batch_size) if signature.batched else 0
-    batching = next(b for b in (config.batching.enabled, defaults.dynamic_batching, runtime_batches) if b is not None)
+    by_default = runtime_batches and all(len(spec.shape) >= 2 for spec in signature.inputs)
+    batching = next(b for b in (config.batching.enabled, defaults.dynamic_batching, by_default) if b is not None)
     levels = config.queue.priority_levels
     return SchedulingPolicy(
         max_batch_size=max_batch,

@@ -36,7 +36,8 @@ class ServerSettings(BaseSettings):
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
     dynamic_batching: bool | None = None
     """Stack concurrent requests into one batch, for models whose model.toml does not say. Unset: on for ONNX
-    models with a batch dimension (with no queue delay, requests that arrive together), off for the others."""
+    models with a batch dimension and no one-dimensional input (with no queue delay: requests that arrive
+    together), off for the others."""
     max_queue_delay_us: int = Field(default=0, ge=0)
     """With dynamic batching: how long a request may wait for others to join its batch (model.toml overrides)."""
     max_queue_size: int = Field(default=1024, ge=1)

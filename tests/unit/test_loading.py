@@ -44,3 +44,11 @@ def test_a_model_without_a_batch_dimension_never_batches():
     policy = scheduling_policy(ModelConfig(batching=BatchingConfig(enabled=True)), FIXED, ServerDefaults(), True)
     assert not policy.dynamic_batching
     assert policy.max_batch_size == 0
+
+
+def test_a_one_dimensional_input_is_not_batched_by_default():
+    """[-1] may be a sequence of tokens: stacking two requests would mix them, so only asking batches it."""
+    tokens = Signature((TensorSpec("ids", "INT64", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
+    assert not scheduling_policy(ModelConfig(), tokens, ServerDefaults(), runtime_batches=True).dynamic_batching
+    asked = ModelConfig(batching=BatchingConfig(enabled=True))
+    assert scheduling_policy(asked, tokens, ServerDefaults(), runtime_batches=True).dynamic_batching
