@@ -5,6 +5,7 @@ that refuses to start off loopback without keys."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -243,6 +244,21 @@ def test_grpc_refusal_message(server):
                                      metadata=[("x-api-key", KEYS["reader"])])
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert caught.value.details() == "API key 'reader' lacks scope 'admin' needed for gRPC RepositoryModelLoad"
+
+
+def test_grpc_refusals_carry_a_request_id(server):
+    """Refused before the servicer sees the call, and still with an id in the trailing metadata."""
+    request = pb.ServerMetadataRequest()
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as given:
+            stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=[("x-request-id", "trace-17")])
+        with pytest.raises(grpc.RpcError) as new:
+            stub.RepositoryIndex(pb.RepositoryIndexRequest())
+        assert stub.ServerMetadata(request, metadata=[("x-api-key", KEYS["reader"])]).name
+    assert given.value.code() is new.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert dict(given.value.trailing_metadata())["x-request-id"] == "trace-17"
+    assert re.fullmatch("[0-9a-f]{32}", dict(new.value.trailing_metadata())["x-request-id"])
 
 
 def test_grpc_stream_needs_a_key(server):

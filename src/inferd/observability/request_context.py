@@ -29,6 +29,7 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("inferd_request_id", default=Non
 """The id of the request being handled, where there is one."""
 
 HEADER = b"x-request-id"
+GRPC_KEY = HEADER.decode()
 MAX_LENGTH = 128
 _USABLE = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_LENGTH)
 
@@ -61,6 +62,13 @@ class RequestObserver:
         for name, value in headers:
             if name == HEADER:
                 return self.request_id(value)
+        return self.request_id()
+
+    def from_grpc_metadata(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+        """The id for a gRPC call with this invocation metadata (``x-request-id``, as over HTTP)."""
+        for key, value in metadata or ():
+            if key == GRPC_KEY and isinstance(value, str):
+                return self.request_id(value.encode())
         return self.request_id()
 
     def log_access(self, method: str, path: str, status: int, started_ns: int, request_id: str,

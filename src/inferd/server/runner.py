@@ -143,7 +143,7 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authentica
     if authenticator is not None:
         from inferd.security.grpc_auth import AuthInterceptor
 
-        interceptors.append(AuthInterceptor(authenticator))
+        interceptors.append(AuthInterceptor(authenticator, observer))
     return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes,
                                    interceptors=interceptors,
                                    credentials=tls.grpc_credentials() if tls is not None else None,

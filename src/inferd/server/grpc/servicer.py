@@ -99,12 +99,7 @@ class InferenceServicer:
 
     def request_id_metadata(self, context: Any) -> Metadata:
         """``x-request-id`` for the trailing metadata: the caller's, when usable, else a new one (as over HTTP)."""
-        given: str | None = None
-        for key, value in context.invocation_metadata() or ():
-            if key == REQUEST_ID_KEY and isinstance(value, str):
-                given = value
-                break
-        return ((REQUEST_ID_KEY, self._observer.request_id(None if given is None else given.encode())),)
+        return ((REQUEST_ID_KEY, self._observer.from_grpc_metadata(context.invocation_metadata())),)
 
     # -- health and metadata -------------------------------------------------------------------------------
     @_answers_errors
