@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from batch_models import FEATURES, SLOW, feature_table, read_output, write_python_model, write_table
+from cli_runner import inferd
 from server_process import ServerProcess
 
 
@@ -45,6 +46,19 @@ def test_post_a_job_then_follow_its_progress(tmp_path: Path) -> None:
         assert status["rows_total"] == 400
         out = read_output(work / "out" / "in.csv")
         assert out.column("id").to_pylist() == table.column("id").to_pylist()
+        job_id = reply.json()["id"]
+        listed = inferd("jobs", "list", "--url", server.url)  # asynchronous jobs (none here) and batch jobs
+        assert listed.returncode == 0, listed.stderr
+        assert job_id in listed.stdout
+        assert "succeeded" in listed.stdout
+        assert job_id not in inferd("jobs", "list", "--model", "other", "--url", server.url).stdout
+        shown = inferd("jobs", "show", job_id, "--url", server.url)
+        assert shown.returncode == 0, shown.stderr
+        assert "rows_done" in shown.stdout
+        assert "rows_out 400" in shown.stdout
+        missing = inferd("jobs", "show", "nobody", "--url", server.url)
+        assert missing.returncode == 1
+        assert "no asynchronous or batch job 'nobody'" in missing.stderr
         refused = httpx.post(server.url + "/v2/batch/jobs", json={**body, "output": str(tmp_path / "elsewhere")},
                              timeout=10)
         assert refused.status_code == 403

@@ -1,4 +1,5 @@
-"""``inferd jobs list|show|result|cancel``: asynchronous inference jobs of a running server."""
+"""``inferd jobs list|show|result|cancel``: asynchronous inference jobs (and, in ``list`` and ``show``, batch
+jobs) of a running server."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from rich.table import Table
 
 from inferd.cli.common import console, fail
 
-app = typer.Typer(help="Asynchronous inference jobs of a running server (an API key, if it needs one, comes "
-                       "from $INFERD_API_KEY).", no_args_is_help=True)
+app = typer.Typer(help="Asynchronous inference jobs and batch jobs of a running server (an API key, if it needs "
+                       "one, comes from $INFERD_API_KEY).", no_args_is_help=True)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[str, typer.Option("--url", help="The server's HTTP address [default: $INFERD_URL or "
@@ -26,8 +27,9 @@ def _url(given: str) -> str:
     return (given or os.environ.get("INFERD_URL") or DEFAULT_URL).rstrip("/")
 
 
-def _request(method: str, url: str, **kwargs: Any) -> Any:
-    """One HTTP call; an unreachable server or an error answer ends the command with a clear message."""
+def _request(method: str, url: str, missing_ok: bool = False, **kwargs: Any) -> Any:
+    """One HTTP call; an unreachable server or an error answer ends the command with a clear message (with
+    ``missing_ok``, a 404 answer is returned as None instead)."""
     import httpx  # only these commands need an HTTP client
 
     key = os.environ.get("INFERD_API_KEY")
@@ -37,6 +39,8 @@ def _request(method: str, url: str, **kwargs: Any) -> Any:
     except httpx.HTTPError as exc:
         fail(f"cannot reach the inferd server at {url}: {exc or type(exc).__name__} "
              "(is `inferd serve` running? --url or INFERD_URL says where)")
+    if missing_ok and response.status_code == 404:
+        return None
     if response.status_code >= 400:
         try:
             message = response.json().get("error", response.text)
@@ -54,25 +58,47 @@ def list_jobs(
     model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
 ) -> None:
-    """List jobs, newest first."""
+    """List asynchronous jobs, newest first, then the batch jobs started since the server started."""
     params: dict[str, Any] = {"limit": limit}
     params.update({k: v for k, v in (("status", status), ("model", model)) if v})
     jobs = _request("GET", f"{_url(url)}/v2/jobs", params=params).json()["jobs"]
-    if not jobs:
+    listed = _request("GET", f"{_url(url)}/v2/batch/jobs", missing_ok=True)
+    batch_jobs = [j for j in (listed.json()["jobs"] if listed is not None else [])
+                  if (status is None or j["state"] == status) and (model is None or j["model"] == model)]
+    if not jobs and not batch_jobs:
         console.print("No jobs.")
         return
-    table = Table("id", "model", "status", "attempts", "created", "finished", "error")
-    for job in jobs:
-        error = (job.get("error") or {}).get("message") or ""
-        table.add_row(job["id"], job["model_name"], _status(job["status"]), str(job["attempts"]),
-                      job["created_at"], job["finished_at"] or "", error)
-    console.print(table)
+    if jobs:
+        table = Table("id", "model", "status", "attempts", "created", "finished", "error",
+                      title="asynchronous inference")
+        for job in jobs:
+            error = (job.get("error") or {}).get("message") or ""
+            table.add_row(job["id"], job["model_name"], _status(job["status"]), str(job["attempts"]),
+                          job["created_at"], job["finished_at"] or "", error)
+        console.print(table)
+    if batch_jobs:
+        table = Table("id", "model", "status", "rows done", "rows failed", "input", "output", "error",
+                      title="batch")
+        for job in batch_jobs[-limit:]:
+            total = job["rows_total"]
+            about = "~" if job["rows_total_is_estimate"] else ""
+            done = f"{job['rows_done']} / {about}{total}" if total else str(job["rows_done"])
+            table.add_row(job["id"], job["model"], _status(job["state"]), done, str(job["rows_failed"]),
+                          job["input"], job["output"], job["error"] or "")
+        console.print(table)
 
 
 @app.command("show")
 def show(job_id: IdArg, url: UrlOption = "") -> None:
-    """A job's status, timestamps, attempts, error and callback deliveries."""
-    job = _request("GET", f"{_url(url)}/v2/jobs/{job_id}").json()
+    """A job's status, timestamps, attempts, error and callback deliveries (for a batch job: its progress)."""
+    found = _request("GET", f"{_url(url)}/v2/jobs/{job_id}", missing_ok=True)
+    if found is None:
+        batch = _request("GET", f"{_url(url)}/v2/batch/jobs/{job_id}", missing_ok=True)
+        if batch is None:
+            fail(f"HTTP 404: no asynchronous or batch job {job_id!r}")
+        _show_batch(batch.json())
+        return
+    job = found.json()
     table = Table("field", "value", show_header=False)
     for key in ("id", "model_name", "model_version", "status", "attempts", "created_at", "started_at",
                 "finished_at", "result_url"):
@@ -85,6 +111,18 @@ def show(job_id: IdArg, url: UrlOption = "") -> None:
         table.add_row("callback", f"{callback['url']} ({callback['state']})")
         for attempt in callback["attempts"]:
             table.add_row("", f"{attempt['at']}: {attempt['status_code'] or attempt['error']}")
+    console.print(table)
+
+
+def _show_batch(job: dict[str, Any]) -> None:
+    table = Table("field", "value", show_header=False)
+    for key in ("id", "model", "state", "input", "output", "rows_done", "rows_failed", "rows_total", "rows_per_s",
+                "eta_s", "elapsed_s", "error"):
+        value = job.get(key)
+        table.add_row(key, "" if value is None else _status(value) if key == "state" else str(value))
+    summary = job.get("summary")
+    if summary:
+        table.add_row("summary", ", ".join(f"{k} {v}" for k, v in summary.items()))
     console.print(table)
 
 
