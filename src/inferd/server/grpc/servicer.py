@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError, internal, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput
-from inferd.observability.request_context import REQUEST_ID, RequestObserver
+from inferd.observability.request_context import GRPC_KEY, REQUEST_ID, RequestObserver
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
 from inferd.server.grpc.generated import model_config_pb2 as config_pb
 from inferd.server.status import GRPC_STATUS
@@ -53,7 +53,6 @@ CONTENTS_FIELD: dict[str, str] = {
 _UINT64_LIMIT = 2**64
 _INT64_LIMIT = 2**63
 
-REQUEST_ID_KEY = "x-request-id"
 Metadata = tuple[tuple[str, str], ...]
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -99,7 +98,7 @@ class InferenceServicer:
 
     def request_id_metadata(self, context: Any) -> Metadata:
         """``x-request-id`` for the trailing metadata: the caller's, when usable, else a new one (as over HTTP)."""
-        return ((REQUEST_ID_KEY, self._observer.from_grpc_metadata(context.invocation_metadata())),)
+        return ((GRPC_KEY, self._observer.from_grpc_metadata(context.invocation_metadata())),)
 
     # -- health and metadata -------------------------------------------------------------------------------
     @_answers_errors
