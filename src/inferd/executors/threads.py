@@ -3,14 +3,15 @@ when it is fast enough that handing it to a thread would cost more than running 
 
 Inline is only for runtimes whose cost is predictable from the input size (they declare ``inline_safe``:
 compiled graphs and trees, not user Python code or torch modules), and only for calls expected to take under
-``INLINE_BELOW_NS`` from the measured cost per row. Anything else runs on the model's threads, so a slow call
-never stalls the event loop (health checks, other models, deadlines, disconnects).
+``INLINE_BELOW_NS`` from the measured cost of calls of their size. Anything else runs on the model's threads,
+so a slow call never stalls the event loop (health checks, other models, deadlines, disconnects).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -37,10 +38,8 @@ class ThreadExecutor:
         self._inline_ok = bool(getattr(runtime, "inline_safe", False))
         self._inline_below_ns = inline_below_ns
         self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"inferd-{name}")
-        self._call_ns = float(inline_below_ns)  # fixed cost per call: start on threads until measured
-        self._row_ns = 0.0
-        self._rows_seen = 0
-        """Largest batch measured so far: a bigger one is not predicted, so it goes to a thread."""
+        self.cost = CallCost()
+        """What calls of each size take: whether the next one may run inline."""
 
     @property
     def ready(self) -> bool:
@@ -48,17 +47,11 @@ class ThreadExecutor:
 
     async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         rows = _rows(inputs)
-        if self._inline_ok and self._expected_ns(rows) < self._inline_below_ns:
+        if self._inline_ok and self.cost.expected_ns(rows) < self._inline_below_ns:
             return self._timed(inputs, rows)
         # in the caller's context, so the model's log records carry the request id (run_in_executor copies none)
         return await asyncio.get_running_loop().run_in_executor(self._pool, copy_context().run, self._timed, inputs,
                                                                 rows)
-
-    def _expected_ns(self, rows: int) -> float:
-        """How long a call with this many rows should take; unknown (infinite) for more rows than ever seen."""
-        if rows > self._rows_seen:
-            return float("inf")
-        return self._call_ns + self._row_ns * rows
 
     def _timed(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
         started = perf_counter_ns()
@@ -70,27 +63,52 @@ class ThreadExecutor:
             log.warning("model %s raised %s: %s", self.name, type(exc).__name__, exc)
             raise internal(f"model {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            self._learn(rows, perf_counter_ns() - started)
-
-    def _learn(self, rows: int, elapsed_ns: int) -> None:
-        """Split the cost into a per-call and a per-row part (moving averages), to predict the next call.
-
-        One sample moves the estimate up by at most a factor of 1.3: on a busy machine a call is now and then
-        descheduled for milliseconds, and counting that in full sent the next dozens of calls to a thread
-        (a tenth of the CPU per request, measured). A model that really became slower still crosses the
-        inline threshold within a few calls; a batch larger than any seen before is learned in full."""
-        if rows <= self._rows_seen:  # a size already predicted: cap the outlier
-            elapsed_ns = min(elapsed_ns, int(4 * (self._call_ns + self._row_ns * rows)) + 1_000)
-        self._rows_seen = max(self._rows_seen, rows)
-        if rows <= 1:
-            self._call_ns = 0.9 * self._call_ns + 0.1 * elapsed_ns
-        else:
-            per_row = max(0.0, (elapsed_ns - self._call_ns) / rows)
-            self._row_ns = 0.9 * self._row_ns + 0.1 * per_row
+            self.cost.learn(rows, perf_counter_ns() - started)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.runtime.close()
+
+
+class CallCost:
+    """How long a model call with a given number of rows takes, learned from the calls made: a moving
+    average per batch size seen.
+
+    A call is expected to take what the smallest size seen that is at least as large takes (more rows never
+    make a call cheaper, so this errs on the long side), and an unknown time when it has more rows than any
+    call seen. Splitting the cost into a part per call and a part per row would need calls of several sizes
+    to tell them apart: under zero-delay batching a busy model may see nothing but full batches, and such a
+    split never learned the cost of any call and kept them all off the event loop.
+
+    Noise only ever adds time, so an average follows faster calls quickly and slower ones slowly: one sample
+    moves it up by at most a factor of 1.3. On a busy machine a call is now and then descheduled for
+    milliseconds (the first call of a size often is), and counting that in full sent the next dozens of calls
+    to a thread (a tenth of the CPU per request, measured). A model that really became slower still crosses
+    the inline threshold within about ten calls."""
+
+    __slots__ = ("_ns", "_sizes")
+
+    def __init__(self) -> None:
+        self._ns: dict[int, float] = {}
+        self._sizes: list[int] = []
+        """The sizes in ``_ns``, in order."""
+
+    def expected_ns(self, rows: int) -> float:
+        index = bisect_left(self._sizes, rows)
+        if index == len(self._sizes):
+            return float("inf")
+        return self._ns[self._sizes[index]]
+
+    def learn(self, rows: int, elapsed_ns: int) -> None:
+        known = self._ns.get(rows)
+        if known is None:
+            self._ns[rows] = float(elapsed_ns)
+            self._sizes.insert(bisect_left(self._sizes, rows), rows)
+            return
+        if elapsed_ns < known:  # a faster call: the model's cost shows through less of the machine's noise
+            self._ns[rows] = 0.5 * known + 0.5 * elapsed_ns
+        else:
+            self._ns[rows] = 0.9 * known + 0.1 * min(elapsed_ns, 4 * known + 1_000)
 
 
 def _rows(inputs: dict[str, np.ndarray]) -> int:

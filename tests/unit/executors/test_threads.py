@@ -63,17 +63,35 @@ def test_a_large_batch_of_a_fast_model_goes_to_a_thread():
     assert probe.threads[-1] != loop_thread  # measured now, and its cost per row says it is long
 
 
+def test_a_model_that_only_ever_sees_full_batches_runs_inline_once_measured():
+    """Under zero-delay batching a busy model may never see a call of one row: the cost of the batches it does
+    see is what decides."""
+    probe = Probe(inline_safe=True)
+    loop_thread = calls(ThreadExecutor("m", probe), [np.zeros(32)] * 10)
+    assert probe.threads[0] != loop_thread
+    assert probe.threads[-1] == loop_thread
+
+
+def test_a_smaller_batch_is_expected_to_cost_what_the_next_larger_one_measured():
+    executor = ThreadExecutor("m", Probe(inline_safe=True))
+    executor.cost.learn(1, 10_000)
+    executor.cost.learn(32, 50_000)
+    assert executor.cost.expected_ns(1) == 10_000
+    assert executor.cost.expected_ns(2) == executor.cost.expected_ns(32) == 50_000
+    assert executor.cost.expected_ns(33) == float("inf")
+
+
 def test_one_slow_call_does_not_send_the_next_ones_to_a_thread():
     """A call descheduled by a busy machine is an outlier, not the model's cost; a model that stays slow still
     moves to a thread after a few calls. (Timings are fed in: measured ones would make the test depend on load.)"""
     executor = ThreadExecutor("m", Probe(inline_safe=True))
     for _ in range(20):
-        executor._learn(1, 20_000)  # 20 µs a call
-    executor._learn(1, 20_000_000)  # one call took 20 ms
-    assert executor._expected_ns(1) < INLINE_BELOW_NS
+        executor.cost.learn(1, 20_000)  # 20 µs a call
+    executor.cost.learn(1, 20_000_000)  # one call took 20 ms
+    assert executor.cost.expected_ns(1) < INLINE_BELOW_NS
     for _ in range(30):
-        executor._learn(1, 5_000_000)  # the model now really takes 5 ms
-    assert executor._expected_ns(1) > INLINE_BELOW_NS
+        executor.cost.learn(1, 5_000_000)  # the model now really takes 5 ms
+    assert executor.cost.expected_ns(1) > INLINE_BELOW_NS
 
 
 def test_model_exceptions_become_internal():
