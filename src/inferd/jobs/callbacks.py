@@ -38,14 +38,15 @@ class CallbackSender:
         self._timeout_s = timeout_s
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
+        """Made for the first delivery: httpx and its TLS context cost about 0.2 s, not worth paying at
+        every server start for jobs that may never have a callback."""
+        self._started = False
         self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
-        """Open the HTTP client and resume the callbacks a previous run left pending."""
-        import httpx  # here, not at import: it would add about 0.14 s to every server start
-
-        self._client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
+        """Take deliveries, and resume the callbacks a previous run left pending."""
+        self._started = True
         for job in await self._store.pending_callbacks():
             self.notify(job.id)
 
@@ -54,13 +55,14 @@ class CallbackSender:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._started = False
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     def notify(self, job_id: str) -> None:
         """Job ``job_id`` has ended: deliver its callback, if it has one that is pending."""
-        if job_id in self._in_flight or self._client is None:
+        if job_id in self._in_flight or not self._started:
             return
         task = asyncio.create_task(self._deliver(job_id), name=f"inferd-callback-{job_id}")
         self._in_flight[job_id] = task
@@ -104,7 +106,8 @@ class CallbackSender:
     async def _post(self, url: str, body: bytes) -> tuple[int | None, str | None]:
         import httpx
 
-        assert self._client is not None
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
         async with self._limit:
             try:
                 response = await self._client.post(url, content=body,
