@@ -33,7 +33,7 @@ from inferd.inference import (
 )
 from inferd.repository import Model, ModelRepository, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
-from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_outputs, check_request_input
+from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_request_input
 from inferd.stats import ModelStats
 from inferd.tensors import datatype_of, element_count, to_array
 
@@ -172,8 +172,8 @@ class DataPlane:
             priority, timeout_us = _scheduling_parameters(request.parameters)
             prepared = perf_counter_ns()
             result = await scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
-            checked = check_outputs(signature, result.outputs, batch_size)
             outputs = []
+            checked = result.outputs  # the scheduler checked them against the signature
             for name in wanted:
                 array = checked[name]
                 outputs.append(ResponseOutput(name, datatype_of(array.dtype), list(array.shape), array))
@@ -264,7 +264,7 @@ def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput],
 def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | None) -> Sequence[str]:
     if not outputs:
         return signature.output_name_tuple
-    available = signature.output_names()
+    available = signature.output_name_tuple
     names = [o.name for o in outputs]
     unknown = [n for n in names if n not in available]
     if unknown:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from inferd.artifacts import VersionSource
 from inferd.config import ModelConfig
@@ -13,8 +16,8 @@ from inferd.executors.threads import ThreadExecutor
 from inferd.runtimes.base import Runtime
 from inferd.runtimes.registry import load_runtime
 from inferd.scheduling.policy import SchedulingPolicy
-from inferd.scheduling.scheduler import Scheduler
-from inferd.signature import Signature
+from inferd.scheduling.scheduler import OutputCheck, Scheduler
+from inferd.signature import Signature, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,18 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "
                  "default); if its first dimension is not a batch of independent rows, set [batching] "
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
-    return Loaded(signature, executor, Scheduler(name, executor, policy), runtime)
+    return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime)
+
+
+def output_check(signature: Signature) -> OutputCheck:
+    """What the scheduler checks a model call's outputs with: the signature's names, ranks and datatypes and,
+    for a batched model, one row per input row."""
+    batched = signature.batched
+
+    def check(outputs: Mapping[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
+        return check_outputs(signature, outputs, rows if batched else None)
+
+    return check
 
 
 def scheduling_policy(config: ModelConfig, signature: Signature, defaults: ServerDefaults,

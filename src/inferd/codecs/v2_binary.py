@@ -159,6 +159,8 @@ def binary_outputs(request: InferenceRequest, output_names: Iterable[str]) -> se
     (for every output when the request lists none). FP16/BF16 and non-UTF-8 BYTES outputs are forced
     binary by :func:`encode_response`, whatever this returns.
     """
+    if not request.parameters and not any(o.parameters for o in request.outputs or ()):
+        return set()  # plain JSON: the common case, decided without building anything
     default = (request.parameters or {}).get(BINARY_DATA_OUTPUT) is True
     explicit = {
         o.name: o.parameters[BINARY_DATA] is True

@@ -1,7 +1,8 @@
 """One scheduler per loaded model version: a bounded priority queue in front of the model's instances,
 with dynamic batching, deadlines and cancellation.
 
-Requests are validated before they get here, so a bad request fails alone and never joins a batch. Requests
+Requests are validated before they get here, so a bad request fails alone and never joins a batch. What the
+model returns is checked once per call (``check_outputs``), before a batch's result is split among its callers. Requests
 whose non-batch dimensions or datatypes differ are never stacked together. A batch that fails fails every
 caller in it. A request whose caller went away (client disconnect, gRPC cancel) is dropped before it runs;
 one whose deadline passes while it waits is answered DEADLINE_EXCEEDED and never runs.
@@ -36,6 +37,9 @@ from inferd.executors.base import Executor
 from inferd.scheduling.policy import SchedulingPolicy
 
 Arrays = dict[str, np.ndarray]
+OutputCheck = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
+"""Checks what one model call returned for a batch of so many rows and gives the arrays to answer with (raises
+INTERNAL when the model broke its signature)."""
 
 _TIMER_RESOLUTION_S = 0.001
 """How late an event-loop timer may fire: epoll and libuv wait in whole milliseconds."""
@@ -80,10 +84,12 @@ class _Pending:
 
 
 class Scheduler:
-    def __init__(self, name: str, executor: Executor, policy: SchedulingPolicy) -> None:
+    def __init__(self, name: str, executor: Executor, policy: SchedulingPolicy,
+                 check_outputs: OutputCheck | None = None) -> None:
         self.name = name
         self.executor = executor
         self.policy = policy
+        self._check = check_outputs
         self._levels: list[deque[_Pending]] = [deque() for _ in range(policy.priority_levels)]
         self._queued = 0
         self._busy = 0
@@ -185,7 +191,7 @@ class Scheduler:
             self._learn(rows, finished - started)
             if self._queued:
                 self._dispatch()
-        return RunResult(outputs, 0, finished - started, rows)
+        return RunResult(outputs if self._check is None else self._check(outputs, rows), 0, finished - started, rows)
 
     async def _execute(self, batch: list[_Pending], inputs: Arrays, rows: int, enqueued_ns: int,
                        own: int | None = None) -> RunResult:
@@ -202,6 +208,12 @@ class Scheduler:
             if self._queued:
                 self._dispatch()
         finished = perf_counter_ns()
+        if self._check is not None:
+            try:
+                outputs = self._check(outputs, rows)
+            except InferError as exc:
+                _fail(batch, exc)
+                raise
         if not batch:
             return RunResult(outputs, started - enqueued_ns, finished - started, rows)
         parts = self._split(batch, outputs, rows)
@@ -354,7 +366,7 @@ class Scheduler:
 
 def _batch_key(inputs: Arrays) -> tuple[object, ...]:
     """Requests can share a batch only when everything but the batch dimension matches."""
-    return tuple((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
+    return tuple([(name, array.dtype, array.shape[1:]) for name, array in inputs.items()])
 
 
 def _stack(parts: list[Arrays]) -> Arrays:

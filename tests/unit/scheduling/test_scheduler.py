@@ -88,6 +88,30 @@ def test_batched_results_reach_the_right_callers():
     assert max(batch_rows) > 1
 
 
+def test_outputs_are_checked_once_per_model_call_and_a_broken_batch_fails_every_caller():
+    """The check runs on the whole batch before it is split; what it gives back is what the callers get."""
+    checked: list[int] = []
+
+    def check(outputs, rows):
+        checked.append(rows)
+        if rows == 3:
+            raise InferError(ErrorCode.INTERNAL, f"model output 'y' is wrong for a batch of {rows}")
+        return {"y": outputs["y"].astype(np.float64)}
+
+    scheduler = Scheduler("m", Recorder(), batching(max_queue_delay_us=0), check)
+
+    async def main():
+        good = await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(4)))
+        bad = await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(3)), return_exceptions=True)
+        return good, bad
+
+    good, bad = asyncio.run(main())
+    assert checked == [4, 3]
+    assert [r.outputs["y"].tolist() for r in good] == [[[2.0 * i, 2.0 * i]] for i in range(4)]
+    assert all(r.outputs["y"].dtype == np.float64 for r in good)
+    assert all(isinstance(e, InferError) and "wrong for a batch of 3" in e.message for e in bad)
+
+
 def test_requests_with_different_shapes_never_share_a_batch():
     seen: list[tuple[int, ...]] = []
 
