@@ -451,3 +451,26 @@ def test_killed_process_worker_fails_its_request_and_is_replaced(server, repo, h
     after = new_tag()
     assert tag_of(http.post("/v2/models/crashy/infer", json=body(after))) == after
     assert ran(repo, "crashy")[-3:] == [victim, waiting, after]
+
+
+# -- stopping -----------------------------------------------------------------------------------------------
+def test_requests_in_flight_when_the_server_is_told_to_stop_are_answered(tmp_path):
+    """SIGTERM while one request runs and two wait behind it in the queue: all three are answered (each waiting
+    one is resumed by the future it awaits, not by a task), then the server exits cleanly."""
+    root = tmp_path / "models"
+    write_model(root, "slow", SLEEPER, "[instances]\ncount = 1\n")
+    process = ServerProcess(root, tmp_path / "serve.log").start(timeout=120)
+    assert process.process is not None
+    try:
+        with ThreadPoolExecutor(3) as pool, httpx.Client(base_url=process.url, timeout=30) as client:
+            tags = [new_tag() for _ in range(3)]
+            answers = [pool.submit(post, client, "slow", body(tag, hold_ms=400)) for tag in tags]
+            wait_until_ran(root, "slow", tags[0])
+            settle()
+            os.kill(process.process.pid, signal.SIGTERM)
+            responses = [answer.result(timeout=30) for answer in answers]
+    finally:
+        code = process.stop()
+    assert sorted(tag_of(response) for response in responses) == sorted(tags)
+    assert code == 0, process.log()
+    assert sorted(ran(root, "slow")) == sorted(tags)
