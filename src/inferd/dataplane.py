@@ -35,7 +35,7 @@ from inferd.repository import Model, ModelRepository, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_request_input
 from inferd.stats import ModelStats
-from inferd.tensors import datatype_of, element_count, to_array
+from inferd.tensors import element_count, to_array
 
 if TYPE_CHECKING:
     from inferd.observability.capture import CaptureWriter
@@ -173,10 +173,11 @@ class DataPlane:
             prepared = perf_counter_ns()
             result = await scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
             outputs = []
-            checked = result.outputs  # the scheduler checked them against the signature
+            checked = result.outputs  # the scheduler checked them: each has its output's datatype
+            datatypes = signature.output_datatypes
             for name in wanted:
                 array = checked[name]
-                outputs.append(ResponseOutput(name, datatype_of(array.dtype), list(array.shape), array))
+                outputs.append(ResponseOutput(name, datatypes[name], list(array.shape), array))
         except InferError as exc:
             model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
             raise

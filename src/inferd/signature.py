@@ -52,6 +52,8 @@ class Signature:
     _batched: bool = field(init=False, repr=False, compare=False)
     output_name_tuple: tuple[str, ...] = field(init=False, repr=False, compare=False)
     """The output names, built once (the request path reads them on every call)."""
+    output_datatypes: dict[str, str] = field(init=False, repr=False, compare=False)
+    """Each output's datatype by name, built once."""
 
     def __post_init__(self) -> None:
         for kind, specs in (("input", self.inputs), ("output", self.outputs)):
@@ -61,6 +63,7 @@ class Signature:
                 raise ValueError(f"duplicate {kind} names: {', '.join(duplicates)}")
         object.__setattr__(self, "_inputs_by_name", {s.name: s for s in self.inputs})
         object.__setattr__(self, "output_name_tuple", tuple(s.name for s in self.outputs))
+        object.__setattr__(self, "output_datatypes", {s.name: s.datatype for s in self.outputs})
         specs = (*self.inputs, *self.outputs)
         object.__setattr__(self, "_batched", bool(specs) and all(s.shape and s.shape[0] == FREE for s in specs))
 

@@ -141,14 +141,19 @@ def _check_json_input(item: RequestInput) -> None:
 
 def _check_binary_parameters(request: InferenceRequest) -> None:
     """Reject non-boolean ``binary_data_output`` / ``binary_data`` before the model runs."""
-    _check_flag((request.parameters or {}).get(BINARY_DATA_OUTPUT), f"request parameter {BINARY_DATA_OUTPUT!r}")
+    if request.parameters and not _is_flag(request.parameters.get(BINARY_DATA_OUTPUT)):
+        _refuse_flag(f"request parameter {BINARY_DATA_OUTPUT!r}", request.parameters[BINARY_DATA_OUTPUT])
     for output in request.outputs or ():
-        _check_flag((output.parameters or {}).get(BINARY_DATA), f"output {output.name!r}: {BINARY_DATA!r}")
+        if output.parameters and not _is_flag(output.parameters.get(BINARY_DATA)):
+            _refuse_flag(f"output {output.name!r}: {BINARY_DATA!r}", output.parameters[BINARY_DATA])
 
 
-def _check_flag(value: Any, where: str) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise invalid(f"{where} must be true or false, got {value!r}")
+def _is_flag(value: Any) -> bool:
+    return value is None or isinstance(value, bool)
+
+
+def _refuse_flag(where: str, value: Any) -> None:
+    raise invalid(f"{where} must be true or false, got {value!r}")
 
 
 # -- responses ---------------------------------------------------------------------------------------

@@ -88,6 +88,8 @@ def _all_ints(values: list[Any]) -> bool:
 def _decode_output(index: int, item: Any) -> RequestOutput:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise invalid(f"outputs[{index}] must be an object with a 'name' string")
+    if item.get("parameters") is None:
+        return RequestOutput(item["name"])
     return RequestOutput(item["name"], _parameters(item, f"output {item['name']!r}"))
 
 
