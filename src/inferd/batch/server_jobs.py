@@ -96,7 +96,8 @@ class BatchJobs:
         return self._jobs.get(job_id)
 
     def list(self) -> list[BatchJob]:
-        return sorted(self._jobs.values(), key=lambda j: j.created)
+        """Newest first, as asynchronous jobs are listed."""
+        return list(reversed(self._jobs.values()))  # in the order they were submitted
 
     async def stop(self) -> None:
         """Cancel the jobs still queued or running (their journals let a later submission resume them)."""

@@ -62,6 +62,11 @@ def test_a_job_runs_and_reports_progress_and_summary(tmp_path: Path) -> None:
         assert status["rows_per_s"] > 0
         listing = (await client.get("/v2/batch/jobs")).json()["jobs"]
         assert [j["id"] for j in listing] == [reply.json()["id"]]
+        again = await client.post("/v2/batch/jobs", json={**body, "output": str(tmp_path / "work" / "out2")})
+        assert again.status_code == 202, again.text
+        await wait_finished(client, again.json()["status_url"])
+        listing = (await client.get("/v2/batch/jobs")).json()["jobs"]
+        assert [j["id"] for j in listing] == [again.json()["id"], reply.json()["id"]]  # newest first, as /v2/jobs
 
     run_scenario(root, scenario, batch_roots=[str(tmp_path / "work")])
     assert read_output(tmp_path / "work" / "out" / "in.parquet").num_rows > 250
