@@ -105,11 +105,20 @@ def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: Any) ->
         raise invalid(f"input {name!r}: data does not fit datatype {datatype}: {exc}") from None
     except RuntimeWarning:  # numpy's overflow warning, where warnings are errors
         raise _out_of_range(name, datatype) from None
-    if dtype == _FP32 and not np.isfinite(array).all() and _overflowed(array, data):
-        raise _out_of_range(name, datatype)
+    if dtype.kind == "f" and not np.isfinite(array).all():  # inf or NaN: given as such, or made by the cast?
+        if _holds_null(data):  # numpy turns a JSON null into NaN without a word
+            raise invalid(f"input {name!r}: the data holds null; {datatype} needs numbers")
+        if dtype == _FP32 and _overflowed(array, data):
+            raise _out_of_range(name, datatype)
     if array.dtype != dtype:  # pragma: no cover - asarray with dtype always returns it
         raise invalid(f"input {name!r}: data does not fit datatype {datatype}")
     return array
+
+
+def _holds_null(data: Any) -> bool:
+    if data is None:
+        return True
+    return isinstance(data, list) and any(_holds_null(value) for value in data)
 
 
 def _overflowed(array: np.ndarray, data: Any) -> bool:

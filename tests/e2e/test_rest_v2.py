@@ -157,6 +157,14 @@ def test_bytes_length_prefix_past_the_end(http):
     still_serving(http)
 
 
+def test_null_in_the_data_is_refused_not_made_nan(http):
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [None, *ROW[1:]]}]}
+    response = http.post("/v2/models/digits/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "input 'input': the data holds null; FP32 needs numbers"
+    still_serving(http)
+
+
 def test_fp16_in_json_is_refused_clearly(http):
     body = {"inputs": [{"name": "x", "datatype": "FP16", "shape": [1, 1], "data": [1.0]}]}
     response = http.post("/v2/models/echo_fp16/infer", json=body)

@@ -127,3 +127,12 @@ def test_infinities_and_nan_given_as_such_stay():
     array = to_array("x", "FP32", [3], [float("inf"), float("-inf"), float("nan")])
     assert np.isinf(array[:2]).all()
     assert np.isnan(array[2])
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
+@pytest.mark.parametrize(("shape", "data"), [([2], [1.0, None]), ([2, 2], [[1.0, 2.0], [None, 4.0]]), ([1], None)])
+def test_a_null_in_float_data_is_invalid_not_nan(datatype, shape, data):
+    """numpy would make it NaN; a client that sent null did not mean a number."""
+    with pytest.raises(InferError, match=f"the data holds null; {datatype} needs numbers") as caught:
+        to_array("x", datatype, shape, data)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
