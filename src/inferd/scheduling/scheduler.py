@@ -2,10 +2,10 @@
 with dynamic batching, deadlines and cancellation.
 
 Requests are validated before they get here, so a bad request fails alone and never joins a batch. What the
-model returns is checked once per call (``check_outputs``), before a batch's result is split among its callers. Requests
-whose non-batch dimensions or datatypes differ are never stacked together. A batch that fails fails every
-caller in it. A request whose caller went away (client disconnect, gRPC cancel) is dropped before it runs;
-one whose deadline passes while it waits is answered DEADLINE_EXCEEDED and never runs.
+model returns is checked once per call (``check_outputs``), before a batch's result is split among its
+callers. Requests whose non-batch dimensions or datatypes differ are never stacked together. A batch that
+fails fails every caller in it. A request whose caller went away (client disconnect, gRPC cancel) is dropped
+before it runs; one whose deadline passes while it waits is answered DEADLINE_EXCEEDED and never runs.
 
 No task is created per request: a request that finds a free instance runs at once in its caller's
 coroutine. One that has to wait gets a future; when an instance frees up, the scheduler *grants* it the
@@ -191,7 +191,8 @@ class Scheduler:
             self._learn(rows, finished - started)
             if self._queued:
                 self._dispatch()
-        return RunResult(outputs if self._check is None else self._check(outputs, rows), 0, finished - started, rows)
+        checked = outputs if self._check is None else self._check(outputs, rows)
+        return RunResult(checked, 0, finished - started, rows)
 
     async def _execute(self, batch: list[_Pending], inputs: Arrays, rows: int, enqueued_ns: int,
                        own: int | None = None) -> RunResult:
