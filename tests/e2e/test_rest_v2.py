@@ -47,6 +47,20 @@ def test_infer_json_echoes_id_and_has_no_output_parameters(http):
     assert (output["name"], output["datatype"], output["shape"]) == ("label", "INT64", [1])
 
 
+def test_the_plain_form_and_the_general_path_answer_alike(http):
+    """A request in the plain form is read and answered in one pass; with an empty ``parameters`` object (which says
+    nothing) it takes the general path. Both answers are the same bytes, and both count in the statistics."""
+    before = http.get("/v2/models/digits/stats").json()["model_stats"][0]["inference_stats"]["success"]["count"]
+    plain = {**DIGITS, "id": "p", "outputs": [{"name": "probabilities"}, {"name": "label"}]}
+    fast = http.post("/v2/models/digits/infer", json=plain)
+    general = http.post("/v2/models/digits/infer", json={**plain, "parameters": {}})
+    assert fast.status_code == general.status_code == 200
+    assert fast.content == general.content
+    assert [o["name"] for o in fast.json()["outputs"]] == ["probabilities", "label"]
+    after = http.get("/v2/models/digits/stats").json()["model_stats"][0]["inference_stats"]["success"]["count"]
+    assert after == before + 2
+
+
 def test_nested_data_is_accepted(http):
     body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64], "data": [ROW, ROW]}]}
     assert http.post("/v2/models/digits/versions/1/infer", json=body).json()["outputs"][0]["shape"] == [2]

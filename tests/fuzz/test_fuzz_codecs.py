@@ -11,13 +11,15 @@ from typing import Any
 
 import numpy as np
 import orjson
-from hypothesis import assume, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from inferd.codecs import csv_rows, v1, v2_binary, v2_json
+from inferd.codecs.v2_plain import PlainJsonPlan
 from inferd.dataplane import prepare_inputs, requested_outputs
 from inferd.errors import ErrorCode, InferError
+from inferd.scheduling.scheduler import batch_key
 from inferd.signature import Signature, TensorSpec
 from inferd.tensors import DATATYPES, from_raw, numpy_dtype, to_raw
 
@@ -164,3 +166,92 @@ def test_bytes_tensors_round_trip(items: list[bytes]) -> None:
 def test_v2_json_loads_never_raises_anything_else(text: str) -> None:
     assume(text.strip() != "")
     _assert_clean(_failure(lambda: v2_json.loads(text)))
+
+
+# -- the plain JSON form: read in one pass, it must agree with the general path ---------------------------------------
+PLAIN_SIGNATURES = {
+    "batched": Signature((TensorSpec("a", "FP32", (-1, 3)), TensorSpec("b", "INT64", (-1,))),
+                         (TensorSpec("y", "FP32", (-1, 2)), TensorSpec("z", "BOOL", (-1,)))),
+    "fixed": Signature((TensorSpec("a", "FP64", (2, -1)),), (TensorSpec("y", "UINT8", (4,)),)),
+}
+odd_values = st.none() | st.integers() | st.text(max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(),
+                                                                               max_size=2)
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**66), 2**66) | st.floats(width=64, allow_nan=False,
+                                                                          allow_infinity=False) | st.text(max_size=2),
+    lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+
+
+def _rarely(draw: st.DrawFn) -> bool:
+    return draw(st.integers(0, 19)) == 0
+
+
+def _plain_data(draw: st.DrawFn, spec: TensorSpec, shape: list[Any]) -> Any:
+    count = int(np.prod([d for d in shape if isinstance(d, int) and d >= 0])) + (1 if _rarely(draw) else 0)
+    big = _rarely(draw)
+    element = {"FP32": st.floats(-1e39, 1e39, allow_nan=False) if big else st.floats(-1e6, 1e6),
+               "FP64": st.floats(allow_nan=False, allow_infinity=False),
+               "INT64": st.integers(-(2**64), 2**64) if big else st.integers(-(2**40), 2**40),
+               "BOOL": st.booleans()}[spec.datatype]
+    flat = draw(st.lists(element | (plain_values if _rarely(draw) else element), min_size=count, max_size=count))
+    if len(shape) == 2 and all(isinstance(d, int) and d > 0 for d in shape) and len(flat) == shape[0] * shape[1] \
+            and draw(st.booleans()):
+        return [flat[i:i + shape[1]] for i in range(0, len(flat), shape[1])]  # nested, as numpy.tolist() writes
+    return flat
+
+
+@st.composite
+def near_plain_payloads(draw: st.DrawFn, signature: Signature) -> Any:
+    """Requests in the plain form for ``signature``, now and then bent (a key, a name, a datatype, a shape, the data,
+    the outputs, the id)."""
+    rows = draw(st.integers(1, 3)) if not _rarely(draw) else draw(st.integers(0, 6))
+    inputs = []
+    for spec in draw(st.permutations(signature.inputs)):
+        shape: list[Any] = [rows if d == -1 else d for d in spec.shape]
+        if _rarely(draw):
+            shape = draw(st.lists(st.integers(-1, 6) | st.just(True), max_size=3))
+        item: dict[str, Any] = {"name": spec.name if not _rarely(draw) else draw(st.sampled_from(["a", "b", "c", 1])),
+                                "datatype": spec.datatype if not _rarely(draw) else draw(st.sampled_from(DATATYPES)),
+                                "shape": shape, "data": _plain_data(draw, spec, shape)}
+        if _rarely(draw):
+            item[draw(st.sampled_from(["parameters", "extra"]))] = draw(odd_values)
+        if _rarely(draw):
+            del item[draw(st.sampled_from(sorted(item)))]
+        inputs.append(item)
+    if _rarely(draw):
+        inputs = inputs[1:] if draw(st.booleans()) else [*inputs, inputs[0]]
+    payload: dict[str, Any] = {"inputs": inputs}
+    if draw(st.booleans()):
+        names = st.sampled_from(signature.output_names()) if not _rarely(draw) else st.just("q")
+        outputs = st.lists(st.fixed_dictionaries({"name": names}), min_size=1, max_size=3)
+        payload["outputs"] = draw(outputs if not _rarely(draw) else odd_values)
+    if draw(st.booleans()):
+        payload["id"] = draw(st.text(max_size=3) if not _rarely(draw) else st.none() | st.integers())
+    if _rarely(draw):
+        payload["parameters"] = draw(odd_values)
+    return payload
+
+
+@given(st.data(), st.sampled_from(sorted(PLAIN_SIGNATURES)), st.integers(1, 4))
+def test_the_plain_form_is_read_as_the_general_path_reads_it(data: st.DataObject, which: str, max_batch: int) -> None:
+    signature = PLAIN_SIGNATURES[which]
+    payload = data.draw(near_plain_payloads(signature))
+    plan = PlainJsonPlan.for_signature(signature, max_batch)
+    assert plan is not None
+    read = plan.read(json.loads(json.dumps(payload)), 12)
+    event("declined" if read is None else "read")
+    if read is None:
+        return  # declined: the general path answers, whatever it says
+    request = v2_binary.decode_payload(json.loads(json.dumps(payload)), "m")
+    arrays, batch = prepare_inputs(signature, request.inputs, 12)
+    assert batch is None or batch <= max_batch
+    assert read.rows == (batch or 1)
+    assert read.id == request.id
+    assert [name for name, _ in read.outputs] == list(requested_outputs(signature, request.outputs))
+    assert read.arrays.keys() == arrays.keys()
+    if plan.batch_key is not None:  # what the scheduler would have worked out, for the inputs in signature order
+        assert plan.batch_key == batch_key({spec.name: arrays[spec.name] for spec in signature.inputs})
+    for name, array in arrays.items():
+        assert read.arrays[name].dtype == array.dtype
+        assert read.arrays[name].shape == array.shape
+        assert np.array_equal(read.arrays[name], array)

@@ -70,12 +70,20 @@ def decode_request(body: bytes, header_length: str | int | None, model_name: str
     elif length > len(body):
         raise invalid(f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes")
     payload = v2_json.loads(body if length == len(body) else body[:length])
+    tail = memoryview(body)[length:] if length != len(body) else None
+    return decode_payload(payload, model_name, model_version, tail)
+
+
+def decode_payload(payload: Any, model_name: str, model_version: str | None = None,
+                   tail: memoryview | None = None) -> InferenceRequest:
+    """:func:`decode_request` for a JSON header already parsed; ``tail`` is the binary data after it (None for
+    a body that is all JSON)."""
     binary = _mark_binary_inputs(payload)
     request = v2_json.decode_request(payload, model_name, model_version)
     if request.parameters or request.outputs:
         _check_binary_parameters(request)
-    if binary or length != len(body):
-        _attach_binary_data(request.inputs, binary, memoryview(body)[length:])
+    if binary or tail is not None:
+        _attach_binary_data(request.inputs, binary, tail if tail is not None else memoryview(b""))
     else:  # all JSON (the common case): what _attach_binary_data checks of JSON inputs
         for item in request.inputs:
             if item.parameters and BINARY_DATA_SIZE in item.parameters:

@@ -121,14 +121,17 @@ class Scheduler:
         self._dispatch(delay_over=True)
 
     async def submit(self, inputs: Arrays, rows: int, priority: object = None, timeout_us: int | None = None,
-                     is_disconnected: Callable[[], bool] | None = None) -> RunResult:
+                     is_disconnected: Callable[[], bool] | None = None, key: tuple[object, ...] | None = None,
+                     ) -> RunResult:
         """Run one request's (validated) inputs; ``rows`` is its batch size (1 for an unbatched model).
-        ``is_disconnected`` tells whether the caller has gone away; a request still queued is then dropped."""
+        ``is_disconnected`` tells whether the caller has gone away; a request still queued is then dropped.
+        ``key``, when the caller knows it, is what :func:`batch_key` would make of ``inputs``."""
         level = self.policy.priority_level(priority) if priority is not None else self._default_level
         if not self._queued and self._busy < self.executor.instances and (
                 not self.policy.dynamic_batching or (self._per_turn and self._alone())):
             return await self._run_now(inputs, rows)
-        pending = self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected)
+        pending = self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected,
+                                key)
         if self._per_turn:
             if not self._turn_armed:
                 self._turn_armed = True
@@ -153,7 +156,7 @@ class Scheduler:
         return await self._execute(batch, all_inputs, sum(p.rows for p in batch), pending.enqueued_ns, own)
 
     def _enqueue(self, inputs: Arrays, rows: int, level: int, timeout_us: int,
-                 is_disconnected: Callable[[], bool] | None) -> _Pending:
+                 is_disconnected: Callable[[], bool] | None, key: tuple[object, ...] | None = None) -> _Pending:
         if self._queued >= self.policy.max_queue_size:
             self._purge()
         if self._queued >= self.policy.max_queue_size:
@@ -164,7 +167,8 @@ class Scheduler:
                 retry_after_s=retry,
             )
         loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, rows, _batch_key(inputs), perf_counter_ns(), loop.create_future(), is_disconnected)
+        pending = _Pending(inputs, rows, batch_key(inputs) if key is None else key, perf_counter_ns(),
+                           loop.create_future(), is_disconnected)
         if timeout_us:
             pending.timer = loop.call_later(timeout_us / 1e6, self._expire, pending, timeout_us)
         self._levels[level].append(pending)
@@ -365,8 +369,9 @@ class Scheduler:
         self._queued = 0
 
 
-def _batch_key(inputs: Arrays) -> tuple[object, ...]:
-    """Requests can share a batch only when everything but the batch dimension matches."""
+def batch_key(inputs: Arrays) -> tuple[object, ...]:
+    """Requests can share a batch only when everything but the batch dimension matches. (The order of the inputs
+    counts too: requests that list them in another order are not merged, which costs a batch, never a result.)"""
     return tuple([(name, array.dtype, array.shape[1:]) for name, array in inputs.items()])
 
 

@@ -1,0 +1,143 @@
+"""The plain V2 JSON form: what the one-pass plan reads, what it leaves to the general path, and that its answer is
+byte for byte the general encoder's."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from inferd.codecs import v2_binary
+from inferd.codecs.v2_plain import PlainJsonPlan
+from inferd.dataplane import prepare_inputs
+from inferd.inference import InferenceResponse, ResponseOutput
+from inferd.scheduling.scheduler import batch_key
+from inferd.signature import Signature, TensorSpec
+
+SIG = Signature(
+    (TensorSpec("x", "FP32", (-1, 3)), TensorSpec("n", "INT64", (-1,))),
+    (TensorSpec("y", "FP32", (-1, 2)), TensorSpec("label", "BOOL", (-1,))),
+)
+PLAIN: dict[str, Any] = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [[1, 2, 3], [4, 5, 6]]},
+                                    {"name": "n", "datatype": "INT64", "shape": [2], "data": [7, 8]}]}
+MAX_ELEMENTS = 1000
+
+
+def plan(max_batch_size: int = 8) -> PlainJsonPlan:
+    made = PlainJsonPlan.for_signature(SIG, max_batch_size)
+    assert made is not None
+    return made
+
+
+def bent(change: Any) -> dict[str, Any]:
+    payload = copy.deepcopy(PLAIN)
+    change(payload)
+    return payload
+
+
+def test_the_plain_form_is_read_into_the_arrays_the_general_path_makes():
+    read = plan().read(copy.deepcopy(PLAIN), MAX_ELEMENTS)
+    assert read is not None
+    expected, rows = prepare_inputs(SIG, v2_binary.decode_payload(copy.deepcopy(PLAIN), "m").inputs)
+    assert (read.rows, rows) == (2, 2)
+    assert read.id is None
+    assert read.outputs == (("y", "FP32"), ("label", "BOOL"))
+    for name, array in expected.items():
+        assert read.arrays[name].dtype == array.dtype
+        np.testing.assert_array_equal(read.arrays[name], array)
+
+
+def test_an_id_and_named_outputs_are_part_of_the_plain_form():
+    read = plan().read({**copy.deepcopy(PLAIN), "id": "r1", "outputs": [{"name": "label"}, {"name": "y"}]},
+                       MAX_ELEMENTS)
+    assert read is not None
+    assert read.id == "r1"
+    assert read.outputs == (("label", "BOOL"), ("y", "FP32"))
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda p: p.update(parameters={"priority": 1}), id="request parameters"),
+    pytest.param(lambda p: p.update(outputs=[{"name": "y", "parameters": {"binary_data": True}}]), id="output parameters"),
+    pytest.param(lambda p: p.update(outputs=[{"name": "nope"}]), id="unknown output"),
+    pytest.param(lambda p: p.update(outputs=[{"name": "y"}, {"name": "y"}]), id="output twice"),
+    pytest.param(lambda p: p.update(outputs=[]), id="empty outputs"),
+    pytest.param(lambda p: p.update(outputs=None), id="null outputs"),
+    pytest.param(lambda p: p.update(id=7), id="id not a string"),
+    pytest.param(lambda p: p.update(id=None), id="null id"),
+    pytest.param(lambda p: p.update(extra=1), id="unknown key"),
+    pytest.param(lambda p: p["inputs"].pop(), id="missing input"),
+    pytest.param(lambda p: p["inputs"].append(p["inputs"][0]), id="input twice and one too many"),
+    pytest.param(lambda p: p["inputs"].__setitem__(1, dict(p["inputs"][0])), id="input twice"),
+    pytest.param(lambda p: p["inputs"][0].update(parameters={"binary_data_size": 24}), id="binary input"),
+    pytest.param(lambda p: p["inputs"][0].pop("data"), id="no data"),
+    pytest.param(lambda p: p["inputs"][0].update(name="z"), id="unknown input"),
+    pytest.param(lambda p: p["inputs"][0].update(datatype="FP64"), id="wrong datatype"),
+    pytest.param(lambda p: p["inputs"][0].update(shape=[2, 4]), id="wrong fixed dimension"),
+    pytest.param(lambda p: p["inputs"][0].update(shape=[6]), id="wrong rank"),
+    pytest.param(lambda p: p["inputs"][0].update(shape=[-2, 3]), id="negative dimension"),
+    pytest.param(lambda p: p["inputs"][0].update(shape=[2.0, 3]), id="float dimension"),
+    pytest.param(lambda p: p["inputs"][0].update(shape=[True, 3]), id="bool dimension"),
+    pytest.param(lambda p: p["inputs"][0].update(shape=[3, 3]), id="too few elements"),
+    pytest.param(lambda p: p["inputs"][0].update(data=[[1, 2, 3], [4, None, 6]]), id="null in data"),
+    pytest.param(lambda p: p["inputs"][0].update(data=[[1, 2, 3], [4, "five", 6]]), id="string in data"),
+    pytest.param(lambda p: p["inputs"][0].update(data=[[1, 2, 3], [4, 1e39, 6]]), id="over FP32's range"),
+    pytest.param(lambda p: p["inputs"][0].update(data=[[1, 2, 3], [4, 5]]), id="ragged data"),
+    pytest.param(lambda p: p["inputs"][1].update(shape=[3], data=[7, 8, 9]), id="inputs disagree on rows"),
+    pytest.param(lambda p: p["inputs"][1].update(data=[7, 2**70]), id="over INT64's range"),
+    pytest.param(lambda p: p["inputs"][0].update(shape=[0, 3], data=[]) or p["inputs"][1].update(shape=[0], data=[]),
+                 id="no rows"),
+])
+def test_anything_else_is_left_to_the_general_path(change):
+    assert plan().read(bent(change), MAX_ELEMENTS) is None
+
+
+def test_rows_over_the_batch_limit_and_elements_over_the_tensor_limit_are_left_to_the_general_path():
+    assert plan(max_batch_size=1).read(copy.deepcopy(PLAIN), MAX_ELEMENTS) is None
+    assert plan().read(copy.deepcopy(PLAIN), 5) is None  # x has 6 elements
+    assert plan().read(copy.deepcopy(PLAIN), 6) is not None
+
+
+def test_a_payload_that_is_not_an_object_is_left_to_the_general_path():
+    for payload in ([], "x", None, 3, {"inputs": {}}):
+        assert plan().read(payload, MAX_ELEMENTS) is None
+
+
+@pytest.mark.parametrize("datatype", ["BYTES", "FP16", "BF16"])
+def test_signatures_with_tensors_json_carries_otherwise_have_no_plan(datatype):
+    as_input = Signature((TensorSpec("x", datatype, (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
+    as_output = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", datatype, (-1,)),))
+    assert PlainJsonPlan.for_signature(as_input, 8) is None
+    assert PlainJsonPlan.for_signature(as_output, 8) is None
+
+
+def test_an_unbatched_signature_reads_as_one_row():
+    fixed = Signature((TensorSpec("x", "FP64", (2, -1)),), (TensorSpec("y", "FP64", (2,)),))
+    made = PlainJsonPlan.for_signature(fixed, 0)
+    assert made is not None
+    read = made.read({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2, 1], "data": [1.5, 2.5]}]}, 10)
+    assert read is not None
+    assert read.rows == 1
+    assert read.arrays["x"].shape == (2, 1)
+    assert made.batch_key is None  # a free dimension after the first: the scheduler compares each request's shapes
+
+
+def test_the_batch_key_is_what_the_scheduler_makes_of_the_arrays():
+    read = plan().read(copy.deepcopy(PLAIN), MAX_ELEMENTS)
+    assert read is not None
+    assert plan().batch_key == batch_key(read.arrays)
+
+
+@pytest.mark.parametrize("extra", [{}, {"id": "abc"}, {"outputs": [{"name": "label"}]}])
+def test_the_answer_is_the_general_encoders_byte_for_byte(extra):
+    read = plan().read({**copy.deepcopy(PLAIN), **extra}, MAX_ELEMENTS)
+    assert read is not None
+    outputs = {"y": np.array([[0.1, 0.2], [1 / 3, 2.5e-8]], dtype=np.float32), "label": np.array([True, False])}
+    general = InferenceResponse("m", "3", [ResponseOutput(name, datatype, list(outputs[name].shape), outputs[name])
+                                           for name, datatype in read.outputs], read.id)
+    body, json_length = v2_binary.encode_response(general, set())
+    assert json_length is None
+    assert PlainJsonPlan.encode("m", "3", read, outputs) == body
+    assert orjson.loads(body)["outputs"][0]["name"] == read.outputs[0][0]
