@@ -174,10 +174,9 @@ class DataPlane:
             prepared = perf_counter_ns()
             result = await scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
             outputs = []
-            checked = result.outputs  # the scheduler checked them: each has its output's datatype
-            datatypes = signature.output_datatypes
+            datatypes = signature.output_datatypes  # the scheduler checked the outputs: each has this datatype
             for name in wanted:
-                array = checked[name]
+                array = result.output(name)
                 outputs.append(ResponseOutput(name, datatypes[name], list(array.shape), array))
         except InferError as exc:
             model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
@@ -216,7 +215,7 @@ class DataPlane:
         model.stats.record_success(read.rows, done - started, result.queue_ns, prepared - started, result.infer_ns,
                                    done - prepared - result.queue_ns - result.infer_ns,
                                    result.batch_rows if result.ran_batch else None)
-        return PlainJsonPlan.encode(model_name, str(model.version), read, result.outputs)
+        return PlainJsonPlan.encode(model_name, str(model.version), read, result.output)
 
     # -- configuration and statistics ----------------------------------------------------------
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:

@@ -16,7 +16,7 @@ with its full checks and its exact error messages. tests/fuzz/test_fuzz_codecs.p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,15 +151,16 @@ class PlainJsonPlan:
         return array.reshape(shape)
 
     @staticmethod
-    def encode(model_name: str, model_version: str, request: PlainRequest, outputs: Mapping[str, np.ndarray]) -> bytes:
-        """The V2 JSON response body, as the general encoder writes it."""
+    def encode(model_name: str, model_version: str, request: PlainRequest, output: Callable[[str], np.ndarray],
+               ) -> bytes:
+        """The V2 JSON response body, as the general encoder writes it; ``output`` gives each output's array."""
         body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
         if request.id is not None:
             body["id"] = request.id
         body["outputs"] = [
             {"name": name, "datatype": datatype, "shape": list(array.shape), "data": array.ravel().tolist()}
             for name, datatype in request.outputs
-            for array in (outputs[name],)
+            for array in (output(name),)
         ]
         return orjson.dumps(body)
 

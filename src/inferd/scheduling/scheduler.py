@@ -53,13 +53,28 @@ is joined by others, batching resumes."""
 
 @dataclass(slots=True)
 class RunResult:
-    outputs: Mapping[str, np.ndarray]
+    batch_outputs: Mapping[str, np.ndarray]
+    """What the model call returned (checked), for the whole batch the request ran in."""
     queue_ns: int
     infer_ns: int
     batch_rows: int
     """Rows of the batch the request ran in (its own rows when it ran alone)."""
     ran_batch: bool = True
     """Whether this request's caller ran the batch (False for requests merged into another's)."""
+    start: int = 0
+    stop: int = -1
+    """The request's rows of the batch are ``start:stop``; -1: all of them (it ran alone). Each caller slices the
+    outputs it answers with, and only those."""
+
+    def output(self, name: str) -> np.ndarray:
+        """This request's rows of one output."""
+        array = self.batch_outputs[name]
+        return array if self.stop < 0 else array[self.start:self.stop]
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """This request's rows of every output."""
+        return {name: self.output(name) for name in self.batch_outputs}
 
 
 @dataclass(slots=True, eq=False)
@@ -221,28 +236,27 @@ class Scheduler:
                 raise
         if not batch:
             return RunResult(outputs, started - enqueued_ns, finished - started, rows)
-        parts = self._split(batch, outputs, rows)
+        self._check_rows(batch, outputs, rows)
         result = RunResult({}, 0, 0, rows)
-        for index, (item, part) in enumerate(zip(batch, parts, strict=True)):
-            answer = RunResult(part, started - item.enqueued_ns, finished - started, rows, index == own)
+        start = 0
+        for index, item in enumerate(batch):
+            answer = RunResult(outputs, started - item.enqueued_ns, finished - started, rows, index == own, start,
+                               start + item.rows)
+            start += item.rows
             if index == own:
                 result = answer
             elif not item.future.done():
                 item.future.set_result(answer)
         return result
 
-    def _split(self, batch: list[_Pending], outputs: Mapping[str, np.ndarray], rows: int) -> list[Arrays]:
+    def _check_rows(self, batch: list[_Pending], outputs: Mapping[str, np.ndarray], rows: int) -> None:
+        """Every output must have a row per row of the batch, or no caller can be given its own."""
         for name, array in outputs.items():
             if np.ndim(array) == 0 or len(array) != rows:
                 error = internal(f"model {self.name!r} returned {np.shape(array)[:1] or 'no'} rows of {name!r} "
                                  f"for a batch of {rows}")
                 _fail(batch, error)
                 raise error
-        parts, start = [], 0
-        for item in batch:
-            parts.append({name: array[start:start + item.rows] for name, array in outputs.items()})
-            start += item.rows
-        return parts
 
     def _hand_over(self, leader: _Pending) -> None:
         """A granted caller was cancelled: run its batch for the others on a task of its own."""
@@ -307,8 +321,9 @@ class Scheduler:
         limit = max(self.policy.max_batch_size, head.rows)
         for level in self._levels:
             for item in level:
-                if item.key != head.key or item.gone():
-                    continue
+                if item.key != head.key or item.future.done() or (
+                        item.is_disconnected is not None and item.is_disconnected() and item.gone()):
+                    continue  # gone(), called only when its caller left, fails it
                 if rows + item.rows > limit:
                     return chosen, rows
                 chosen.append(item)
@@ -346,7 +361,10 @@ class Scheduler:
         self._timer = asyncio.get_running_loop().call_later(max(0.0, remaining - _TIMER_RESOLUTION_S), fire)
 
     def _remove(self, chosen: list[_Pending]) -> None:
-        if len(chosen) == 1 and any(level and level[0] is chosen[0] for level in self._levels):
+        if len(chosen) == self._queued:  # everything waiting (what a busy turn usually gathers)
+            for level in self._levels:
+                level.clear()
+        elif len(chosen) == 1 and any(level and level[0] is chosen[0] for level in self._levels):
             next(level for level in self._levels if level and level[0] is chosen[0]).popleft()
         else:
             ids = {id(item) for item in chosen}

@@ -139,5 +139,5 @@ def test_the_answer_is_the_general_encoders_byte_for_byte(extra):
                                            for name, datatype in read.outputs], read.id)
     body, json_length = v2_binary.encode_response(general, set())
     assert json_length is None
-    assert PlainJsonPlan.encode("m", "3", read, outputs) == body
+    assert PlainJsonPlan.encode("m", "3", read, outputs.__getitem__) == body
     assert orjson.loads(body)["outputs"][0]["name"] == read.outputs[0][0]

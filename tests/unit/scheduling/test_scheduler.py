@@ -364,3 +364,22 @@ def test_zero_delay_batching_runs_lone_requests_at_once_until_others_join():
     assert max(executor.batches[:-1]) > 1
     assert executor.batches[-1] == 5
     assert [r.outputs["y"][0, 0] for r in again] == [2.0 * v for v in range(5)]
+
+
+def test_a_caller_gone_from_a_turns_batch_is_failed_and_the_others_get_their_own_rows():
+    executor = InlineRecorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
+
+    async def main():
+        calls = [scheduler.submit(rows(float(v)), 1, is_disconnected=(lambda v=v: v == 2)) for v in range(5)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert executor.batches == [4]  # the departed caller's request did not run
+    assert isinstance(results[2], InferError)
+    assert "went away" in results[2].message
+    for value in (0, 1, 3, 4):
+        result = results[value]
+        assert result.output("y").tolist() == [[value * 2.0, value * 2.0]]  # its own row of the batch's output
+        assert result.outputs["y"].tolist() == [[value * 2.0, value * 2.0]]
+        assert len(result.batch_outputs["y"]) == 4

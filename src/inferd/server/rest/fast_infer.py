@@ -43,6 +43,7 @@ PROBES_BYTES = frozenset(p.encode() for p in PROBES)
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 _HEADER_LENGTH = v2_binary.HEADER_LENGTH.encode()
+_REMEMBERED_PATHS = 1024
 
 
 async def run_infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str,
@@ -93,6 +94,24 @@ class FastInfer:
         """Request ids and the access log: for the fast path, which calls it itself, and for every ASGI request
         through the one wrapper ``_observed``."""
         self._observed = self.observer.wrap(self._route)
+        self._targets: dict[bytes, tuple[str, str | None] | None] = {}
+
+    def infer_target(self, path: bytes) -> tuple[str, str | None] | None:
+        """The model and version (None: the latest) an inference path names; None for any other path. Clients
+        repeat their paths, so the answers are remembered (a bounded number of them)."""
+        try:
+            return self._targets[path]
+        except KeyError:
+            pass
+        match = INFER_PATH_BYTES.match(path)
+        target = None
+        if match is not None:
+            version = match["version"]
+            target = match["model"].decode(), None if version is None else version.decode()
+        if len(self._targets) >= _REMEMBERED_PATHS:
+            self._targets.clear()
+        self._targets[path] = target
+        return target
 
     def build_app(self) -> ASGIApp:
         """The full app, built once (thread-safe: the server may warm it from a thread)."""

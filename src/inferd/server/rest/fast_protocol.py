@@ -25,13 +25,14 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from inferd.codecs import v2_binary
 from inferd.errors import InferError
+from inferd.observability.request_context import HEADER as REQUEST_ID_HEADER
 from inferd.observability.request_context import REQUEST_ID
 from inferd.security.asgi import auth_error_parts
 from inferd.security.scopes import Scope as AuthScope
 from inferd.server.eager import start_eagerly
 from inferd.server.rest.fast_infer import (
-    INFER_PATH_BYTES,
     PROBES_BYTES,
     FastInfer,
     Headers,
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 _CONNECTION_CLOSE = b"connection: close\r\n"
 _REQUEST_ID = b"x-request-id: "
+_REQUEST_ID_NAME = REQUEST_ID_HEADER
+_HEADER_LENGTH = v2_binary.HEADER_LENGTH.encode()
 _READ_SLACK = 256 * 1024
 """Most bytes of one socket read (asyncio's and uvloop's): the head guard in ``data_received`` counts whole
 reads, so it allows this much beyond ``max_header_bytes`` before it steps in."""
@@ -236,6 +239,10 @@ class FastPathProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self.header_length: bytes | None = None
+        """The ``Inference-Header-Content-Length`` header of the binary tensor extension, if present."""
+        self.given_id: bytes | None = None
+        """The ``X-Request-ID`` header, if present."""
         self.header_bytes = 0
         self.head_open = True
         self.head_read = 0
@@ -273,7 +280,13 @@ class FastPathProtocol(HttpToolsProtocol):
             self.headers_too_large = True
             raise _HeadersTooLargeError  # uvicorn answers the parser error with send_400_response: 431 here
         name = name.lower()  # what uvicorn's on_header does, inline: this runs for every header
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == _HEADER_LENGTH:
+            if self.header_length is None:  # the first, as a scan of the headers would find
+                self.header_length = value
+        elif name == _REQUEST_ID_NAME:
+            if self.given_id is None:
+                self.given_id = value
+        elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
 
@@ -335,8 +348,9 @@ class FastPathProtocol(HttpToolsProtocol):
             assert cycle.model is not None
             token = REQUEST_ID.set(cycle.request_id)  # for log records and data capture; a task copies it
             try:
-                answer = infer_response(self.fast.dataplane, body, _header_length(self.headers), cycle.model,
-                                        cycle.version, self.transport.is_closing)
+                length = self.header_length
+                answer = infer_response(self.fast.dataplane, body, None if length is None else length.decode("latin-1"),
+                                        cycle.model, cycle.version, self.transport.is_closing)
                 start_eagerly(answer, partial(self._respond_parts, cycle), self.tasks)
             finally:
                 REQUEST_ID.reset(token)
@@ -345,7 +359,7 @@ class FastPathProtocol(HttpToolsProtocol):
     def _observe(self, cycle: _FastCycle) -> None:
         """Give the request its id (``X-Request-ID`` or a new one) and, for the access log, a start time."""
         observer = self.fast.observer
-        cycle.request_id = observer.from_headers(self.headers)
+        cycle.request_id = observer.request_id(self.given_id)
         if observer.access_log:
             cycle.started = perf_counter_ns()
 
@@ -360,11 +374,10 @@ class FastPathProtocol(HttpToolsProtocol):
         method = self.parser.get_method()
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         if method == b"POST":
-            match = INFER_PATH_BYTES.match(path)
-            if match is None:
+            target = self.fast.infer_target(path)
+            if target is None:
                 return None
-            version = match["version"]
-            return _FastCycle(path, match["model"].decode(), None if version is None else version.decode(), keep_alive)
+            return _FastCycle(path, target[0], target[1], keep_alive)
         if method == b"GET" and path in PROBES_BYTES:
             return _FastCycle(path, None, None, keep_alive)
         return None
@@ -395,14 +408,6 @@ def _response(status: int, headers: Headers, content: bytes, more: bytes) -> byt
         out += (name, b": ", value, b"\r\n")
     out += (more, b"\r\n", content)
     return b"".join(out)
-
-
-def _header_length(headers: Headers) -> str | None:
-    """The ``Inference-Header-Content-Length`` header of the binary tensor extension, if present."""
-    for name, value in headers:
-        if name == b"inference-header-content-length":
-            return value.decode("latin-1")
-    return None
 
 
 class _Refusal:
