@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inferd import heap
-from inferd.codecs.v2_plain import PlainJsonPlan
+from inferd.codecs.v2_plain import PlainRequestPlan
 from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
     DynamicBatching,
@@ -191,16 +191,18 @@ class DataPlane:
         return response
 
     async def infer_plain(self, payload: Any, model_name: str, model_version: str | None = None,
-                          is_disconnected: Callable[[], bool] | None = None) -> bytes | None:
-        """Answer a parsed V2 JSON request in the plain form (see :mod:`inferd.codecs.v2_plain`) with the V2 JSON
-        response body: the same scheduler, statistics and errors as :meth:`infer`, without its request and
-        response objects. None, having done nothing, when the request is not in that form or the version
-        captures data: the caller then decodes it and calls :meth:`infer`."""
+                          is_disconnected: Callable[[], bool] | None = None, tail: memoryview | None = None,
+                          ) -> tuple[bytes, int | None] | None:
+        """Answer a V2 request in the plain form (see :mod:`inferd.codecs.v2_plain`): its parsed JSON and, for the
+        binary tensor extension, the bytes after it (``tail``). Returns the response body and, when an output goes
+        as binary data, the length of its JSON header: the same scheduler, statistics and errors as
+        :meth:`infer`, without its request and response objects. None, having done nothing, when the request is
+        not in that form or the version captures data: the caller then decodes it and calls :meth:`infer`."""
         started = perf_counter_ns()
         model = self.repository.get(model_name, parse_version(model_version))
         loaded = model.loaded
-        plan = None if loaded is None or model.capture is not None else loaded.plain_json
-        read = None if plan is None else plan.read(payload, self.max_tensor_elements)
+        plan = None if loaded is None or model.capture is not None else loaded.plain
+        read = None if plan is None else plan.read(payload, self.max_tensor_elements, tail)
         if read is None:
             return None
         assert loaded is not None
@@ -215,7 +217,7 @@ class DataPlane:
         model.stats.record_success(read.rows, done - started, result.queue_ns, prepared - started, result.infer_ns,
                                    done - prepared - result.queue_ns - result.infer_ns,
                                    result.batch_rows if result.ran_batch else None)
-        return PlainJsonPlan.encode(model_name, str(model.version), read, result.output)
+        return PlainRequestPlan.encode(model_name, str(model.version), read, result.output)
 
     # -- configuration and statistics ----------------------------------------------------------
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from inferd.artifacts import VersionSource
-from inferd.codecs.v2_plain import PlainJsonPlan
+from inferd.codecs.v2_plain import PlainRequestPlan
 from inferd.config import ModelConfig
 from inferd.executors.base import Executor
 from inferd.executors.threads import ThreadExecutor
@@ -44,8 +44,8 @@ class Loaded:
     scheduler: Scheduler
     runtime: Runtime | None
     """The in-process runtime; None when the model runs in worker processes."""
-    plain_json: PlainJsonPlan | None = None
-    """Reads and answers the plain V2 JSON request in one pass (None when the signature has no such form)."""
+    plain: PlainRequestPlan | None = None
+    """Reads and answers the plain V2 request in one pass (None when the signature has no such form)."""
 
 
 def load(name: str, source: VersionSource, model_folder: Path, config: ModelConfig,
@@ -71,7 +71,7 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
                  "default); if its first dimension is not a batch of independent rows, set [batching] "
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
-                  PlainJsonPlan.for_signature(signature, policy.max_batch_size))
+                  PlainRequestPlan.for_signature(signature, policy.max_batch_size))
 
 
 def output_check(signature: Signature) -> OutputCheck:

@@ -61,6 +61,26 @@ def test_the_plain_form_and_the_general_path_answer_alike(http):
     assert after == before + 2
 
 
+def test_binary_requests_in_the_plain_form_and_through_the_general_path_answer_alike(http):
+    """tritonclient's form: inputs as binary data, outputs asked for as binary data. A ``timeout`` parameter (which
+    does not change the answer) sends the same request the general way: the same bytes come back."""
+    raw = np.arange(64, dtype="<f4").tobytes()
+    header = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "parameters": {"binary_data_size": 256}}],
+              "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}, {"name": "label"}]}
+    answers = []
+    for extra in ({}, {"parameters": {"timeout": 10_000_000}}):
+        head = json.dumps({**header, **extra}).encode()
+        response = http.post("/v2/models/digits/infer", content=head + raw,
+                             headers={"Inference-Header-Content-Length": str(len(head))})
+        assert response.status_code == 200, response.text
+        answers.append((response.headers["inference-header-content-length"], response.content))
+    assert answers[0] == answers[1]
+    length = int(answers[0][0])
+    outputs = json.loads(answers[0][1][:length])["outputs"]
+    assert outputs[0]["parameters"] == {"binary_data_size": 40}
+    assert outputs[1]["data"] == [int(np.argmax(np.frombuffer(answers[0][1][length:], dtype="<f4")))]
+
+
 def test_nested_data_is_accepted(http):
     body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64], "data": [ROW, ROW]}]}
     assert http.post("/v2/models/digits/versions/1/infer", json=body).json()["outputs"][0]["shape"] == [2]

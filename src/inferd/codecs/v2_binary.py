@@ -64,18 +64,22 @@ def decode_request(body: bytes, header_length: str | int | None, model_name: str
     Binary inputs get an ndarray as ``data`` (read-only, a view of ``body``); the others keep their JSON
     form. Every malformed body raises INVALID_ARGUMENT.
     """
+    return decode_payload(*split_body(body, header_length), model_name, model_version)
+
+
+def split_body(body: bytes, header_length: str | int | None) -> tuple[Any, memoryview | None]:
+    """The parsed JSON header of a request body and the binary data after it (None when the body is all JSON).
+    INVALID_ARGUMENT when the header length or the JSON is malformed."""
     length = parse_header_length(header_length)
-    if length is None:
-        length = len(body)
-    elif length > len(body):
+    if length is None or length == len(body):
+        return v2_json.loads(body), None
+    if length > len(body):
         raise invalid(f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes")
-    payload = v2_json.loads(body if length == len(body) else body[:length])
-    tail = memoryview(body)[length:] if length != len(body) else None
-    return decode_payload(payload, model_name, model_version, tail)
+    return v2_json.loads(body[:length]), memoryview(body)[length:]
 
 
-def decode_payload(payload: Any, model_name: str, model_version: str | None = None,
-                   tail: memoryview | None = None) -> InferenceRequest:
+def decode_payload(payload: Any, tail: memoryview | None, model_name: str,
+                   model_version: str | None = None) -> InferenceRequest:
     """:func:`decode_request` for a JSON header already parsed; ``tail`` is the binary data after it (None for
     a body that is all JSON)."""
     binary = _mark_binary_inputs(payload)

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from inferd.codecs import v2_binary
-from inferd.codecs.v2_plain import PlainJsonPlan
-from inferd.dataplane import prepare_inputs
+from inferd.codecs.v2_plain import PlainRequestPlan
+from inferd.dataplane import prepare_inputs, requested_outputs
 from inferd.inference import InferenceResponse, ResponseOutput
 from inferd.scheduling.scheduler import batch_key
 from inferd.signature import Signature, TensorSpec
@@ -26,8 +26,8 @@ PLAIN: dict[str, Any] = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [
 MAX_ELEMENTS = 1000
 
 
-def plan(max_batch_size: int = 8) -> PlainJsonPlan:
-    made = PlainJsonPlan.for_signature(SIG, max_batch_size)
+def plan(max_batch_size: int = 8) -> PlainRequestPlan:
+    made = PlainRequestPlan.for_signature(SIG, max_batch_size)
     assert made is not None
     return made
 
@@ -41,10 +41,10 @@ def bent(change: Any) -> dict[str, Any]:
 def test_the_plain_form_is_read_into_the_arrays_the_general_path_makes():
     read = plan().read(copy.deepcopy(PLAIN), MAX_ELEMENTS)
     assert read is not None
-    expected, rows = prepare_inputs(SIG, v2_binary.decode_payload(copy.deepcopy(PLAIN), "m").inputs)
+    expected, rows = prepare_inputs(SIG, v2_binary.decode_payload(copy.deepcopy(PLAIN), None, "m").inputs)
     assert (read.rows, rows) == (2, 2)
     assert read.id is None
-    assert read.outputs == (("y", "FP32"), ("label", "BOOL"))
+    assert read.outputs == (("y", "FP32", False), ("label", "BOOL", False))
     for name, array in expected.items():
         assert read.arrays[name].dtype == array.dtype
         np.testing.assert_array_equal(read.arrays[name], array)
@@ -55,18 +55,22 @@ def test_an_id_and_named_outputs_are_part_of_the_plain_form():
                        MAX_ELEMENTS)
     assert read is not None
     assert read.id == "r1"
-    assert read.outputs == (("label", "BOOL"), ("y", "FP32"))
+    assert read.outputs == (("label", "BOOL", False), ("y", "FP32", False))
 
 
 @pytest.mark.parametrize("change", [
     pytest.param(lambda p: p.update(parameters={"priority": 1}), id="request parameters"),
-    pytest.param(lambda p: p.update(outputs=[{"name": "y", "parameters": {"binary_data": True}}]), id="output parameters"),
+    pytest.param(lambda p: p.update(parameters={"binary_data_output": 1}), id="binary_data_output not a flag"),
+    pytest.param(lambda p: p.update(outputs=[{"name": "y", "parameters": {"binary_data": "yes"}}]),
+                 id="binary_data not a flag"),
+    pytest.param(lambda p: p.update(outputs=[{"name": "y", "parameters": {"classification": 2}}]),
+                 id="other output parameters"),
+    pytest.param(lambda p: p.update(outputs=[{"name": "y", "extra": 1}]), id="output with another key"),
+    pytest.param(lambda p: p.update(outputs=["y"]), id="output not an object"),
     pytest.param(lambda p: p.update(outputs=[{"name": "nope"}]), id="unknown output"),
     pytest.param(lambda p: p.update(outputs=[{"name": "y"}, {"name": "y"}]), id="output twice"),
     pytest.param(lambda p: p.update(outputs=[]), id="empty outputs"),
-    pytest.param(lambda p: p.update(outputs=None), id="null outputs"),
     pytest.param(lambda p: p.update(id=7), id="id not a string"),
-    pytest.param(lambda p: p.update(id=None), id="null id"),
     pytest.param(lambda p: p.update(extra=1), id="unknown key"),
     pytest.param(lambda p: p["inputs"].pop(), id="missing input"),
     pytest.param(lambda p: p["inputs"].append(p["inputs"][0]), id="input twice and one too many"),
@@ -109,13 +113,13 @@ def test_a_payload_that_is_not_an_object_is_left_to_the_general_path():
 def test_signatures_with_tensors_json_carries_otherwise_have_no_plan(datatype):
     as_input = Signature((TensorSpec("x", datatype, (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
     as_output = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", datatype, (-1,)),))
-    assert PlainJsonPlan.for_signature(as_input, 8) is None
-    assert PlainJsonPlan.for_signature(as_output, 8) is None
+    assert PlainRequestPlan.for_signature(as_input, 8) is None
+    assert PlainRequestPlan.for_signature(as_output, 8) is None
 
 
 def test_an_unbatched_signature_reads_as_one_row():
     fixed = Signature((TensorSpec("x", "FP64", (2, -1)),), (TensorSpec("y", "FP64", (2,)),))
-    made = PlainJsonPlan.for_signature(fixed, 0)
+    made = PlainRequestPlan.for_signature(fixed, 0)
     assert made is not None
     read = made.read({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2, 1], "data": [1.5, 2.5]}]}, 10)
     assert read is not None
@@ -130,14 +134,60 @@ def test_the_batch_key_is_what_the_scheduler_makes_of_the_arrays():
     assert plan().batch_key == batch_key(read.arrays)
 
 
-@pytest.mark.parametrize("extra", [{}, {"id": "abc"}, {"outputs": [{"name": "label"}]}])
-def test_the_answer_is_the_general_encoders_byte_for_byte(extra):
-    read = plan().read({**copy.deepcopy(PLAIN), **extra}, MAX_ELEMENTS)
+@pytest.mark.parametrize("extra", [
+    {}, {"id": "abc"}, {"id": None, "outputs": None, "parameters": {}}, {"outputs": [{"name": "label"}]},
+    {"parameters": {"binary_data_output": True}},
+    {"parameters": {"binary_data_output": True}, "outputs": [{"name": "label", "parameters": {"binary_data": False}},
+                                                             {"name": "y"}]},
+    {"outputs": [{"name": "y", "parameters": {"binary_data": True}}, {"name": "label", "parameters": {}}]},
+])
+def test_the_answer_is_the_general_paths_byte_for_byte(extra):
+    payload = {**copy.deepcopy(PLAIN), **extra}
+    read = plan().read(copy.deepcopy(payload), MAX_ELEMENTS)
     assert read is not None
+    request = v2_binary.decode_payload(copy.deepcopy(payload), None, "m")
+    assert read.id == request.id
     outputs = {"y": np.array([[0.1, 0.2], [1 / 3, 2.5e-8]], dtype=np.float32), "label": np.array([True, False])}
-    general = InferenceResponse("m", "3", [ResponseOutput(name, datatype, list(outputs[name].shape), outputs[name])
-                                           for name, datatype in read.outputs], read.id)
-    body, json_length = v2_binary.encode_response(general, set())
-    assert json_length is None
-    assert PlainJsonPlan.encode("m", "3", read, outputs.__getitem__) == body
-    assert orjson.loads(body)["outputs"][0]["name"] == read.outputs[0][0]
+    wanted = list(requested_outputs(SIG, request.outputs))
+    assert [name for name, _, _ in read.outputs] == wanted
+    general = InferenceResponse("m", "3", [ResponseOutput(name, SIG.output_datatypes[name], list(outputs[name].shape),
+                                                          outputs[name]) for name in wanted], request.id)
+    expected = v2_binary.encode_response(general, v2_binary.binary_outputs(request, wanted))
+    assert PlainRequestPlan.encode("m", "3", read, outputs.__getitem__) == expected
+
+
+RAW_X = np.arange(6, dtype="<f4").reshape(2, 3)
+RAW_N = np.array([7, -8], dtype="<i8")
+BINARY: dict[str, Any] = {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}},
+               {"name": "n", "datatype": "INT64", "shape": [2], "parameters": {"binary_data_size": 16}}],
+    "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
+TAIL = RAW_X.tobytes() + RAW_N.tobytes()
+
+
+def test_binary_inputs_are_read_as_the_general_path_reads_them():
+    read = plan().read(copy.deepcopy(BINARY), MAX_ELEMENTS, memoryview(TAIL))
+    assert read is not None
+    assert read.outputs == (("y", "FP32", True),)
+    expected, rows = prepare_inputs(SIG, v2_binary.decode_request(orjson.dumps(BINARY) + TAIL,
+                                                                  str(len(orjson.dumps(BINARY))), "m").inputs)
+    assert read.rows == rows == 2
+    for name, array in expected.items():
+        assert read.arrays[name].dtype == array.dtype
+        np.testing.assert_array_equal(read.arrays[name], array)
+
+
+@pytest.mark.parametrize(("change", "tail"), [
+    pytest.param(lambda p: None, TAIL + b"\0", id="bytes left over"),
+    pytest.param(lambda p: None, TAIL[:-1], id="bytes missing"),
+    pytest.param(lambda p: p["inputs"][0]["parameters"].update(binary_data_size=20), TAIL, id="size not the shape's"),
+    pytest.param(lambda p: p["inputs"][0]["parameters"].update(binary_data_size=True), TAIL, id="size a boolean"),
+    pytest.param(lambda p: p["inputs"][0]["parameters"].update(other=1), TAIL, id="another input parameter"),
+    pytest.param(lambda p: p["inputs"][0].update(data=[1, 2, 3, 4, 5, 6]), TAIL, id="data and binary data"),
+    pytest.param(lambda p: p["inputs"][1].pop("parameters") or p["inputs"][1].update(data=[7, -8]), TAIL[:24],
+                 id="JSON and binary inputs mixed"),
+])
+def test_anything_else_in_binary_requests_is_left_to_the_general_path(change, tail):
+    payload = copy.deepcopy(BINARY)
+    change(payload)
+    assert plan().read(payload, MAX_ELEMENTS, memoryview(tail)) is None

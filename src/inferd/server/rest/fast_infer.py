@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from inferd.codecs import v2_binary, v2_json
+from inferd.codecs import v2_binary
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.observability.request_context import RequestObserver
@@ -51,14 +51,11 @@ async def run_infer(dataplane: DataPlane, body: bytes, header_length: str | None
                     ) -> tuple[bytes, int | None]:
     """Decode a V2 request (JSON or binary extension), infer, encode. Returns the body and, when some output
     is binary, the length of its JSON header."""
-    if header_length is None:  # all JSON: the plain form is answered in one pass
-        payload = v2_json.loads(body)
-        content = await dataplane.infer_plain(payload, model, version, is_disconnected)
-        if content is not None:
-            return content, None
-        request = v2_binary.decode_payload(payload, model, version)
-    else:
-        request = v2_binary.decode_request(body, header_length, model, version)
+    payload, tail = v2_binary.split_body(body, header_length)
+    answer = await dataplane.infer_plain(payload, model, version, is_disconnected, tail)  # the usual form, at once
+    if answer is not None:
+        return answer
+    request = v2_binary.decode_payload(payload, tail, model, version)
     response = await dataplane.infer(request, is_disconnected)
     binary = v2_binary.binary_outputs(request, [o.name for o in response.outputs])
     return v2_binary.encode_response(response, binary)
