@@ -10,7 +10,8 @@ round, all in the same turn of the event loop (as a loaded server reads them), a
 response has been written. There are no sockets, so kernel time is not counted: only inferd's Python and the C
 libraries it calls.
 
-Each scenario runs twice under callgrind, with R1 and R2 rounds after the same warm-up; the difference of the
+Each scenario runs twice under callgrind, with R1 and R2 rounds after the same warm-up (the rounds are for 32
+connections; a scenario with fewer runs proportionally more, so each counts as many requests); the difference of the
 main thread's instruction counts over the difference of the requests is the cost per request (imports, start-up
 and model loading cancel out). Only the event loop's thread is counted: inferd answers these requests there, and
 callgrind runs threads one at a time, which makes an idle thread that spins look far busier than it is. Under
@@ -199,6 +200,14 @@ def by_object(path: Path) -> dict[str, int]:
     return counts
 
 
+def _scaled(rounds: tuple[int, int], connections: int) -> tuple[int, int]:
+    """Rounds are given for 32 connections; fewer connections run proportionally more rounds, so that every
+    scenario counts as many requests. (At one connection, 40 requests were too few: a single collection or
+    timer in either run moved the figure by 10 %.)"""
+    scale = max(1, 32 // connections)
+    return rounds[0] * scale, rounds[1] * scale
+
+
 def measure(work: Path, scenario: str, rounds: tuple[int, int]) -> dict[str, Any]:
     outs = [work / f"cg.{scenario}.{r}" for r in rounds]
     with ThreadPoolExecutor(2) as pool:  # the two runs side by side: counts do not depend on the load
@@ -207,7 +216,8 @@ def measure(work: Path, scenario: str, rounds: tuple[int, int]) -> dict[str, Any
     requests = results[1]["requests"] - results[0]["requests"]
     per_request = {key: (counts[1].get(key, 0) - counts[0].get(key, 0)) / requests
                    for key in ("total", *(name for name, _ in BUCKETS), "other")}
-    return {"scenario": scenario, "connections": SCENARIOS[scenario][1], "requests_counted": requests,
+    return {"scenario": scenario, "connections": SCENARIOS[scenario][1], "rounds": list(rounds),
+            "requests_counted": requests,
             "instructions_per_request": round(per_request.pop("total")),
             "by_library": {k: round(v) for k, v in per_request.items()},
             "rows_per_execution": round(results[1]["inferences"] / max(1, results[1]["executions"]), 2)}
@@ -251,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{scenario}: {result['cpu_us_per_request']:.1f} us of CPU per request (native, noisy)")
             return 0
         low, high = (int(r) for r in args.rounds.split(","))
-        rows = [measure(work, scenario, (low, high)) for scenario in scenarios]
+        rows = [measure(work, scenario, _scaled((low, high), SCENARIOS[scenario][1])) for scenario in scenarios]
     report(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "rounds": [low, high], "warm_rounds": WARM_ROUNDS}, indent=2))
