@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from importlib.metadata import version as package_version
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from inferd.inference import (
 )
 from inferd.repository import Model, ModelRepository, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
+from inferd.scheduling.scheduler import RunResult
 from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_request_input
 from inferd.stats import ModelStats
 from inferd.tensors import element_count, to_array
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
     from inferd.observability.capture import CaptureWriter
 
 log = logging.getLogger(__name__)
+
+PlainOutcome = tuple[bytes, int | None] | BaseException
+"""How a plain request ends: the response body and its JSON header's length (None: no output goes as binary
+data), or the error."""
 
 DEFAULT_MAX_TENSOR_ELEMENTS = 1024**3
 """Most elements per input tensor unless the server's settings say otherwise (``max_tensor_elements``)."""
@@ -193,31 +199,60 @@ class DataPlane:
     async def infer_plain(self, payload: Any, model_name: str, model_version: str | None = None,
                           is_disconnected: Callable[[], bool] | None = None, tail: memoryview | None = None,
                           ) -> tuple[bytes, int | None] | None:
+        """:meth:`infer_plain_soon` for a coroutine: the response body and, when an output goes as binary data,
+        its JSON header's length; None when the request is not in the plain form."""
+        future: asyncio.Future[PlainOutcome] = asyncio.get_running_loop().create_future()
+        if not self.infer_plain_soon(payload, model_name, model_version, is_disconnected, tail,
+                                     partial(_settle, future)):
+            return None
+        outcome = await future
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def infer_plain_soon(self, payload: Any, model_name: str, model_version: str | None,
+                         is_disconnected: Callable[[], bool] | None, tail: memoryview | None,
+                         answer: Callable[[PlainOutcome], None]) -> bool:
         """Answer a V2 request in the plain form (see :mod:`inferd.codecs.v2_plain`): its parsed JSON and, for the
-        binary tensor extension, the bytes after it (``tail``). Returns the response body and, when an output goes
-        as binary data, the length of its JSON header: the same scheduler, statistics and errors as
-        :meth:`infer`, without its request and response objects. None, having done nothing, when the request is
-        not in that form or the version captures data: the caller then decodes it and calls :meth:`infer`."""
+        binary tensor extension, the bytes after it (``tail``). ``answer`` is called once, maybe before this
+        returns, with the response body and, when an output goes as binary data, the length of its JSON header;
+        or with the error. The same scheduler, statistics and errors as :meth:`infer`, without its request and
+        response objects, and without a coroutine. False, having done nothing, when the request is not in that
+        form, names no ready model version, or the version captures data: the caller then decodes it and calls
+        :meth:`infer`, which says what is wrong."""
         started = perf_counter_ns()
-        model = self.repository.get(model_name, parse_version(model_version))
+        try:
+            model = self.repository.get(model_name, parse_version(model_version))
+        except InferError:
+            return False
         loaded = model.loaded
         plan = None if loaded is None or model.capture is not None else loaded.plain
         read = None if plan is None else plan.read(payload, self.max_tensor_elements, tail)
         if read is None:
-            return None
+            return False
         assert loaded is not None
         assert plan is not None
         prepared = perf_counter_ns()
-        try:
-            result = await loaded.scheduler.submit(read.arrays, read.rows, None, None, is_disconnected, plan.batch_key)
-        except InferError as exc:
-            model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
-            raise
-        done = perf_counter_ns()
-        model.stats.record_success(read.rows, done - started, result.queue_ns, prepared - started, result.infer_ns,
-                                   done - prepared - result.queue_ns - result.infer_ns,
-                                   result.batch_rows if result.ran_batch else None)
-        return PlainRequestPlan.encode(model_name, str(model.version), read, result.output)
+
+        def outcome(result: RunResult | BaseException) -> None:
+            if isinstance(result, BaseException):
+                if isinstance(result, InferError):
+                    model.stats.record_failure(perf_counter_ns() - started, result.code.value)
+                answer(result)
+                return
+            done = perf_counter_ns()
+            model.stats.record_success(read.rows, done - started, result.queue_ns, prepared - started,
+                                       result.infer_ns, done - prepared - result.queue_ns - result.infer_ns,
+                                       result.batch_rows if result.ran_batch else None)
+            try:
+                body = PlainRequestPlan.encode(model_name, str(model.version), read, result.output)
+            except Exception as exc:  # never leave the caller without an answer
+                answer(exc)
+                return
+            answer(body)
+
+        loaded.scheduler.submit_nowait(read.arrays, read.rows, outcome, is_disconnected, plan.batch_key)
+        return True
 
     # -- configuration and statistics ----------------------------------------------------------
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
@@ -246,6 +281,11 @@ class DataPlane:
         return [
             v.stats for m in models for _, v in sorted(m.versions.items()) if v.state is State.READY
         ]
+
+
+def _settle(future: asyncio.Future[PlainOutcome], outcome: PlainOutcome) -> None:
+    if not future.done():  # its caller may have given up
+        future.set_result(outcome)
 
 
 def parse_version(version: str | None) -> int | None:

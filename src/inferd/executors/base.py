@@ -22,4 +22,13 @@ class Executor(Protocol):
         """Run predict on arrays already checked against the signature; raises InferError on failure."""
         ...
 
+    def inline(self, rows: int) -> bool:
+        """Whether a batch of so many rows runs inline on the event loop (:meth:`run_inline`): a model call too
+        short to be worth a hand-off to a thread."""
+        ...
+
+    def run_inline(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
+        """:meth:`run`, on the caller's thread, for a batch :meth:`inline` accepted."""
+        ...
+
     def close(self) -> None: ...

@@ -116,6 +116,12 @@ class ProcessExecutor:
         """Process ids of the current workers, loaded or loading."""
         return [slot.worker.pid for slot in self._slots if slot.worker is not None]
 
+    def inline(self, rows: int) -> bool:
+        return False  # every call goes to a worker process
+
+    def run_inline(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        raise RuntimeError(f"model {self.name!r} runs in worker processes, never inline")
+
     async def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         slot = await self._acquire()
         # Shielded: when the caller gives up (deadline), the worker still finishes and serves again.

@@ -45,9 +45,15 @@ class ThreadExecutor:
     def ready(self) -> bool:
         return True
 
+    def inline(self, rows: int) -> bool:
+        return self._inline_ok and self.cost.expected_ns(rows) < self._inline_below_ns
+
+    def run_inline(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
+        return self._timed(inputs, rows)
+
     async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         rows = _rows(inputs)
-        if self._inline_ok and self.cost.expected_ns(rows) < self._inline_below_ns:
+        if self.inline(rows):
             return self._timed(inputs, rows)
         # in the caller's context, so the model's log records carry the request id (run_in_executor copies none)
         return await asyncio.get_running_loop().run_in_executor(self._pool, copy_context().run, self._timed, inputs,

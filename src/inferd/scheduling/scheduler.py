@@ -7,10 +7,11 @@ callers. Requests whose non-batch dimensions or datatypes differ are never stack
 fails fails every caller in it. A request whose caller went away (client disconnect, gRPC cancel) is dropped
 before it runs; one whose deadline passes while it waits is answered DEADLINE_EXCEEDED and never runs.
 
-No task is created per request: a request that finds a free instance runs at once in its caller's
-coroutine. One that has to wait gets a future; when an instance frees up, the scheduler *grants* it the
-instance, and the granted caller runs the batch itself (the requests merged with it get their slices of
-the result through their own futures).
+No task is created per request. A request that finds a free instance runs at once, in its caller's
+coroutine (:meth:`Scheduler.submit`) or before :meth:`Scheduler.submit_nowait` returns. One that has to wait is
+queued with a future, or with a function to call (``submit_nowait``: the HTTP fast path's requests, which then
+need no coroutine at all). When an instance frees up, the scheduler runs the next batch itself: at once when the
+executor runs it inline on the event loop, else on one task per batch, and answers each caller with its rows.
 
 Dynamic batching with no queue delay (``max_queue_delay_us = 0``, as Triton's ``dynamic_batching { }``)
 does not wait for time to pass: the requests that arrive in one turn of the event loop (every connection
@@ -24,6 +25,7 @@ request (one client, or a quiet server), requests run at once without the turn's
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -35,6 +37,8 @@ import numpy as np
 from inferd.errors import ErrorCode, InferError, internal
 from inferd.executors.base import Executor
 from inferd.scheduling.policy import SchedulingPolicy
+
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 OutputCheck = Callable[[Mapping[str, np.ndarray], int], Mapping[str, np.ndarray]]
@@ -60,7 +64,7 @@ class RunResult:
     batch_rows: int
     """Rows of the batch the request ran in (its own rows when it ran alone)."""
     ran_batch: bool = True
-    """Whether this request's caller ran the batch (False for requests merged into another's)."""
+    """Whether this request counts the batch's model call (one request of each batch does: the first answered)."""
     start: int = 0
     stop: int = -1
     """The request's rows of the batch are ``start:stop``; -1: all of them (it ran alone). Each caller slices the
@@ -77,14 +81,45 @@ class RunResult:
         return {name: self.output(name) for name in self.batch_outputs}
 
 
+Outcome = Callable[["RunResult | BaseException"], None]
+"""What :meth:`Scheduler.submit_nowait` calls with a request's result or its error."""
+
+
+class Delivery:
+    """Where a request submitted with :meth:`Scheduler.submit_nowait` waits: in place of a future, a function
+    called once with the result or the error, as soon as there is one (no coroutine to resume, no loop turn)."""
+
+    __slots__ = ("_done", "_outcome")
+
+    def __init__(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: RunResult) -> None:
+        self._settle(result)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle(error)
+
+    def _settle(self, value: RunResult | BaseException) -> None:
+        self._done = True
+        try:
+            self._outcome(value)
+        except Exception:  # its caller's fault; the other callers of the batch still get their answers
+            log.exception("answering a request failed")
+
+
 @dataclass(slots=True, eq=False)
 class _Pending:
     inputs: Arrays
     rows: int
     key: tuple[object, ...]
     enqueued_ns: int
-    future: asyncio.Future[object]
-    """Resolved with a list of _Pending (this caller runs that batch) or a RunResult (someone else did)."""
+    future: asyncio.Future[RunResult] | Delivery
+    """Resolved with the request's RunResult, or failed."""
     is_disconnected: Callable[[], bool] | None = None
     timer: asyncio.TimerHandle | None = field(default=None)
 
@@ -116,10 +151,20 @@ class Scheduler:
         self._turn_armed = False
         self._solo_turns = 0
         self._alone_runs = 0
+        self._dispatching = False
+        """Within :meth:`_dispatch`: a batch it runs inline asks for the next one by returning, not recursing."""
+        self._running: set[asyncio.Task[None]] = set()
+        """Batches running on tasks (executors that do not run them inline)."""
 
     @property
     def queued(self) -> int:
         return self._queued
+
+    def _runs_now(self) -> bool:
+        """Whether a new request runs at once: a free instance, nobody waiting, and no batch to gather."""
+        if self._queued or self._busy >= self.executor.instances:
+            return False
+        return not self.policy.dynamic_batching or (self._per_turn and self._alone())
 
     def _alone(self) -> bool:
         """Zero-delay batching, free instance, empty queue: whether this request runs at once (recent turns
@@ -135,6 +180,15 @@ class Scheduler:
         self._solo_turns = self._solo_turns + 1 if self._queued <= 1 else 0
         self._dispatch(delay_over=True)
 
+    def _queued_now(self) -> None:
+        """A request was queued: gather it with this turn's (zero-delay batching), or see what can run."""
+        if self._per_turn:
+            if not self._turn_armed:
+                self._turn_armed = True
+                asyncio.get_running_loop().call_soon(self._end_of_turn)
+        else:
+            self._dispatch()
+
     async def submit(self, inputs: Arrays, rows: int, priority: object = None, timeout_us: int | None = None,
                      is_disconnected: Callable[[], bool] | None = None, key: tuple[object, ...] | None = None,
                      ) -> RunResult:
@@ -142,36 +196,34 @@ class Scheduler:
         ``is_disconnected`` tells whether the caller has gone away; a request still queued is then dropped.
         ``key``, when the caller knows it, is what :func:`batch_key` would make of ``inputs``."""
         level = self.policy.priority_level(priority) if priority is not None else self._default_level
-        if not self._queued and self._busy < self.executor.instances and (
-                not self.policy.dynamic_batching or (self._per_turn and self._alone())):
+        if self._runs_now():
             return await self._run_now(inputs, rows)
-        pending = self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected,
-                                key)
-        if self._per_turn:
-            if not self._turn_armed:
-                self._turn_armed = True
-                asyncio.get_running_loop().call_soon(self._end_of_turn)
-        else:
-            self._dispatch()
+        future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected, key, future)
+        self._queued_now()
+        return await future  # a cancelled caller cancels its future: the request is dropped, or its answer is
+
+    def submit_nowait(self, inputs: Arrays, rows: int, outcome: Outcome,
+                      is_disconnected: Callable[[], bool] | None = None, key: tuple[object, ...] | None = None,
+                      ) -> None:
+        """:meth:`submit` at the default priority and timeout, answered by calling ``outcome`` once with the
+        RunResult or the error (an InferError), maybe before this returns. ``outcome`` should not raise."""
+        delivery = Delivery(outcome)
+        if self._runs_now():
+            self._busy += 1
+            self._run([_Pending(inputs, rows, (), perf_counter_ns(), delivery)])
+            return
         try:
-            granted = await pending.future
-        except asyncio.CancelledError:
-            if pending.future.done() and not pending.future.cancelled():
-                self._hand_over(pending)  # granted, then cancelled before running: others still need it run
-            raise
-        if isinstance(granted, RunResult):
-            return granted
-        assert isinstance(granted, list)
-        batch: list[_Pending] = granted
-        followers = [p for p in batch if p is not pending]
-        if not followers:
-            return await self._execute([], inputs, rows, pending.enqueued_ns)
-        all_inputs = _stack([p.inputs for p in batch])
-        own = batch.index(pending)
-        return await self._execute(batch, all_inputs, sum(p.rows for p in batch), pending.enqueued_ns, own)
+            self._enqueue(inputs, rows, self._default_level, self.policy.default_timeout_us, is_disconnected, key,
+                          delivery)
+        except InferError as exc:
+            delivery.set_exception(exc)
+            return
+        self._queued_now()
 
     def _enqueue(self, inputs: Arrays, rows: int, level: int, timeout_us: int,
-                 is_disconnected: Callable[[], bool] | None, key: tuple[object, ...] | None = None) -> _Pending:
+                 is_disconnected: Callable[[], bool] | None, key: tuple[object, ...] | None,
+                 future: asyncio.Future[RunResult] | Delivery) -> _Pending:
         if self._queued >= self.policy.max_queue_size:
             self._purge()
         if self._queued >= self.policy.max_queue_size:
@@ -181,11 +233,10 @@ class Scheduler:
                 f"model {self.name!r} queue is full ({self._queued} requests waiting); retry in about {retry} s",
                 retry_after_s=retry,
             )
-        loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, rows, batch_key(inputs) if key is None else key, perf_counter_ns(),
-                           loop.create_future(), is_disconnected)
+        pending = _Pending(inputs, rows, batch_key(inputs) if key is None else key, perf_counter_ns(), future,
+                           is_disconnected)
         if timeout_us:
-            pending.timer = loop.call_later(timeout_us / 1e6, self._expire, pending, timeout_us)
+            pending.timer = asyncio.get_running_loop().call_later(timeout_us / 1e6, self._expire, pending, timeout_us)
         self._levels[level].append(pending)
         self._queued += 1
         return pending
@@ -198,98 +249,110 @@ class Scheduler:
             ))
 
     async def _run_now(self, inputs: Arrays, rows: int) -> RunResult:
-        """The fast path: a free instance and nobody waiting. What :meth:`_execute` does for a batch of one,
-        without the batch."""
+        """A free instance and nobody waiting: run in the caller's coroutine, without a batch."""
         self._busy += 1
         started = perf_counter_ns()
         try:
             outputs = await self.executor.run(inputs)
         finally:
-            self._busy -= 1
             finished = perf_counter_ns()
-            self._learn(rows, finished - started)
-            if self._queued:
-                self._dispatch()
+            self._release(rows, finished - started)
         checked = outputs if self._check is None else self._check(outputs, rows)
         return RunResult(checked, 0, finished - started, rows)
 
-    async def _execute(self, batch: list[_Pending], inputs: Arrays, rows: int, enqueued_ns: int,
-                       own: int | None = None) -> RunResult:
-        """Run on the instance this caller holds, answer the batch's other callers, release the instance."""
+    def _release(self, rows: int, elapsed_ns: int) -> None:
+        """A model call finished: its instance is free for whatever waits."""
+        self._busy -= 1
+        self._per_row_ns = 0.9 * self._per_row_ns + 0.1 * elapsed_ns / max(1, rows)
+        if self._queued:
+            self._dispatch()
+
+    def _run(self, batch: list[_Pending]) -> None:
+        """Run a batch on the instance taken for it and answer its callers: now when the executor runs it inline,
+        else on a task."""
+        inputs = batch[0].inputs if len(batch) == 1 else _stack([p.inputs for p in batch])
+        rows = sum(p.rows for p in batch)
+        if not self.executor.inline(rows):
+            task = asyncio.get_running_loop().create_task(self._run_later(batch, inputs, rows))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            return
+        started = perf_counter_ns()
+        try:
+            outputs = self.executor.run_inline(inputs, rows)
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        finally:
+            self._release(rows, perf_counter_ns() - started)
+        self._answer(batch, outputs, rows, started)
+
+    async def _run_later(self, batch: list[_Pending], inputs: Arrays, rows: int) -> None:
         started = perf_counter_ns()
         try:
             outputs = await self.executor.run(inputs)
         except BaseException as exc:
-            _fail([p for i, p in enumerate(batch) if i != own], exc)
-            raise
-        finally:
-            self._busy -= 1
-            self._learn(rows, perf_counter_ns() - started)
-            if self._queued:
-                self._dispatch()
-        finished = perf_counter_ns()
-        if self._check is not None:
-            try:
-                outputs = self._check(outputs, rows)
-            except InferError as exc:
-                _fail(batch, exc)
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
                 raise
-        if not batch:
-            return RunResult(outputs, started - enqueued_ns, finished - started, rows)
-        self._check_rows(batch, outputs, rows)
-        result = RunResult({}, 0, 0, rows)
-        start = 0
-        for index, item in enumerate(batch):
-            answer = RunResult(outputs, started - item.enqueued_ns, finished - started, rows, index == own, start,
-                               start + item.rows)
-            start += item.rows
-            if index == own:
-                result = answer
-            elif not item.future.done():
-                item.future.set_result(answer)
-        return result
+            return
+        finally:
+            self._release(rows, perf_counter_ns() - started)
+        self._answer(batch, outputs, rows, started)
 
-    def _check_rows(self, batch: list[_Pending], outputs: Mapping[str, np.ndarray], rows: int) -> None:
+    def _answer(self, batch: list[_Pending], outputs: Mapping[str, np.ndarray], rows: int, started: int) -> None:
+        """Check what the model returned and give each caller still waiting its rows."""
+        finished = perf_counter_ns()
+        try:
+            if self._check is not None:
+                outputs = self._check(outputs, rows)
+            if len(batch) > 1:
+                self._check_rows(outputs, rows)
+        except InferError as exc:
+            _fail(batch, exc)
+            return
+        if len(batch) == 1:
+            item = batch[0]
+            if not item.future.done():
+                item.future.set_result(RunResult(outputs, started - item.enqueued_ns, finished - started, rows))
+            return
+        counted = False
+        start = 0
+        for item in batch:
+            stop = start + item.rows
+            if not item.future.done():
+                item.future.set_result(RunResult(outputs, started - item.enqueued_ns, finished - started, rows,
+                                                 not counted, start, stop))
+                counted = True
+            start = stop
+
+    def _check_rows(self, outputs: Mapping[str, np.ndarray], rows: int) -> None:
         """Every output must have a row per row of the batch, or no caller can be given its own."""
         for name, array in outputs.items():
             if np.ndim(array) == 0 or len(array) != rows:
-                error = internal(f"model {self.name!r} returned {np.shape(array)[:1] or 'no'} rows of {name!r} "
-                                 f"for a batch of {rows}")
-                _fail(batch, error)
-                raise error
-
-    def _hand_over(self, leader: _Pending) -> None:
-        """A granted caller was cancelled: run its batch for the others on a task of its own."""
-        granted = leader.future.result()
-        if isinstance(granted, list):
-            rest = [p for p in granted if p is not leader]
-            if rest:
-                asyncio.get_running_loop().create_task(self._run_orphans(rest))
-                return
-            self._busy -= 1
-            self._dispatch()
-
-    async def _run_orphans(self, batch: list[_Pending]) -> None:
-        try:
-            await self._execute(batch, _stack([p.inputs for p in batch]), sum(p.rows for p in batch),
-                                batch[0].enqueued_ns, own=None)
-        except Exception:  # each caller in the batch already got the error
-            return
+                raise internal(f"model {self.name!r} returned {np.shape(array)[:1] or 'no'} rows of {name!r} "
+                               f"for a batch of {rows}")
 
     # -- choosing what runs next ----------------------------------------------------------------------
     def _dispatch(self, delay_over: bool = False) -> None:
-        """Grant free instances to the requests that should run next. ``delay_over``: the batching timer
-        fired, so the head has waited its max_queue_delay (timers may fire a little early: trust them)."""
-        while self._busy < self.executor.instances:
-            self._purge_heads()
-            if not self._queued:
-                return
-            batch = self._take_batch(delay_over)
-            delay_over = False
-            if batch is None:
-                return
-            self._busy += 1
-            batch[0].future.set_result(batch)
+        """Run what should run next on the free instances. ``delay_over``: the batching timer fired, so the head
+        has waited its max_queue_delay (timers may fire a little early: trust them)."""
+        if self._dispatching:
+            return  # called from a batch this dispatch runs inline: the loop below goes on when it returns
+        self._dispatching = True
+        try:
+            while self._busy < self.executor.instances:
+                self._purge_heads()
+                if not self._queued:
+                    return
+                batch = self._take_batch(delay_over)
+                delay_over = False
+                if batch is None:
+                    return
+                self._busy += 1
+                self._run(batch)
+        finally:
+            self._dispatching = False
 
     def _purge_heads(self) -> None:
         for level in self._levels:
@@ -374,9 +437,6 @@ class Scheduler:
         for item in chosen:
             if item.timer is not None:
                 item.timer.cancel()
-
-    def _learn(self, rows: int, elapsed_ns: int) -> None:
-        self._per_row_ns = 0.9 * self._per_row_ns + 0.1 * elapsed_ns / max(1, rows)
 
     def close(self) -> None:
         if self._timer is not None:

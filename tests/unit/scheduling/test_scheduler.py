@@ -32,6 +32,12 @@ class Recorder:
     def ready(self) -> bool:
         return True
 
+    def inline(self, rows: int) -> bool:
+        return False
+
+    def run_inline(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
+        raise AssertionError("a Recorder runs on a thread")
+
     async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         self.batches.append(len(inputs["x"]))
         self.order.extend(inputs["x"][:, 0].tolist())
@@ -304,9 +310,15 @@ class InlineRecorder:
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    def inline(self, rows: int) -> bool:
+        return True
+
+    def run_inline(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
         self.batches.append(len(inputs["x"]))
         return {"y": inputs["x"] * 2}
+
+    async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return self.run_inline(inputs, len(inputs["x"]))
 
     def close(self) -> None:
         pass
@@ -383,3 +395,152 @@ def test_a_caller_gone_from_a_turns_batch_is_failed_and_the_others_get_their_own
         assert result.output("y").tolist() == [[value * 2.0, value * 2.0]]  # its own row of the batch's output
         assert result.outputs["y"].tolist() == [[value * 2.0, value * 2.0]]
         assert len(result.batch_outputs["y"]) == 4
+
+
+# -- submit_nowait: answered through a function (the HTTP fast path's requests) ----------------------------------
+class Outcomes:
+    """Collects what submit_nowait hands each request: a RunResult or an error, by the request's value."""
+
+    def __init__(self) -> None:
+        self.got: dict[float, object] = {}
+
+    def of(self, value: float):
+        def outcome(result: object) -> None:
+            assert value not in self.got, "answered twice"
+            self.got[value] = result
+        return outcome
+
+    def rows_of(self, value: float) -> list[list[float]]:
+        result = self.got[value]
+        assert not isinstance(result, BaseException), result
+        return result.output("y").tolist()
+
+
+def test_submit_nowait_runs_a_lone_request_before_it_returns():
+    executor = InlineRecorder()
+    scheduler = Scheduler("m", executor, SchedulingPolicy(max_batch_size=8))  # no batching: runs at once
+    outcomes = Outcomes()
+
+    async def main():
+        scheduler.submit_nowait(rows(3), 1, outcomes.of(3))
+        assert outcomes.rows_of(3) == [[6.0, 6.0]]  # already answered
+
+    asyncio.run(main())
+    assert executor.batches == [1]
+
+
+def test_submit_nowait_batches_a_turn_and_gives_each_caller_its_rows():
+    executor = InlineRecorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
+    outcomes = Outcomes()
+    values = [float(v) for v in range(6)]
+
+    async def main():
+        for value in values:
+            scheduler.submit_nowait(rows(value), 1, outcomes.of(value))
+        assert not outcomes.got  # waiting for the end of the turn
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert executor.batches == [6]
+    for value in values:
+        assert outcomes.rows_of(value) == [[value * 2, value * 2]]
+    counted = [outcomes.got[v].ran_batch for v in values]
+    assert counted == [True] + [False] * 5  # the batch's model call is counted once
+
+
+def test_submit_nowait_on_a_thread_executor_answers_when_the_batch_is_done():
+    executor = Recorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
+    outcomes = Outcomes()
+
+    async def main():
+        for value in (1.0, 2.0, 3.0):
+            scheduler.submit_nowait(rows(value), 1, outcomes.of(value))
+        for _ in range(200):
+            if len(outcomes.got) == 3:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert executor.batches == [3]
+    assert [outcomes.rows_of(v) for v in (1.0, 2.0, 3.0)] == [[[2.0, 2.0]], [[4.0, 4.0]], [[6.0, 6.0]]]
+
+
+def test_submit_nowait_errors_reach_the_function_queue_full_deadline_departed_unloaded():
+    executor, scheduler = held(SchedulingPolicy(max_queue_size=3, default_timeout_us=30_000))
+    outcomes = Outcomes()
+    gone = {"flag": False}
+
+    async def main():
+        running = await occupy(scheduler)
+        scheduler.submit_nowait(rows(1), 1, outcomes.of(1))  # will time out (the model default: 30 ms)
+        await asyncio.sleep(0.1)
+        assert isinstance(outcomes.got[1], InferError)
+        scheduler.submit_nowait(rows(2), 1, outcomes.of(2), is_disconnected=lambda: gone["flag"])
+        scheduler.submit_nowait(rows(3), 1, outcomes.of(3))
+        scheduler.submit_nowait(rows(4), 1, outcomes.of(4))
+        scheduler.submit_nowait(rows(5), 1, outcomes.of(5))  # the queue holds 3
+        assert isinstance(outcomes.got[5], InferError)  # refused before submit_nowait returned
+        gone["flag"] = True
+        executor.gate.set()
+        await running
+        for _ in range(100):
+            if 3 in outcomes.got:
+                break
+            await asyncio.sleep(0.01)
+        executor.gate.clear()
+        held_again = await occupy(scheduler)
+        scheduler.submit_nowait(rows(6), 1, outcomes.of(6))
+        scheduler.close()
+        executor.gate.set()
+        await held_again
+
+    asyncio.run(main())
+    expected = {1: (ErrorCode.DEADLINE_EXCEEDED, "timed out after 30000 µs"), 2: (ErrorCode.UNAVAILABLE, "went away"),
+                5: (ErrorCode.UNAVAILABLE, "queue is full"), 6: (ErrorCode.UNAVAILABLE, "was unloaded")}
+    for value, (code, words) in expected.items():
+        error = outcomes.got[value]
+        assert isinstance(error, InferError), (value, error)
+        assert error.code is code, (value, error)
+        assert words in error.message, (value, error)
+    assert outcomes.got[5].retry_after_s >= 1
+    assert outcomes.rows_of(3) == [[6.0, 6.0]]
+    assert outcomes.rows_of(4) == [[8.0, 8.0]]
+    assert not {1.0, 2.0, 6.0} & set(executor.order)
+
+
+def test_a_caller_whose_function_raises_does_not_keep_the_others_from_their_answers(caplog):
+    executor = InlineRecorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
+    outcomes = Outcomes()
+
+    def broken(result: object) -> None:
+        raise RuntimeError("the caller's own bug")
+
+    async def main():
+        scheduler.submit_nowait(rows(1), 1, outcomes.of(1))
+        scheduler.submit_nowait(rows(2), 1, broken)
+        scheduler.submit_nowait(rows(3), 1, outcomes.of(3))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert executor.batches == [3]
+    assert outcomes.rows_of(1) == [[2.0, 2.0]]
+    assert outcomes.rows_of(3) == [[6.0, 6.0]]
+    assert "answering a request failed" in caplog.text
+
+
+def test_batches_queued_behind_an_inline_batch_run_one_after_another_without_recursion():
+    executor = InlineRecorder()
+    scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=1, max_queue_size=5000))
+    outcomes = Outcomes()
+
+    async def main():
+        for value in range(3000):  # 3,000 batches of one, all queued in one turn
+            scheduler.submit_nowait(rows(float(value)), 1, outcomes.of(float(value)))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert len(executor.batches) == 3000
+    assert all(outcomes.rows_of(float(v)) == [[2.0 * v, 2.0 * v]] for v in range(3000))

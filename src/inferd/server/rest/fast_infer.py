@@ -16,6 +16,7 @@ import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from inferd.codecs import v2_binary
@@ -25,6 +26,7 @@ from inferd.observability.request_context import RequestObserver
 from inferd.security.asgi import auth_error_parts
 from inferd.security.auth import Authenticator
 from inferd.security.scopes import Scope as AuthScope
+from inferd.server.eager import start_eagerly
 from inferd.server.rest.http_error import HTTPError, error_parts
 from inferd.server.status import HTTP_STATUS
 
@@ -55,6 +57,12 @@ async def run_infer(dataplane: DataPlane, body: bytes, header_length: str | None
     answer = await dataplane.infer_plain(payload, model, version, is_disconnected, tail)  # the usual form, at once
     if answer is not None:
         return answer
+    return await run_decoded(dataplane, payload, tail, model, version, is_disconnected)
+
+
+async def run_decoded(dataplane: DataPlane, payload: Any, tail: memoryview | None, model: str, version: str | None,
+                      is_disconnected: Callable[[], bool] | None) -> tuple[bytes, int | None]:
+    """A V2 request the plain form did not take, its JSON parsed: through the codecs' objects."""
     request = v2_binary.decode_payload(payload, tail, model, version)
     response = await dataplane.infer(request, is_disconnected)
     binary = v2_binary.binary_outputs(request, [o.name for o in response.outputs])
@@ -110,6 +118,24 @@ class FastInfer:
         self._targets[path] = target
         return target
 
+    def start_infer(self, body: bytes, header_length: str | None, model: str, version: str | None,
+                    is_disconnected: Callable[[], bool] | None, respond: Callable[[tuple[int, Headers, bytes]], None],
+                    tasks: set[Any]) -> None:
+        """:func:`infer_response` for the HTTP protocol: ``respond`` gets the status, headers and body, maybe before
+        this returns. A plain request needs no coroutine (:meth:`DataPlane.infer_plain_soon`); any other runs
+        without a task until it has to wait (:func:`~inferd.server.eager.start_eagerly`, which keeps it in
+        ``tasks`` while it waits)."""
+        dataplane = self.dataplane
+        try:
+            payload, tail = v2_binary.split_body(body, header_length)
+            if dataplane.infer_plain_soon(payload, model, version, is_disconnected, tail,
+                                          partial(_respond_outcome, respond, model)):
+                return
+        except Exception as exc:
+            respond(response_parts(exc, model))
+            return
+        start_eagerly(decoded_response(dataplane, payload, tail, model, version, is_disconnected), respond, tasks)
+
     def build_app(self) -> ASGIApp:
         """The full app, built once (thread-safe: the server may warm it from a thread)."""
         if self._app is None:
@@ -162,14 +188,41 @@ async def infer_response(dataplane: DataPlane, body: bytes, header_length: str |
                          version: str | None, is_disconnected: Callable[[], bool] | None) -> tuple[int, Headers, bytes]:
     """Status, headers and body answering one V2 inference request: every error becomes the V2 error form."""
     try:
-        content, json_length = await run_infer(dataplane, body, header_length, model, version, is_disconnected)
-    except InferError as exc:
-        return error_parts(HTTP_STATUS[exc.code], exc.message, exc.retry_after_s)
-    except HTTPError as exc:
-        return error_parts(exc.status, exc.message)
-    except Exception as exc:  # never let one request take the connection down without an answer
-        log.exception("unexpected error in inference on %s", model)
-        return error_parts(500, f"internal server error: {type(exc).__name__}: {exc}")
+        answer: tuple[bytes, int | None] | BaseException = await run_infer(dataplane, body, header_length, model,
+                                                                           version, is_disconnected)
+    except Exception as exc:
+        answer = exc
+    return response_parts(answer, model)
+
+
+async def decoded_response(dataplane: DataPlane, payload: Any, tail: memoryview | None, model: str,
+                           version: str | None, is_disconnected: Callable[[], bool] | None,
+                           ) -> tuple[int, Headers, bytes]:
+    try:
+        answer: tuple[bytes, int | None] | BaseException = await run_decoded(dataplane, payload, tail, model, version,
+                                                                             is_disconnected)
+    except Exception as exc:
+        answer = exc
+    return response_parts(answer, model)
+
+
+def _respond_outcome(respond: Callable[[tuple[int, Headers, bytes]], None], model: str,
+                     outcome: tuple[bytes, int | None] | BaseException) -> None:
+    respond(response_parts(outcome, model))
+
+
+def response_parts(outcome: tuple[bytes, int | None] | BaseException, model: str) -> tuple[int, Headers, bytes]:
+    """Status, headers and body for an inference's outcome: the body and its JSON header's length (None: all
+    JSON), or the error, in the V2 error form."""
+    if isinstance(outcome, BaseException):
+        if isinstance(outcome, InferError):
+            return error_parts(HTTP_STATUS[outcome.code], outcome.message, outcome.retry_after_s)
+        if isinstance(outcome, HTTPError):
+            return error_parts(outcome.status, outcome.message)
+        # never let one request take the connection down without an answer
+        log.error("unexpected error in inference on %s", model, exc_info=outcome)
+        return error_parts(500, f"internal server error: {type(outcome).__name__}: {outcome}")
+    content, json_length = outcome
     if json_length is None:
         return 200, [(b"content-type", _JSON), (b"content-length", b"%d" % len(content))], content
     return 200, [(b"content-type", _BINARY), (b"content-length", b"%d" % len(content)),

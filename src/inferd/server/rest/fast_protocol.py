@@ -31,12 +31,10 @@ from inferd.observability.request_context import HEADER as REQUEST_ID_HEADER
 from inferd.observability.request_context import REQUEST_ID
 from inferd.security.asgi import auth_error_parts
 from inferd.security.scopes import Scope as AuthScope
-from inferd.server.eager import start_eagerly
 from inferd.server.rest.fast_infer import (
     PROBES_BYTES,
     FastInfer,
     Headers,
-    infer_response,
     probe_parts,
 )
 from inferd.server.rest.http_error import error_parts
@@ -349,9 +347,9 @@ class FastPathProtocol(HttpToolsProtocol):
             token = REQUEST_ID.set(cycle.request_id)  # for log records and data capture; a task copies it
             try:
                 length = self.header_length
-                answer = infer_response(self.fast.dataplane, body, None if length is None else length.decode("latin-1"),
-                                        cycle.model, cycle.version, self.transport.is_closing)
-                start_eagerly(answer, partial(self._respond_parts, cycle), self.tasks)
+                self.fast.start_infer(body, None if length is None else length.decode("latin-1"), cycle.model,
+                                      cycle.version, self.transport.is_closing, partial(self._respond_parts, cycle),
+                                      self.tasks)
             finally:
                 REQUEST_ID.reset(token)
 
