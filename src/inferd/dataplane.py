@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inferd import heap
-from inferd.codecs.v2_plain import PlainRequestPlan
+from inferd.codecs.v2_plain import PlainRequest, PlainRequestPlan
 from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
     DynamicBatching,
@@ -33,7 +33,7 @@ from inferd.inference import (
     ResponseOutput,
     ServerMetadata,
 )
-from inferd.repository import Model, ModelRepository, State, why_unavailable
+from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import RunResult
 from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_request_input
@@ -232,26 +232,8 @@ class DataPlane:
             return False
         assert loaded is not None
         assert plan is not None
-        prepared = perf_counter_ns()
-
-        def outcome(result: RunResult | BaseException) -> None:
-            if isinstance(result, BaseException):
-                if isinstance(result, InferError):
-                    model.stats.record_failure(perf_counter_ns() - started, result.code.value)
-                answer(result)
-                return
-            done = perf_counter_ns()
-            model.stats.record_success(read.rows, done - started, result.queue_ns, prepared - started,
-                                       result.infer_ns, done - prepared - result.queue_ns - result.infer_ns,
-                                       result.batch_rows if result.ran_batch else None)
-            try:
-                body = PlainRequestPlan.encode(model_name, str(model.version), read, result.output)
-            except Exception as exc:  # never leave the caller without an answer
-                answer(exc)
-                return
-            answer(body)
-
-        loaded.scheduler.submit_nowait(read.arrays, read.rows, outcome, is_disconnected, plan.batch_key)
+        call = _PlainCall(model, model_name, read, started, answer)
+        loaded.scheduler.submit_nowait(read.arrays, read.rows, call, is_disconnected, plan.batch_key)
         return True
 
     # -- configuration and statistics ----------------------------------------------------------
@@ -281,6 +263,46 @@ class DataPlane:
         return [
             v.stats for m in models for _, v in sorted(m.versions.items()) if v.state is State.READY
         ]
+
+
+class _PlainCall:
+    """A plain request waiting for its model (a :class:`~inferd.scheduling.scheduler.Waiter`): told the result, it
+    records the statistics, encodes the response and hands it to ``answer``; told the error, it hands that on."""
+
+    __slots__ = ("_answer", "_done", "_model", "_name", "_prepared", "_read", "_started")
+
+    def __init__(self, model: ModelVersion, name: str, read: PlainRequest, started: int,
+                 answer: Callable[[PlainOutcome], None]) -> None:
+        self._model = model
+        self._name = name
+        self._read = read
+        self._started = started
+        self._prepared = perf_counter_ns()
+        self._answer = answer
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: RunResult) -> None:
+        self._done = True
+        done = perf_counter_ns()
+        started, prepared, read, model = self._started, self._prepared, self._read, self._model
+        model.stats.record_success(read.rows, done - started, result.queue_ns, prepared - started, result.infer_ns,
+                                   done - prepared - result.queue_ns - result.infer_ns,
+                                   result.batch_rows if result.ran_batch else None)
+        try:
+            body = PlainRequestPlan.encode(self._name, str(model.version), read, result)
+        except Exception as exc:  # never leave the caller without an answer
+            self._answer(exc)
+            return
+        self._answer(body)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._done = True
+        if isinstance(error, InferError):
+            self._model.stats.record_failure(perf_counter_ns() - self._started, error.code.value)
+        self._answer(error)
 
 
 def _settle(future: asyncio.Future[PlainOutcome], outcome: PlainOutcome) -> None:

@@ -86,10 +86,18 @@ class ModelStats:
         request that ran it (None for requests that were merged into another's batch)."""
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.inference_count += batch
-        self.success.add(total_ns)
-        self.queue.add(queue_ns)
-        self.compute_infer.add(infer_ns)
-        self.compute_input.count += 1  # Duration.add, inline: this runs on every request
+        # HistogramDuration.add and Duration.add, inline: this runs for every request
+        success, queue, infer = self.success, self.queue, self.compute_infer
+        success.count += 1
+        success.ns += total_ns
+        success.buckets[bisect_left(DURATION_BOUNDS_NS, total_ns)] += 1
+        queue.count += 1
+        queue.ns += queue_ns
+        queue.buckets[bisect_left(DURATION_BOUNDS_NS, queue_ns)] += 1
+        infer.count += 1
+        infer.ns += infer_ns
+        infer.buckets[bisect_left(DURATION_BOUNDS_NS, infer_ns)] += 1
+        self.compute_input.count += 1
         self.compute_input.ns += input_ns
         self.compute_output.count += 1
         self.compute_output.ns += output_ns

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from inferd.codecs import v2_json
 from inferd.errors import InferError, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
@@ -70,9 +72,12 @@ def decode_request(body: bytes, header_length: str | int | None, model_name: str
 def split_body(body: bytes, header_length: str | int | None) -> tuple[Any, memoryview | None]:
     """The parsed JSON header of a request body and the binary data after it (None when the body is all JSON).
     INVALID_ARGUMENT when the header length or the JSON is malformed."""
-    length = parse_header_length(header_length)
+    length = None if header_length is None else parse_header_length(header_length)
     if length is None or length == len(body):
-        return v2_json.loads(body), None
+        try:
+            return orjson.loads(body), None  # v2_json.loads, inline: this runs for every request
+        except orjson.JSONDecodeError as exc:
+            raise invalid(f"malformed JSON: {exc}") from None
     if length > len(body):
         raise invalid(f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes")
     return v2_json.loads(body[:length]), memoryview(body)[length:]

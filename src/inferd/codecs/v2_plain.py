@@ -20,9 +20,8 @@ messages. tests/fuzz/test_fuzz_codecs.py holds the two paths to that.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -53,7 +52,7 @@ class _Input:
     floating: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlainRequest:
     """A plain request, checked and converted."""
 
@@ -106,7 +105,9 @@ class PlainRequestPlan:
         request_id = payload.get("id")
         if request_id is not None and type(request_id) is not str:
             return None
-        outputs = self._wanted(payload.get("outputs"), _flag(payload.get("parameters"), _BINARY_OUTPUT))
+        parameters = payload.get("parameters")
+        outputs = self._wanted(payload.get("outputs"),
+                               False if parameters is None else _flag(parameters, _BINARY_OUTPUT))
         known = 1 + ("id" in payload) + ("outputs" in payload) + ("parameters" in payload)
         if outputs is None or len(payload) != known:
             return None  # another parameter, an odd "outputs", anything else: the general path
@@ -133,11 +134,13 @@ class PlainRequestPlan:
             if type(item) is not dict or not (len(item) == 1 or (len(item) == 2 and "parameters" in item)):
                 return None
             name = item.get("name")
-            own = _flag(item.get("parameters"), _BINARY, binary)
+            parameters = item.get("parameters")
+            own = binary if parameters is None else _flag(parameters, _BINARY, binary)
             if type(name) is not str or name not in self._datatypes or own is None:
                 return None
             wanted.append((name, self._datatypes[name], own))
-        return tuple(wanted) if len({name for name, _, _ in wanted}) == len(wanted) else None
+        unique = len(wanted) == 1 or len({name for name, _, _ in wanted}) == len(wanted)
+        return tuple(wanted) if unique else None
 
     def _rows(self, arrays: Arrays) -> int | None:
         """The batch size every input agrees on (1 for an unbatched model); None when they disagree or it is
@@ -188,35 +191,51 @@ class PlainRequestPlan:
         """The input's spec and element count when its name, datatype and shape fit the signature."""
         name = item.get("name")
         spec = self._inputs.get(name) if type(name) is str else None
-        if spec is None or item.get("datatype") != spec.datatype:
+        shape = item.get("shape")
+        if spec is None or item.get("datatype") != spec.datatype or type(shape) is not list \
+                or len(shape) != len(spec.shape):
             return None, -1
-        count = _count(spec.shape, item.get("shape"))
-        return (spec, count) if 0 <= count <= max_elements else (None, -1)
+        count = 1
+        for want, got in zip(spec.shape, shape, strict=True):  # a list of non-negative integers that fits
+            if type(got) is not int or got < 0 or (want != got and want != FREE):
+                return None, -1
+            count *= got
+        return (spec, count) if count <= max_elements else (None, -1)
 
     @staticmethod
-    def encode(model_name: str, model_version: str, request: PlainRequest, output: Callable[[str], np.ndarray],
+    def encode(model_name: str, model_version: str, request: PlainRequest, result: Answer,
                ) -> tuple[bytes, int | None]:
         """The response body and, when an output goes as binary data, the JSON header's length: what the general
-        encoder writes. ``output`` gives each output's array."""
+        encoder writes. ``result`` gives each output's array, or its elements."""
         body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
         if request.id is not None:
             body["id"] = request.id
         entries = []
         chunks = []
         for name, datatype, binary in request.outputs:
-            array = output(name)
             if binary:
+                array = result.output(name)
                 chunks.append(to_raw(array))
                 entries.append({"name": name, "datatype": datatype, "shape": list(array.shape),
                                 "parameters": {_SIZE: len(chunks[-1])}})
             else:
-                entries.append({"name": name, "datatype": datatype, "shape": list(array.shape),
-                                "data": array.ravel().tolist()})
+                shape, data = result.elements(name)
+                entries.append({"name": name, "datatype": datatype, "shape": shape, "data": data})
         body["outputs"] = entries
         head = orjson.dumps(body)
         if not chunks:
             return head, None
         return b"".join([head, *chunks]), len(head)
+
+
+class Answer(Protocol):
+    """A request's outputs (a :class:`~inferd.scheduling.scheduler.RunResult`)."""
+
+    def output(self, name: str) -> np.ndarray: ...
+
+    def elements(self, name: str) -> tuple[list[int], list[Any]]:
+        """The output's shape and its elements in one flat list."""
+        ...
 
 
 def _flag(parameters: Any, key: str, default: bool = False) -> bool | None:
@@ -228,15 +247,3 @@ def _flag(parameters: Any, key: str, default: bool = False) -> bool | None:
         return None
     value = parameters.get(key)
     return value if type(value) is bool else None
-
-
-def _count(declared: tuple[int, ...], shape: Any) -> int:
-    """Elements of ``shape`` when it is a list of non-negative integers that fits ``declared``; else -1."""
-    if type(shape) is not list or len(shape) != len(declared):
-        return -1
-    count = 1
-    for want, got in zip(declared, shape, strict=True):
-        if type(got) is not int or got < 0 or (want != got and want != FREE):
-            return -1
-        count *= got
-    return count

@@ -14,7 +14,7 @@ from inferd.codecs import v2_binary
 from inferd.codecs.v2_plain import PlainRequestPlan
 from inferd.dataplane import prepare_inputs, requested_outputs
 from inferd.inference import InferenceResponse, ResponseOutput
-from inferd.scheduling.scheduler import batch_key
+from inferd.scheduling.scheduler import RunResult, batch_key
 from inferd.signature import Signature, TensorSpec
 
 SIG = Signature(
@@ -153,7 +153,29 @@ def test_the_answer_is_the_general_paths_byte_for_byte(extra):
     general = InferenceResponse("m", "3", [ResponseOutput(name, SIG.output_datatypes[name], list(outputs[name].shape),
                                                           outputs[name]) for name in wanted], request.id)
     expected = v2_binary.encode_response(general, v2_binary.binary_outputs(request, wanted))
-    assert PlainRequestPlan.encode("m", "3", read, outputs.__getitem__) == expected
+    assert PlainRequestPlan.encode("m", "3", read, RunResult(outputs, 0, 0, 2)) == expected  # it ran alone
+    # the same rows, cut from a batch of several callers (the lists made once for the batch)
+    batch = {name: np.concatenate([array[:1], array, array[::-1]]) for name, array in outputs.items()}
+    shared: dict[str, list[Any]] = {}
+    assert PlainRequestPlan.encode("m", "3", read, RunResult(batch, 0, 0, 5, False, 1, 3, shared)) == expected
+
+
+def test_one_row_callers_of_a_batch_each_get_their_row_cut_from_the_batchs_lists():
+    batch = {"y": np.array([[0.1, 0.2], [1 / 3, 2.5e-8], [-1.0, 7.0]], dtype=np.float32),
+             "label": np.array([True, False, True])}
+    shared: dict[str, list[Any]] = {}
+    for row in range(3):
+        one = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
+                          {"name": "n", "datatype": "INT64", "shape": [1], "data": [4]}]}
+        read = plan().read(one, MAX_ELEMENTS)
+        assert read is not None
+        own = {name: array[row:row + 1] for name, array in batch.items()}
+        general = InferenceResponse("m", "3", [ResponseOutput(name, SIG.output_datatypes[name], list(own[name].shape),
+                                                              own[name]) for name in ("y", "label")])
+        expected = v2_binary.encode_response(general, set())
+        answer = RunResult(batch, 0, 0, 3, row == 0, row, row + 1, shared)
+        assert PlainRequestPlan.encode("m", "3", read, answer) == expected
+    assert set(shared) == {"y", "label"}  # listed once, for every caller
 
 
 RAW_X = np.arange(6, dtype="<f4").reshape(2, 3)

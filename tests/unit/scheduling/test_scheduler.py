@@ -399,21 +399,33 @@ def test_a_caller_gone_from_a_turns_batch_is_failed_and_the_others_get_their_own
 
 # -- submit_nowait: answered through a function (the HTTP fast path's requests) ----------------------------------
 class Outcomes:
-    """Collects what submit_nowait hands each request: a RunResult or an error, by the request's value."""
+    """Waiters for submit_nowait that keep what each request is told (a RunResult or an error), by its value."""
 
     def __init__(self) -> None:
         self.got: dict[float, object] = {}
 
-    def of(self, value: float):
-        def outcome(result: object) -> None:
-            assert value not in self.got, "answered twice"
-            self.got[value] = result
-        return outcome
+    def of(self, value: float) -> Told:
+        return Told(self, value)
 
     def rows_of(self, value: float) -> list[list[float]]:
         result = self.got[value]
         assert not isinstance(result, BaseException), result
         return result.output("y").tolist()
+
+
+class Told:
+    def __init__(self, outcomes: Outcomes, value: float) -> None:
+        self.outcomes = outcomes
+        self.value = value
+
+    def done(self) -> bool:
+        return self.value in self.outcomes.got
+
+    def set_result(self, result: object) -> None:
+        assert not self.done(), "answered twice"
+        self.outcomes.got[self.value] = result
+
+    set_exception = set_result
 
 
 def test_submit_nowait_runs_a_lone_request_before_it_returns():
@@ -510,13 +522,16 @@ def test_submit_nowait_errors_reach_the_function_queue_full_deadline_departed_un
     assert not {1.0, 2.0, 6.0} & set(executor.order)
 
 
-def test_a_caller_whose_function_raises_does_not_keep_the_others_from_their_answers(caplog):
+def test_a_waiter_that_raises_does_not_keep_the_others_from_their_answers(caplog):
     executor = InlineRecorder()
     scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
     outcomes = Outcomes()
 
-    def broken(result: object) -> None:
-        raise RuntimeError("the caller's own bug")
+    class Broken(Told):
+        def set_result(self, result: object) -> None:
+            raise RuntimeError("the caller's own bug")
+
+    broken = Broken(Outcomes(), 2)
 
     async def main():
         scheduler.submit_nowait(rows(1), 1, outcomes.of(1))
@@ -528,7 +543,7 @@ def test_a_caller_whose_function_raises_does_not_keep_the_others_from_their_answ
     assert executor.batches == [3]
     assert outcomes.rows_of(1) == [[2.0, 2.0]]
     assert outcomes.rows_of(3) == [[6.0, 6.0]]
-    assert "answering a request failed" in caplog.text
+    assert "answering a request to a model failed" in caplog.text
 
 
 def test_batches_queued_behind_an_inline_batch_run_one_after_another_without_recursion():

@@ -16,11 +16,10 @@ import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from inferd.codecs import v2_binary
-from inferd.dataplane import DataPlane
+from inferd.dataplane import DataPlane, PlainOutcome
 from inferd.errors import InferError
 from inferd.observability.request_context import RequestObserver
 from inferd.security.asgi import auth_error_parts
@@ -119,22 +118,21 @@ class FastInfer:
         return target
 
     def start_infer(self, body: bytes, header_length: str | None, model: str, version: str | None,
-                    is_disconnected: Callable[[], bool] | None, respond: Callable[[tuple[int, Headers, bytes]], None],
+                    is_disconnected: Callable[[], bool] | None, answer: Callable[[PlainOutcome], None],
                     tasks: set[Any]) -> None:
-        """:func:`infer_response` for the HTTP protocol: ``respond`` gets the status, headers and body, maybe before
-        this returns. A plain request needs no coroutine (:meth:`DataPlane.infer_plain_soon`); any other runs
-        without a task until it has to wait (:func:`~inferd.server.eager.start_eagerly`, which keeps it in
-        ``tasks`` while it waits)."""
+        """Answer one V2 inference request for the HTTP protocol: ``answer`` gets the response body and its JSON
+        header's length (None: all JSON), or the error, maybe before this returns. A plain request needs no
+        coroutine (:meth:`DataPlane.infer_plain_soon`); any other runs without a task until it has to wait
+        (:func:`~inferd.server.eager.start_eagerly`, which keeps it in ``tasks`` while it waits)."""
         dataplane = self.dataplane
         try:
             payload, tail = v2_binary.split_body(body, header_length)
-            if dataplane.infer_plain_soon(payload, model, version, is_disconnected, tail,
-                                          partial(_respond_outcome, respond, model)):
+            if dataplane.infer_plain_soon(payload, model, version, is_disconnected, tail, answer):
                 return
         except Exception as exc:
-            respond(response_parts(exc, model))
+            answer(exc)
             return
-        start_eagerly(decoded_response(dataplane, payload, tail, model, version, is_disconnected), respond, tasks)
+        start_eagerly(decoded_outcome(dataplane, payload, tail, model, version, is_disconnected), answer, tasks)
 
     def build_app(self) -> ASGIApp:
         """The full app, built once (thread-safe: the server may warm it from a thread)."""
@@ -188,30 +186,23 @@ async def infer_response(dataplane: DataPlane, body: bytes, header_length: str |
                          version: str | None, is_disconnected: Callable[[], bool] | None) -> tuple[int, Headers, bytes]:
     """Status, headers and body answering one V2 inference request: every error becomes the V2 error form."""
     try:
-        answer: tuple[bytes, int | None] | BaseException = await run_infer(dataplane, body, header_length, model,
+        answer: PlainOutcome = await run_infer(dataplane, body, header_length, model,
                                                                            version, is_disconnected)
     except Exception as exc:
         answer = exc
     return response_parts(answer, model)
 
 
-async def decoded_response(dataplane: DataPlane, payload: Any, tail: memoryview | None, model: str,
-                           version: str | None, is_disconnected: Callable[[], bool] | None,
-                           ) -> tuple[int, Headers, bytes]:
+async def decoded_outcome(dataplane: DataPlane, payload: Any, tail: memoryview | None, model: str,
+                          version: str | None, is_disconnected: Callable[[], bool] | None) -> PlainOutcome:
+    """:func:`run_decoded`, its error returned rather than raised."""
     try:
-        answer: tuple[bytes, int | None] | BaseException = await run_decoded(dataplane, payload, tail, model, version,
-                                                                             is_disconnected)
+        return await run_decoded(dataplane, payload, tail, model, version, is_disconnected)
     except Exception as exc:
-        answer = exc
-    return response_parts(answer, model)
+        return exc
 
 
-def _respond_outcome(respond: Callable[[tuple[int, Headers, bytes]], None], model: str,
-                     outcome: tuple[bytes, int | None] | BaseException) -> None:
-    respond(response_parts(outcome, model))
-
-
-def response_parts(outcome: tuple[bytes, int | None] | BaseException, model: str) -> tuple[int, Headers, bytes]:
+def response_parts(outcome: PlainOutcome, model: str) -> tuple[int, Headers, bytes]:
     """Status, headers and body for an inference's outcome: the body and its JSON header's length (None: all
     JSON), or the error, in the V2 error form."""
     if isinstance(outcome, BaseException):

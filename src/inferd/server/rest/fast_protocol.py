@@ -26,6 +26,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from inferd.codecs import v2_binary
+from inferd.dataplane import PlainOutcome
 from inferd.errors import InferError
 from inferd.observability.request_context import HEADER as REQUEST_ID_HEADER
 from inferd.observability.request_context import REQUEST_ID
@@ -36,6 +37,7 @@ from inferd.server.rest.fast_infer import (
     FastInfer,
     Headers,
     probe_parts,
+    response_parts,
 )
 from inferd.server.rest.http_error import error_parts
 
@@ -45,6 +47,11 @@ _CONNECTION_CLOSE = b"connection: close\r\n"
 _REQUEST_ID = b"x-request-id: "
 _REQUEST_ID_NAME = REQUEST_ID_HEADER
 _HEADER_LENGTH = v2_binary.HEADER_LENGTH.encode()
+_END_OF_HEAD = b"\r\n\r\n"
+"""Ends the request id's header line, and the head."""
+_END_OF_HEAD_CLOSING = b"\r\n" + _CONNECTION_CLOSE + b"\r\n"
+_JSON_HEAD = b"content-type: application/json\r\ncontent-length: %d\r\n"
+_BINARY_HEAD = b"content-type: application/octet-stream\r\ncontent-length: %d\r\n" + _HEADER_LENGTH + b": %d\r\n"
 _READ_SLACK = 256 * 1024
 """Most bytes of one socket read (asyncio's and uvloop's): the head guard in ``data_received`` counts whole
 reads, so it allows this much beyond ``max_header_bytes`` before it steps in."""
@@ -180,7 +187,8 @@ class FastPathProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
@@ -348,7 +356,7 @@ class FastPathProtocol(HttpToolsProtocol):
             try:
                 length = self.header_length
                 self.fast.start_infer(body, None if length is None else length.decode("latin-1"), cycle.model,
-                                      cycle.version, self.transport.is_closing, partial(self._respond_parts, cycle),
+                                      cycle.version, self.transport.is_closing, partial(self._answer, cycle),
                                       self.tasks)
             finally:
                 REQUEST_ID.reset(token)
@@ -380,23 +388,35 @@ class FastPathProtocol(HttpToolsProtocol):
             return _FastCycle(path, None, None, keep_alive)
         return None
 
-    def _respond_parts(self, cycle: _FastCycle, parts: tuple[int, Headers, bytes]) -> None:
-        self._respond(cycle, *parts)
+    def _answer(self, cycle: _FastCycle, outcome: PlainOutcome) -> None:
+        """Answer an inference: its body and JSON header's length (None: all JSON), or its error."""
+        if type(outcome) is not tuple:
+            self._respond(cycle, *response_parts(outcome, cycle.model or ""))
+            return
+        content, json_length = outcome
+        if json_length is None:
+            self._write(cycle, 200, _JSON_HEAD % len(content), content)
+        else:
+            self._write(cycle, 200, _BINARY_HEAD % (len(content), json_length), content)
 
     def _respond(self, cycle: _FastCycle, status: int, headers: Headers, content: bytes) -> None:
+        self._write(cycle, status, b"".join([b"%s: %s\r\n" % pair for pair in headers]), content)
+
+    def _write(self, cycle: _FastCycle, status: int, head: bytes, content: bytes) -> None:
+        """Send the response (``head``: its header lines but the request id's and the connection's) and finish
+        the request."""
         cycle.response_complete = True
         transport = self.transport
         if transport.is_closing():
             return
-        more = _REQUEST_ID + cycle.request_id.encode() + b"\r\n"
-        transport.write(_response(status, headers, content, more if cycle.keep_alive else more + _CONNECTION_CLOSE))
+        end = _END_OF_HEAD if cycle.keep_alive else _END_OF_HEAD_CLOSING
+        transport.write(b"".join((STATUS_LINE[status], head, _REQUEST_ID, cycle.request_id.encode(), end, content)))
         if not cycle.keep_alive:
             transport.close()
         if cycle.started:
             self.fast.observer.log_access("GET" if cycle.model is None else "POST", cycle.path.decode(), status,
                                           cycle.started, cycle.request_id, cycle.size, len(content))
         self.on_response_complete()
-
 
 
 def _response(status: int, headers: Headers, content: bytes, more: bytes) -> bytes:
