@@ -222,7 +222,7 @@ class DataPlane:
         :meth:`infer`, which says what is wrong."""
         started = perf_counter_ns()
         try:
-            model = self.repository.get(model_name, parse_version(model_version))
+            model = self.repository.get(model_name, None if model_version is None else parse_version(model_version))
         except InferError:
             return False
         loaded = model.loaded

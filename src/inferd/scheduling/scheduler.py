@@ -221,6 +221,8 @@ class Scheduler:
         except InferError as exc:
             waiter.set_exception(exc)
             return
+        if self._turn_armed:  # _queued_now's usual case, inline: this runs for every request of a busy turn
+            return
         self._queued_now()
 
     def _enqueue(self, inputs: Arrays, rows: int, level: int, timeout_us: int,

@@ -148,7 +148,20 @@ class FastPathProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # lingering after a refusal: what the client still sends is dropped
-        super().data_received(data)
+        # uvicorn's data_received, inline (this runs for every request), its keep-alive step being ours
+        self.idle_since = None  # busy
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
         if self.head_open:  # httptools keeps a header line to itself until it ends: bound what it holds
             self.head_read += len(data)
             if self.head_read > self.max_header_bytes + _READ_SLACK and not self.headers_too_large:
@@ -303,7 +316,10 @@ class FastPathProtocol(HttpToolsProtocol):
         if (current is None or current.response_complete) and not self.expect_100_continue:
             cycle = self._fast_cycle()
             if cycle is not None:
-                self._observe(cycle)
+                observer = self.fast.observer  # the request's id (X-Request-ID or a new one), its start time
+                cycle.request_id = observer.request_id(self.given_id)
+                if observer.access_log:
+                    cycle.started = perf_counter_ns()
                 if self.authenticator is not None and cycle.model is not None:
                     self._authorize(cycle)
                 self.cycle = cycle  # type: ignore[assignment]
@@ -362,13 +378,6 @@ class FastPathProtocol(HttpToolsProtocol):
                 REQUEST_ID.reset(token)
 
     # -- answering -------------------------------------------------------------------------------
-    def _observe(self, cycle: _FastCycle) -> None:
-        """Give the request its id (``X-Request-ID`` or a new one) and, for the access log, a start time."""
-        observer = self.fast.observer
-        cycle.request_id = observer.request_id(self.given_id)
-        if observer.access_log:
-            cycle.started = perf_counter_ns()
-
     def _fast_cycle(self) -> _FastCycle | None:
         """A cycle for this request if it is one the fast path answers, else None."""
         if self.parser.should_upgrade():
