@@ -211,7 +211,7 @@ class Scheduler:
                       ) -> None:
         """:meth:`submit` at the default priority and timeout, answered through ``waiter``, maybe before this
         returns (a refusal always is: the queue is full)."""
-        if self._runs_now():
+        if not self._queued and self._runs_now():  # a busy turn's requests skip the call
             self._busy += 1
             self._run([_Pending(inputs, rows, (), perf_counter_ns(), waiter)])
             return

@@ -31,4 +31,4 @@ def test_the_paths_remembered_are_bounded(tmp_path):
     app = _app(tmp_path)
     for index in range(fast_infer._REMEMBERED_PATHS * 3):
         assert app.infer_target(b"/v2/models/m%d/infer" % index) == (f"m{index}", None)
-    assert len(app._targets) <= fast_infer._REMEMBERED_PATHS
+    assert len(app.targets) <= fast_infer._REMEMBERED_PATHS

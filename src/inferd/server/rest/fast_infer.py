@@ -98,13 +98,14 @@ class FastInfer:
         """Request ids and the access log: for the fast path, which calls it itself, and for every ASGI request
         through the one wrapper ``_observed``."""
         self._observed = self.observer.wrap(self._route)
-        self._targets: dict[bytes, tuple[str, str | None] | None] = {}
+        self.targets: dict[bytes, tuple[str, str | None] | None] = {}
+        """What :meth:`infer_target` found for each path (bounded)."""
 
     def infer_target(self, path: bytes) -> tuple[str, str | None] | None:
         """The model and version (None: the latest) an inference path names; None for any other path. Clients
         repeat their paths, so the answers are remembered (a bounded number of them)."""
         try:
-            return self._targets[path]
+            return self.targets[path]
         except KeyError:
             pass
         match = INFER_PATH_BYTES.match(path)
@@ -112,9 +113,9 @@ class FastInfer:
         if match is not None:
             version = match["version"]
             target = match["model"].decode(), None if version is None else version.decode()
-        if len(self._targets) >= _REMEMBERED_PATHS:
-            self._targets.clear()
-        self._targets[path] = target
+        if len(self.targets) >= _REMEMBERED_PATHS:
+            self.targets.clear()
+        self.targets[path] = target
         return target
 
     def start_infer(self, body: bytes, header_length: str | None, model: str, version: str | None,

@@ -389,7 +389,8 @@ class FastPathProtocol(HttpToolsProtocol):
         method = self.parser.get_method()
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         if method == b"POST":
-            target = self.fast.infer_target(path)
+            targets = self.fast.targets  # infer_target's memory, without the call
+            target = targets[path] if path in targets else self.fast.infer_target(path)
             if target is None:
                 return None
             return _FastCycle(path, target[0], target[1], keep_alive)
