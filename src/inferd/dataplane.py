@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PlainOutcome = tuple[bytes, int | None] | BaseException
-"""How a plain request ends: the response body and its JSON header's length (None: no output goes as binary
-data), or the error."""
+EncodedAnswer = tuple[bytes, int | None] | BaseException
+"""How an inference over REST ends: the response body and its JSON header's length (None: no output goes as
+binary data), or the error."""
 
 DEFAULT_MAX_TENSOR_ELEMENTS = 1024**3
 """Most elements per input tensor unless the server's settings say otherwise (``max_tensor_elements``)."""
@@ -201,7 +201,7 @@ class DataPlane:
                           ) -> tuple[bytes, int | None] | None:
         """:meth:`infer_plain_soon` for a coroutine: the response body and, when an output goes as binary data,
         its JSON header's length; None when the request is not in the plain form."""
-        future: asyncio.Future[PlainOutcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[EncodedAnswer] = asyncio.get_running_loop().create_future()
         if not self.infer_plain_soon(payload, model_name, model_version, is_disconnected, tail,
                                      partial(_settle, future)):
             return None
@@ -212,7 +212,7 @@ class DataPlane:
 
     def infer_plain_soon(self, payload: Any, model_name: str, model_version: str | None,
                          is_disconnected: Callable[[], bool] | None, tail: memoryview | None,
-                         answer: Callable[[PlainOutcome], None]) -> bool:
+                         answer: Callable[[EncodedAnswer], None]) -> bool:
         """Answer a V2 request in the plain form (see :mod:`inferd.codecs.v2_plain`): its parsed JSON and, for the
         binary tensor extension, the bytes after it (``tail``). ``answer`` is called once, maybe before this
         returns, with the response body and, when an output goes as binary data, the length of its JSON header;
@@ -272,7 +272,7 @@ class _PlainCall:
     __slots__ = ("_answer", "_done", "_model", "_name", "_prepared", "_read", "_started")
 
     def __init__(self, model: ModelVersion, name: str, read: PlainRequest, started: int,
-                 answer: Callable[[PlainOutcome], None]) -> None:
+                 answer: Callable[[EncodedAnswer], None]) -> None:
         self._model = model
         self._name = name
         self._read = read
@@ -305,7 +305,7 @@ class _PlainCall:
         self._answer(error)
 
 
-def _settle(future: asyncio.Future[PlainOutcome], outcome: PlainOutcome) -> None:
+def _settle(future: asyncio.Future[EncodedAnswer], outcome: EncodedAnswer) -> None:
     if not future.done():  # its caller may have given up
         future.set_result(outcome)
 

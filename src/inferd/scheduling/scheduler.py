@@ -219,7 +219,10 @@ class Scheduler:
             self._enqueue(inputs, rows, self._default_level, self.policy.default_timeout_us, is_disconnected, key,
                           waiter)
         except InferError as exc:
-            waiter.set_exception(exc)
+            try:
+                waiter.set_exception(exc)
+            except Exception:  # the waiter's own failure: it must not look like this call's
+                log.exception("answering a request to a model failed")
             return
         if self._turn_armed:  # _queued_now's usual case, inline: this runs for every request of a busy turn
             return

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferd.codecs import v2_binary
-from inferd.dataplane import DataPlane, PlainOutcome
+from inferd.dataplane import DataPlane, EncodedAnswer
 from inferd.errors import InferError
 from inferd.observability.request_context import RequestObserver
 from inferd.security.asgi import auth_error_parts
@@ -119,7 +119,7 @@ class FastInfer:
         return target
 
     def start_infer(self, body: bytes, header_length: str | None, model: str, version: str | None,
-                    is_disconnected: Callable[[], bool] | None, answer: Callable[[PlainOutcome], None],
+                    is_disconnected: Callable[[], bool] | None, answer: Callable[[EncodedAnswer], None],
                     tasks: set[Any]) -> None:
         """Answer one V2 inference request for the HTTP protocol: ``answer`` gets the response body and its JSON
         header's length (None: all JSON), or the error, maybe before this returns. A plain request needs no
@@ -187,15 +187,14 @@ async def infer_response(dataplane: DataPlane, body: bytes, header_length: str |
                          version: str | None, is_disconnected: Callable[[], bool] | None) -> tuple[int, Headers, bytes]:
     """Status, headers and body answering one V2 inference request: every error becomes the V2 error form."""
     try:
-        answer: PlainOutcome = await run_infer(dataplane, body, header_length, model,
-                                                                           version, is_disconnected)
+        answer: EncodedAnswer = await run_infer(dataplane, body, header_length, model, version, is_disconnected)
     except Exception as exc:
         answer = exc
     return response_parts(answer, model)
 
 
 async def decoded_outcome(dataplane: DataPlane, payload: Any, tail: memoryview | None, model: str,
-                          version: str | None, is_disconnected: Callable[[], bool] | None) -> PlainOutcome:
+                          version: str | None, is_disconnected: Callable[[], bool] | None) -> EncodedAnswer:
     """:func:`run_decoded`, its error returned rather than raised."""
     try:
         return await run_decoded(dataplane, payload, tail, model, version, is_disconnected)
@@ -203,7 +202,7 @@ async def decoded_outcome(dataplane: DataPlane, payload: Any, tail: memoryview |
         return exc
 
 
-def response_parts(outcome: PlainOutcome, model: str) -> tuple[int, Headers, bytes]:
+def response_parts(outcome: EncodedAnswer, model: str) -> tuple[int, Headers, bytes]:
     """Status, headers and body for an inference's outcome: the body and its JSON header's length (None: all
     JSON), or the error, in the V2 error form."""
     if isinstance(outcome, BaseException):

@@ -4,12 +4,14 @@ Even through the bare ASGI app in :mod:`inferd.server.rest.fast_infer`, uvicorn 
 cycle with an event, two message dictionaries with validated headers and a task per request: about as much
 CPU as the inference itself for a small model (measured with py-spy). This protocol sees the request line
 and headers as they are parsed; when the request is ``POST /v2/models/{m}[/versions/{v}]/infer`` or a
-``GET`` health probe, it collects the body itself, calls the same :func:`infer_response` the ASGI route
-calls and writes the response in one ``transport.write``. Everything else, and every case with a subtlety
+``GET`` health probe, it collects the body itself, hands it to :meth:`FastInfer.start_infer` (the DataPlane
+the ASGI route calls, with no coroutine for a plain request) and writes the response in one ``transport.write``
+when the answer comes. Everything else, and every case with a subtlety
 (``Expect: 100-continue``, upgrades, percent-encoded paths, a request pipelined behind another one still
 being answered), goes to uvicorn's own handling and the ASGI app, unchanged.
 
-It relies on uvicorn's ``HttpToolsProtocol`` internals (``cycle``, ``pipeline``, ``on_response_complete``);
+It relies on uvicorn's ``HttpToolsProtocol`` internals (``cycle``, ``pipeline``, ``on_response_complete``, and
+``data_received``, which it repeats);
 the uvicorn version range in pyproject is pinned for that, and tests/unit/server/test_fast_protocol.py runs
 both paths over real sockets.
 """
@@ -26,7 +28,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from inferd.codecs import v2_binary
-from inferd.dataplane import PlainOutcome
+from inferd.dataplane import EncodedAnswer
 from inferd.errors import InferError
 from inferd.observability.request_context import HEADER as REQUEST_ID_HEADER
 from inferd.observability.request_context import REQUEST_ID
@@ -398,7 +400,7 @@ class FastPathProtocol(HttpToolsProtocol):
             return _FastCycle(path, None, None, keep_alive)
         return None
 
-    def _answer(self, cycle: _FastCycle, outcome: PlainOutcome) -> None:
+    def _answer(self, cycle: _FastCycle, outcome: EncodedAnswer) -> None:
         """Answer an inference: its body and JSON header's length (None: all JSON), or its error."""
         if type(outcome) is not tuple:
             self._respond(cycle, *response_parts(outcome, cycle.model or ""))
