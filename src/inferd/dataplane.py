@@ -200,10 +200,14 @@ class DataPlane:
                           is_disconnected: Callable[[], bool] | None = None, tail: memoryview | None = None,
                           ) -> tuple[bytes, int | None] | None:
         """:meth:`infer_plain_soon` for a coroutine: the response body and, when an output goes as binary data,
-        its JSON header's length; None when the request is not in the plain form."""
+        its JSON header's length; None when the request is not in the plain form. A cancelled caller's request
+        still waiting is dropped, as one whose client went away."""
         future: asyncio.Future[EncodedAnswer] = asyncio.get_running_loop().create_future()
-        if not self.infer_plain_soon(payload, model_name, model_version, is_disconnected, tail,
-                                     partial(_settle, future)):
+
+        def gone() -> bool:
+            return future.done() or (is_disconnected is not None and is_disconnected())
+
+        if not self.infer_plain_soon(payload, model_name, model_version, gone, tail, partial(_settle, future)):
             return None
         outcome = await future
         if isinstance(outcome, BaseException):

@@ -6,6 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from fakes import write_model
 from inferd.dataplane import DataPlane, parse_version
 from inferd.errors import ErrorCode, InferError
 from inferd.inference import InferenceRequest, RequestInput, RequestOutput
@@ -235,3 +236,57 @@ def test_a_version_that_is_not_a_plain_positive_integer_is_invalid(version):
     with pytest.raises(InferError) as caught:
         parse_version(version)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+GATED = """
+import time
+from pathlib import Path
+
+import numpy as np
+
+GATE, CALLS = Path({gate!r}), Path({calls!r})
+
+
+class Model:
+    inputs = [{{"name": "x", "datatype": "FP32", "shape": [-1, 1]}}]
+    outputs = [{{"name": "y", "datatype": "FP32", "shape": [-1, 1]}}]
+
+    def predict(self, inputs):
+        with CALLS.open("a") as calls:
+            calls.write(repr(inputs["x"].ravel().tolist()) + "\\n")
+        while not GATE.exists():  # held until the test opens the gate
+            time.sleep(0.005)
+        return {{"y": inputs["x"] * 2}}
+"""
+
+
+def test_a_cancelled_plain_request_still_waiting_never_runs(repo_root, tmp_path):
+    gate, calls = tmp_path / "gate", tmp_path / "calls.txt"
+    write_model(repo_root, "gated", GATED.format(gate=str(gate), calls=str(calls)))
+    plane = DataPlane(ModelRepository(repo_root))
+
+    def plain(value: float) -> dict:
+        return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [value]}]}
+
+    async def main():
+        await plane.start()
+        running = asyncio.ensure_future(plane.infer_plain(plain(1.0), "gated"))
+        while not calls.exists():  # the first request holds the model's one instance
+            await asyncio.sleep(0.005)
+        abandoned = asyncio.ensure_future(plane.infer_plain(plain(2.0), "gated"))
+        kept = asyncio.ensure_future(plane.infer_plain(plain(3.0), "gated"))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()
+        gate.touch()
+        first, last = await running, await kept
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        return first, last
+
+    try:
+        first, last = asyncio.run(main())
+    finally:
+        plane.close()
+    assert b'"data":[2.0]' in first[0]
+    assert b'"data":[6.0]' in last[0]
+    assert calls.read_text().splitlines() == ["[1.0]", "[3.0]"]  # the abandoned request never ran
