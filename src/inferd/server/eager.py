@@ -4,7 +4,8 @@ Most inferences of a small model never wait: the scheduler has a free instance a
 (see :mod:`inferd.executors.threads`). A task per request would cost its creation, a trip through the event
 loop's ready queue and, at one connection, an extra loop iteration of latency. Python 3.12's
 ``asyncio.eager_task_factory`` does this for every task; inferd supports 3.11, so the HTTP fast path does
-it for its one coroutine.
+it for its one coroutine. (The plain requests, nearly all of them, do not even have a coroutine: see
+:meth:`inferd.dataplane.DataPlane.infer_plain_soon`. This is for the others.)
 
 Requests that do wait (those batched at the end of an event-loop turn: at many connections, most of them) wait
 on one future each. A :class:`Resumption` sends the coroutine on from that future's done callback, which is
