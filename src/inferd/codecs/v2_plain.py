@@ -51,6 +51,8 @@ class _Input:
     shape: tuple[int, ...]
     """As declared, ``-1`` for a free dimension."""
     floating: bool
+    fixed: tuple[tuple[int, int], ...]
+    """The index and size of each dimension that is not free."""
 
 
 @dataclass(slots=True)
@@ -72,7 +74,8 @@ class PlainRequestPlan:
 
     def __init__(self, signature: Signature, max_batch_size: int) -> None:
         self._inputs = {spec.name: _Input(spec.numpy_dtype, spec.numpy_dtype.newbyteorder("<"), spec.datatype,
-                                          spec.shape, spec.numpy_dtype.kind == "f")
+                                          spec.shape, spec.numpy_dtype.kind == "f",
+                                          tuple((i, size) for i, size in enumerate(spec.shape) if size != FREE))
                         for spec in signature.inputs if spec.numpy_dtype is not None}
         self._datatypes = {spec.name: spec.datatype for spec in signature.outputs}
         self._outputs = {flag: tuple((spec.name, spec.datatype, flag) for spec in signature.outputs)
@@ -197,10 +200,13 @@ class PlainRequestPlan:
                 or len(shape) != len(spec.shape):
             return None, -1
         count = 1
-        for want, got in zip(spec.shape, shape, strict=True):  # a list of non-negative integers that fits
-            if type(got) is not int or got < 0 or (want != got and want != FREE):
+        for got in shape:  # a list of non-negative integers...
+            if type(got) is not int or got < 0:
                 return None, -1
             count *= got
+        for index, want in spec.fixed:  # ...that fits the declared shape
+            if shape[index] != want:
+                return None, -1
         return (spec, count) if count <= max_elements else (None, -1)
 
     @staticmethod
