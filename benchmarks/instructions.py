@@ -4,7 +4,8 @@ Timings on shared machines move by 10-15 % between runs of the same build, which
 that. The number of instructions the server's thread executes per request (counted by valgrind's callgrind) is
 the same from run to run, so a change of 1 % shows.
 
-What runs is inferd's real HTTP path: FastPathProtocol on the real DataPlane, scheduler, executor and ONNX model
+What runs is inferd's real HTTP path: its HTTP protocol (inferd.server.http) on the real DataPlane, scheduler,
+executor and ONNX model
 (the digits model of serve_bench.py), fed by in-memory transports. C connections each send one request per
 round, all in the same turn of the event loop (as a loaded server reads them), and a round ends when every
 response has been written. There are no sockets, so kernel time is not counted: only inferd's Python and the C
@@ -20,6 +21,9 @@ the executor decides for this model at native speed.
 
 usage: .venv/bin/python benchmarks/instructions.py [--scenarios json-32,json-1,json-32-unbatched,binary-32]
                                                    [--rounds 20,60] [--out benchmarks/results/instructions.json]
+                                                   [--baseline DIR]
+``--baseline DIR`` counts a second build too, in the same run: a checkout of inferd (a git worktree of another
+commit), measured by its own copy of this script's harness with its own sources, on the same models and bodies.
 Needs valgrind on PATH (exit code 2 without it). ``--native N`` instead runs each scenario N rounds without
 valgrind and prints CPU time per request (quick, but as noisy as any timing).
 """
@@ -119,19 +123,13 @@ async def harness(repo: Path, state: Path, model: str, conns: int, rounds: int, 
 
 
 def open_connections(dataplane: Any, settings: Any, conns: int) -> list[tuple[Any, MemoryTransport]]:
-    import uvicorn
-    from uvicorn.server import ServerState
+    from inferd.server.http.protocol import HTTPConnection
+    from inferd.server.runner import build_front
 
-    from inferd.server.rest.fast_protocol import FastPathProtocol
-    from inferd.server.runner import build_asgi
-
-    config = uvicorn.Config(build_asgi(dataplane, settings), http=FastPathProtocol, log_config=None,
-                            lifespan="off", access_log=False)
-    config.load()
-    server_state, loop = ServerState(), asyncio.get_running_loop()
+    front = build_front(dataplane, settings)
     connections = []
     for _ in range(conns):
-        protocol = FastPathProtocol(config=config, server_state=server_state, app_state={}, _loop=loop)
+        protocol = HTTPConnection(front)
         transport = MemoryTransport()
         protocol.connection_made(transport)
         connections.append((protocol, transport))
@@ -170,12 +168,17 @@ def prepare(work: Path) -> None:
     (work / "bodies.json").write_text(json.dumps(bodies))
 
 
-def run_inner(work: Path, scenario: str, rounds: int, valgrind_out: Path | None) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--inner", str(work), "--scenario", scenario, "--rounds", str(rounds)]
+def run_inner(work: Path, scenario: str, rounds: int, valgrind_out: Path | None,
+              checkout: Path | None = None) -> dict[str, Any]:
+    """One harness run; ``checkout``: another build's, with its sources first on the path."""
+    script = Path(__file__) if checkout is None else checkout / "benchmarks" / "instructions.py"
+    command = [sys.executable, str(script), "--inner", str(work), "--scenario", scenario, "--rounds", str(rounds)]
     if valgrind_out is not None:
         command = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
                    f"--callgrind-out-file={valgrind_out}", *command]
     env = {**os.environ, "INFERD_LOG_LEVEL": "warning"}
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout / "src")
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -208,15 +211,16 @@ def _scaled(rounds: tuple[int, int], connections: int) -> tuple[int, int]:
     return rounds[0] * scale, rounds[1] * scale
 
 
-def measure(work: Path, scenario: str, rounds: tuple[int, int]) -> dict[str, Any]:
-    outs = [work / f"cg.{scenario}.{r}" for r in rounds]
+def measure(work: Path, scenario: str, rounds: tuple[int, int], checkout: Path | None = None,
+            build: str = "this") -> dict[str, Any]:
+    outs = [work / f"cg.{build}.{scenario}.{r}" for r in rounds]
     with ThreadPoolExecutor(2) as pool:  # the two runs side by side: counts do not depend on the load
-        results = list(pool.map(lambda r, out: run_inner(work, scenario, r, out), rounds, outs))
+        results = list(pool.map(lambda r, out: run_inner(work, scenario, r, out, checkout), rounds, outs))
     counts = [by_object(Path(f"{out}-01")) for out in outs]  # thread 1: the event loop's
     requests = results[1]["requests"] - results[0]["requests"]
     per_request = {key: (counts[1].get(key, 0) - counts[0].get(key, 0)) / requests
                    for key in ("total", *(name for name, _ in BUCKETS), "other")}
-    return {"scenario": scenario, "connections": SCENARIOS[scenario][1], "rounds": list(rounds),
+    return {"build": build, "scenario": scenario, "connections": SCENARIOS[scenario][1], "rounds": list(rounds),
             "requests_counted": requests,
             "instructions_per_request": round(per_request.pop("total")),
             "by_library": {k: round(v) for k, v in per_request.items()},
@@ -225,11 +229,16 @@ def measure(work: Path, scenario: str, rounds: tuple[int, int]) -> dict[str, Any
 
 def report(rows: list[dict[str, Any]]) -> None:
     names = [name for name, _ in BUCKETS] + ["other"]
-    print("| scenario | instructions / request | rows per model call | " + " | ".join(names) + " |")
-    print("|---|---|---|" + "---|" * len(names))
+    print("| build | scenario | instructions / request | vs baseline | rows per model call | "
+          + " | ".join(names) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(names))
+    base = {row["scenario"]: row["instructions_per_request"] for row in rows if row["build"] == "baseline"}
     for row in rows:
         parts = " | ".join(f"{row['by_library'][n]:,}" for n in names)
-        print(f"| {row['scenario']} | {row['instructions_per_request']:,} | {row['rows_per_execution']} | {parts} |")
+        ratio = base.get(row["scenario"]) if row["build"] != "baseline" else None
+        versus = f"{row['instructions_per_request'] / ratio - 1:+.1%}" if ratio else ""
+        print(f"| {row['build']} | {row['scenario']} | {row['instructions_per_request']:,} | {versus} | "
+              f"{row['rows_per_execution']} | {parts} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", default="20,60", help="two round counts, the first smaller")
     parser.add_argument("--native", type=int, default=0, help="no valgrind: time N rounds per scenario")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "instructions.json")
+    parser.add_argument("--baseline", type=Path, help="another inferd checkout to count in the same run")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -261,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{scenario}: {result['cpu_us_per_request']:.1f} us of CPU per request (native, noisy)")
             return 0
         low, high = (int(r) for r in args.rounds.split(","))
-        rows = [measure(work, scenario, _scaled((low, high), SCENARIOS[scenario][1])) for scenario in scenarios]
+        rows = []
+        for scenario in scenarios:
+            scaled = _scaled((low, high), SCENARIOS[scenario][1])
+            if args.baseline is not None:
+                rows.append(measure(work, scenario, scaled, args.baseline.resolve(), "baseline"))
+            rows.append(measure(work, scenario, scaled))
     report(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "rounds": [low, high], "warm_rounds": WARM_ROUNDS}, indent=2))

@@ -1,8 +1,10 @@
 """The one place that knows how to answer "infer this request on that model".
 
-REST, gRPC, the async queue, batch jobs and the CLI all call the same :class:`DataPlane`; they only
-translate their wire formats to the types in :mod:`inferd.inference` and map :class:`InferError` codes to
-their own statuses.
+REST, gRPC, the async queue, batch jobs and the CLI all call the same :class:`DataPlane`: every inference goes
+through :meth:`DataPlane.submit` (or :meth:`DataPlane.infer`, the same for a coroutine), which does what every
+inference needs once: resolve the model, schedule, statistics, data capture, errors. Transports only translate their
+wire formats (to an :class:`~inferd.inference.InferenceRequest`, or a codec's own :class:`~inferd.calls.Call`) and
+map :class:`InferError` codes to their own statuses.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib.metadata import version as package_version
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from inferd import heap
-from inferd.codecs.v2_plain import PlainRequest, PlainRequestPlan
-from inferd.errors import ErrorCode, InferError, invalid, not_found
+from inferd.calls import (
+    DEFAULT_MAX_TENSOR_ELEMENTS,
+    Call,
+    GeneralCall,
+    Prepared,
+    build_response,
+    captured_request,
+    parse_version,
+)
+from inferd.errors import ErrorCode, InferError, not_found
 from inferd.inference import (
     DynamicBatching,
     IndexEntry,
@@ -28,29 +36,20 @@ from inferd.inference import (
     InferenceResponse,
     ModelConfiguration,
     ModelMetadata,
-    RequestInput,
-    RequestOutput,
-    ResponseOutput,
     ServerMetadata,
 )
 from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
-from inferd.scheduling.scheduler import RunResult
-from inferd.signature import Signature, TensorSpec, check_all_inputs_present, check_request_input
+from inferd.signature import Signature, TensorSpec
 from inferd.stats import ModelStats
-from inferd.tensors import element_count, to_array
 
 if TYPE_CHECKING:
     from inferd.observability.capture import CaptureWriter
+    from inferd.scheduling.scheduler import RunResult
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-EncodedAnswer = tuple[bytes, int | None] | BaseException
-"""How an inference over REST ends: the response body and its JSON header's length (None: no output goes as
-binary data), or the error."""
-
-DEFAULT_MAX_TENSOR_ELEMENTS = 1024**3
-"""Most elements per input tensor unless the server's settings say otherwise (``max_tensor_elements``)."""
 
 
 class DataPlane:
@@ -160,85 +159,67 @@ class DataPlane:
         return model
 
     # -- inference -------------------------------------------------------------------------------
-    async def infer(self, request: InferenceRequest,
-                    is_disconnected: Callable[[], bool] | None = None) -> InferenceResponse:
-        """Validate the request against the model's signature, queue it on the model's scheduler (which may
-        batch it with others) and check what the model returned. ``is_disconnected`` tells whether the caller
-        has gone away; a request still queued then is dropped without running."""
+    def submit(self, call: Call[T], answer: Callable[[T | BaseException], None],
+              is_disconnected: Callable[[], bool] | None = None) -> None:
+        """The one inference path: resolve the model version the call names, have the call check its inputs
+        against it, queue it on the version's scheduler (which may batch it with others), and when the model has
+        run, record the statistics, capture the data the model's ``[capture]`` asks for and give ``answer`` the
+        call's answer; or the error (an :class:`InferError`, or any other exception for a bug). ``answer`` is
+        called once, maybe before this returns. ``is_disconnected`` tells whether the caller has gone away: a
+        request still queued then is dropped without running."""
         started = perf_counter_ns()
-        model = self.repository.get(request.model_name, parse_version(request.model_version))
         try:
-            loaded = model.require_loaded()
-            signature = loaded.signature
-            scheduler = loaded.scheduler
-            arrays, batch_size = prepare_inputs(signature, request.inputs, self.max_tensor_elements)
-            if batch_size is not None and batch_size > scheduler.policy.max_batch_size:
-                raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of "
-                              f"{scheduler.policy.max_batch_size}")
-            wanted = requested_outputs(signature, request.outputs)
-            priority, timeout_us = _scheduling_parameters(request.parameters)
-            prepared = perf_counter_ns()
-            result = await scheduler.submit(arrays, batch_size or 1, priority, timeout_us, is_disconnected)
-            outputs = []
-            datatypes = signature.output_datatypes  # the scheduler checked the outputs: each has this datatype
-            for name in wanted:
-                array = result.output(name)
-                outputs.append(ResponseOutput(name, datatypes[name], list(array.shape), array))
+            version = call.model_version
+            model = self.repository.get(call.model_name, None if version is None else parse_version(version))
+        except InferError as exc:
+            answer(exc)
+            return
+        try:
+            loaded = model.loaded or model.require_loaded()
+            prepared = call.prepare(loaded, self.max_tensor_elements)
         except InferError as exc:
             model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
-            raise
-        done = perf_counter_ns()
-        model.stats.record_success(batch_size or 1, done - started, result.queue_ns, prepared - started,
-                                   result.infer_ns, done - prepared - result.queue_ns - result.infer_ns,
-                                   result.batch_rows if result.ran_batch else None)
-        response = InferenceResponse(request.model_name, str(model.version), outputs, request.id)
-        if model.capture is not None and self.capture is not None:  # data capture: sampled, queued, never waits
-            self.capture.offer(model.capture, model.name, model.version, request, response)
-        return response
+            answer(exc)
+            return
+        except Exception as exc:  # a codec's bug: the caller still gets an answer
+            answer(exc)
+            return
+        waiter = _Waiter(self, model, loaded.signature, call, prepared, started, answer)
+        loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, prepared.timeout_us,
+                                is_disconnected, prepared.key)
 
-    async def infer_plain(self, payload: Any, model_name: str, model_version: str | None = None,
-                          is_disconnected: Callable[[], bool] | None = None, tail: memoryview | None = None,
-                          ) -> tuple[bytes, int | None] | None:
-        """:meth:`infer_plain_soon` for a coroutine: the response body and, when an output goes as binary data,
-        its JSON header's length; None when the request is not in the plain form. A cancelled caller's request
-        still waiting is dropped, as one whose client went away."""
-        future: asyncio.Future[EncodedAnswer] = asyncio.get_running_loop().create_future()
+    @overload
+    async def infer(self, request: InferenceRequest,
+                    is_disconnected: Callable[[], bool] | None = None) -> InferenceResponse: ...
+
+    @overload
+    async def infer(self, request: Call[T], is_disconnected: Callable[[], bool] | None = None) -> T: ...
+
+    async def infer(self, request: InferenceRequest | Call[Any],
+                    is_disconnected: Callable[[], bool] | None = None) -> Any:
+        """:meth:`submit` for a coroutine: an :class:`InferenceRequest` is answered with an
+        :class:`InferenceResponse`, any other call as it answers. A cancelled caller's request still waiting is
+        dropped, as one whose client went away."""
+        call = GeneralCall(request) if type(request) is InferenceRequest else request
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def gone() -> bool:
             return future.done() or (is_disconnected is not None and is_disconnected())
 
-        if not self.infer_plain_soon(payload, model_name, model_version, gone, tail, partial(_settle, future)):
-            return None
+        self.submit(call, partial(_settle, future), gone)  # type: ignore[arg-type]
         outcome = await future
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    def infer_plain_soon(self, payload: Any, model_name: str, model_version: str | None,
-                         is_disconnected: Callable[[], bool] | None, tail: memoryview | None,
-                         answer: Callable[[EncodedAnswer], None]) -> bool:
-        """Answer a V2 request in the plain form (see :mod:`inferd.codecs.v2_plain`): its parsed JSON and, for the
-        binary tensor extension, the bytes after it (``tail``). ``answer`` is called once, maybe before this
-        returns, with the response body and, when an output goes as binary data, the length of its JSON header;
-        or with the error. The same scheduler, statistics and errors as :meth:`infer`, without its request and
-        response objects, and without a coroutine. False, having done nothing, when the request is not in that
-        form, names no ready model version, or the version captures data: the caller then decodes it and calls
-        :meth:`infer`, which says what is wrong."""
-        started = perf_counter_ns()
-        try:
-            model = self.repository.get(model_name, None if model_version is None else parse_version(model_version))
-        except InferError:
-            return False
-        loaded = model.loaded
-        plan = None if loaded is None or model.capture is not None else loaded.plain
-        read = None if plan is None else plan.read(payload, self.max_tensor_elements, tail)
-        if read is None:
-            return False
-        assert loaded is not None
-        assert plan is not None
-        call = _PlainCall(model, model_name, read, started, answer)
-        loaded.scheduler.submit_nowait(read.arrays, read.rows, call, is_disconnected, plan.batch_key)
-        return True
+    def capture_inference(self, model: ModelVersion, signature: Signature, prepared: Prepared,
+                          result: RunResult) -> None:
+        """Data capture (the model's ``[capture]``): sampled and queued, never waited for."""
+        if model.capture is None or self.capture is None:
+            return
+        request = captured_request(model.name, signature, prepared)
+        response = build_response(model.name, model.version_text, signature, prepared, result)
+        self.capture.offer(model.capture, model.name, model.version, request, response)
 
     # -- configuration and statistics ----------------------------------------------------------
     def model_config(self, name: str, version: str | None = None) -> ModelConfiguration:
@@ -269,19 +250,23 @@ class DataPlane:
         ]
 
 
-class _PlainCall:
-    """A plain request waiting for its model (a :class:`~inferd.scheduling.scheduler.Waiter`): told the result, it
-    records the statistics, encodes the response and hands it to ``answer``; told the error, it hands that on."""
+class _Waiter:
+    """A request waiting for its model (a :class:`~inferd.scheduling.scheduler.Waiter`): told the result, it records
+    the statistics, captures data if the model asks for it, and hands the call's answer on; told the error, it
+    records the failure and hands the error on."""
 
-    __slots__ = ("_answer", "_done", "_model", "_name", "_prepared", "_read", "_started")
+    __slots__ = ("_answer", "_call", "_dataplane", "_done", "_model", "_prepared", "_prepared_at", "_signature",
+                 "_started")
 
-    def __init__(self, model: ModelVersion, name: str, read: PlainRequest, started: int,
-                 answer: Callable[[EncodedAnswer], None]) -> None:
+    def __init__(self, dataplane: DataPlane, model: ModelVersion, signature: Signature, call: Call[Any],
+                 prepared: Prepared, started: int, answer: Callable[[Any], None]) -> None:
+        self._dataplane = dataplane
         self._model = model
-        self._name = name
-        self._read = read
+        self._signature = signature
+        self._call = call
+        self._prepared = prepared
         self._started = started
-        self._prepared = perf_counter_ns()
+        self._prepared_at = perf_counter_ns()
         self._answer = answer
         self._done = False
 
@@ -291,16 +276,18 @@ class _PlainCall:
     def set_result(self, result: RunResult) -> None:
         self._done = True
         done = perf_counter_ns()
-        started, prepared, read, model = self._started, self._prepared, self._read, self._model
-        model.stats.record_success(read.rows, done - started, result.queue_ns, prepared - started, result.infer_ns,
-                                   done - prepared - result.queue_ns - result.infer_ns,
+        started, prepared_at, prepared, model = self._started, self._prepared_at, self._prepared, self._model
+        model.stats.record_success(prepared.rows, done - started, result.queue_ns, prepared_at - started,
+                                   result.infer_ns, done - prepared_at - result.queue_ns - result.infer_ns,
                                    result.batch_rows if result.ran_batch else None)
         try:
-            body = PlainRequestPlan.encode(self._name, str(model.version), read, result)
+            answer = self._call.respond(model.version_text, self._signature, prepared, result)
+            if model.capture is not None:
+                self._dataplane.capture_inference(model, self._signature, prepared, result)
         except Exception as exc:  # never leave the caller without an answer
             self._answer(exc)
             return
-        self._answer(body)
+        self._answer(answer)
 
     def set_exception(self, error: BaseException) -> None:
         self._done = True
@@ -309,74 +296,9 @@ class _PlainCall:
         self._answer(error)
 
 
-def _settle(future: asyncio.Future[EncodedAnswer], outcome: EncodedAnswer) -> None:
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
     if not future.done():  # its caller may have given up
         future.set_result(outcome)
-
-
-def parse_version(version: str | None) -> int | None:
-    if version is None or version == "":
-        return None
-    if not (version.isascii() and version.isdigit()) or int(version) < 1:  # "²".isdigit() is True
-        raise invalid(f"model version must be a positive integer, got {version!r}")
-    return int(version)
-
-
-def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput],
-                   max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS) -> tuple[dict[str, np.ndarray], int | None]:
-    """Check each request input against the signature and turn its data into an array.
-
-    Returns the arrays by name and, for a batched model, the batch size all inputs agree on. An input whose
-    shape holds more than ``max_elements`` elements is refused before anything is allocated for it.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    for item in inputs:
-        name = item.name
-        if name in arrays:
-            raise invalid(f"input {name!r} appears more than once")
-        spec = signature.input(name)
-        if spec is None or item.datatype != spec.datatype or not spec.accepts_shape(item.shape):
-            check_request_input(spec, name, item.datatype, item.shape, signature.input_names())  # raises
-            assert spec is not None
-        count = element_count(item.shape)
-        if count > max_elements:
-            raise invalid(f"input {name!r}: shape {list(item.shape)} has {count} elements, "
-                          f"over the limit of {max_elements} per tensor (max_tensor_elements)")
-        arrays[name] = to_array(name, spec.datatype, item.shape, item.data)
-    if len(arrays) != len(signature.inputs):  # every name is known and appears once: only missing ones differ
-        check_all_inputs_present(signature, arrays)
-    if not signature.batched:
-        return arrays, None
-    batch_size: int | None = None
-    for array in arrays.values():
-        if batch_size is None:
-            batch_size = array.shape[0]
-        elif array.shape[0] != batch_size:
-            listed = ", ".join(f"{n!r} has {a.shape[0]}" for n, a in arrays.items())
-            raise invalid(f"inputs disagree on the batch size: {listed}")
-    return arrays, batch_size
-
-
-def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | None) -> Sequence[str]:
-    if not outputs:
-        return signature.output_name_tuple
-    available = signature.output_name_tuple
-    names = [o.name for o in outputs]
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        listed = ", ".join(map(repr, available))
-        raise invalid(f"unknown output {', '.join(map(repr, unknown))}; the model gives {listed}")
-    return names
-
-
-def _scheduling_parameters(parameters: dict[str, Any] | None) -> tuple[object, int | None]:
-    """The V2 reserved parameters ``priority`` and ``timeout`` (microseconds in the queue)."""
-    if not parameters:
-        return None, None
-    timeout = parameters.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
-        raise invalid(f"timeout must be a non-negative integer number of microseconds, got {timeout!r}")
-    return parameters.get("priority"), timeout
 
 
 def _dynamic_batching(policy: SchedulingPolicy) -> DynamicBatching | None:

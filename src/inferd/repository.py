@@ -47,9 +47,12 @@ class ModelVersion:
     capture: CaptureConfig | None = None
     """Data capture for this version (model.toml ``[capture]``), None when off."""
     stats: ModelStats = field(init=False)
+    version_text: str = field(init=False)
+    """The version number as the protocols write it (made once: every answer names it)."""
 
     def __post_init__(self) -> None:
-        self.stats = ModelStats(self.name, str(self.version))
+        self.version_text = str(self.version)
+        self.stats = ModelStats(self.name, self.version_text)
 
     @property
     def signature(self) -> Signature:

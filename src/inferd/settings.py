@@ -121,6 +121,9 @@ class ServerSettings(BaseSettings):
     keep_alive_timeout_s: int = Field(default=5, ge=1)
     """Seconds an idle HTTP keep-alive connection stays open. Behind a load balancer, set it longer than the
     balancer's own idle timeout (60 s on AWS ALB), so that the balancer, not inferd, closes idle connections."""
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    """Seconds a stopping server (SIGTERM, SIGINT) lets the HTTP requests in progress finish; then it closes the
+    connections still busy. Idle connections close at once, and no new ones are accepted."""
 
     def model_defaults(self) -> ServerDefaults:
         return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,

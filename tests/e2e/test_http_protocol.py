@@ -1,5 +1,5 @@
-"""The HTTP/1.1 layer over raw sockets: requests the fast path answers itself and those it leaves to uvicorn
-and the ASGI app must both be answered correctly, in order, on one connection (inferd.server.rest.fast_protocol)."""
+"""The HTTP/1.1 layer over raw sockets: requests the native routes answer and those the ASGI app answers must
+both be answered correctly, in order, on one connection (inferd.server.http.protocol)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_http_1_0_gets_its_answer_and_the_connection_closes(conn):
     assert conn.recv(10) == b""
 
 
-def test_expect_100_continue_goes_through_uvicorn(conn):
+def test_expect_100_continue_gets_its_interim_answer(conn):
     head = (b"POST /v2/models/adder/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n"
             b"expect: 100-continue\r\n\r\n" % len(ADD))
     conn.sendall(head)

@@ -16,9 +16,9 @@ from hypothesis import assume, event, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from inferd.calls import prepare_inputs, requested_outputs
 from inferd.codecs import csv_rows, v1, v2_binary, v2_json
 from inferd.codecs.v2_plain import PlainRequestPlan
-from inferd.dataplane import prepare_inputs, requested_outputs
 from inferd.errors import ErrorCode, InferError
 from inferd.scheduling.scheduler import batch_key
 from inferd.signature import Signature, TensorSpec

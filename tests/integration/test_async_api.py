@@ -18,7 +18,6 @@ from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.repository import ModelRepository
 from inferd.server.rest.app import build_app
-from inferd.server.rest.async_fast import AsyncFastPath
 from inferd.settings import ServerSettings
 
 GATED = """
@@ -60,10 +59,9 @@ def repo(repo_root: Path) -> Path:
 
 @pytest.fixture
 def api(repo: Path, tmp_path: Path) -> Callable[..., Any]:
-    """``api(body, fast=False, **config)`` runs ``body(client, service)`` against a started server app; with
-    ``fast``, behind the bare-ASGI submission front the server puts before FastAPI."""
+    """``api(body, **config)`` runs ``body(client, service)`` against a started server app."""
 
-    def run(body: Body, fast: bool = False, **config: Any) -> Any:
+    def run(body: Body, **config: Any) -> Any:
         async def main() -> Any:
             plane = DataPlane(ModelRepository(repo))
             await plane.start()
@@ -72,8 +70,6 @@ def api(repo: Path, tmp_path: Path) -> Callable[..., Any]:
             await service.open()
             service.start()
             app: Any = build_app(plane, ServerSettings(repository=repo), service)
-            if fast:
-                app = AsyncFastPath(app, plane, service)
             try:
                 async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://inferd") as c:
                     return await body(c, service)
@@ -105,8 +101,7 @@ async def submit(client: Client, body: Any, model: str = "adder", **kwargs: Any)
     return await client.post(f"/v2/models/{model}/infer-async", **kwargs)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["fastapi", "fast-path"])
-def test_result_is_exactly_what_the_sync_route_returns(api, tmp_path, fast):
+def test_result_is_exactly_what_the_sync_route_returns(api, tmp_path):
     header = json.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3],
                                      "parameters": {"binary_data_size": 12}},
                                     {"name": "b", "datatype": "FP32", "shape": [1, 3], "data": [1, 1, 1]}],
@@ -133,11 +128,10 @@ def test_result_is_exactly_what_the_sync_route_returns(api, tmp_path, fast):
         assert "inference-header-content-length" in sync.headers  # the binary case really was binary
         assert any(n.endswith(".result") for n in service.files.names())  # results over 64 bytes are files
 
-    api(body, fast=fast)
+    api(body)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["fastapi", "fast-path"])
-def test_unknown_model_or_version_is_404_and_nothing_is_stored(api, tmp_path, fast):
+def test_unknown_model_or_version_is_404_and_nothing_is_stored(api, tmp_path):
     async def body(client: Client, service: AsyncService) -> None:
         for path in ("/v2/models/nope/infer-async", "/v2/models/adder/versions/7/infer-async"):
             reply = await client.post(path, content=b"x" * 1000)
@@ -146,11 +140,10 @@ def test_unknown_model_or_version_is_404_and_nothing_is_stored(api, tmp_path, fa
         assert (await client.get("/v2/jobs")).json() == {"jobs": []}
         assert service.files.names() == set()
 
-    api(body, fast=fast)
+    api(body)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["fastapi", "fast-path"])
-def test_a_body_over_the_async_limit_is_413_and_leaves_nothing(api, fast):
+def test_a_body_over_the_async_limit_is_413_and_leaves_nothing(api):
     async def chunks():
         for _ in range(10):
             yield b"x" * 1000
@@ -158,19 +151,17 @@ def test_a_body_over_the_async_limit_is_413_and_leaves_nothing(api, fast):
     async def body(client: Client, service: AsyncService) -> None:
         declared = await submit(client, b"x" * 5000)
         assert declared.status_code == 413
-        assert declared.json() == {"error": "request body of 5000 bytes is over the limit of 4096 bytes for "
-                                            "asynchronous inference"}
+        assert declared.json() == {"error": "request body is over the limit of 4096 bytes (async_max_body_bytes)"}
         streamed = await client.post("/v2/models/adder/infer-async", content=chunks())  # chunked, no length
         assert streamed.status_code == 413
         assert "over the limit of 4096 bytes" in streamed.json()["error"]
         assert (await client.get("/v2/jobs")).json() == {"jobs": []}
         assert service.files.names() == set()
 
-    api(body, fast=fast)
+    api(body)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["fastapi", "fast-path"])
-def test_the_same_inference_id_returns_the_same_job(api, fast):
+def test_the_same_inference_id_returns_the_same_job(api):
     async def body(client: Client, service: AsyncService) -> None:
         first = await submit(client, ADD, headers={"Inference-Id": "order-17"})
         again = await submit(client, ADD, headers={"Inference-Id": "order-17"})
@@ -192,7 +183,7 @@ def test_the_same_inference_id_returns_the_same_job(api, fast):
         assert (await wait_status(client, "order-17"))["status"] == "succeeded"
         assert (await submit(client, ADD, headers={"Inference-Id": "order-17"})).status_code == 200
 
-    api(body, fast=fast, inline_payload_bytes=1024)  # the V2 id is read from bodies small enough to be kept inline
+    api(body, inline_payload_bytes=1024)  # the V2 id is read from bodies small enough to be kept inline
 
 
 def test_a_request_that_fails_validation_fails_with_the_sync_message(api):
@@ -263,8 +254,7 @@ def test_list_filters(api):
     api(body)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["fastapi", "fast-path"])
-def test_input_references_read_files_under_the_allowed_roots(api, tmp_path, fast):
+def test_input_references_read_files_under_the_allowed_roots(api, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     (inputs / "req.json").write_text(json.dumps(ADD))
@@ -283,7 +273,7 @@ def test_input_references_read_files_under_the_allowed_roots(api, tmp_path, fast
         big = await submit(client, b"", headers={"Inference-Input-Location": str(inputs / "big.json")})
         assert big.status_code == 413
 
-    api(body, fast=fast, input_roots=(str(inputs),))
+    api(body, input_roots=(str(inputs),))
 
 
 def test_input_references_are_refused_without_roots(api, tmp_path):

@@ -195,7 +195,7 @@ def test_fast_path_refusal_keeps_the_connection_and_drops_the_body(server):
 
 
 def test_pipelined_requests_are_checked_too(server):
-    """A request pipelined behind one still being answered goes through uvicorn and FastInfer's ASGI path."""
+    """Requests pipelined behind one still being answered are each checked when their turn comes."""
     read = b"authorization: Bearer " + KEYS["reader"].encode() + b"\r\n"
     run = b"x-api-key: " + KEYS["runner"].encode() + b"\r\n"
     get = b"GET /v2/models/adder HTTP/1.1\r\nhost: x\r\n" + read + b"\r\n"

@@ -48,12 +48,20 @@ def server(repo: Path) -> Iterator[ServerProcess]:
     yield from _serve(repo, "limits", LIMITS)
 
 
-def test_body_size(server):
+def test_body_size_is_refused_alike_on_every_route_declared_or_streamed(server):
+    """One body reader for every REST route: the same status and message, whether Content-Length declares the
+    size (refused before the body is read) or a chunked body grows past the limit."""
     big = b'{"inputs": [], "pad": "' + b"x" * MAX_BODY + b'"}'
-    for path in ("/v2/models/adder/infer", "/v1/models/adder:predict", "/v2/repository/index"):
-        answer = httpx.post(server.url + path, content=big)
-        assert answer.status_code == 413, path
-        assert f"over the limit of {MAX_BODY} bytes" in answer.json()["error"]
+    expected = f"request body is over the limit of {MAX_BODY} bytes (max_body_bytes)"
+    paths = ("/v2/models/adder/infer", "/v2/models/add%65r/infer", "/v1/models/adder:predict", "/invocations",
+             "/v2/repository/index")
+    for path in paths:
+        declared = httpx.post(server.url + path, content=big, headers={"content-type": "application/json"})
+        streamed = httpx.post(server.url + path, content=iter([big[:100], big[100:]]),
+                              headers={"content-type": "application/json"})
+        for answer in (declared, streamed):
+            assert answer.status_code == 413, path
+            assert answer.json() == {"error": expected}, path
 
 
 def test_tensor_element_count(server):
@@ -120,8 +128,7 @@ def test_async_payload_size(server):
     big = b'{"inputs": [], "pad": "' + b"x" * 5000 + b'"}'
     answer = httpx.post(server.url + "/v2/models/adder/infer-async", content=big)
     assert answer.status_code == 413
-    assert answer.json()["error"] == (f"request body of {len(big)} bytes is over the limit of 4096 bytes for "
-                                      "asynchronous inference")
+    assert answer.json()["error"] == "request body is over the limit of 4096 bytes (async_max_body_bytes)"
 
 
 def _read_all(sock: socket.socket) -> bytes:

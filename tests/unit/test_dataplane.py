@@ -4,10 +4,13 @@ failures, and that the plane keeps serving after each."""
 import asyncio
 
 import numpy as np
+import orjson
 import pytest
 
 from fakes import write_model
-from inferd.dataplane import DataPlane, parse_version
+from inferd.calls import parse_version
+from inferd.codecs.v2_body import V2Body
+from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
 from inferd.inference import InferenceRequest, RequestInput, RequestOutput
 from inferd.repository import ModelRepository
@@ -265,16 +268,17 @@ def test_a_cancelled_plain_request_still_waiting_never_runs(repo_root, tmp_path)
     write_model(repo_root, "gated", GATED.format(gate=str(gate), calls=str(calls)))
     plane = DataPlane(ModelRepository(repo_root))
 
-    def plain(value: float) -> dict:
-        return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [value]}]}
+    def plain(value: float) -> V2Body:
+        body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [value]}]})
+        return V2Body(body, None, "gated", None)
 
     async def main():
         await plane.start()
-        running = asyncio.ensure_future(plane.infer_plain(plain(1.0), "gated"))
+        running = asyncio.ensure_future(plane.infer(plain(1.0)))
         while not calls.exists():  # the first request holds the model's one instance
             await asyncio.sleep(0.005)
-        abandoned = asyncio.ensure_future(plane.infer_plain(plain(2.0), "gated"))
-        kept = asyncio.ensure_future(plane.infer_plain(plain(3.0), "gated"))
+        abandoned = asyncio.ensure_future(plane.infer(plain(2.0)))
+        kept = asyncio.ensure_future(plane.infer(plain(3.0)))
         await asyncio.sleep(0.05)
         abandoned.cancel()
         gate.touch()

@@ -13,8 +13,9 @@ from inferd.batch.options import BatchError, BatchOptions
 from inferd.batch.progress import Progress, Tracker
 from inferd.batch.readers import count_rows, fingerprint, list_inputs
 from inferd.batch.score import Scorer
+from inferd.calls import parse_version
 from inferd.config import CONFIG_FILE
-from inferd.dataplane import DataPlane, parse_version
+from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.repository import ModelRepository, ModelVersion, why_unavailable
 

@@ -57,7 +57,7 @@ class _Input:
 
 @dataclass(slots=True)
 class PlainRequest:
-    """A plain request, checked and converted."""
+    """A plain request, checked and converted (a :class:`~inferd.calls.Prepared`)."""
 
     arrays: Arrays
     rows: int
@@ -65,6 +65,17 @@ class PlainRequest:
     id: str | None
     outputs: tuple[tuple[str, str, bool], ...]
     """Name, datatype and whether it goes as binary data, for each output to answer with, in order."""
+    key: tuple[object, ...] | None = None
+    """The plan's batch key (see :attr:`PlainRequestPlan.batch_key`)."""
+
+    priority = None
+    timeout_us = None
+    parameters = None
+    """The plain form has no scheduling parameter, nor any other."""
+
+    @property
+    def answered(self) -> list[str]:
+        return [name for name, _, _ in self.outputs]
 
 
 class PlainRequestPlan:
@@ -122,7 +133,7 @@ class PlainRequestPlan:
         if arrays is None:
             return None
         rows = self._rows(arrays)
-        return None if rows is None else PlainRequest(arrays, rows, request_id, outputs)
+        return None if rows is None else PlainRequest(arrays, rows, request_id, outputs, self.batch_key)
 
     def _wanted(self, outputs: Any, binary: bool | None) -> tuple[tuple[str, str, bool], ...] | None:
         """The outputs to answer with: all of them when the request names none, else those it names (with no

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inferd.codecs.v2_body import V2Body
 from inferd.dataplane import DataPlane
 from inferd.errors import unavailable
 from inferd.jobs.callbacks import CallbackSender
@@ -162,7 +163,5 @@ class AsyncService:
         return await self.store.inline(job.id, "request") or b""
 
     async def _infer(self, job: Job, body: bytes) -> tuple[bytes, int | None]:
-        from inferd.server.rest.fast_infer import run_infer  # the very function the synchronous route runs
-
-        header_length = None if job.header_length is None else str(job.header_length)
-        return await run_infer(self.dataplane, body, header_length, job.model, job.version)
+        """The body the synchronous ``infer`` route would answer (the same call on the same inference path)."""
+        return await self.dataplane.infer(V2Body(body, job.header_length, job.model, job.version))

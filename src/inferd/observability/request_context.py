@@ -9,9 +9,9 @@ New ids cost a counter step, not a random draw (``uuid4()`` reads the OS's rando
 the cost): a 128-bit counter that starts at a random value chosen once per process, in hex, so they look like
 ``uuid4().hex`` (32 hex digits) and stay unique across processes and restarts.
 
-The HTTP fast path (:mod:`inferd.server.rest.fast_protocol`) calls :meth:`RequestObserver.request_id` and
-:meth:`RequestObserver.log_access` itself; everything served through ASGI goes through
-:meth:`RequestObserver.wrap`, one pure-ASGI wrapper.
+The HTTP server (:mod:`inferd.server.http.protocol`) calls :meth:`RequestObserver.request_id` and
+:meth:`RequestObserver.log_access` for every request, whichever route answers it; the gRPC servicer calls
+:meth:`RequestObserver.from_grpc_metadata`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import itertools
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from contextvars import ContextVar
 from time import perf_counter_ns
-from typing import Any
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("inferd_request_id", default=None)
 """The id of the request being handled, where there is one."""
@@ -34,12 +33,6 @@ MAX_LENGTH = 128
 _USABLE = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_LENGTH)
 
 ACCESS_LOGGER = "inferd.access"
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class RequestObserver:
@@ -78,45 +71,3 @@ class RequestObserver:
             "request_id": request_id, "method": method, "path": path, "status": status,
             "duration_ms": duration_ms, "bytes_in": bytes_in, "bytes_out": bytes_out,
         })
-
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        """``app`` with request ids (and the access log) on its HTTP requests."""
-
-        async def observed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            await self._observe(app, scope, receive, send)
-
-        return observed
-
-    async def _observe(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = self.from_headers(scope["headers"])
-        header = (HEADER, request_id.encode("ascii"))
-        started = perf_counter_ns() if self.access_log else 0
-        status, sent = 500, 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), header]}
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        token = REQUEST_ID.set(request_id)
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
-            if self.access_log:
-                self.log_access(scope["method"], scope["path"], status, started, request_id,
-                                _content_length(scope["headers"]), sent)
-
-
-def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0

@@ -7,11 +7,11 @@ callers. Requests whose non-batch dimensions or datatypes differ are never stack
 fails fails every caller in it. A request whose caller went away (client disconnect, gRPC cancel) is dropped
 before it runs; one whose deadline passes while it waits is answered DEADLINE_EXCEEDED and never runs.
 
-No task is created per request. A request that finds a free instance runs at once, in its caller's
-coroutine (:meth:`Scheduler.submit`) or before :meth:`Scheduler.submit_nowait` returns. One that has to wait is
-queued with a future, or with a function to call (``submit_nowait``: the HTTP fast path's requests, which then
-need no coroutine at all). When an instance frees up, the scheduler runs the next batch itself: at once when the
-executor runs it inline on the event loop, else on one task per batch, and answers each caller with its rows.
+No task is created per request. A request that finds a free instance runs at once, before
+:meth:`Scheduler.submit` returns; one that has to wait is queued with its :class:`Waiter` (an object told its
+result, or an asyncio future), so that a caller needs no coroutine at all. When an instance frees up, the scheduler
+runs the next batch itself: at once when the executor runs it inline on the event loop, else on one task per batch,
+and answers each caller with its rows.
 
 Dynamic batching with no queue delay (``max_queue_delay_us = 0``, as Triton's ``dynamic_batching { }``)
 does not wait for time to pass: the requests that arrive in one turn of the event loop (every connection
@@ -103,8 +103,8 @@ class RunResult:
 
 
 class Waiter(Protocol):
-    """What a request submitted with :meth:`Scheduler.submit_nowait` waits with, in place of a future: told its
-    result or its error once, as soon as there is one (no coroutine to resume, no loop turn)."""
+    """What a request submitted with :meth:`Scheduler.submit` waits with: told its result or its error once, as soon
+    as there is one. An asyncio future is one; the DataPlane's own needs no coroutine to resume and no loop turn."""
 
     def done(self) -> bool:
         """Answered already (or its caller gave up): it must not run."""
@@ -192,37 +192,24 @@ class Scheduler:
         else:
             self._dispatch()
 
-    async def submit(self, inputs: Arrays, rows: int, priority: object = None, timeout_us: int | None = None,
-                     is_disconnected: Callable[[], bool] | None = None, key: tuple[object, ...] | None = None,
-                     ) -> RunResult:
-        """Run one request's (validated) inputs; ``rows`` is its batch size (1 for an unbatched model).
-        ``is_disconnected`` tells whether the caller has gone away; a request still queued is then dropped.
-        ``key``, when the caller knows it, is what :func:`batch_key` would make of ``inputs``."""
-        level = self.policy.priority_level(priority) if priority is not None else self._default_level
-        if self._runs_now():
-            return await self._run_now(inputs, rows)
-        future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected, key, future)
-        self._queued_now()
-        return await future  # a cancelled caller cancels its future: the request is dropped, or its answer is
-
-    def submit_nowait(self, inputs: Arrays, rows: int, waiter: Waiter,
-                      is_disconnected: Callable[[], bool] | None = None, key: tuple[object, ...] | None = None,
-                      ) -> None:
-        """:meth:`submit` at the default priority and timeout, answered through ``waiter``, maybe before this
-        returns (a refusal always is: the queue is full)."""
-        if not self._queued and self._runs_now():  # a busy turn's requests skip the call
-            self._busy += 1
-            self._run([_Pending(inputs, rows, (), perf_counter_ns(), waiter)])
-            return
+    def submit(self, inputs: Arrays, rows: int, waiter: Waiter, priority: object = None,
+               timeout_us: int | None = None, is_disconnected: Callable[[], bool] | None = None,
+               key: tuple[object, ...] | None = None) -> None:
+        """Run one request's (validated) inputs; ``rows`` is its batch size (1 for an unbatched model). ``waiter``
+        (an asyncio future will do) is told the result or the error, maybe before this returns (a refusal always
+        is: the queue is full, or the priority is not one of the model's levels). ``is_disconnected`` tells
+        whether the caller has gone away; a request still queued is then dropped. ``key``, when the caller knows
+        it, is what :func:`batch_key` would make of ``inputs``."""
         try:
-            self._enqueue(inputs, rows, self._default_level, self.policy.default_timeout_us, is_disconnected, key,
+            level = self._default_level if priority is None else self.policy.priority_level(priority)
+            if not self._queued and self._runs_now():  # a busy turn's requests skip the call
+                self._busy += 1
+                self._run([_Pending(inputs, rows, (), perf_counter_ns(), waiter)])
+                return
+            self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected, key,
                           waiter)
         except InferError as exc:
-            try:
-                waiter.set_exception(exc)
-            except Exception:  # the waiter's own failure: it must not look like this call's
-                log.exception("answering a request to a model failed")
+            _settle(_Pending(inputs, rows, (), 0, waiter), exc)
             return
         if self._turn_armed:  # _queued_now's usual case, inline: this runs for every request of a busy turn
             return
@@ -254,18 +241,6 @@ class Scheduler:
                 ErrorCode.DEADLINE_EXCEEDED,
                 f"request to model {self.name!r} timed out after {timeout_us} µs waiting in the queue",
             ))
-
-    async def _run_now(self, inputs: Arrays, rows: int) -> RunResult:
-        """A free instance and nobody waiting: run in the caller's coroutine, without a batch."""
-        self._busy += 1
-        started = perf_counter_ns()
-        try:
-            outputs = await self.executor.run(inputs)
-        finally:
-            finished = perf_counter_ns()
-            self._release(rows, finished - started)
-        checked = outputs if self._check is None else self._check(outputs, rows)
-        return RunResult(checked, 0, finished - started, rows)
 
     def _release(self, rows: int, elapsed_ns: int) -> None:
         """A model call finished: its instance is free for whatever waits."""

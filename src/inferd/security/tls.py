@@ -38,22 +38,20 @@ class TLSFiles:
 
     def check(self) -> None:
         """Load the files once, so that a wrong file stops the server at start with a clear message."""
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
-            context.load_cert_chain(self.certfile, self.keyfile)
-            if self.client_ca is not None:
-                context.load_verify_locations(cafile=self.client_ca)
+            self.ssl_context()
         except (ssl.SSLError, OSError) as exc:
             raise SecurityConfigError(f"cannot use the TLS files ({self.certfile}, {self.keyfile}"
                                       f"{', ' + str(self.client_ca) if self.client_ca else ''}): {exc}") from None
 
-    def uvicorn_kwargs(self) -> dict[str, Any]:
-        """``uvicorn.Config`` arguments serving HTTPS with these files."""
-        kwargs: dict[str, Any] = {"ssl_certfile": str(self.certfile), "ssl_keyfile": str(self.keyfile)}
+    def ssl_context(self) -> ssl.SSLContext:
+        """The server side of HTTPS with these files (client certificates required when ``client_ca`` is set)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile, self.keyfile)
         if self.client_ca is not None:
-            kwargs["ssl_ca_certs"] = str(self.client_ca)
-            kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-        return kwargs
+            context.load_verify_locations(cafile=self.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     def grpc_credentials(self) -> Any:
         """``grpc.ServerCredentials`` for ``server.add_secure_port``."""

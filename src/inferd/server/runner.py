@@ -7,13 +7,10 @@ the background and readiness turns true when they are loaded (strict readiness: 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-
-import uvicorn
 
 from inferd import heap
 from inferd.batch.server_jobs import BatchJobs
@@ -25,30 +22,24 @@ from inferd.repository import ModelRepository
 from inferd.security.auth import Authenticator
 from inferd.security.startup import build_authenticator
 from inferd.security.tls import TLSFiles
-from inferd.server.rest.fast_infer import FastInfer, HTTPLimits
-from inferd.server.rest.fast_protocol import FastPathProtocol
+from inferd.server.http import HTTPLimits, HTTPServer
+from inferd.server.http.protocol import Front
+from inferd.server.rest.v2_infer import RESTRouter
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-
-class _HTTPServer(uvicorn.Server):
-    """uvicorn without its own signal handling: :func:`serve` owns SIGINT/SIGTERM for both servers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
-def build_asgi(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
-               batch_jobs: BatchJobs | None = None, authenticator: Authenticator | None = None,
-               observer: RequestObserver | None = None) -> FastInfer:
-    """The app to serve: the inference fast path in front of the FastAPI app that has every route. With an
-    ``authenticator``, both check API keys: the fast path for inference, one ASGI wrapper for the rest."""
+def build_front(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
+                batch_jobs: BatchJobs | None = None, authenticator: Authenticator | None = None,
+                observer: RequestObserver | None = None, scheme: str = "http") -> Front:
+    """What the HTTP server serves: the native routes (inference, health probes) and the FastAPI app with every
+    other route, built on first use. With an ``authenticator``, both check API keys: the native routes themselves,
+    the app through one ASGI wrapper."""
 
     def full_app() -> Any:
         # FastAPI and prometheus_client: imported when first needed (after the server is ready), not at start-up
@@ -57,21 +48,17 @@ def build_asgi(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncServic
 
         metrics = Metrics(dataplane, jobs.counts if jobs is not None else None, batch_jobs)  # the server's own registry
         app: Any = build_app(dataplane, settings, jobs, batch_jobs, metrics)
-        if jobs is not None:
-            from inferd.server.rest.async_fast import AsyncFastPath
-
-            app = AsyncFastPath(app, dataplane, jobs)  # infer-async submissions without FastAPI's per-request cost
         if authenticator is None:
             return app
-        from inferd.security.asgi import AuthMiddleware
         from inferd.security.scopes import RouteScopes
+        from inferd.server.rest.auth import AuthMiddleware
 
         return AuthMiddleware(app, authenticator, RouteScopes(settings.health_route, settings.predict_route))
 
     limits = HTTPLimits(settings.max_header_bytes, settings.max_connections, settings.header_timeout_s,
-                        settings.body_timeout_s)
-    return FastInfer(full_app, dataplane, settings.max_body_bytes, authenticator=authenticator, limits=limits,
-                     observer=observer)
+                        settings.body_timeout_s, settings.keep_alive_timeout_s)
+    router = RESTRouter(dataplane, settings.max_body_bytes, authenticator)
+    return Front(router, full_app, limits, observer or RequestObserver(), scheme)
 
 
 def build_dataplane(settings: ServerSettings) -> DataPlane:
@@ -93,19 +80,15 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
     observer = RequestObserver(settings.access_log)
-    asgi = build_asgi(dataplane, settings, jobs, batch_jobs, authenticator, observer)
-    http = _HTTPServer(uvicorn.Config(
-        asgi, host=settings.host, port=settings.http_port, log_config=None,
-        access_log=False, lifespan="off", server_header=False, date_header=False, proxy_headers=False,
-        http=FastPathProtocol, timeout_keep_alive=settings.keep_alive_timeout_s,
-        **(tls.uvicorn_kwargs() if tls is not None else {}),
-    ))
+    front = build_front(dataplane, settings, jobs, batch_jobs, authenticator, observer,
+                        "https" if tls is not None else "http")
+    http = HTTPServer(front, settings.host, settings.http_port, tls.ssl_context() if tls is not None else None)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
-    grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
-    http_task = asyncio.create_task(http.serve(), name="inferd-http")
+    await http.start()
+    grpc_server = None
     try:
-        await _wait_started(http, http_task)
+        grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
         log.info("HTTP%s on %s:%d%s", "S" if tls is not None else "", settings.host, settings.http_port,
                  f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server else "")
         await jobs.open()  # the job store, while the models are not loaded yet
@@ -114,18 +97,16 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await dataplane.start()
         jobs.start()  # no await between: async routes work as soon as readiness says so
         log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
-        await asyncio.get_running_loop().run_in_executor(None, asgi.build_app)  # the other routes, now
+        await asyncio.get_running_loop().run_in_executor(None, front.build_app)  # the other routes, now
         heap.settle()  # the app's objects too live as long as the server
         if on_ready is not None:
             await on_ready(dataplane)
-        await asyncio.wait([http_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        await stop.wait()
     finally:
         log.info("stopping")
-        http.should_exit = True
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
-        with contextlib.suppress(asyncio.CancelledError):
-            await http_task
+        await http.stop(settings.shutdown_grace_s)
         await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
         dataplane.close()
@@ -141,21 +122,13 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authentica
 
     interceptors: list[Any] = []
     if authenticator is not None:
-        from inferd.security.grpc_auth import AuthInterceptor
+        from inferd.server.grpc.auth import AuthInterceptor
 
         interceptors.append(AuthInterceptor(authenticator, observer))
     return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes,
                                    interceptors=interceptors,
                                    credentials=tls.grpc_credentials() if tls is not None else None,
                                    observer=observer)
-
-
-async def _wait_started(http: uvicorn.Server, task: asyncio.Task[None]) -> None:
-    while not http.started:
-        if task.done():  # uvicorn failed to bind: surface why
-            task.result()
-            raise OSError("the HTTP server stopped before it started (is the port in use?)")
-        await asyncio.sleep(0.01)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

@@ -2,8 +2,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from inferd.calls import prepare_inputs
 from inferd.codecs import csv_rows
-from inferd.dataplane import prepare_inputs
 from inferd.errors import ErrorCode, InferError
 from inferd.inference import InferenceResponse, ResponseOutput
 from inferd.signature import Signature, TensorSpec

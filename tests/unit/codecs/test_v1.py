@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from inferd.calls import prepare_inputs
 from inferd.codecs import v1
-from inferd.dataplane import prepare_inputs
 from inferd.errors import ErrorCode, InferError
 from inferd.inference import InferenceResponse, ResponseOutput
 from inferd.signature import Signature, TensorSpec

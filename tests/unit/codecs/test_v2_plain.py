@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
+from inferd.calls import prepare_inputs, requested_outputs
 from inferd.codecs import v2_binary
 from inferd.codecs.v2_plain import PlainRequestPlan
-from inferd.dataplane import prepare_inputs, requested_outputs
 from inferd.inference import InferenceResponse, ResponseOutput
 from inferd.scheduling.scheduler import RunResult, batch_key
 from inferd.signature import Signature, TensorSpec

@@ -14,7 +14,7 @@ import pytest
 
 from inferd.errors import ErrorCode, InferError
 from inferd.scheduling.policy import SchedulingPolicy
-from inferd.scheduling.scheduler import Scheduler
+from inferd.scheduling.scheduler import RunResult, Scheduler
 
 
 class Recorder:
@@ -48,6 +48,14 @@ class Recorder:
         pass
 
 
+async def submit(scheduler: Scheduler, inputs: dict[str, np.ndarray], rows: int, priority: object = None,
+                 timeout_us: int | None = None, is_disconnected=None) -> RunResult:
+    """Scheduler.submit for a coroutine: a future is the waiter (cancelling the caller cancels it)."""
+    future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+    scheduler.submit(inputs, rows, future, priority, timeout_us, is_disconnected)
+    return await future
+
+
 def rows(*values: float) -> dict[str, np.ndarray]:
     return {"x": np.array([[v, v] for v in values], dtype=np.float32)}
 
@@ -61,7 +69,7 @@ def held(policy: SchedulingPolicy) -> tuple[Recorder, Scheduler]:
 
 async def occupy(scheduler: Scheduler) -> asyncio.Future:
     """Start a request that takes the instance, and let it reach the executor."""
-    running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
+    running = asyncio.ensure_future(submit(scheduler, rows(0), 1))
     await asyncio.sleep(0.01)
     return running
 
@@ -81,7 +89,7 @@ def test_batched_results_reach_the_right_callers():
 
         async def one(inputs):
             await asyncio.sleep(rng.random() / 100)
-            result = await scheduler.submit(inputs, len(inputs["x"]))
+            result = await submit(scheduler, inputs, len(inputs["x"]))
             np.testing.assert_array_equal(result.outputs["y"], inputs["x"] * 2)
             return result.batch_rows
 
@@ -107,8 +115,8 @@ def test_outputs_are_checked_once_per_model_call_and_a_broken_batch_fails_every_
     scheduler = Scheduler("m", Recorder(), batching(max_queue_delay_us=0), check)
 
     async def main():
-        good = await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(4)))
-        bad = await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(3)), return_exceptions=True)
+        good = await asyncio.gather(*(submit(scheduler, rows(i), 1) for i in range(4)))
+        bad = await asyncio.gather(*(submit(scheduler, rows(i), 1) for i in range(3)), return_exceptions=True)
         return good, bad
 
     good, bad = asyncio.run(main())
@@ -131,7 +139,7 @@ def test_requests_with_different_shapes_never_share_a_batch():
     async def main():
         narrow = {"x": np.ones((1, 2), dtype=np.float32)}
         wide = {"x": np.ones((1, 3), dtype=np.float32)}
-        results = await asyncio.gather(*(scheduler.submit(narrow if i % 2 else wide, 1) for i in range(12)))
+        results = await asyncio.gather(*(submit(scheduler, narrow if i % 2 else wide, 1) for i in range(12)))
         return [r.outputs["y"].tolist() for r in results]
 
     outputs = asyncio.run(main())
@@ -151,8 +159,8 @@ def test_a_failing_batch_fails_every_caller_and_the_next_works():
     scheduler = Scheduler("m", Recorder(fn), batching(max_queue_delay_us=50_000))
 
     async def main():
-        first = await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(4)), return_exceptions=True)
-        second = await scheduler.submit(rows(9), 1)
+        first = await asyncio.gather(*(submit(scheduler, rows(i), 1) for i in range(4)), return_exceptions=True)
+        second = await submit(scheduler, rows(9), 1)
         return first, second
 
     first, second = asyncio.run(main())
@@ -164,7 +172,7 @@ def test_wrong_output_length_for_a_merged_batch_fails_all():
     scheduler = Scheduler("m", Recorder(lambda inputs: {"y": inputs["x"][:1]}), batching(max_queue_delay_us=50_000))
 
     async def main():
-        return await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(3)), return_exceptions=True)
+        return await asyncio.gather(*(submit(scheduler, rows(i), 1) for i in range(3)), return_exceptions=True)
 
     errors = asyncio.run(main())
     assert all(isinstance(e, InferError) and e.code is ErrorCode.INTERNAL for e in errors)
@@ -175,11 +183,11 @@ def test_queue_full_is_refused_at_once_with_retry_after():
     executor, scheduler = held(SchedulingPolicy(max_queue_size=2))
 
     async def main():
-        running = asyncio.ensure_future(scheduler.submit(rows(0), 1))
-        queued = [asyncio.ensure_future(scheduler.submit(rows(i), 1)) for i in (1, 2)]
+        running = asyncio.ensure_future(submit(scheduler, rows(0), 1))
+        queued = [asyncio.ensure_future(submit(scheduler, rows(i), 1)) for i in (1, 2)]
         await asyncio.sleep(0.05)
         with pytest.raises(InferError) as info:
-            await scheduler.submit(rows(3), 1)
+            await submit(scheduler, rows(3), 1)
         executor.gate.set()
         await asyncio.gather(running, *queued)
         return info.value
@@ -198,11 +206,11 @@ def test_a_request_whose_deadline_passes_in_the_queue_never_runs():
         running = await occupy(scheduler)
         started = time.monotonic()
         with pytest.raises(InferError) as info:
-            await scheduler.submit(rows(1), 1, timeout_us=30_000)
+            await submit(scheduler, rows(1), 1, timeout_us=30_000)
         waited = time.monotonic() - started
         executor.gate.set()
         await running
-        await scheduler.submit(rows(2), 1)
+        await submit(scheduler, rows(2), 1)
         return info.value, waited
 
     error, waited = asyncio.run(main())
@@ -217,9 +225,9 @@ def test_higher_priority_waiting_requests_run_first():
 
     async def main():
         running = await occupy(scheduler)
-        low = [asyncio.ensure_future(scheduler.submit(rows(10 + i), 1, priority=3)) for i in range(2)]
-        mid = asyncio.ensure_future(scheduler.submit(rows(20), 1))
-        high = asyncio.ensure_future(scheduler.submit(rows(30), 1, priority=1))
+        low = [asyncio.ensure_future(submit(scheduler, rows(10 + i), 1, priority=3)) for i in range(2)]
+        mid = asyncio.ensure_future(submit(scheduler, rows(20), 1))
+        high = asyncio.ensure_future(submit(scheduler, rows(30), 1, priority=1))
         await asyncio.sleep(0.01)
         executor.gate.set()
         await asyncio.gather(running, *low, mid, high)
@@ -231,7 +239,7 @@ def test_higher_priority_waiting_requests_run_first():
 def test_bad_priority_is_invalid():
     scheduler = Scheduler("m", Recorder(), SchedulingPolicy(priority_levels=2))
     with pytest.raises(InferError, match="priority must be an integer from 1 \\(highest\\) to 2") as info:
-        asyncio.run(scheduler.submit(rows(1), 1, priority=5))
+        asyncio.run(submit(scheduler, rows(1), 1, priority=5))
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
 
 
@@ -240,10 +248,10 @@ def test_a_cancelled_request_is_dropped_before_it_runs():
 
     async def main():
         running = await occupy(scheduler)
-        abandoned = asyncio.ensure_future(scheduler.submit(rows(1), 1))
+        abandoned = asyncio.ensure_future(submit(scheduler, rows(1), 1))
         gone = {"flag": False}
-        departed = asyncio.ensure_future(scheduler.submit(rows(2), 1, is_disconnected=lambda: gone["flag"]))
-        kept = asyncio.ensure_future(scheduler.submit(rows(3), 1))
+        departed = asyncio.ensure_future(submit(scheduler, rows(2), 1, is_disconnected=lambda: gone["flag"]))
+        kept = asyncio.ensure_future(submit(scheduler, rows(3), 1))
         await asyncio.sleep(0.01)
         abandoned.cancel()
         gone["flag"] = True
@@ -263,7 +271,7 @@ def test_batching_waits_at_most_the_queue_delay():
 
     async def main():
         started = time.monotonic()
-        await scheduler.submit(rows(1), 1)
+        await submit(scheduler, rows(1), 1)
         return time.monotonic() - started
 
     waited = asyncio.run(main())
@@ -276,7 +284,7 @@ def test_preferred_batch_size_dispatches_without_waiting_for_the_delay():
     scheduler = Scheduler("m", executor, batching(max_queue_delay_us=5_000_000, preferred_batch_sizes=(4,)))
 
     async def main():
-        return await asyncio.gather(*(scheduler.submit(rows(i), 1) for i in range(4)))
+        return await asyncio.gather(*(submit(scheduler, rows(i), 1) for i in range(4)))
 
     started = time.monotonic()
     asyncio.run(main())
@@ -289,7 +297,7 @@ def test_unload_fails_the_waiting_requests():
 
     async def main():
         running = await occupy(scheduler)
-        waiting = asyncio.ensure_future(scheduler.submit(rows(1), 1))
+        waiting = asyncio.ensure_future(submit(scheduler, rows(1), 1))
         await asyncio.sleep(0.01)
         scheduler.close()
         executor.gate.set()
@@ -326,7 +334,7 @@ class InlineRecorder:
 
 async def ran_at_once(scheduler: Scheduler, value: float) -> bool:
     """Submit one request; whether it finished in its first step (without waiting for the end of the turn)."""
-    task = asyncio.get_running_loop().create_task(scheduler.submit(rows(value), 1))
+    task = asyncio.get_running_loop().create_task(submit(scheduler, rows(value), 1))
     await asyncio.sleep(0)  # the task takes its first step; an end-of-turn dispatch would come after this
     at_once = task.done()
     result = await task
@@ -340,10 +348,10 @@ def test_zero_delay_batching_stacks_the_requests_of_one_loop_turn():
 
     async def main():
         values = [float(v) for v in range(10)]
-        results = await asyncio.gather(*(scheduler.submit(rows(v), 1) for v in values))  # all start in one turn
+        results = await asyncio.gather(*(submit(scheduler, rows(v), 1) for v in values))  # all start in one turn
         for value, result in zip(values, results, strict=True):
             assert result.outputs["y"].tolist() == [[value * 2, value * 2]]
-        alone = await scheduler.submit(rows(7), 1)
+        alone = await submit(scheduler, rows(7), 1)
         return alone
 
     alone = asyncio.run(main())
@@ -363,8 +371,8 @@ def test_zero_delay_batching_runs_lone_requests_at_once_until_others_join():
             if not await ran_at_once(scheduler, float(i)):
                 detours.append(i)
         executor.batches.clear()
-        burst = await asyncio.gather(*(scheduler.submit(rows(float(v)), 1) for v in range(3 * _PROBE_EVERY)))
-        again = await asyncio.gather(*(scheduler.submit(rows(float(v)), 1) for v in range(5)))
+        burst = await asyncio.gather(*(submit(scheduler, rows(float(v)), 1) for v in range(3 * _PROBE_EVERY)))
+        again = await asyncio.gather(*(submit(scheduler, rows(float(v)), 1) for v in range(5)))
         return detours, burst, again
 
     detours, burst, again = asyncio.run(main())
@@ -383,7 +391,7 @@ def test_a_caller_gone_from_a_turns_batch_is_failed_and_the_others_get_their_own
     scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
 
     async def main():
-        calls = [scheduler.submit(rows(float(v)), 1, is_disconnected=(lambda v=v: v == 2)) for v in range(5)]
+        calls = [submit(scheduler, rows(float(v)), 1, is_disconnected=(lambda v=v: v == 2)) for v in range(5)]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(main())
@@ -397,9 +405,9 @@ def test_a_caller_gone_from_a_turns_batch_is_failed_and_the_others_get_their_own
         assert len(result.batch_outputs["y"]) == 4
 
 
-# -- submit_nowait: answered through a function (the HTTP fast path's requests) ----------------------------------
+# -- submit: answered through a function (the HTTP fast path's requests) ----------------------------------
 class Outcomes:
-    """Waiters for submit_nowait that keep what each request is told (a RunResult or an error), by its value."""
+    """Waiters for submit that keep what each request is told (a RunResult or an error), by its value."""
 
     def __init__(self) -> None:
         self.got: dict[float, object] = {}
@@ -428,20 +436,20 @@ class Told:
     set_exception = set_result
 
 
-def test_submit_nowait_runs_a_lone_request_before_it_returns():
+def test_submit_runs_a_lone_request_before_it_returns():
     executor = InlineRecorder()
     scheduler = Scheduler("m", executor, SchedulingPolicy(max_batch_size=8))  # no batching: runs at once
     outcomes = Outcomes()
 
     async def main():
-        scheduler.submit_nowait(rows(3), 1, outcomes.of(3))
+        scheduler.submit(rows(3), 1, outcomes.of(3))
         assert outcomes.rows_of(3) == [[6.0, 6.0]]  # already answered
 
     asyncio.run(main())
     assert executor.batches == [1]
 
 
-def test_submit_nowait_batches_a_turn_and_gives_each_caller_its_rows():
+def test_submit_batches_a_turn_and_gives_each_caller_its_rows():
     executor = InlineRecorder()
     scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
     outcomes = Outcomes()
@@ -449,7 +457,7 @@ def test_submit_nowait_batches_a_turn_and_gives_each_caller_its_rows():
 
     async def main():
         for value in values:
-            scheduler.submit_nowait(rows(value), 1, outcomes.of(value))
+            scheduler.submit(rows(value), 1, outcomes.of(value))
         assert not outcomes.got  # waiting for the end of the turn
         await asyncio.sleep(0)
 
@@ -461,14 +469,14 @@ def test_submit_nowait_batches_a_turn_and_gives_each_caller_its_rows():
     assert counted == [True] + [False] * 5  # the batch's model call is counted once
 
 
-def test_submit_nowait_on_a_thread_executor_answers_when_the_batch_is_done():
+def test_submit_on_a_thread_executor_answers_when_the_batch_is_done():
     executor = Recorder()
     scheduler = Scheduler("m", executor, batching(max_queue_delay_us=0, max_batch_size=16))
     outcomes = Outcomes()
 
     async def main():
         for value in (1.0, 2.0, 3.0):
-            scheduler.submit_nowait(rows(value), 1, outcomes.of(value))
+            scheduler.submit(rows(value), 1, outcomes.of(value))
         for _ in range(200):
             if len(outcomes.got) == 3:
                 return
@@ -479,21 +487,21 @@ def test_submit_nowait_on_a_thread_executor_answers_when_the_batch_is_done():
     assert [outcomes.rows_of(v) for v in (1.0, 2.0, 3.0)] == [[[2.0, 2.0]], [[4.0, 4.0]], [[6.0, 6.0]]]
 
 
-def test_submit_nowait_errors_reach_the_function_queue_full_deadline_departed_unloaded():
+def test_submit_errors_reach_the_function_queue_full_deadline_departed_unloaded():
     executor, scheduler = held(SchedulingPolicy(max_queue_size=3, default_timeout_us=30_000))
     outcomes = Outcomes()
     gone = {"flag": False}
 
     async def main():
         running = await occupy(scheduler)
-        scheduler.submit_nowait(rows(1), 1, outcomes.of(1))  # will time out (the model default: 30 ms)
+        scheduler.submit(rows(1), 1, outcomes.of(1))  # will time out (the model default: 30 ms)
         await asyncio.sleep(0.1)
         assert isinstance(outcomes.got[1], InferError)
-        scheduler.submit_nowait(rows(2), 1, outcomes.of(2), is_disconnected=lambda: gone["flag"])
-        scheduler.submit_nowait(rows(3), 1, outcomes.of(3))
-        scheduler.submit_nowait(rows(4), 1, outcomes.of(4))
-        scheduler.submit_nowait(rows(5), 1, outcomes.of(5))  # the queue holds 3
-        assert isinstance(outcomes.got[5], InferError)  # refused before submit_nowait returned
+        scheduler.submit(rows(2), 1, outcomes.of(2), is_disconnected=lambda: gone["flag"])
+        scheduler.submit(rows(3), 1, outcomes.of(3))
+        scheduler.submit(rows(4), 1, outcomes.of(4))
+        scheduler.submit(rows(5), 1, outcomes.of(5))  # the queue holds 3
+        assert isinstance(outcomes.got[5], InferError)  # refused before submit returned
         gone["flag"] = True
         executor.gate.set()
         await running
@@ -503,7 +511,7 @@ def test_submit_nowait_errors_reach_the_function_queue_full_deadline_departed_un
             await asyncio.sleep(0.01)
         executor.gate.clear()
         held_again = await occupy(scheduler)
-        scheduler.submit_nowait(rows(6), 1, outcomes.of(6))
+        scheduler.submit(rows(6), 1, outcomes.of(6))
         scheduler.close()
         executor.gate.set()
         await held_again
@@ -534,9 +542,9 @@ def test_a_waiter_that_raises_does_not_keep_the_others_from_their_answers(caplog
     broken = Broken(Outcomes(), 2)
 
     async def main():
-        scheduler.submit_nowait(rows(1), 1, outcomes.of(1))
-        scheduler.submit_nowait(rows(2), 1, broken)
-        scheduler.submit_nowait(rows(3), 1, outcomes.of(3))
+        scheduler.submit(rows(1), 1, outcomes.of(1))
+        scheduler.submit(rows(2), 1, broken)
+        scheduler.submit(rows(3), 1, outcomes.of(3))
         await asyncio.sleep(0)
 
     asyncio.run(main())
@@ -553,7 +561,7 @@ def test_batches_queued_behind_an_inline_batch_run_one_after_another_without_rec
 
     async def main():
         for value in range(3000):  # 3,000 batches of one, all queued in one turn
-            scheduler.submit_nowait(rows(float(value)), 1, outcomes.of(float(value)))
+            scheduler.submit(rows(float(value)), 1, outcomes.of(float(value)))
         await asyncio.sleep(0)
 
     asyncio.run(main())

@@ -12,7 +12,8 @@ from starlette.responses import Response
 
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
-from inferd.server.rest.responses import HTTPError, error_response, infer_error_response
+from inferd.server.rest.errors import HTTPError
+from inferd.server.rest.responses import error_response, failure_response
 from inferd.server.rest.sagemaker import sagemaker_router
 from inferd.server.rest.v1 import v1_router, vertex_router
 from inferd.server.rest.v2 import v2_router
@@ -56,13 +57,11 @@ def _metrics_route(app: FastAPI, metrics: Metrics) -> None:
 
 
 async def _on_infer_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InferError)
-    return infer_error_response(exc)
+    return failure_response(exc)
 
 
 async def _on_http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPError)
-    return error_response(exc.status, exc.message)
+    return failure_response(exc)
 
 
 async def _on_starlette_error(_request: Request, exc: Exception) -> Response:
@@ -71,8 +70,7 @@ async def _on_starlette_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error handling %s %s", request.method, request.url.path)
-    return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")
+    return failure_response(exc, f"{request.method} {request.url.path}")
 
 
 def _batch_router(dataplane: DataPlane, settings: ServerSettings, batch_jobs: BatchJobs | None) -> Any:

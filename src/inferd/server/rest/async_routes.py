@@ -24,15 +24,17 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from inferd.calls import parse_version
 from inferd.codecs import v2_binary
-from inferd.dataplane import DataPlane, parse_version
+from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError, invalid
 from inferd.jobs.inputs import check_location, location_size
 from inferd.jobs.payloads import BodyTooLargeError
 from inferd.jobs.service import AsyncService
 from inferd.jobs.store import Job, JobStatus, NewJob, Payload, job_links
 from inferd.security.scopes import Scope as AuthScope
-from inferd.server.rest.http_error import HTTPError
+from inferd.server.rest.body import BodyLimit
+from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.responses import error_response, json_response
 from inferd.server.status import HTTP_STATUS
 
@@ -53,8 +55,6 @@ def _submit_routes(router: APIRouter, dataplane: DataPlane, service: AsyncServic
     @router.post("/v2/models/{model}/versions/{version}/infer-async", status_code=202,
                  summary="Submit an asynchronous inference on a version")
     async def submit(request: Request, model: str, version: str | None = None) -> Response:
-        # Normally answered by AsyncFastPath (server/rest/async_fast.py) before FastAPI sees it; this route
-        # documents it and serves the same function when the app runs without that front.
         call = Submission(request.headers, request.stream(), str(request.base_url), owner_of(request.scope))
         status, reply = await accept(dataplane, service, model, version, call)
         return json_response(reply, status, headers={"Location": reply["status_url"]})
@@ -160,20 +160,15 @@ async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], ser
 async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], service: AsyncService,
                      ) -> tuple[Payload, str]:
     """Stream the body into memory (small) or a payload file (large), refusing more than the limit with 413."""
-    limit = service.config.max_body_bytes
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise HTTPError(400, f"Content-Length {declared!r} is not a number")
-        if int(declared) > limit:
-            raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes "
-                                 "for asynchronous inference")
-    writer = service.files.writer(service.config.inline_payload_bytes, limit)
+    limit = BodyLimit(service.config.max_body_bytes, "async_max_body_bytes")
+    limit.check_declared(declared)
+    writer = service.files.writer(service.config.inline_payload_bytes, limit.limit)
     try:
         async for chunk in chunks:
             writer.write(chunk)
         payload = await writer.finish()
-    except BodyTooLargeError as exc:
-        raise HTTPError(413, str(exc)) from None
+    except BodyTooLargeError:
+        raise limit.error() from None
     except BaseException:  # the client went away mid-upload, or the server is stopping
         writer.discard()
         raise

@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from inferd.batch.options import BatchError, BatchOptions, parse_max_errors
 from inferd.batch.server_jobs import BatchJobs, RefusedError
-from inferd.server.rest.http_error import HTTPError
+from inferd.server.rest.body import BodyLimit, read_body
+from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.responses import json_response
 
 MAX_BODY = 64 * 1024
@@ -53,9 +54,7 @@ def batch_router(jobs: BatchJobs) -> APIRouter:
 
     @router.post("/v2/batch/jobs", status_code=202, summary="Start a batch job")
     async def submit(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise HTTPError(413, f"a batch job request is at most {MAX_BODY} bytes")
+        body = await read_body(request, BodyLimit(MAX_BODY, "the most a batch job request may hold"))
         try:
             spec = BatchJobRequest.model_validate(orjson.loads(body or b"null"))
             job = jobs.submit(spec.model, spec.input, spec.output, spec.options())

@@ -26,7 +26,9 @@ from inferd.codecs import csv_rows, v1, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import invalid
 from inferd.inference import InferenceRequest, InferenceResponse
-from inferd.server.rest.responses import JSON, HTTPError, error_response, json_response, read_body
+from inferd.server.rest.body import BodyLimit, read_body
+from inferd.server.rest.errors import HTTPError
+from inferd.server.rest.responses import JSON, error_response, json_response
 from inferd.server.rest.v1 import DEFAULT_MODEL_VARIABLE, default_model
 from inferd.settings import ServerSettings
 from inferd.signature import Signature
@@ -52,7 +54,7 @@ def sagemaker_router(dataplane: DataPlane, settings: ServerSettings) -> APIRoute
     async def invocations(request: Request) -> Response:
         content_type, charset = parse_content_type(request.headers.get("content-type"))
         accept = negotiate(request.headers.get("accept"))
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, BodyLimit(settings.max_body_bytes, "max_body_bytes"))
         model = target_model(dataplane, settings.default_model, request.headers.get(TARGET_MODEL_HEADER))
         signature = dataplane.signature(model)
         inference, is_v2 = decode_invocation(body, content_type, charset, model, signature)

@@ -19,7 +19,9 @@ from starlette.responses import Response
 from inferd.codecs import v1, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import not_found
-from inferd.server.rest.responses import HTTPError, json_response, read_body
+from inferd.server.rest.body import BodyLimit, read_body
+from inferd.server.rest.errors import HTTPError
+from inferd.server.rest.responses import json_response
 from inferd.settings import ServerSettings
 
 DEFAULT_MODEL_VARIABLE = "INFERD_DEFAULT_MODEL"
@@ -39,7 +41,7 @@ def v1_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
 
     @router.post("/v1/models/{model}:predict", summary="Predict")
     async def predict(request: Request, model: str) -> Response:
-        return await predict_v1(dataplane, model, await read_body(request, max_body_bytes))
+        return await predict_v1(dataplane, model, await read_body(request, BodyLimit(max_body_bytes, "max_body_bytes")))
 
     return router
 
@@ -53,7 +55,7 @@ def vertex_router(dataplane: DataPlane, settings: ServerSettings) -> APIRouter:
         return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
     async def predict(request: Request) -> Response:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, BodyLimit(settings.max_body_bytes, "max_body_bytes"))
         hint = f"set {DEFAULT_MODEL_VARIABLE} to the model {settings.predict_route} serves"
         return await predict_v1(dataplane, default_model(dataplane, settings.default_model, hint), body)
 

@@ -12,18 +12,20 @@ from starlette.responses import Response
 from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
-from inferd.server.rest.fast_infer import run_infer
+from inferd.server.rest.body import BodyLimit, read_body
 from inferd.server.rest.openapi import INFER_REQUEST, INFER_RESPONSE
-from inferd.server.rest.responses import json_response, read_body
+from inferd.server.rest.responses import json_response
+from inferd.server.rest.v2_infer import infer as run_infer
 from inferd.server.triton import config_to_json
 
 
 def v2_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
     router = APIRouter(tags=["V2 inference protocol"])
+    limit = BodyLimit(max_body_bytes, "max_body_bytes")
     _health_routes(router, dataplane)
     _model_routes(router, dataplane)
-    _infer_routes(router, dataplane, max_body_bytes)
-    _repository_routes(router, dataplane, max_body_bytes)
+    _infer_routes(router, dataplane, limit)
+    _repository_routes(router, dataplane, limit)
     return router
 
 
@@ -77,7 +79,7 @@ def _model_routes(router: APIRouter, dataplane: DataPlane) -> None:
 
 
 
-def _infer_routes(router: APIRouter, dataplane: DataPlane, max_body_bytes: int) -> None:
+def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> None:
     infer_docs: dict[str, Any] = {
         "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST}}},
         "responses": {"200": {"description": "Inference response",
@@ -88,9 +90,10 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, max_body_bytes: int) 
     @router.post("/v2/models/{model}/versions/{version}/infer", summary="Inference on a version",
                  openapi_extra=infer_docs)
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
-        # Normally answered by FastInfer before FastAPI sees it; this route documents it and serves the
-        # same function if the app runs without the fast path.
-        body = await read_body(request, max_body_bytes)
+        # Normally answered on the connection (v2_infer.InferRoute) before FastAPI sees it; this route documents
+        # it and serves the same function for a name the native route leaves here (percent-encoded) or when the
+        # app runs under another server.
+        body = await read_body(request, limit)
         header_length = request.headers.get(v2_binary.HEADER_LENGTH)
         content, json_length = await run_infer(dataplane, body, header_length, model, version)
         if json_length is None:
@@ -100,10 +103,10 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, max_body_bytes: int) 
 
 
 
-def _repository_routes(router: APIRouter, dataplane: DataPlane, max_body_bytes: int) -> None:
+def _repository_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> None:
     @router.post("/v2/repository/index", summary="Repository index")
     async def repository_index(request: Request) -> Response:
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, limit)
         payload = v2_json.loads(body) if body.strip() else {}
         if not isinstance(payload, dict):
             raise InferError(ErrorCode.INVALID_ARGUMENT, "repository index body must be a JSON object")

@@ -1,32 +1,17 @@
 """One pure ASGI wrapper that checks the API key of every request the app behind it answers.
 
-No per-route code: the route table in :mod:`inferd.security.scopes` decides what each method and path needs.
-The inference fast paths (:mod:`inferd.server.rest.fast_protocol` and :mod:`inferd.server.rest.fast_infer`)
-run the same :class:`~inferd.security.auth.Authenticator` before they answer inference themselves.
+No per-route code: the route table in :mod:`inferd.security.scopes` decides what each method and path needs. The
+native routes (:mod:`inferd.server.rest.v2_infer`) run the same :class:`~inferd.security.auth.Authenticator`
+before they read a body, and every refusal is answered by :func:`~inferd.server.rest.errors.failure_parts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 from inferd.errors import InferError
 from inferd.security.auth import Authenticator
 from inferd.security.scopes import RouteScopes
-from inferd.server.rest.http_error import error_parts
-from inferd.server.status import HTTP_CHALLENGE, HTTP_STATUS
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
-
-
-def auth_error_parts(exc: InferError) -> tuple[int, Headers, bytes]:
-    """Status, headers and V2 error body refusing a call (401 carries ``WWW-Authenticate: Bearer``)."""
-    return error_parts(HTTP_STATUS[exc.code], exc.message, extra=HTTP_CHALLENGE.get(exc.code))
+from inferd.server.http.asgi import ASGIApp, Receive, Scope, Send
+from inferd.server.rest.errors import failure_parts
 
 
 class AuthMiddleware:
@@ -46,7 +31,7 @@ class AuthMiddleware:
                 principal = self.authenticator.check_headers(
                     scope["headers"], self.routes.scope_for(method, path), method, path)
             except InferError as exc:
-                status, headers, content = auth_error_parts(exc)
+                status, headers, content = failure_parts(exc)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": content})
                 return

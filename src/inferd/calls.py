@@ -1,0 +1,221 @@
+"""What the one inference path asks of a request, whatever wire it came on.
+
+:meth:`DataPlane.submit <inferd.dataplane.DataPlane.submit>` resolves the model, and then needs two things from the
+request, which a :class:`Call` gives: its inputs checked against the model and turned into arrays
+(:meth:`Call.prepare`), and, once the model has run, the answer in the caller's form (:meth:`Call.respond`).
+Everything else (scheduling, statistics, data capture, errors) happens in the DataPlane, once for every transport.
+
+:class:`GeneralCall` is the call of an :class:`~inferd.inference.InferenceRequest`: gRPC, KServe V1, SageMaker,
+batch jobs and the CLI decode into one. A codec may bring its own call for a wire form it reads faster, such as
+the plain V2 JSON body (:mod:`inferd.codecs.v2_body`), as long as it accepts and answers exactly what the
+general call would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import numpy as np
+
+from inferd.errors import invalid
+from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, RequestOutput, ResponseOutput
+from inferd.signature import Signature, check_all_inputs_present, check_request_input
+from inferd.tensors import element_count, to_array
+
+if TYPE_CHECKING:
+    from inferd.loading import Loaded
+    from inferd.scheduling.scheduler import RunResult
+
+Arrays = dict[str, np.ndarray]
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Prepared(Protocol):
+    """A request checked against its model: what the scheduler runs, and what the answer needs."""
+
+    @property
+    def arrays(self) -> Arrays: ...
+
+    @property
+    def rows(self) -> int:
+        """The batch size (1 for an unbatched model)."""
+        ...
+
+    @property
+    def priority(self) -> object: ...
+
+    @property
+    def timeout_us(self) -> int | None: ...
+
+    @property
+    def key(self) -> tuple[object, ...] | None:
+        """What the scheduler compares to batch requests together, when known in advance (else None)."""
+        ...
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def parameters(self) -> dict[str, Any] | None: ...
+
+    @property
+    def answered(self) -> Sequence[str]:
+        """The outputs the answer holds, in order (for data capture)."""
+        ...
+
+
+class Call(Protocol[T_co]):
+    """One request on the inference path, and how it is answered (a ``T_co``)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def model_version(self) -> str | None: ...
+
+    def prepare(self, loaded: Loaded, max_elements: int) -> Prepared:
+        """Check the request against the loaded model version and build its arrays; INVALID_ARGUMENT (with what is
+        wrong) when it does not fit. No input may have more than ``max_elements`` elements."""
+        ...
+
+    def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> T_co:
+        """The answer to the caller, from what the model returned (``prepared`` is what :meth:`prepare` gave)."""
+        ...
+
+
+@dataclass(slots=True)
+class GeneralPrepared:
+    arrays: Arrays
+    rows: int
+    answered: Sequence[str]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    priority: object = None
+    timeout_us: int | None = None
+    key: tuple[object, ...] | None = None
+
+
+class GeneralCall:
+    """The call of an :class:`InferenceRequest`, answered with an :class:`InferenceResponse`."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: InferenceRequest) -> None:
+        self.request = request
+
+    @property
+    def model_name(self) -> str:
+        return self.request.model_name
+
+    @property
+    def model_version(self) -> str | None:
+        return self.request.model_version
+
+    def prepare(self, loaded: Loaded, max_elements: int) -> GeneralPrepared:
+        return prepare_request(self.request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements)
+
+    def respond(self, version: str, signature: Signature, prepared: GeneralPrepared,
+                result: RunResult) -> InferenceResponse:
+        return build_response(self.request.model_name, version, signature, prepared, result)
+
+
+def prepare_request(request: InferenceRequest, signature: Signature, max_batch_size: int,
+                    max_elements: int) -> GeneralPrepared:
+    """The general check of a request against a model version's signature and batch limit."""
+    arrays, batch_size = prepare_inputs(signature, request.inputs, max_elements)
+    if batch_size is not None and batch_size > max_batch_size:
+        raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of {max_batch_size}")
+    wanted = requested_outputs(signature, request.outputs)
+    priority, timeout_us = scheduling_parameters(request.parameters)
+    return GeneralPrepared(arrays, batch_size or 1, wanted, request.id, request.parameters, priority, timeout_us)
+
+
+def build_response(model_name: str, version: str, signature: Signature, prepared: Prepared,
+                   result: RunResult) -> InferenceResponse:
+    """The response holding the request's rows of each output it answers with."""
+    datatypes = signature.output_datatypes  # the scheduler checked the outputs: each has this datatype
+    outputs = []
+    for name in prepared.answered:
+        array = result.output(name)
+        outputs.append(ResponseOutput(name, datatypes[name], list(array.shape), array))
+    return InferenceResponse(model_name, version, outputs, prepared.id)
+
+
+def captured_request(model_name: str, signature: Signature, prepared: Prepared) -> InferenceRequest:
+    """The request as data capture records it: its arrays, id and parameters."""
+    inputs = []
+    for name, array in prepared.arrays.items():
+        spec = signature.input(name)
+        inputs.append(RequestInput(name, spec.datatype if spec is not None else "", list(array.shape), array))
+    return InferenceRequest(model_name, inputs, id=prepared.id, parameters=prepared.parameters)
+
+
+def parse_version(version: str | None) -> int | None:
+    if version is None or version == "":
+        return None
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:  # "²".isdigit() is True
+        raise invalid(f"model version must be a positive integer, got {version!r}")
+    return int(version)
+
+
+DEFAULT_MAX_TENSOR_ELEMENTS = 1024**3
+"""Most elements per input tensor unless the server's settings say otherwise (``max_tensor_elements``)."""
+
+
+def prepare_inputs(signature: Signature, inputs: Sequence[RequestInput],
+                   max_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS) -> tuple[Arrays, int | None]:
+    """Check each request input against the signature and turn its data into an array.
+
+    Returns the arrays by name and, for a batched model, the batch size all inputs agree on. An input whose
+    shape holds more than ``max_elements`` elements is refused before anything is allocated for it.
+    """
+    arrays: Arrays = {}
+    for item in inputs:
+        name = item.name
+        if name in arrays:
+            raise invalid(f"input {name!r} appears more than once")
+        spec = signature.input(name)
+        if spec is None or item.datatype != spec.datatype or not spec.accepts_shape(item.shape):
+            check_request_input(spec, name, item.datatype, item.shape, signature.input_names())  # raises
+            assert spec is not None
+        count = element_count(item.shape)
+        if count > max_elements:
+            raise invalid(f"input {name!r}: shape {list(item.shape)} has {count} elements, "
+                          f"over the limit of {max_elements} per tensor (max_tensor_elements)")
+        arrays[name] = to_array(name, spec.datatype, item.shape, item.data)
+    if len(arrays) != len(signature.inputs):  # every name is known and appears once: only missing ones differ
+        check_all_inputs_present(signature, arrays)
+    if not signature.batched:
+        return arrays, None
+    batch_size: int | None = None
+    for array in arrays.values():
+        if batch_size is None:
+            batch_size = array.shape[0]
+        elif array.shape[0] != batch_size:
+            listed = ", ".join(f"{n!r} has {a.shape[0]}" for n, a in arrays.items())
+            raise invalid(f"inputs disagree on the batch size: {listed}")
+    return arrays, batch_size
+
+
+def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | None) -> Sequence[str]:
+    if not outputs:
+        return signature.output_name_tuple
+    available = signature.output_name_tuple
+    names = [o.name for o in outputs]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        listed = ", ".join(map(repr, available))
+        raise invalid(f"unknown output {', '.join(map(repr, unknown))}; the model gives {listed}")
+    return names
+
+
+def scheduling_parameters(parameters: dict[str, Any] | None) -> tuple[object, int | None]:
+    """The V2 reserved parameters ``priority`` and ``timeout`` (microseconds in the queue)."""
+    if not parameters:
+        return None, None
+    timeout = parameters.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+        raise invalid(f"timeout must be a non-negative integer number of microseconds, got {timeout!r}")
+    return parameters.get("priority"), timeout

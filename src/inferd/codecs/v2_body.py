@@ -1,0 +1,55 @@
+"""The V2 inference request as REST carries it, on the one inference path (a :class:`~inferd.calls.Call`).
+
+A body is JSON, or a JSON header followed by binary tensor data (:mod:`inferd.codecs.v2_binary`). The plain form,
+nearly every request, is read and answered by the model version's :class:`~inferd.codecs.v2_plain.PlainRequestPlan`;
+any other goes through the general decoder and the general checks. Either way the answer is the response body and,
+when an output goes as binary data, the length of its JSON header. The synchronous ``infer`` route and the
+asynchronous jobs (which store that very body as their result) both answer through this call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from inferd.calls import GeneralPrepared, Prepared, build_response, prepare_request
+from inferd.codecs.v2_binary import binary_outputs, decode_payload, encode_response, split_body
+from inferd.codecs.v2_plain import PlainRequest, PlainRequestPlan
+from inferd.inference import InferenceRequest
+from inferd.signature import Signature
+
+if TYPE_CHECKING:
+    from inferd.loading import Loaded
+    from inferd.scheduling.scheduler import RunResult
+
+Encoded = tuple[bytes, int | None]
+"""A response body and its JSON header's length (None: no output goes as binary data)."""
+
+
+class V2Body:
+    __slots__ = ("model_name", "model_version", "payload", "request", "tail")
+
+    def __init__(self, body: bytes, header_length: str | int | None, model_name: str,
+                 model_version: str | None) -> None:
+        """INVALID_ARGUMENT when the JSON or the header length is malformed."""
+        self.payload, self.tail = split_body(body, header_length)
+        self.model_name = model_name
+        self.model_version = model_version
+        self.request: InferenceRequest | None = None
+        """The general decoding, for a request not in the plain form."""
+
+    def prepare(self, loaded: Loaded, max_elements: int) -> Prepared:
+        plan = loaded.plain
+        if plan is not None:
+            read = plan.read(self.payload, max_elements, self.tail)
+            if read is not None:
+                return read
+        request = self.request = decode_payload(self.payload, self.tail, self.model_name, self.model_version)
+        return prepare_request(request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements)
+
+    def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Encoded:
+        if type(prepared) is PlainRequest:
+            return PlainRequestPlan.encode(self.model_name, version, prepared, result)
+        assert isinstance(prepared, GeneralPrepared)
+        assert self.request is not None
+        response = build_response(self.model_name, version, signature, prepared, result)
+        return encode_response(response, binary_outputs(self.request, prepared.answered))

@@ -1,0 +1,164 @@
+"""V2 inference over REST: the one function every way of arriving goes through, and the routes the connection
+answers itself.
+
+:func:`start_infer` hands a request body to the DataPlane as a :class:`~inferd.codecs.v2_body.V2Body` and
+:func:`answer_parts` turns its outcome into a response; :func:`infer` is the same for a coroutine (the FastAPI
+route that documents the path). :class:`InferRoute` and :class:`ProbeRoute` are the native routes of
+:class:`RESTRouter`: ``POST /v2/models/{m}[/versions/{v}]/infer`` and the V2 health probes, answered on the
+connection without ASGI, checked against the same API keys and body limit as everything else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import partial
+
+from inferd.codecs import v2_binary
+from inferd.codecs.v2_body import Encoded, V2Body
+from inferd.dataplane import DataPlane
+from inferd.errors import InferError
+from inferd.security.auth import Authenticator
+from inferd.security.scopes import Scope as AuthScope
+from inferd.server.http.routes import Exchange, Parts
+from inferd.server.http.wire import Headers, header_lines
+from inferd.server.rest.body import BodyLimit
+from inferd.server.rest.errors import failure_parts
+
+INFER_PATH = re.compile(rb"^/v2/models/(?P<model>[^/%]+)(?:/versions/(?P<version>[^/%]+))?/infer$")
+"""Percent-encoded names go to the FastAPI route, which decodes them."""
+PROBES = frozenset({b"/v2/health/live", b"/v2/health/ready"})
+_HEADER_LENGTH = v2_binary.HEADER_LENGTH.encode()
+_JSON_HEAD = b"content-type: application/json\r\ncontent-length: %d\r\n"
+_BINARY_HEAD = b"content-type: application/octet-stream\r\ncontent-length: %d\r\n" + _HEADER_LENGTH + b": %d\r\n"
+_REMEMBERED_PATHS = 1024
+
+Outcome = Encoded | BaseException
+"""How an inference ends: the response body and its JSON header's length, or the error."""
+
+
+def start_infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,
+                is_disconnected: Callable[[], bool] | None, answer: Callable[[Outcome], None]) -> None:
+    """Answer one V2 inference request (JSON, or the binary tensor extension): ``answer`` gets the outcome once,
+    maybe before this returns."""
+    try:
+        call = V2Body(body, header_length, model, version)
+    except InferError as exc:  # malformed JSON or header length
+        answer(exc)
+        return
+    dataplane.submit(call, answer, is_disconnected)
+
+
+async def infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,
+                is_disconnected: Callable[[], bool] | None = None) -> Encoded:
+    """:func:`start_infer` for a coroutine: the outcome, or its error raised."""
+    return await dataplane.infer(V2Body(body, header_length, model, version), is_disconnected)
+
+
+def answer_parts(outcome: Outcome, model: str) -> tuple[int, bytes, bytes]:
+    """Status, header lines and body answering an inference."""
+    if type(outcome) is tuple:
+        content, json_length = outcome
+        if json_length is None:
+            return 200, _JSON_HEAD % len(content), content
+        return 200, _BINARY_HEAD % (len(content), json_length), content
+    assert isinstance(outcome, BaseException)
+    status, headers, content = failure_parts(outcome, f"an inference on {model}")
+    return status, header_lines(headers), content
+
+
+def _answer(exchange: Exchange, model: str, outcome: Outcome) -> None:
+    exchange.respond(*answer_parts(outcome, model))
+
+
+class InferRoute:
+    """``POST`` to one model (version)'s inference path."""
+
+    __slots__ = ("_answer", "_auth", "_dataplane", "_limit", "max_body_bytes", "model", "path", "version")
+
+    def __init__(self, router: RESTRouter, path: bytes, model: str, version: str | None) -> None:
+        self._dataplane = router.dataplane
+        self._auth = router.authenticator
+        self._limit = router.body_limit
+        self.max_body_bytes = router.body_limit.limit
+        self.path = path.decode("latin-1")
+        self.model = model
+        self.version = version
+
+    def too_large(self, size: int) -> Parts:
+        return failure_parts(self._limit.error())
+
+    def refusal(self, headers: Headers) -> Parts | None:
+        if self._auth is None:
+            return None
+        try:
+            self._auth.check_headers(headers, AuthScope.INFER, "POST", self.path)
+        except InferError as exc:
+            return failure_parts(exc)
+        return None
+
+    def handle(self, exchange: Exchange, body: bytes) -> None:
+        header_length = None
+        for name, value in exchange.headers:
+            if name == _HEADER_LENGTH:
+                header_length = value.decode("latin-1")
+                break
+        start_infer(self._dataplane, body, header_length, self.model, self.version, exchange.is_gone,
+                    partial(_answer, exchange, self.model))
+
+
+class ProbeRoute:
+    """``GET /v2/health/live`` and ``/v2/health/ready``: open to all (load balancers carry no key)."""
+
+    __slots__ = ("_dataplane", "_live")
+
+    max_body_bytes = 0
+
+    def __init__(self, dataplane: DataPlane, path: bytes) -> None:
+        self._dataplane = dataplane
+        self._live = path == b"/v2/health/live"
+
+    def too_large(self, size: int) -> Parts:
+        return failure_parts(BodyLimit(0, "a health probe takes no body").error())
+
+    def refusal(self, headers: Headers) -> Parts | None:
+        return None
+
+    def handle(self, exchange: Exchange, body: bytes) -> None:
+        if self._live:
+            ok, content = self._dataplane.live(), b'{"live":%s}'
+        else:
+            ok, content = self._dataplane.ready(), b'{"ready":%s}'
+        content %= b"true" if ok else b"false"
+        exchange.respond(200 if ok else 503, _JSON_HEAD % len(content), content)
+
+
+class RESTRouter:
+    """The native routes of inferd's REST API (a :class:`~inferd.server.http.routes.Router`)."""
+
+    def __init__(self, dataplane: DataPlane, max_body_bytes: int, authenticator: Authenticator | None = None) -> None:
+        self.dataplane = dataplane
+        self.authenticator = authenticator
+        self.body_limit = BodyLimit(max_body_bytes, "max_body_bytes")
+        self._probes = {path: ProbeRoute(dataplane, path) for path in PROBES}
+        self._infer: dict[bytes, InferRoute | None] = {}
+        """The route of each inference path seen (bounded): clients repeat their paths."""
+
+    def find(self, method: bytes, path: bytes) -> InferRoute | ProbeRoute | None:
+        if method == b"POST":
+            known = self._infer
+            return known[path] if path in known else self._remember(path)
+        if method == b"GET":
+            return self._probes.get(path)
+        return None
+
+    def _remember(self, path: bytes) -> InferRoute | None:
+        match = INFER_PATH.match(path)
+        route = None
+        if match is not None and path.isascii():  # other names go to the FastAPI route, which words the error
+            version = match["version"]
+            route = InferRoute(self, path, match["model"].decode(), None if version is None else version.decode())
+        if len(self._infer) >= _REMEMBERED_PATHS:
+            self._infer.clear()
+        self._infer[path] = route
+        return route
