@@ -1,6 +1,7 @@
 """The ``inferd`` command as a user runs it: a real process over real model folders."""
 
 import json
+import socket
 
 import pytest
 
@@ -115,3 +116,40 @@ def test_demo_trains_serves_and_predicts(cli, tmp_path):
     listed = cli("models", "list", str(tmp_path / "demo"))
     assert listed.returncode == 0, listed.stdout
     assert listed.stdout.count("READY") == 4
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_a_busy_port_is_one_clear_line_and_a_non_zero_exit(cli, repo):
+    from server_process import free_port
+
+    with _listening() as taken:
+        port = taken.getsockname()[1]
+        http = cli("serve", str(repo), "--http-port", str(port), "--grpc-port", str(free_port()),
+                   "--state-dir", str(repo.parent / "state-http"))
+        grpc = cli("serve", str(repo), "--http-port", str(free_port()), "--grpc-port", str(port),
+                   "--state-dir", str(repo.parent / "state-grpc"))
+    assert http.returncode == 1
+    assert http.stderr.strip().splitlines()[-1] == (f"error: cannot serve: HTTP port {port} on 127.0.0.1 is in use; "
+                                                    "choose another with --http-port")
+    assert "Traceback" not in http.stderr
+    assert grpc.returncode == 1
+    assert f"error: cannot serve: gRPC port {port} on 127.0.0.1 is in use" in grpc.stderr
+    assert "choose another with --grpc-port" in grpc.stderr
+    assert "Traceback" not in grpc.stderr
+
+
+@pytest.mark.slow
+def test_the_demo_on_a_busy_port_says_which_option_to_change(cli, tmp_path):
+    with _listening() as taken:
+        port = taken.getsockname()[1]
+        result = cli("demo", "--repo", str(tmp_path / "demo"), "--once", "--http-port", str(port), timeout=300)
+    assert result.returncode == 1
+    assert f"error: cannot serve: HTTP port {port} on 127.0.0.1 is in use; choose another with --http-port" \
+        in result.stderr
+    assert "Traceback" not in result.stderr

@@ -57,8 +57,8 @@ def demo(
         run_until_stopped(serve(settings, on_ready=show_predictions, stop=stop))
         if not once:
             console.print("Stopped.")
-    except OSError as exc:
-        fail(f"cannot serve the demo: {exc} (choose other ports with --http-port/--grpc-port)")
+    except OSError as exc:  # a port in use says which option chooses another
+        fail(f"cannot serve: {exc}")
 
 
 async def _predict_all(dataplane: DataPlane, settings: ServerSettings, examples: list[Any]) -> Table:

@@ -86,9 +86,12 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     await http.start()
-    grpc_server = None
     try:
         grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
+    except BaseException:
+        await http.stop(0)
+        raise
+    try:
         log.info("HTTP%s on %s:%d%s", "S" if tls is not None else "", settings.host, settings.http_port,
                  f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server else "")
         await jobs.open()  # the job store, while the models are not loaded yet

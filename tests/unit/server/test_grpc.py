@@ -556,7 +556,7 @@ def test_a_port_in_use_is_a_clear_error(dataplane):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(GrpcBindError, match=f"cannot listen on 127.0.0.1:{port}: is the port in use"):
+        with pytest.raises(GrpcBindError, match=f"gRPC port {port} on 127.0.0.1 is in use"):
             asyncio.run(start_on(port))
 
 

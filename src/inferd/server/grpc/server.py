@@ -43,12 +43,12 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_mess
             bound = server.add_insecure_port(address)
         else:
             bound = server.add_secure_port(address, credentials)
-    except RuntimeError as exc:
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
         await server.stop(None)
-        raise GrpcBindError(f"gRPC server cannot listen on {address}: is the port in use? ({exc})") from exc
-    if bound == 0:  # older grpcio reports a failed bind this way
-        await server.stop(None)
-        raise GrpcBindError(f"gRPC server cannot listen on {address}: is the port in use?")
+        raise GrpcBindError(f"gRPC port {port} on {host} is in use (or not an address of this machine); "
+                            "choose another with --grpc-port")
     await server.start()
     return server
 

@@ -21,7 +21,8 @@ class PortInUseError(OSError):
     """The port is taken (by another server, or another inferd)."""
 
     def __init__(self, what: str, host: str, port: int, option: str) -> None:
-        super().__init__(errno.EADDRINUSE, f"{what} port {port} on {host} is in use; choose another with {option}")
+        super().__init__(f"{what} port {port} on {host} is in use; choose another with {option}")
+        self.errno = errno.EADDRINUSE
 
 
 class HTTPServer:
