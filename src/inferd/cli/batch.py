@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from inferd.cli.common import console, errors, fail
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from inferd.batch import BatchOptions, BatchSummary
     from inferd.batch.progress import Progress as JobProgress
 
@@ -20,8 +20,8 @@ app = typer.Typer(help="Batch inference jobs: score CSV, JSON Lines and Parquet 
 
 @app.command("run")
 def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
-    repo: Annotated[Path, typer.Argument(help="Model repository folder.")],
-    model: Annotated[str, typer.Argument(help="Model name.")],
+    repo: Annotated[Path, typer.Argument(metavar="REPO", help="Model repository folder.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")],
     input_location: Annotated[str, typer.Option("--input", "-i", help="Input file or folder: a local path or an "
                                                 "fsspec URL (CSV, JSON Lines, Parquet; .gz for text).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
@@ -93,6 +93,8 @@ class _progress_bar:  # noqa: N801 - used as a context manager, like a function
     """A Rich progress bar on stderr: rows done of the total (estimated for CSV/JSONL), rows/s, ETA."""
 
     def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.bar = Progress(
             TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
             TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
@@ -117,6 +119,9 @@ def _eta(seconds: float | None) -> str:
 
 
 def _print_summary(summary: BatchSummary) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"batch job {summary.state}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -127,7 +132,7 @@ def _print_summary(summary: BatchSummary) -> None:
     table.add_row("rows/s", f"{summary.rows_per_s:,.0f}")
     table.add_row("mini-batches", f"{summary.batches:,} ({summary.resumed_batches:,} from an earlier run)")
     for path in summary.outputs:
-        table.add_row("output", path)
+        table.add_row("output", Text(path))
     if summary.errors_file:
-        table.add_row("errors", summary.errors_file)
+        table.add_row("errors", Text(summary.errors_file))
     console.print(table)

@@ -1,24 +1,32 @@
-"""What every command shares: consoles, error exits, opening a repository."""
+"""What every command shares: consoles, error exits, opening a repository.
+
+The command modules import only typer, rich and the standard library at module level: ``inferd --help`` and
+every command's ``--help`` must not load what only inference needs (numpy, ml_dtypes, pydantic, onnxruntime,
+the servers). Each command imports those when it runs; ``tests/unit/cli/test_cli_imports.py`` checks it.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.text import Text
 
-from inferd.errors import InferError
-from inferd.repository import ModelRepository
+if TYPE_CHECKING:
+    from inferd.errors import InferError
+    from inferd.repository import ModelRepository
 
 console = Console()
 errors = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print ``error: MESSAGE`` on stderr and exit. The message is plain text, never Rich markup: reasons such
+    as ``pip install 'inferd[onnx]'`` or ``[options]`` print as written."""
+    errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     raise typer.Exit(code)
 
 
@@ -27,6 +35,8 @@ def fail_on(exc: InferError) -> NoReturn:
 
 
 def open_repository(path: Path) -> ModelRepository:
+    from inferd.repository import ModelRepository
+
     try:
         return ModelRepository(path)
     except FileNotFoundError as exc:
@@ -41,6 +51,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     if log_format == "json":
         configure_json(level)
         return
+    from rich.logging import RichHandler
+
     stop_listener()
     logging.basicConfig(
         level=level.upper(),

@@ -7,18 +7,20 @@ import asyncio
 import importlib.util
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from inferd.cli.common import configure_logging, console, fail
 from inferd.cli.serve import make_settings
-from inferd.codecs import v2_json
-from inferd.dataplane import DataPlane
-from inferd.settings import ServerSettings
-from inferd.tensors import numpy_dtype
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.table import Table
+
+    from inferd.dataplane import DataPlane
+    from inferd.settings import ServerSettings
 
 DEMO_NEEDS = ("sklearn", "skops", "onnx", "skl2onnx", "onnxruntime", "xgboost", "lightgbm")
 
@@ -63,6 +65,7 @@ def demo(
 
 async def _predict_all(dataplane: DataPlane, settings: ServerSettings, examples: list[Any]) -> Table:
     import httpx  # only the demo needs an HTTP client: keep it off `inferd serve`'s start-up
+    from rich.table import Table
 
     base = f"http://{settings.host}:{settings.http_port}"
     table = Table("model", "what it does", "prediction (over HTTP)", "ms", title=f"inferd serving {base}")
@@ -73,12 +76,14 @@ async def _predict_all(dataplane: DataPlane, settings: ServerSettings, examples:
 
 
 async def _predict_one(client: Any, dataplane: DataPlane, example: Any) -> tuple[str, str]:
+    from inferd.codecs import v2_json
+
     body = v2_body(dataplane, example.name, example.request)
     started = time.perf_counter()
     response = await client.post(f"/v2/models/{example.name}/infer", content=v2_json.dumps(body))
     elapsed = f"{(time.perf_counter() - started) * 1000:.1f}"
     if response.status_code != 200:
-        return f"[red]HTTP {response.status_code}: {response.text}[/]", elapsed
+        return f"[red]HTTP {response.status_code}: {escape(response.text)}[/]", elapsed
     outputs = {
         o["name"]: _as_array(o) for o in response.json()["outputs"]
     }
@@ -87,6 +92,8 @@ async def _predict_one(client: Any, dataplane: DataPlane, example: Any) -> tuple
 
 def v2_body(dataplane: DataPlane, model: str, mapping: dict[str, Any]) -> dict[str, Any]:
     """A V2 JSON request body for a plain ``{input: values}`` mapping, typed from the model's signature."""
+    from inferd.codecs import v2_json
+
     request = v2_json.decode_mapping(mapping, model, dataplane.signature(model))
     return {"inputs": [
         {"name": i.name, "datatype": i.datatype, "shape": i.shape, "data": i.data} for i in request.inputs
@@ -94,6 +101,10 @@ def v2_body(dataplane: DataPlane, model: str, mapping: dict[str, Any]) -> dict[s
 
 
 def _as_array(output: dict[str, Any]) -> np.ndarray:
+    import numpy as np
+
+    from inferd.tensors import numpy_dtype
+
     if output["datatype"] == "BYTES":
         values = [v.encode() for v in output["data"]]
         array = np.empty(len(values), dtype=object)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from inferd.cli.common import console, fail
@@ -19,7 +20,7 @@ app = typer.Typer(help="Asynchronous inference jobs and batch jobs of a running 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[str, typer.Option("--url", help="The server's HTTP address [default: $INFERD_URL or "
                                                       f"{DEFAULT_URL}].")]
-IdArg = Annotated[str, typer.Argument(help="Job id (what infer-async answered).")]
+IdArg = Annotated[str, typer.Argument(metavar="ID", help="Job id (what infer-async answered).")]
 _COLOURS = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "expired": "dim", "running": "cyan"}
 
 
@@ -73,8 +74,8 @@ def list_jobs(
                       title="asynchronous inference")
         for job in jobs:
             error = (job.get("error") or {}).get("message") or ""
-            table.add_row(job["id"], job["model_name"], _status(job["status"]), str(job["attempts"]),
-                          job["created_at"], job["finished_at"] or "", error)
+            table.add_row(escape(job["id"]), escape(job["model_name"]), _status(job["status"]), str(job["attempts"]),
+                          job["created_at"], job["finished_at"] or "", escape(error))
         console.print(table)
     if batch_jobs:
         table = Table("id", "model", "status", "rows done", "rows failed", "input", "output", "error",
@@ -83,8 +84,9 @@ def list_jobs(
             total = job["rows_total"]
             about = "~" if job["rows_total_is_estimate"] else ""
             done = f"{job['rows_done']} / {about}{total}" if total else str(job["rows_done"])
-            table.add_row(job["id"], job["model"], _status(job["state"]), done, str(job["rows_failed"]),
-                          job["input"], job["output"], job["error"] or "")
+            table.add_row(escape(job["id"]), escape(job["model"]), _status(job["state"]), done,
+                          str(job["rows_failed"]), escape(job["input"]), escape(job["output"]),
+                          escape(job["error"] or ""))
         console.print(table)
 
 
@@ -103,14 +105,14 @@ def show(job_id: IdArg, url: UrlOption = "") -> None:
     for key in ("id", "model_name", "model_version", "status", "attempts", "created_at", "started_at",
                 "finished_at", "result_url"):
         value = job.get(key)
-        table.add_row(key, _status(value) if key == "status" else "" if value is None else str(value))
+        table.add_row(key, _status(value) if key == "status" else "" if value is None else escape(str(value)))
     if job.get("error"):
-        table.add_row("error", f"[{job['error']['code']}] {job['error']['message']}")
+        table.add_row("error", escape(f"[{job['error']['code']}] {job['error']['message']}"))
     callback = job.get("callback")
     if callback:
-        table.add_row("callback", f"{callback['url']} ({callback['state']})")
+        table.add_row("callback", escape(f"{callback['url']} ({callback['state']})"))
         for attempt in callback["attempts"]:
-            table.add_row("", f"{attempt['at']}: {attempt['status_code'] or attempt['error']}")
+            table.add_row("", escape(f"{attempt['at']}: {attempt['status_code'] or attempt['error']}"))
     console.print(table)
 
 
@@ -119,10 +121,10 @@ def _show_batch(job: dict[str, Any]) -> None:
     for key in ("id", "model", "state", "input", "output", "rows_done", "rows_failed", "rows_total", "rows_per_s",
                 "eta_s", "elapsed_s", "error"):
         value = job.get(key)
-        table.add_row(key, "" if value is None else _status(value) if key == "state" else str(value))
+        table.add_row(key, "" if value is None else _status(value) if key == "state" else escape(str(value)))
     summary = job.get("summary")
     if summary:
-        table.add_row("summary", ", ".join(f"{k} {v}" for k, v in summary.items()))
+        table.add_row("summary", escape(", ".join(f"{k} {v}" for k, v in summary.items())))
     console.print(table)
 
 
@@ -148,7 +150,7 @@ def result(
 def cancel(job_id: IdArg, url: UrlOption = "") -> None:
     """Cancel a queued job (a running or finished one cannot be)."""
     job = _request("DELETE", f"{_url(url)}/v2/jobs/{job_id}").json()
-    console.print(f"job {job['id']}: {_status(job['status'])}")
+    console.print(f"job {escape(job['id'])}: {_status(job['status'])}")
 
 
 def _status(status: str) -> str:

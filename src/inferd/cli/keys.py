@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from inferd.cli.common import console, errors, fail
-from inferd.security.keys import ApiKey, KeysError, append_key, hash_key, new_key
 
 app = typer.Typer(help="Create API keys (the server stores only their sha256).", no_args_is_help=True)
 
@@ -23,6 +21,10 @@ def create(
                                                    "to; created readable by you only.")] = None,
 ) -> None:
     """Print a new random key once, and add its hashed record to FILE (or print the record to add)."""
+    from pydantic import ValidationError
+
+    from inferd.security.keys import ApiKey, KeysError, append_key, hash_key, new_key
+
     key = new_key()
     try:
         record = ApiKey.model_validate({"name": name, "sha256": hash_key(key),

@@ -7,18 +7,14 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 
 from inferd.cli.common import console, fail, fail_on, open_repository
-from inferd.codecs import v2_json
-from inferd.dataplane import DataPlane
-from inferd.errors import InferError
 
 
 def predict(
-    repo: Annotated[Path, typer.Argument(help="Model repository folder.")],
-    model: Annotated[str, typer.Argument(help="Model name.")],
+    repo: Annotated[Path, typer.Argument(metavar="REPO", help="Model repository folder.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")],
     input_file: Annotated[
         str,
         typer.Option("--input", "-i", help="JSON file, or - for standard input: a V2 request "
@@ -27,6 +23,12 @@ def predict(
     version: Annotated[str | None, typer.Option(help="Model version; default the newest ready one.")] = None,
 ) -> None:
     """Load MODEL from REPO, run one request through it and print the V2 JSON response."""
+    import orjson
+
+    from inferd.codecs import v2_json
+    from inferd.dataplane import DataPlane
+    from inferd.errors import InferError
+
     body = sys.stdin.buffer.read() if input_file == "-" else _read(Path(input_file))
     repository = open_repository(repo)
     if model not in repository.names():

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from inferd.cli.common import configure_logging, fail
-from inferd.settings import ServerSettings, platform_overrides
+
+if TYPE_CHECKING:
+    from inferd.settings import ServerSettings
 
 
 def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
-    repo: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    repo: Annotated[Path, typer.Argument(metavar="REPO", help="Model repository folder.")],
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8080].")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none [default: 8081].")] = None,
@@ -54,6 +55,10 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
 
 def make_settings(repo: Path, **given: Any) -> ServerSettings:
     """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave."""
+    from pydantic import ValidationError
+
+    from inferd.settings import ServerSettings, platform_overrides
+
     if not repo.is_dir():
         fail(f"model repository {repo} does not exist or is not a folder", code=2)
     options = {k: v for k, v in given.items() if v is not None}
