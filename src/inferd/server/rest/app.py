@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,6 +14,7 @@ from starlette.responses import Response
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.server.rest.errors import HTTPError
+from inferd.server.rest.openapi import document_honestly
 from inferd.server.rest.responses import error_response, failure_response
 from inferd.server.rest.sagemaker import sagemaker_router
 from inferd.server.rest.v1 import v1_router, vertex_router
@@ -26,10 +28,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
               batch_jobs: BatchJobs | None = None, metrics: Metrics | None = None) -> FastAPI:
-    app = FastAPI(title="inferd", version=dataplane.server_metadata().version,
-                  description="Open Inference Protocol (V2) server, with KServe V1, SageMaker and Vertex AI routes.")
+    # /docs and /redoc with Swagger UI and ReDoc served from the fastapi-offline package, not a CDN: they work on
+    # a closed network.
+    app = FastAPIOffline(title="inferd", version=dataplane.server_metadata().version,
+                         description="Open Inference Protocol (V2) server, with KServe V1, SageMaker and Vertex AI "
+                                     "routes.")
+    document_honestly(app)
     app.include_router(v2_router(dataplane, settings.max_body_bytes))
     if jobs is not None:
         from inferd.server.rest.async_routes import async_router

@@ -35,6 +35,7 @@ from inferd.jobs.store import Job, JobStatus, NewJob, Payload, job_links
 from inferd.security.scopes import Scope as AuthScope
 from inferd.server.rest.body import BodyLimit
 from inferd.server.rest.errors import HTTPError
+from inferd.server.rest.openapi import ACCEPTED_RESPONSE, INFER_BODY
 from inferd.server.rest.responses import error_response, json_response
 from inferd.server.status import HTTP_STATUS
 
@@ -51,9 +52,12 @@ def async_router(dataplane: DataPlane, service: AsyncService) -> APIRouter:
 
 def _submit_routes(router: APIRouter, dataplane: DataPlane, service: AsyncService) -> None:
 
-    @router.post("/v2/models/{model}/infer-async", summary="Submit an asynchronous inference", status_code=202)
+    docs = {"requestBody": INFER_BODY, "responses": {"202": ACCEPTED_RESPONSE}}
+
+    @router.post("/v2/models/{model}/infer-async", summary="Submit an asynchronous inference", status_code=202,
+                 openapi_extra=docs)
     @router.post("/v2/models/{model}/versions/{version}/infer-async", status_code=202,
-                 summary="Submit an asynchronous inference on a version")
+                 summary="Submit an asynchronous inference on a version", openapi_extra=docs)
     async def submit(request: Request, model: str, version: str | None = None) -> Response:
         call = Submission(request.headers, request.stream(), str(request.base_url), owner_of(request.scope))
         status, reply = await accept(dataplane, service, model, version, call)

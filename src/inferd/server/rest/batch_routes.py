@@ -52,7 +52,10 @@ class BatchJobRequest(BaseModel):
 def batch_router(jobs: BatchJobs) -> APIRouter:
     router = APIRouter(tags=["Batch jobs"])
 
-    @router.post("/v2/batch/jobs", status_code=202, summary="Start a batch job")
+    docs = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": BatchJobRequest.model_json_schema()}}}}
+
+    @router.post("/v2/batch/jobs", status_code=202, summary="Start a batch job", openapi_extra=docs)
     async def submit(request: Request) -> Response:
         body = await read_body(request, BodyLimit(MAX_BODY, "the most a batch job request may hold"))
         try:

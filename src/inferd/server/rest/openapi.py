@@ -5,7 +5,11 @@ Only documentation: the hot path never validates against them (the DataPlane che
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 _PARAMETERS: dict[str, Any] = {"type": "object", "additionalProperties": True}
 _DATA: dict[str, Any] = {
@@ -69,3 +73,111 @@ INFER_RESPONSE: dict[str, Any] = {
         },
     },
 }
+
+# Request bodies of the routes that read their body themselves (FastAPI sees no body parameter to document).
+_BINARY_V2: dict[str, Any] = {
+    "description": "The binary tensor extension: a JSON header of Inference-Header-Content-Length bytes, then "
+                   "the tensors' raw bytes.",
+    "type": "string", "format": "binary",
+}
+INFER_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {"application/json": {"schema": INFER_REQUEST}, "application/octet-stream": {"schema": _BINARY_V2}},
+}
+
+ACCEPTED_RESPONSE: dict[str, Any] = {
+    "description": "Stored durably; 200 with the same body for an Inference-Id seen before",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["id", "status_url", "result_url"],
+        "properties": {"id": {"type": "string"}, "status_url": {"type": "string"}, "result_url": {"type": "string"}},
+    }}},
+}
+
+V1_REQUEST: dict[str, Any] = {
+    "description": "Rows as `instances` (one per row: a list of features, a scalar, a string, or an object of "
+                   "input name to value), or columns as `inputs` (the rows of the only input, or an object of "
+                   "input name to rows); not both.",
+    "type": "object",
+    "properties": {
+        "instances": {"type": "array", "items": {}},
+        "inputs": {"anyOf": [{"type": "array", "items": {}}, {"type": "object", "additionalProperties": True}]},
+        "parameters": _PARAMETERS,
+    },
+}
+V1_BODY: dict[str, Any] = {"required": True, "content": {"application/json": {"schema": V1_REQUEST}}}
+V1_RESPONSE: dict[str, Any] = {
+    "description": "Predictions, one per row",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["predictions"], "properties": {"predictions": {"type": "array", "items": {}}},
+    }}},
+}
+
+_TEXT_ROWS: dict[str, Any] = {"type": "string"}
+INVOCATIONS_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {
+            "description": "A V2 request (answered in V2), a V1 body, a bare list of instances, or an object of "
+                           "input name to values.",
+            "anyOf": [INFER_REQUEST, V1_REQUEST, {"type": "array", "items": {}}],
+        }},
+        "text/csv": {"schema": {**_TEXT_ROWS, "description": "Rows of the model's one input, no header."}},
+        "application/jsonlines": {"schema": {**_TEXT_ROWS, "description": "One instance per line."}},
+        "application/x-jsonlines": {"schema": {**_TEXT_ROWS, "description": "One instance per line."}},
+    },
+}
+
+REPOSITORY_INDEX_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"ready": {"type": "boolean", "description": "Only the ready models."}},
+    }}},
+}
+
+
+def document_honestly(app: FastAPI) -> None:
+    """Make ``app`` serve its OpenAPI document without the 422 answers it never sends (see below)."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            validated = {(route.path_format, method.lower()) for route in app.routes
+                         if isinstance(route, APIRoute) and route.body_field is not None
+                         for method in route.methods or ()}
+            app.openapi_schema = drop_unsent_422(build(), validated)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its schema
+
+
+def drop_unsent_422(schema: dict[str, Any], validated: set[tuple[str, str]]) -> dict[str, Any]:
+    """Remove the ``422 Validation Error`` that FastAPI documents for every route with a parameter, where it is
+    never sent: a route whose body FastAPI does not validate (``validated`` lists the ``(path, method)`` of
+    those it does) and whose parameters are all strings that are in the path or optional. Such a request
+    always reaches its handler, which answers bad input with its own 400 or 404."""
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if (path, method) not in validated and all(map(_never_invalid, operation.get("parameters", []))):
+                operation.get("responses", {}).pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError"):  # the first refers to the second
+        _drop_if_unused(schema, name)
+    return schema
+
+
+def _drop_if_unused(schema: dict[str, Any], name: str) -> None:
+    components = schema.get("components", {}).get("schemas", {})
+    ref = f"#/components/schemas/{name}"
+    others = {key: value for key, value in components.items() if key != name}
+    if name in components and ref not in repr(schema["paths"]) and ref not in repr(others):
+        del components[name]
+    if not components:
+        schema.get("components", {}).pop("schemas", None)
+    if not schema.get("components", True):
+        del schema["components"]
+
+
+def _never_invalid(parameter: dict[str, Any]) -> bool:
+    schema = parameter.get("schema", {})
+    kinds = [s.get("type") for s in schema.get("anyOf", [schema])]
+    return all(kind in ("string", "null") for kind in kinds) and (parameter["in"] == "path"
+                                                                   or not parameter.get("required"))

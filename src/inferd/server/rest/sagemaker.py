@@ -28,6 +28,7 @@ from inferd.errors import invalid
 from inferd.inference import InferenceRequest, InferenceResponse
 from inferd.server.rest.body import BodyLimit, read_body
 from inferd.server.rest.errors import HTTPError
+from inferd.server.rest.openapi import INVOCATIONS_BODY
 from inferd.server.rest.responses import JSON, error_response, json_response
 from inferd.server.rest.v1 import DEFAULT_MODEL_VARIABLE, default_model
 from inferd.settings import ServerSettings
@@ -50,7 +51,7 @@ def sagemaker_router(dataplane: DataPlane, settings: ServerSettings) -> APIRoute
             return Response(status_code=200)
         return error_response(503, "not ready: the models are still loading, or one failed to load")
 
-    @router.post("/invocations", summary="SageMaker inference")
+    @router.post("/invocations", summary="SageMaker inference", openapi_extra={"requestBody": INVOCATIONS_BODY})
     async def invocations(request: Request) -> Response:
         content_type, charset = parse_content_type(request.headers.get("content-type"))
         accept = negotiate(request.headers.get("accept"))

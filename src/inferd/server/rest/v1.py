@@ -21,10 +21,12 @@ from inferd.dataplane import DataPlane
 from inferd.errors import not_found
 from inferd.server.rest.body import BodyLimit, read_body
 from inferd.server.rest.errors import HTTPError
+from inferd.server.rest.openapi import V1_BODY, V1_RESPONSE
 from inferd.server.rest.responses import json_response
 from inferd.settings import ServerSettings
 
 DEFAULT_MODEL_VARIABLE = "INFERD_DEFAULT_MODEL"
+PREDICT_DOCS = {"requestBody": V1_BODY, "responses": {"200": V1_RESPONSE}}
 
 
 def v1_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
@@ -39,7 +41,7 @@ def v1_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         is_ready = dataplane.model_ready(model)
         return json_response({"name": model, "ready": is_ready}, 200 if is_ready else 503)
 
-    @router.post("/v1/models/{model}:predict", summary="Predict")
+    @router.post("/v1/models/{model}:predict", summary="Predict", openapi_extra=PREDICT_DOCS)
     async def predict(request: Request, model: str) -> Response:
         return await predict_v1(dataplane, model, await read_body(request, BodyLimit(max_body_bytes, "max_body_bytes")))
 
@@ -62,7 +64,8 @@ def vertex_router(dataplane: DataPlane, settings: ServerSettings) -> APIRouter:
     if settings.health_route:
         router.add_api_route(settings.health_route, health, methods=["GET"], summary="Vertex AI health")
     if settings.predict_route:
-        router.add_api_route(settings.predict_route, predict, methods=["POST"], summary="Vertex AI predict")
+        router.add_api_route(settings.predict_route, predict, methods=["POST"], summary="Vertex AI predict",
+                             openapi_extra=PREDICT_DOCS)
     return router
 
 

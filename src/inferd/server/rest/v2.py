@@ -13,7 +13,7 @@ from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
 from inferd.server.rest.body import BodyLimit, read_body
-from inferd.server.rest.openapi import INFER_REQUEST, INFER_RESPONSE
+from inferd.server.rest.openapi import INFER_BODY, INFER_RESPONSE, REPOSITORY_INDEX_BODY
 from inferd.server.rest.responses import json_response
 from inferd.server.rest.v2_infer import infer as run_infer
 from inferd.server.triton import config_to_json
@@ -81,7 +81,7 @@ def _model_routes(router: APIRouter, dataplane: DataPlane) -> None:
 
 def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> None:
     infer_docs: dict[str, Any] = {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST}}},
+        "requestBody": INFER_BODY,
         "responses": {"200": {"description": "Inference response",
                               "content": {"application/json": {"schema": INFER_RESPONSE}}}},
     }
@@ -104,7 +104,8 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> 
 
 
 def _repository_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> None:
-    @router.post("/v2/repository/index", summary="Repository index")
+    @router.post("/v2/repository/index", summary="Repository index",
+                 openapi_extra={"requestBody": REPOSITORY_INDEX_BODY})
     async def repository_index(request: Request) -> Response:
         body = await read_body(request, limit)
         payload = v2_json.loads(body) if body.strip() else {}
