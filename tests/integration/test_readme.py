@@ -52,6 +52,7 @@ def test_make_demo_serves_until_ctrl_c_and_the_usage_session_works(tmp_path):
     env = cli_env()
     env.update(VENV=sys.prefix, INFERD_HTTP_PORT=str(free_port()), INFERD_GRPC_PORT=str(free_port()),
                INFERD_STATE_DIR=str(tmp_path / "state"))  # not the checkout's .inferd/: each run starts empty
+    checkout_before = set(os.listdir(ROOT))
     demo = subprocess.Popen(["bash", "-c", console_blocks()[0][0]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -79,11 +80,10 @@ def test_make_demo_serves_until_ctrl_c_and_the_usage_session_works(tmp_path):
         run_async_block(console_blocks()[4], port, env)
         run_batch_block(console_blocks()[5], env)
         run_production_block(console_blocks()[6], port, env)
+        # what the commands wrote is in scratch/ (and the demo's own folders), none of it elsewhere in the checkout
+        assert set(os.listdir(ROOT)) - checkout_before <= {"scratch", "demo-models", ".inferd", ".venv"}
     finally:
-        (ROOT / "msg.json").unlink(missing_ok=True)
-        (ROOT / "trips.csv").unlink(missing_ok=True)
-        (ROOT / "keys.toml").unlink(missing_ok=True)
-        shutil.rmtree(ROOT / "predictions", ignore_errors=True)
+        shutil.rmtree(ROOT / "scratch", ignore_errors=True)
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole foreground group
         rest, _ = demo.communicate(timeout=60)
     assert "Stopped." in rest
@@ -124,13 +124,13 @@ def run_batch_block(block: list[str], env: dict[str, str]) -> None:
 
 
 def run_production_block(block: list[str], port: str, env: dict[str, str]) -> None:
-    metrics, keys = (c.replace("localhost:8080", f"127.0.0.1:{port}") for c in block)
+    metrics, *keys = (c.replace("localhost:8080", f"127.0.0.1:{port}") for c in block)
     scraped = subprocess.run(["bash", "-c", metrics], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert 'inferd_request_success_total{model="eta"' in scraped.stdout, scraped.stdout
-    made = subprocess.run(["bash", "-c", keys], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    made = subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(keys)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
     assert made.returncode == 0, made.stderr
-    assert "[[keys]]" in (ROOT / "keys.toml").read_text()
+    assert "[[keys]]" in (ROOT / "scratch" / "keys.toml").read_text()
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
@@ -146,6 +146,20 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> s
         if marker in line:
             return "".join(seen)
     raise AssertionError(f"no {marker!r} after {timeout} s:\n{''.join(seen)}")
+
+
+WRITES = re.compile(r"(?:>|--output|--file|-o)\s+(\S+)")
+
+
+def test_readme_commands_write_only_into_scratch():
+    """Every file a README command writes (``> FILE``, ``--output``, ``--file``) is under the git-ignored
+    ``scratch/``, so that following the README leaves the checkout as it was."""
+    written = [target for block in console_blocks() for command in block for target in WRITES.findall(command)]
+    assert len(written) >= 4
+    assert [t for t in written if not t.startswith("scratch/")] == []
+    for path in ("scratch/msg.json", "keys.toml", "somewhere/keys.toml"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, f"git does not ignore {path}"
 
 
 def test_python_model_example(tmp_path):
