@@ -1,8 +1,8 @@
 """The seam between inferd and a framework: a loaded model with a signature and a predict function.
 
-Each runtime module (``inferd.runtimes.onnx``, ...) exposes two names: ``Options``, a pydantic model for the
-``[options]`` table of model.toml, and ``load(artifact: Path, options: Options, override: Signature | None)
--> Runtime``. The registry imports the module only when a model needs it.
+Each runtime module (``inferd.runtimes.onnx``, ...) exposes ``load(artifact: Path, options: Options, override:
+Signature | None) -> Runtime``, where ``Options`` is its schema of the ``[options]`` table of model.toml, declared
+in :mod:`inferd.runtimes.options`. The registry imports the module only when a model needs it.
 """
 
 from __future__ import annotations

@@ -34,9 +34,9 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import LightGBMError
-from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.runtimes.base import Inputs, Outputs
+from inferd.runtimes.options import LightGBMOptions as Options
 from inferd.signature import FREE, Signature, TensorSpec, merge_override
 
 Finish = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -47,14 +47,6 @@ _CLASSIFIERS = {"multiclass", "multiclassova"}
 _RANKERS = {"lambdarank", "rank_xendcg"}
 _TREES_START = re.compile(rb"^(Tree=|end of trees$)", re.MULTILINE)
 _TREE_SIZES = re.compile(rb"^tree_sizes=([0-9 ]*)$", re.MULTILINE)
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    num_threads: int = Field(default=1, ge=0)
-    """Threads one prediction may use. 1 suits small machines, where requests run side by side on the
-    server's threads; 0 lets LightGBM use its default (every core)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.runtimes.base import Inputs, Outputs
+from inferd.runtimes.options import OnnxOptions as Options
 from inferd.signature import Signature, TensorSpec, merge_override
 
 _DATATYPE_BY_ONNX = {
@@ -28,16 +28,6 @@ _DATATYPE_BY_ONNX = {
     "tensor(bfloat16)": "BF16",
     "tensor(string)": "BYTES",
 }
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    intra_op_threads: int = Field(default=1, ge=0)
-    """Threads one inference may use. 1 suits small models on small machines, where requests run side by
-    side on the server's threads; 0 lets onnxruntime use every core."""
-    inter_op_threads: int = Field(default=1, ge=0)
-    graph_optimization: str = Field(default="all", pattern="^(disabled|basic|extended|all)$")
 
 
 _OPT_LEVELS = {

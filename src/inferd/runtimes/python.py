@@ -25,17 +25,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from inferd.runtimes.base import Inputs, Outputs
+from inferd.runtimes.options import PythonOptions as Options
 from inferd.signature import Signature, TensorSpec, merge_override
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    class_name: str | None = None
-    """The class to serve; by default ``Model``, or the only class in model.py that has ``predict``."""
 
 
 class PythonRuntime:

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from inferd.config import validate_options
 from inferd.runtimes.base import Runtime
+from inferd.runtimes.options import OPTIONS
 from inferd.signature import Signature
 
 
@@ -76,10 +75,9 @@ def check_installed(info: RuntimeInfo) -> None:
 
 def load_runtime(info: RuntimeInfo, artifact: Path, config_folder: Path, options: dict[str, Any],
                  override: Signature | None) -> Runtime:
-    """Import the runtime's module, check its options, and load the artifact."""
+    """Check the model's options, import the runtime's module, and load the artifact."""
     check_installed(info)
+    checked = validate_options(config_folder, options, OPTIONS[info.name])
     module = importlib.import_module(info.module)
-    schema: type[BaseModel] = module.Options
-    checked = validate_options(config_folder, options, schema)
     runtime: Runtime = module.load(artifact, checked, override)
     return runtime

@@ -14,22 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.runtimes.base import Inputs, Outputs
+from inferd.runtimes.options import SklearnOptions as Options
 from inferd.signature import FREE, Signature, TensorSpec, merge_override
 from inferd.tensors import datatype_of
 
 PICKLE_SUFFIXES = (".joblib", ".pkl")
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    allow_pickle: bool = False
-    """Load a joblib/pickle file. Unpickling runs code stored in the file: only for files you trust."""
-    trusted_types: list[str] = Field(default_factory=list)
-    """Types a skops file may hold beyond those skops trusts by default."""
 
 
 class SklearnRuntime:

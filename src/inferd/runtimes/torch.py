@@ -34,12 +34,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 from torch.utils import _pytree as pytree
 
 from inferd.errors import internal
 from inferd.runtimes.base import Inputs, Outputs
+from inferd.runtimes.options import TorchOptions as Options
 from inferd.signature import FREE, Signature, TensorSpec, merge_override
 
 _DATATYPE_BY_TORCH: dict[torch.dtype, str] = {
@@ -66,17 +66,6 @@ _HINTS = {
     CHECKPOINT: "a checkpoint or state_dict holds no code to run: save the model with torch.export.save "
                 "(model.pt2) or torch.jit.save (model.pt)",
 }
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    num_threads: int = Field(default=1, ge=0)
-    """Threads torch uses for one operation; 0 leaves torch's default (one per core).
-
-    ``torch.set_num_threads`` is process-wide: every torch model in the server shares the setting, and the
-    model loaded last decides it. 1 suits small models, where requests run side by side on the server's
-    threads."""
 
 
 class TorchRuntime:

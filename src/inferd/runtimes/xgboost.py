@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 import xgboost as xgb
-from pydantic import BaseModel, ConfigDict, Field
 from xgboost.core import XGBoostError
 
 from inferd.runtimes.base import Inputs, Outputs
+from inferd.runtimes.options import XGBoostOptions as Options
 from inferd.signature import FREE, Signature, TensorSpec, merge_override
 
 Finish = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -59,14 +59,6 @@ class _Task:
     """Columns of the raw output: the booster flattens it, and an empty batch cannot tell its width."""
     margin: bool = False
     """Predict untransformed margins instead of the objective's values."""
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    nthread: int = Field(default=1, ge=0)
-    """Threads one prediction may use. 1 suits small machines, where requests run side by side on the
-    server's threads; 0 lets XGBoost use every core."""
 
 
 class XGBoostRuntime:

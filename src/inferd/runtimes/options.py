@@ -1,0 +1,69 @@
+"""The ``[options]`` table of model.toml, one schema per runtime.
+
+They live here, apart from the runtime modules, so that checking a model.toml and writing the reference
+(docs/reference.md, from ``scripts/generate_reference.py``) need no framework: the runtime modules import
+onnxruntime, torch, XGBoost... The registry checks a model's ``[options]`` against ``OPTIONS[runtime]`` and hands
+the result to the runtime's ``load``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
+
+
+class OnnxOptions(_Options):
+    intra_op_threads: int = Field(default=1, ge=0)
+    """Threads one inference may use. 1 suits small models on small machines, where requests run side by
+    side on the server's threads; 0 lets onnxruntime use every core."""
+    inter_op_threads: int = Field(default=1, ge=0)
+    """Threads that run independent branches of the graph at once (onnxruntime's ``inter_op_num_threads``);
+    0 lets onnxruntime choose."""
+    graph_optimization: str = Field(default="all", pattern="^(disabled|basic|extended|all)$")
+    """How far onnxruntime rewrites the graph when it loads it: ``disabled``, ``basic``, ``extended`` or
+    ``all``."""
+
+
+class SklearnOptions(_Options):
+    allow_pickle: bool = False
+    """Load a joblib/pickle file. Unpickling runs code stored in the file: only for files you trust."""
+    trusted_types: list[str] = Field(default_factory=list)
+    """Types a skops file may hold beyond those skops trusts by default."""
+
+
+class XGBoostOptions(_Options):
+    nthread: int = Field(default=1, ge=0)
+    """Threads one prediction may use. 1 suits small machines, where requests run side by side on the
+    server's threads; 0 lets XGBoost use every core."""
+
+
+class LightGBMOptions(_Options):
+    num_threads: int = Field(default=1, ge=0)
+    """Threads one prediction may use. 1 suits small machines, where requests run side by side on the
+    server's threads; 0 lets LightGBM use its default (every core)."""
+
+
+class TorchOptions(_Options):
+    num_threads: int = Field(default=1, ge=0)
+    """Threads torch uses for one operation; 0 leaves torch's default (one per core). ``torch.set_num_threads``
+    is process-wide: every torch model in the server shares the setting, and the model loaded last decides
+    it. 1 suits small models, where requests run side by side on the server's threads."""
+
+
+class PythonOptions(_Options):
+    class_name: str | None = None
+    """The class to serve; by default ``Model``, or the only class in model.py that has ``predict``."""
+
+
+OPTIONS: dict[str, type[BaseModel]] = {
+    "onnx": OnnxOptions,
+    "sklearn": SklearnOptions,
+    "xgboost": XGBoostOptions,
+    "lightgbm": LightGBMOptions,
+    "torch": TorchOptions,
+    "python": PythonOptions,
+}
+"""The ``[options]`` schema of each runtime, by the runtime's name in the registry."""
