@@ -67,22 +67,32 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
 
 
 class TensorConfig(_Strict):
+    """One ``[[inputs]]`` or ``[[outputs]]`` entry: a tensor of the signature."""
+
     name: str = Field(min_length=1)
+    """The tensor's name, as requests and responses spell it."""
     datatype: Literal[DATATYPES]  # type: ignore[valid-type]
+    """A V2 datatype: BOOL, UINT8-UINT64, INT8-INT64, FP16, FP32, FP64, BYTES or BF16."""
     shape: list[int]
+    """Dimensions, -1 for one of any size; a first dimension of -1 is the batch (rows of a request)."""
 
     def to_spec(self) -> TensorSpec:
         return TensorSpec(self.name, self.datatype, tuple(self.shape))
 
 
 class VersionPolicy(_Strict):
+    """``[versions]``: which version folders (``1/``, ``2/``, ...) are served."""
+
     policy: Literal["latest", "all", "specific"] = "latest"
+    """``latest``: the newest ``latest`` versions; ``all``: every version; ``specific``: those listed."""
     latest: int = Field(default=1, ge=1)
+    """With ``policy = "latest"``: how many of the newest versions to serve."""
     specific: list[int] = Field(default_factory=list)
+    """With ``policy = "specific"``: the version numbers to serve."""
 
     @model_validator(mode="after")
     def _specific_needs_versions(self) -> VersionPolicy:
@@ -101,18 +111,32 @@ class VersionPolicy(_Strict):
 
 
 class BatchingConfig(_Strict):
+    """``[batching]``: dynamic batching, concurrent requests stacked along the batch dimension and run once."""
+
     enabled: bool | None = None
     """Dynamic batching; default: the server's setting (INFERD_DYNAMIC_BATCHING) or, when that is unset, the
     runtime's default (on for ONNX models, off for the others)."""
     max_queue_delay_us: int | None = Field(default=None, ge=0)
+    """How long, in microseconds, the first request of a batch may wait for others to join it; 0: batch only
+    what arrives together. Default: the server's ``max_queue_delay_us``."""
     preferred_batch_sizes: list[int] = Field(default_factory=list)
+    """Batch sizes (rows) to run as soon as they are reached, without waiting out the queue delay."""
 
 
 class QueueConfig(_Strict):
+    """``[queue]``: the requests waiting for the model."""
+
     max_size: int | None = Field(default=None, ge=1)
+    """Requests that may wait; one more is refused at once (HTTP 503 with Retry-After, gRPC UNAVAILABLE).
+    Default: the server's ``max_queue_size``."""
     timeout_us: int = Field(default=0, ge=0)
+    """How long, in microseconds, a request may wait in the queue before it fails (HTTP 504, gRPC
+    DEADLINE_EXCEEDED); the V2 ``timeout`` parameter of a request overrides it; 0: no limit."""
     priority_levels: int = Field(default=1, ge=1)
+    """Priority levels a request may ask for with the V2 ``priority`` parameter: 1 (served first) to this."""
     default_priority: int | None = Field(default=None, ge=1)
+    """Priority of requests that ask for none, from 1 to ``priority_levels``; default: the middle level,
+    ``(priority_levels + 1) // 2``."""
 
     @model_validator(mode="after")
     def _default_within_levels(self) -> QueueConfig:
@@ -124,34 +148,61 @@ class QueueConfig(_Strict):
 
 
 class InstancesConfig(_Strict):
+    """``[instances]``: the copies of the model that run batches."""
+
     count: int = Field(default=1, ge=1)
+    """Batches that may run at once: threads, or worker processes each with its own copy of the model."""
     kind: Literal["thread", "process"] = "thread"
+    """``thread``: in the server's process; ``process``: supervised worker processes (respawned on a crash),
+    tensors passed through shared memory, for runtimes that hold the GIL."""
 
 
 class CaptureConfig(_Strict):
+    """``[capture]``: data capture, sampled requests and responses written as JSON Lines files."""
+
     enabled: bool = False
+    """Capture this model's inferences."""
     sample_percent: float = Field(default=100.0, ge=0, le=100)
     """Share of successful inferences captured, decided per request at random."""
     destination: str | None = None
     """Folder the records go under (relative: to the server's working folder); default the server's
     ``capture_dir``."""
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """A new file is started past this size."""
     max_file_seconds: float = Field(default=3600.0, gt=0)
+    """A new file is started past this age (and at every hour, which is a folder)."""
 
 
 class ModelConfig(_Strict):
+    """A model folder's ``model.toml``."""
+
     runtime: str | None = None
+    """``onnx``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch`` or ``python``; default: the runtime of the
+    artifact found."""
     artifact: str | None = None
+    """File name of the artifact inside each version folder; default: the one known artifact there."""
     description: str = ""
+    """Shown by ``inferd models show``."""
     max_batch_size: int = Field(default=0, ge=0)
+    """Most rows one request (and one merged batch) may carry to a batched model; 0: the server's
+    ``max_batch_size``."""
     versions: VersionPolicy = Field(default_factory=VersionPolicy)
+    """Which versions are served (the ``[versions]`` table)."""
     inputs: list[TensorConfig] = Field(default_factory=list)
+    """The signature's inputs (``[[inputs]]``): needed where the artifact does not declare them (a Python
+    model, TorchScript), and checked against what it declares otherwise."""
     outputs: list[TensorConfig] = Field(default_factory=list)
+    """The signature's outputs (``[[outputs]]``), as for ``inputs``."""
     options: dict[str, Any] = Field(default_factory=dict)
+    """Settings of the runtime (the ``[options]`` table), checked by the runtime's own schema."""
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    """Dynamic batching (the ``[batching]`` table)."""
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    """The request queue (the ``[queue]`` table)."""
     instances: InstancesConfig = Field(default_factory=InstancesConfig)
+    """Copies of the model (the ``[instances]`` table)."""
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    """Data capture (the ``[capture]`` table)."""
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:

@@ -19,19 +19,25 @@ from inferd.security.keys import ApiKey
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid")
+    """Every setting is also an ``INFERD_<NAME>`` environment variable (JSON for lists and mappings); docs/reference.md
+    lists them all, generated from these docstrings by ``scripts/generate_reference.py``."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid", use_attribute_docstrings=True)
 
     repository: Path = Path("models")
     """Model repository folder to serve."""
     host: str = "127.0.0.1"
     """Address to bind. Loopback by default: exposing the server is a decision, not an accident."""
     http_port: int = Field(default=8080, ge=0, le=65535)
+    """HTTP port (REST: V2, KServe V1, SageMaker, Vertex AI, /metrics, /docs). Vertex AI's ``AIP_HTTP_PORT`` and
+    SageMaker's ``SAGEMAKER_BIND_TO_PORT`` set it too."""
     grpc_port: int = Field(default=8081, ge=0, le=65535)
     """gRPC port; 0 turns the gRPC server off."""
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest request body accepted over HTTP (and largest gRPC message); bigger ones get 413."""
     strict_readiness: bool = True
-    """Report ready only when every model in the repository loaded."""
+    """Report ready (``/v2/health/ready``, ``/ping``, the Vertex health route) only when every model in the
+    repository loaded; false: ready as soon as the server serves, whatever failed to load."""
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
     dynamic_batching: bool | None = None
@@ -43,12 +49,17 @@ class ServerSettings(BaseSettings):
     max_queue_size: int = Field(default=1024, ge=1)
     """Requests that may wait per model; one more gets 503 with Retry-After (model.toml overrides)."""
     default_model: str | None = None
-    """Model for SageMaker ``/invocations`` calls that name none; default the repository's only model."""
+    """Model that SageMaker ``/invocations`` calls without an ``X-Amzn-SageMaker-Target-Model`` header, and
+    the Vertex AI predict route, are sent to; unset: the repository's only model (a repository of several
+    answers 400 naming this setting)."""
     predict_route: str | None = None
-    """Extra prediction route (Vertex AI sets it through ``AIP_PREDICT_ROUTE``)."""
+    """Path of an extra route that takes a KServe V1 body (``{"instances": [...]}``) for ``default_model``;
+    Vertex AI sets it through ``AIP_PREDICT_ROUTE``. Unset: no such route."""
     health_route: str | None = None
-    """Extra health route (Vertex AI sets it through ``AIP_HEALTH_ROUTE``)."""
+    """Path of an extra readiness route (200 when ready, else 503); Vertex AI sets it through
+    ``AIP_HEALTH_ROUTE``. Unset: no such route."""
     log_level: str = "info"
+    """Least severe log records written: ``debug``, ``info``, ``warning`` or ``error``."""
     # -- observability (docs/observability.md) --
     log_format: Literal["text", "json"] = "text"
     """``text`` for people at a terminal; ``json``: one JSON object per line (timestamp, level, logger, message,
@@ -130,15 +141,22 @@ class ServerSettings(BaseSettings):
                               self.max_queue_size)
 
 
+PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("AIP_HTTP_PORT", "http_port"),
+    ("SAGEMAKER_BIND_TO_PORT", "http_port"),
+    ("AIP_PREDICT_ROUTE", "predict_route"),
+    ("AIP_HEALTH_ROUTE", "health_route"),
+)
+"""The variables of the Vertex AI and SageMaker container contracts, and the setting each sets; the first one
+set wins. They override ``INFERD_*`` variables, and the command line overrides them."""
+
+
 def platform_overrides(environ: dict[str, str] | None = None) -> dict[str, object]:
     """Settings that the Vertex AI and SageMaker container contracts pass through their own variables."""
     env = os.environ if environ is None else environ
     found: dict[str, object] = {}
-    port = env.get("AIP_HTTP_PORT") or env.get("SAGEMAKER_BIND_TO_PORT")
-    if port:
-        found["http_port"] = int(port)
-    if env.get("AIP_PREDICT_ROUTE"):
-        found["predict_route"] = env["AIP_PREDICT_ROUTE"]
-    if env.get("AIP_HEALTH_ROUTE"):
-        found["health_route"] = env["AIP_HEALTH_ROUTE"]
+    for variable, setting in PLATFORM_VARIABLES:
+        value = env.get(variable)
+        if value and setting not in found:
+            found[setting] = int(value) if setting == "http_port" else value
     return found
