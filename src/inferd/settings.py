@@ -37,7 +37,7 @@ class ServerSettings(BaseSettings):
     """Largest request body accepted over HTTP (and largest gRPC message); bigger ones get 413."""
     strict_readiness: bool = True
     """Report ready (``/v2/health/ready``, ``/ping``, the Vertex health route) only when every model in the
-    repository loaded; false: ready as soon as the server serves, whatever failed to load."""
+    repository loaded; false: ready once the start-up load is over, whatever failed to load."""
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
     dynamic_batching: bool | None = None
