@@ -30,6 +30,7 @@ from inferd.calls import (
 )
 from inferd.errors import ErrorCode, InferError, not_found
 from inferd.inference import (
+    ConfigTensor,
     DynamicBatching,
     IndexEntry,
     InferenceRequest,
@@ -40,7 +41,7 @@ from inferd.inference import (
 )
 from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
-from inferd.signature import Signature, TensorSpec
+from inferd.signature import Signature
 from inferd.stats import ModelStats
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class DataPlane:
             name=name,
             versions=[str(v) for v in ready],
             platform=chosen.runtime_name,
-            inputs=[s.to_dict() for s in signature.inputs],
+            inputs=[s.metadata() for s in signature.inputs],
             outputs=[s.to_dict() for s in signature.outputs],
             parameters={"sha256": chosen.sha256} if chosen.sha256 else None,
         )
@@ -228,13 +229,13 @@ class DataPlane:
         chosen = self.repository.get(name, parse_version(version))
         model = self.repository.find(name)
         signature = chosen.signature
-        drop = 1 if chosen.max_batch_size else 0
+        batched = bool(chosen.max_batch_size)
         return ModelConfiguration(
             name=name,
             platform=chosen.runtime_name,
             max_batch_size=chosen.max_batch_size,
-            inputs=[TensorSpec(s.name, s.datatype, s.shape[drop:]) for s in signature.inputs],
-            outputs=[TensorSpec(s.name, s.datatype, s.shape[drop:]) for s in signature.outputs],
+            inputs=[ConfigTensor.of(s, batched) for s in signature.inputs],
+            outputs=[ConfigTensor.of(s, batched) for s in signature.outputs],
             description=model.config.description,
             dynamic_batching=_dynamic_batching(chosen.scheduler.policy),
         )

@@ -70,6 +70,29 @@ class ModelMetadata:
     """Extra facts about the version (``sha256`` of its artifact), in MLServer's ``parameters`` form."""
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigTensor:
+    """One tensor of a model configuration, Triton style."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    """The shape without the batch dimension when the model batches (``max_batch_size`` > 0)."""
+    reshape: tuple[int, ...] | None = None
+    """The shape the model takes instead of ``dims`` (without the batch dimension), if it differs."""
+
+    @classmethod
+    def of(cls, spec: TensorSpec, batched: bool) -> ConfigTensor:
+        """``spec`` as a model configuration states it. A batched model's input of one value per row (shape
+        ``[-1]``) is ``dims: [1]`` reshaped to ``[]``, as Triton states it: its clients (perf_analyzer) cannot
+        build a tensor from empty dims, and the server accepts that ``[n, 1]`` form (see ``TensorSpec.column``)."""
+        if not batched:
+            return cls(spec.name, spec.datatype, spec.shape)
+        if spec.column:
+            return cls(spec.name, spec.datatype, (1,), ())
+        return cls(spec.name, spec.datatype, spec.shape[1:])
+
+
 @dataclass(slots=True)
 class ModelConfiguration:
     """A model's configuration, Triton style: with ``max_batch_size`` > 0 the tensors' dims omit the batch."""
@@ -77,8 +100,8 @@ class ModelConfiguration:
     name: str
     platform: str
     max_batch_size: int
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: list[ConfigTensor]
+    outputs: list[ConfigTensor]
     description: str = ""
     dynamic_batching: DynamicBatching | None = None
     """Set when the scheduler stacks concurrent requests (Triton's ``dynamic_batching`` section)."""

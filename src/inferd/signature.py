@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,10 @@ class TensorSpec:
     shape: tuple[int, ...]
     numpy_dtype: np.dtype[Any] | None = field(init=False, repr=False, compare=False)
     """The numpy dtype of an array already in this datatype (None for BYTES, whose elements need a look)."""
+    column: bool = field(default=False, repr=False, compare=False)
+    """An input of a batched model that takes one value per row (shape ``[-1]``): a request may also give it as
+    ``[n, 1]``, the form Triton clients send for it (its configuration says ``dims: [1]`` reshaped to ``[]``), and
+    the model still gets ``[n]`` (see :func:`as_declared`). Set by :class:`Signature`."""
 
     def __post_init__(self) -> None:
         if self.datatype not in DATATYPES:
@@ -35,9 +39,17 @@ class TensorSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
+    def metadata(self) -> dict[str, Any]:
+        """The tensor in V2 model metadata: a :attr:`column` input shows the ``[-1, 1]`` form, which is what
+        Triton states for it and what its clients read to build a request (perf_analyzer drops the batch
+        dimension from this shape and cannot build a tensor from what is left of ``[-1]``)."""
+        if self.column:
+            return {"name": self.name, "datatype": self.datatype, "shape": [FREE, 1]}
+        return self.to_dict()
+
     def accepts_shape(self, shape: Sequence[int]) -> bool:
         if len(shape) != len(self.shape):
-            return False
+            return self.column and len(shape) == 2 and shape[1] == 1
         for want, got in zip(self.shape, shape, strict=True):  # noqa: SIM110 - a loop: no generator per request
             if want != got and want != FREE:
                 return False
@@ -54,6 +66,8 @@ class Signature:
     """The output names, built once (the request path reads them on every call)."""
     output_datatypes: dict[str, str] = field(init=False, repr=False, compare=False)
     """Each output's datatype by name, built once."""
+    column_inputs: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The names of the inputs marked :attr:`TensorSpec.column` (a batched model's ``[-1]`` inputs)."""
 
     def __post_init__(self) -> None:
         for kind, specs in (("input", self.inputs), ("output", self.outputs)):
@@ -61,11 +75,16 @@ class Signature:
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"duplicate {kind} names: {', '.join(duplicates)}")
+        specs = (*self.inputs, *self.outputs)
+        batched = bool(specs) and all(s.shape and s.shape[0] == FREE for s in specs)
+        object.__setattr__(self, "_batched", batched)
+        # a spec may come from another signature (an override's merge) or serve as an output: mark it for this one
+        object.__setattr__(self, "inputs", tuple(_marked(s, batched and s.shape == (FREE,)) for s in self.inputs))
+        object.__setattr__(self, "outputs", tuple(_marked(s, False) for s in self.outputs))
+        object.__setattr__(self, "column_inputs", tuple(s.name for s in self.inputs if s.column))
         object.__setattr__(self, "_inputs_by_name", {s.name: s for s in self.inputs})
         object.__setattr__(self, "output_name_tuple", tuple(s.name for s in self.outputs))
         object.__setattr__(self, "output_datatypes", {s.name: s.datatype for s in self.outputs})
-        specs = (*self.inputs, *self.outputs)
-        object.__setattr__(self, "_batched", bool(specs) and all(s.shape and s.shape[0] == FREE for s in specs))
 
     @property
     def batched(self) -> bool:
@@ -93,8 +112,19 @@ def check_request_input(spec: TensorSpec | None, name: str, datatype: str, shape
     if datatype != spec.datatype:
         raise invalid(f"input {name!r}: expected datatype {spec.datatype}, got {datatype}")
     if not spec.accepts_shape(shape):
-        raise invalid(f"input {name!r}: expected shape {_shape(spec.shape)}, got {list(shape)}")
+        also = " (or [-1, 1])" if spec.column else ""
+        raise invalid(f"input {name!r}: expected shape {_shape(spec.shape)}{also}, got {list(shape)}")
     return spec
+
+
+def as_declared(column_inputs: tuple[str, ...], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs as the model declares them: each of ``column_inputs`` (:attr:`Signature.column_inputs`) that
+    came as ``[n, 1]`` reshaped to ``[n]``. Called where the model's predict is, on the batch it gets."""
+    for name in column_inputs:
+        array = inputs.get(name)
+        if array is not None and array.ndim == 2:
+            inputs = {**inputs, name: array.reshape(array.shape[0])}
+    return inputs
 
 
 def check_all_inputs_present(signature: Signature, given: Iterable[str]) -> None:
@@ -185,6 +215,10 @@ def _merge_side(kind: str, base: tuple[TensorSpec, ...], over: tuple[TensorSpec,
             )
         result[spec.name] = spec
     return tuple(result[s.name] for s in base)
+
+
+def _marked(spec: TensorSpec, column: bool) -> TensorSpec:
+    return spec if spec.column == column else replace(spec, column=column)
 
 
 def _names(names: Iterable[str]) -> str:

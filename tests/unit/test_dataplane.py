@@ -182,8 +182,30 @@ def test_statistics_count_successes_failures_and_batches(dataplane):
 def test_model_config_leaves_out_the_batch_dimension(dataplane):
     config = dataplane.model_config("adder")
     assert config.max_batch_size == 4096
-    assert [(s.name, s.datatype, s.shape) for s in config.inputs] == [("a", "FP32", (3,)), ("b", "FP32", (3,))]
-    assert config.outputs[1].shape == ()
+    assert [(s.name, s.datatype, s.dims, s.reshape) for s in config.inputs] == [
+        ("a", "FP32", (3,), None), ("b", "FP32", (3,), None)]
+    assert config.outputs[1].dims == ()
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_one_value_per_row_input_is_stated_and_taken_as_triton_does(python_repo, kind):
+    """'failing' takes x INT64 [-1]: Triton states that as dims [1] reshaped to [], and its clients
+    (perf_analyzer) send [n, 1], which the model gets as the [n] it declares."""
+    (python_repo / "failing" / "model.toml").write_text(f'[instances]\nkind = "{kind}"\n')
+    plane = DataPlane(ModelRepository(python_repo))
+    asyncio.run(plane.start())
+    try:
+        (x,) = plane.model_config("failing").inputs
+        assert (x.dims, x.reshape) == ((1,), ())
+        assert plane.model_config("failing").outputs[0].dims == ()
+        assert plane.model_metadata("failing").inputs == [{"name": "x", "datatype": "INT64", "shape": [-1, 1]}]
+        for shape, data in (([3, 1], [[1], [2], [3]]), ([3], [1, 2, 3])):
+            (y,) = infer(plane, InferenceRequest("failing", [RequestInput("x", "INT64", shape, data)])).outputs
+            assert (y.shape, y.data.tolist()) == ([3], [2, 4, 6])
+        expect_error(plane, InferenceRequest("failing", [RequestInput("x", "INT64", [3, 2], [1] * 6)]),
+                     ErrorCode.INVALID_ARGUMENT, r"expected shape \[-1\] \(or \[-1, 1\]\), got \[3, 2\]")
+    finally:
+        plane.close()
 
 
 def test_max_batch_size_limits_one_request(python_repo):

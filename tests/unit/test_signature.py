@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from inferd.errors import ErrorCode, InferError
-from inferd.signature import Signature, TensorSpec, check_outputs, check_request_input, merge_override
+from inferd.signature import (
+    Signature,
+    TensorSpec,
+    as_declared,
+    check_outputs,
+    check_request_input,
+    merge_override,
+)
 
 SIG = Signature(
     (TensorSpec("input", "FP32", (-1, 64)),),
@@ -78,3 +85,46 @@ def test_override_may_narrow_a_free_dimension_but_not_contradict():
         merge_override(SIG, Signature((TensorSpec("input", "FP64", (-1, 64)),), ()), "m")
     with pytest.raises(ValueError, match="output 'score' is not in the model"):
         merge_override(SIG, Signature((), (TensorSpec("score", "FP32", (-1,)),)), "m")
+
+
+TEXT = Signature((TensorSpec("text", "BYTES", (-1,)), TensorSpec("extra", "FP32", (-1, 3))),
+                 (TensorSpec("label", "BYTES", (-1,)),))
+
+
+def test_a_batched_models_one_value_per_row_input_also_takes_triton_s_n_by_1_form():
+    """perf_analyzer and other Triton clients send such an input as [n, 1] (Triton states it as dims [1]
+    reshaped to []); the model still declares and gets [n]."""
+    text = TEXT.input("text")
+    assert text is not None
+    assert text.column
+    assert TEXT.column_inputs == ("text",)
+    assert [text.accepts_shape(shape) for shape in ([4], [4, 1], [4, 2], [4, 1, 1])] == [True, True, False, False]
+    assert text.metadata() == {"name": "text", "datatype": "BYTES", "shape": [-1, 1]}
+    assert text.to_dict()["shape"] == [-1]  # the declared form (the worker protocol) is unchanged
+    with pytest.raises(InferError, match=r"expected shape \[-1\] \(or \[-1, 1\]\), got \[4, 2\]"):
+        check_request_input(text, "text", "BYTES", [4, 2], TEXT.input_names())
+
+
+def test_only_inputs_of_a_batched_model_take_the_n_by_1_form():
+    assert not TEXT.outputs[0].column  # a model's output must have its declared shape
+    assert not TEXT.outputs[0].accepts_shape([4, 1])
+    unbatched = Signature((TensorSpec("tokens", "INT64", (-1,)),), (TensorSpec("score", "FP32", (2,)),))
+    assert not unbatched.inputs[0].column
+    assert not unbatched.inputs[0].accepts_shape([4, 1])
+    assert not SIG.inputs[0].column  # [-1, 64]: not one value per row
+    # a spec marked in one signature is unmarked where that signature's other tensors are not batched
+    fixed = merge_override(TEXT, Signature((TensorSpec("extra", "FP32", (2, 3)),), ()), "m")
+    assert not fixed.batched
+    assert fixed.column_inputs == ()
+    assert not fixed.inputs[0].accepts_shape([2, 1])
+
+
+def test_as_declared_gives_the_model_the_shape_it_declares():
+    texts = np.array([[b"a"], [b"b"]], dtype=object)
+    extra = np.zeros((2, 3), dtype=np.float32)
+    shaped = as_declared(TEXT.column_inputs, {"text": texts, "extra": extra})
+    assert shaped["text"].shape == (2,)
+    assert shaped["text"].tolist() == [b"a", b"b"]
+    assert shaped["extra"] is extra
+    plain = {"text": np.array([b"a"], dtype=object), "extra": extra[:1]}
+    assert as_declared(TEXT.column_inputs, plain) is plain

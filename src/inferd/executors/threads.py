@@ -21,6 +21,7 @@ import numpy as np
 
 from inferd.errors import InferError, internal
 from inferd.runtimes.base import Runtime
+from inferd.signature import as_declared
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class ThreadExecutor:
         self.runtime = runtime
         self.instances = instances
         self._inline_ok = bool(getattr(runtime, "inline_safe", False))
+        self._columns = runtime.signature.column_inputs
         self._inline_below_ns = inline_below_ns
         self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"inferd-{name}")
         self.cost = CallCost()
@@ -62,7 +64,7 @@ class ThreadExecutor:
     def _timed(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
         started = perf_counter_ns()
         try:
-            return self.runtime.predict(inputs)
+            return self.runtime.predict(as_declared(self._columns, inputs) if self._columns else inputs)
         except InferError:
             raise
         except Exception as exc:  # the model's own failure: report it, keep serving

@@ -36,7 +36,7 @@ import orjson
 from inferd.executors import shm
 from inferd.runtimes.base import Runtime
 from inferd.runtimes.registry import RuntimeInfo, load_runtime
-from inferd.signature import Signature, TensorSpec
+from inferd.signature import Signature, TensorSpec, as_declared
 
 if TYPE_CHECKING:  # asyncio costs a worker 0.1 s of start-up; only the server's side awaits
     import asyncio
@@ -261,7 +261,7 @@ def _answer(conn: Connection, runtime: Runtime, request: memoryview, responses: 
             response_name: str, metas: list[Any]) -> bool:
     """Run one request and reply; False when the server said stop instead of taking the outputs."""
     try:
-        outputs = runtime.predict(shm.read(request, metas))
+        outputs = runtime.predict(as_declared(runtime.signature.column_inputs, shm.read(request, metas)))
         if not isinstance(outputs, Mapping):
             raise TypeError(f"model returned {type(outputs).__name__}, expected a mapping of output name to array")
         packed, needed = shm.pack(outputs)

@@ -1,10 +1,10 @@
-"""Triton's names for things that the V2 protocol leaves to the server: model configuration data types."""
+"""Triton's names for things that the V2 protocol leaves to the server: the model configuration's JSON form."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from inferd.inference import ModelConfiguration
+from inferd.inference import ConfigTensor, ModelConfiguration
 
 TRITON_DATA_TYPE: dict[str, str] = {
     "BOOL": "TYPE_BOOL",
@@ -31,12 +31,8 @@ def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
         "platform": config.platform,
         "backend": config.platform,
         "max_batch_size": config.max_batch_size,
-        "input": [
-            {"name": s.name, "data_type": TRITON_DATA_TYPE[s.datatype], "dims": list(s.shape)} for s in config.inputs
-        ],
-        "output": [
-            {"name": s.name, "data_type": TRITON_DATA_TYPE[s.datatype], "dims": list(s.shape)} for s in config.outputs
-        ],
+        "input": [_tensor(t) for t in config.inputs],
+        "output": [_tensor(t) for t in config.outputs],
     }
     batching = config.dynamic_batching
     if batching is not None:
@@ -46,4 +42,12 @@ def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
             "priority_levels": batching.priority_levels,
             "default_priority_level": batching.default_priority,
         }
+    return found
+
+
+def _tensor(tensor: ConfigTensor) -> dict[str, Any]:
+    found: dict[str, Any] = {"name": tensor.name, "data_type": TRITON_DATA_TYPE[tensor.datatype],
+                             "dims": list(tensor.dims)}
+    if tensor.reshape is not None:
+        found["reshape"] = {"shape": list(tensor.reshape)}
     return found

@@ -14,10 +14,10 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from tritonclient.grpc import model_config_pb2 as triton_config
 from tritonclient.grpc import service_pb2 as triton_service
 
-from inferd.inference import ModelConfiguration
+from inferd.inference import ConfigTensor, ModelConfiguration
 from inferd.server.grpc.generated import grpc_service_pb2, model_config_pb2
 from inferd.server.triton import config_to_json
-from inferd.signature import TensorSpec
+from inferd.signature import Signature, TensorSpec
 from inferd.stats import ModelStats
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -108,7 +108,21 @@ def test_statistics_and_config_json_fill_every_field():
     stats = ModelStats("m", "1")
     stats.record_success(4, 10, 1, 2, 3, 4, 4)
     json_format.ParseDict({"model_stats": [stats.to_dict()]}, grpc_service_pb2.ModelStatisticsResponse())
-    config = ModelConfiguration("m", "onnx", 8, [TensorSpec("x", "BYTES", (3,))], [TensorSpec("y", "BF16", ())])
+    config = ModelConfiguration("m", "onnx", 8, [ConfigTensor("x", "BYTES", (3,)), ConfigTensor("t", "BYTES", (1,), ())],
+                                [ConfigTensor("y", "BF16", ())])
     message = json_format.ParseDict(config_to_json(config), model_config_pb2.ModelConfig())
-    assert triton_config.ModelConfig.FromString(message.SerializeToString()).input[0].data_type == \
-        triton_config.TYPE_STRING
+    theirs = triton_config.ModelConfig.FromString(message.SerializeToString())
+    assert theirs.input[0].data_type == triton_config.TYPE_STRING
+    assert not theirs.input[0].HasField("reshape")
+    assert theirs.input[1].HasField("reshape")  # Triton's form of a one-value-per-row input: dims [1], reshape []
+    assert (list(theirs.input[1].dims), list(theirs.input[1].reshape.shape)) == ([1], [])
+
+
+def test_config_json_states_a_reshape_as_triton_does():
+    text = TensorSpec("text", "BYTES", (-1,))
+    signature = Signature((text,), (text,))
+    config = ModelConfiguration("m", "sklearn", 8, [ConfigTensor.of(signature.inputs[0], batched=True)],
+                                [ConfigTensor.of(signature.outputs[0], batched=True)])
+    found = config_to_json(config)
+    assert found["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [1], "reshape": {"shape": []}}]
+    assert found["output"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": []}]  # not marked: an output
