@@ -34,6 +34,7 @@ demo: $(BIN)/python
 	$(BIN)/inferd demo $(DEMO_ARGS)
 
 test: $(BIN)/python
+	bash scripts/system_deps.sh
 	$(call say,$(TEST_INSTALL_STEP))
 	$(PIP) -e '.[all,dev]'
 	$(COMPILE)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The system packages the test suite needs beyond what pip installs: Debian's libb64-0d, which the perf_analyzer
+# binary in tritonclient 2.41.0's wheel links (tests/e2e/test_perf_analyzer.py). `make test` runs this: it
+# installs them as root with apt-get; elsewhere it says what is missing and goes on (that test then skips,
+# saying why; under CI it fails).
+set -euo pipefail
+PACKAGES=(libb64-0d)
+say() { echo "system_deps.sh: $*" >&2; }
+
+if ! command -v dpkg >/dev/null; then
+  say "not a Debian system: install ${PACKAGES[*]} (or its equivalent) for the perf_analyzer test"
+  exit 0
+fi
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+((${#missing[@]})) || exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  say "missing ${missing[*]}: run 'sudo apt-get install ${missing[*]}' for the perf_analyzer test"
+  exit 0
+fi
+say "apt-get install ${missing[*]}"
+if ! apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; then  # no package lists yet on a fresh machine
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+fi
