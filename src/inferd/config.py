@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from inferd.signature import Signature, TensorSpec
 from inferd.tensors import DATATYPES
@@ -244,9 +245,22 @@ def config_error(path: Path, text: str, exc: ValidationError, prefix: tuple[str,
         key = ".".join(str(part) for part in loc) or "(top level)"
         line = locate_key(text, loc)
         where = f"{path}:{line}" if line else str(path)
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"{where}: key '{key}': {message}")
+        problems.append(f"{where}: key '{key}': {problem(error)}")
     return ConfigError("\n".join(problems))
+
+
+def problem(error: ErrorDetails, show_input: bool = True) -> str:
+    """What is wrong, in words, from one of pydantic's errors: its message without pydantic's own wording
+    around it ("Value error, ..."), and the value that was given when it is a single value (shortened)."""
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    context = error.get("ctx") or {}
+    message = str(context["error"]) if error["type"] == "value_error" and "error" in context else error["msg"]
+    given = error.get("input")
+    if not show_input or isinstance(given, dict | list) or given is None:
+        return message
+    shown = repr(given)
+    return f"{message}, got {shown if len(shown) <= 60 else shown[:57] + '...'}"
 
 
 _TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")

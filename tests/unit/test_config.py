@@ -74,8 +74,25 @@ def test_bad_datatype_and_bad_policy(tmp_path):
 
 
 def test_specific_policy_needs_versions(tmp_path):
-    with pytest.raises(ConfigError, match="policy 'specific' needs a non-empty 'specific' list"):
-        load_model_config(write(tmp_path, '[versions]\npolicy = "specific"\n'))
+    folder = write(tmp_path, '[versions]\npolicy = "specific"\n')
+    with pytest.raises(ConfigError) as info:
+        load_model_config(folder)
+    # our sentence, without pydantic's "Value error, " in front of it
+    assert str(info.value) == (f"{folder / 'model.toml'}:1: key 'versions': "
+                               "policy 'specific' needs a non-empty 'specific' list of versions")
+
+
+def test_a_wrong_value_is_quoted_back(tmp_path):
+    folder = write(tmp_path, '[batching]\nenabled = "yes"\nmax_queue_delay_us = -1\n\n[instances]\n'
+                             f'kind = "{"x" * 100}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_model_config(folder)
+    where = folder / "model.toml"
+    assert str(info.value).splitlines() == [
+        f"{where}:2: key 'batching.enabled': Input should be a valid boolean, got 'yes'",
+        f"{where}:3: key 'batching.max_queue_delay_us': Input should be greater than or equal to 0, got -1",
+        f"{where}:6: key 'instances.kind': Input should be 'thread' or 'process', got '{'x' * 56}...",
+    ]
 
 
 def test_invalid_toml_is_reported_with_position(tmp_path):
