@@ -8,12 +8,16 @@ The platform contracts inferd speaks also set ports through their own variables,
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from inferd.config import problem
 from inferd.loading import DEFAULT_MAX_BATCH_SIZE, ServerDefaults
 from inferd.security.keys import ApiKey
 
@@ -58,8 +62,8 @@ class ServerSettings(BaseSettings):
     health_route: str | None = None
     """Path of an extra readiness route (200 when ready, else 503); Vertex AI sets it through
     ``AIP_HEALTH_ROUTE``. Unset: no such route."""
-    log_level: str = "info"
-    """Least severe log records written: ``debug``, ``info``, ``warning`` or ``error``."""
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    """Least severe log records written: ``debug``, ``info``, ``warning``, ``error`` or ``critical`` (any case)."""
     # -- observability (docs/observability.md) --
     log_format: Literal["text", "json"] = "text"
     """``text`` for people at a terminal; ``json``: one JSON object per line (timestamp, level, logger, message,
@@ -136,6 +140,11 @@ class ServerSettings(BaseSettings):
     """Seconds a stopping server (SIGTERM, SIGINT) lets the HTTP requests in progress finish; then it closes the
     connections still busy. Idle connections close at once, and no new ones are accepted."""
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     def model_defaults(self) -> ServerDefaults:
         return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,
                               self.max_queue_size)
@@ -151,12 +160,64 @@ PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = (
 set wins. They override ``INFERD_*`` variables, and the command line overrides them."""
 
 
-def platform_overrides(environ: dict[str, str] | None = None) -> dict[str, object]:
-    """Settings that the Vertex AI and SageMaker container contracts pass through their own variables."""
+class InvalidSettingsError(ValueError):
+    """Settings that cannot be used: one line per problem, naming the option and the variable that set it."""
+
+
+def platform_overrides(environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Each setting a platform variable gives: the variable's name and its value (checked by the settings)."""
     env = os.environ if environ is None else environ
-    found: dict[str, object] = {}
+    found: dict[str, tuple[str, str]] = {}
     for variable, setting in PLATFORM_VARIABLES:
         value = env.get(variable)
         if value and setting not in found:
-            found[setting] = int(value) if setting == "http_port" else value
+            found[setting] = (variable, value)
     return found
+
+
+def load_settings(given: Mapping[str, Any], flags: Collection[str] = (),
+                  environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Defaults, then ``INFERD_*`` variables, then the platform variables, then ``given`` (the command line's
+    options, by setting name; ``flags`` names every setting the command has an option for). Raises
+    :class:`InvalidSettingsError`, one line per problem, each naming where the value came from."""
+    platform = platform_overrides(environ)
+    values: dict[str, Any] = {**{setting: value for setting, (_, value) in platform.items()}, **given}
+    try:
+        return ServerSettings(**values)
+    except ValidationError as exc:
+        sources = {**{setting: variable for setting, (variable, _) in platform.items()},
+                   **{setting: option(setting) for setting in given}}
+        lines = [_describe(error, flags, sources) for error in exc.errors()]
+        raise InvalidSettingsError("\n".join(lines)) from None
+    except SettingsError as exc:  # an INFERD_* value that should be JSON and is not
+        field = re.search(r'field "(\w+)"', str(exc))
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        if field is None:
+            raise InvalidSettingsError(f"{exc}{cause}") from None
+        raise InvalidSettingsError(f"{variable(field.group(1))}: not valid JSON{cause}") from None
+
+
+def option(setting: str) -> str:
+    """The command-line option of a setting (where the command has one)."""
+    return "--" + setting.replace("_", "-")
+
+
+def variable(setting: str) -> str:
+    """The environment variable of a setting."""
+    return "INFERD_" + setting.upper()
+
+
+def _describe(error: ErrorDetails, flags: Collection[str], sources: Mapping[str, str]) -> str:
+    """'--http-port / INFERD_HTTP_PORT: Input should be ..., got 70000 (from --http-port)'."""
+    setting = str(error["loc"][0]) if error["loc"] else ""
+    names = [option(setting)] if setting in flags else []
+    names.append(variable(setting))
+    source = sources.get(setting, variable(setting))
+    inner = ".".join(str(part) for part in error["loc"][1:])
+    text = problem(error, show_input=setting not in SECRET_SETTINGS)
+    where = "" if len(names) == 1 and source == names[0] else f" (from {source})"
+    return f"{' / '.join(names)}: {inner + ': ' if inner else ''}{text}{where}"
+
+
+SECRET_SETTINGS = frozenset({"api_keys"})
+"""Settings whose values an error message does not repeat."""

@@ -7,12 +7,14 @@ from inferd.settings import platform_overrides
 
 def test_vertex_variables_set_the_port_and_routes():
     assert platform_overrides({"AIP_HTTP_PORT": "9000", "AIP_PREDICT_ROUTE": "/p", "AIP_HEALTH_ROUTE": "/h"}) == {
-        "http_port": 9000, "predict_route": "/p", "health_route": "/h"}
+        "http_port": ("AIP_HTTP_PORT", "9000"), "predict_route": ("AIP_PREDICT_ROUTE", "/p"),
+        "health_route": ("AIP_HEALTH_ROUTE", "/h")}
 
 
 def test_sagemaker_sets_the_port_and_vertex_wins_when_both_do():
-    assert platform_overrides({"SAGEMAKER_BIND_TO_PORT": "8080"}) == {"http_port": 8080}
-    assert platform_overrides({"SAGEMAKER_BIND_TO_PORT": "8080", "AIP_HTTP_PORT": "7070"}) == {"http_port": 7070}
+    assert platform_overrides({"SAGEMAKER_BIND_TO_PORT": "8080"}) == {"http_port": ("SAGEMAKER_BIND_TO_PORT", "8080")}
+    assert platform_overrides({"SAGEMAKER_BIND_TO_PORT": "8080", "AIP_HTTP_PORT": "7070"}) == {
+        "http_port": ("AIP_HTTP_PORT", "7070")}
 
 
 def test_empty_variables_set_nothing():

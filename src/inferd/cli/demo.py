@@ -38,12 +38,12 @@ def demo(
         fail(f"the demo needs {', '.join(missing)}; install them with: pip install 'inferd[demo]'", code=2)
     from inferd.examples.build import build_demo_repository
 
+    repo.mkdir(parents=True, exist_ok=True)
+    settings = make_settings(repo, http_port=http_port, grpc_port=grpc_port)  # wrong ports: said before training
     started = time.perf_counter()
     with console.status("training the example models"):
-        repo.mkdir(parents=True, exist_ok=True)
         examples = build_demo_repository(repo)
     console.print(f"Wrote {len(examples)} models to [bold]{repo}[/] in {time.perf_counter() - started:.1f} s")
-    settings = make_settings(repo, http_port=http_port, grpc_port=grpc_port)
     configure_logging("warning")
     from inferd.server.runner import run_until_stopped, serve
 

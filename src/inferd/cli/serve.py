@@ -54,15 +54,14 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
 
 
 def make_settings(repo: Path, **given: Any) -> ServerSettings:
-    """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave."""
-    from pydantic import ValidationError
-
-    from inferd.settings import ServerSettings, platform_overrides
+    """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave
+    (``given``: every option of the command that is a setting, None where not given)."""
+    from inferd.settings import InvalidSettingsError, load_settings
 
     if not repo.is_dir():
         fail(f"model repository {repo} does not exist or is not a folder", code=2)
     options = {k: v for k, v in given.items() if v is not None}
     try:
-        return ServerSettings(**{**platform_overrides(), **options, "repository": repo})
-    except ValidationError as exc:
-        fail(f"invalid settings: {exc}", code=2)
+        return load_settings({**options, "repository": repo}, flags=given)
+    except InvalidSettingsError as exc:
+        fail(str(exc).replace("\n", "\nerror: "), code=2)
