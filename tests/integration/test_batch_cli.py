@@ -114,3 +114,43 @@ def test_threshold_exits_1_with_summary(tmp_path: Path) -> None:
     assert error["row"] == 13
     assert error["code"] == "INVALID_ARGUMENT"
     assert "column 'f1' does not fit model input 'input'" in error["error"]
+
+
+def one_bad_record(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository with the slow model and a CSV of 20 records whose record 13 fails (its f1 is text)."""
+    root = tmp_path / "models"
+    write_python_model(root, "slow", SLOW)
+    table = feature_table(20).drop_columns(["city"])
+    f1 = [str(v) for v in table.column("f1").to_pylist()]
+    f1[13] = "oops"
+    return root, write_table(table.set_column(2, "f1", pa.array(f1)), tmp_path / "in.csv")
+
+
+def test_failed_records_are_counted_in_the_last_line(tmp_path: Path) -> None:
+    root, source = one_bad_record(tmp_path)
+    out = tmp_path / "out"
+    result = inferd("batch", "run", str(root), "slow", "-i", str(source), "-o", str(out), "--map", MAP)
+    assert result.returncode == 0, result.stderr  # no --max-errors: failed records do not fail the job
+    assert result.stdout.splitlines()[-1] == (
+        f"batch job succeeded with 1 row failed (19 of 20 rows scored): see {out / '_errors.jsonl'}; "
+        "--max-errors 0 makes any failed row fail the job")
+    clean = inferd("batch", "run", str(root), "slow", "-i", str(source), "-o", str(tmp_path / "clean"),
+                   "--map", MAP.replace("f1", "f0"))
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout.splitlines()[-1] == "batch job succeeded: 20 of 20 rows scored"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-i", "{tmp}/none.csv"], "input {tmp}/none.csv does not exist"),
+    (["-i", "{tmp}/in.csv", "--map", "input=f0,f1,f2,nope"], "column 'nope'"),
+    (["-i", "{tmp}/in.csv", "--version", "7"], "model 'slow' has no version 7"),
+])
+def test_a_job_that_cannot_start_prints_its_error_alone(tmp_path: Path, args: list[str], message: str) -> None:
+    """The progress bar appears once the job is checked: an error found before it is all that stderr shows."""
+    root, _ = one_bad_record(tmp_path)
+    given = [a.format(tmp=tmp_path) for a in args]
+    result = inferd("batch", "run", str(root), "slow", "-o", str(tmp_path / "out"), *given)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ")
+    assert message.format(tmp=tmp_path) in line

@@ -30,7 +30,8 @@ def run_batch(repository: str | Path, model: str, input: str | Path, output: str
     them, as a local path or an fsspec URL; ``output`` is a local folder. It gets one output file per input
     file, with rows in input order, ``_errors.jsonl`` when records failed and ``_summary.json``. Running the
     same call again after an interruption resumes where it stopped, and the output is the same, byte for byte,
-    as if nothing had happened. ``on_progress`` is called after each mini-batch.
+    as if nothing had happened. ``on_progress`` is called once the job's model, inputs and options are checked
+    and it starts scoring, then after each mini-batch.
 
     Raises :class:`BatchError` when the job cannot run (the message says why) and
     :class:`~inferd.batch.job.ThresholdError` (a BatchError carrying the summary) when more records failed
@@ -73,6 +74,8 @@ async def run_job(dataplane: DataPlane, model: str, input: str, output: Path, op
             return BatchSummary(**{**job.journal.summary, "seconds": 0.0, "rows_per_s": 0.0,
                                    "resumed_batches": job.journal.summary["batches"]})
         scorer = Scorer(dataplane, model, str(version.version), version.signature, options.timeout_s, options.retries)
+        if on_progress is not None:  # checked and starting: where a progress display begins
+            on_progress(job.tracker.snapshot())
         try:
             await _engine(job, scorer, dataplane)
         except Tripped:

@@ -10,7 +10,7 @@ import typer
 from inferd.cli.common import console, errors, fail
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+    from rich.progress import TaskID
 
     from inferd.batch import BatchOptions, BatchSummary
     from inferd.batch.progress import Progress as JobProgress
@@ -29,8 +29,9 @@ def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     concurrency: Annotated[int, typer.Option(help="Mini-batches in flight (ray: model actors).")] = 2,
     timeout: Annotated[float, typer.Option(help="Seconds per mini-batch before it is retried; 0 for none.")] = 300,
     retries: Annotated[int, typer.Option(help="Retries of a mini-batch that failed for a transient reason.")] = 2,
-    max_errors: Annotated[str | None, typer.Option(help="Failed records allowed: a count (10) or a fraction "
-                                                   "(0.01 or 1%); the job fails beyond it. Default: no limit.")] = None,
+    max_errors: Annotated[str | None, typer.Option(help="Failed records allowed: a count (10; 0 fails the job on "
+                                                   "any failed record) or a fraction (0.01 or 1%); the job fails "
+                                                   "beyond it. Default: no limit.")] = None,
     join: Annotated[bool, typer.Option("--join/--no-join", help="Append predictions to the input columns, or "
                                        "write predictions only.")] = False,
     key: Annotated[str | None, typer.Option(help="Id column carried to every output row and error record.")] = None,
@@ -50,14 +51,9 @@ def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     options = _options(BatchOptions, batch_size=batch_size, concurrency=concurrency, timeout_s=timeout or None,
                        retries=retries, max_errors=max_errors, join=join, key=key, mapping=mapping,
                        output_format=output_format, engine=engine, restart=restart, model_version=version)
-    with _progress_bar() as (bar, task):
-        def show(progress: JobProgress) -> None:
-            bar.update(task, completed=progress.rows_done, total=progress.rows_total,
-                       rate=f"{progress.rows_per_s:,.0f} rows/s",
-                       eta=_eta(progress.eta_s), failed=f"{progress.rows_failed:,} failed")
-
+    with _progress_bar() as bar:
         try:
-            summary = run_batch(repo, model, input_location, output, options, on_progress=show)
+            summary = run_batch(repo, model, input_location, output, options, on_progress=bar.show)
         except ThresholdError as exc:
             bar.stop()
             _print_summary(exc.summary)
@@ -66,6 +62,7 @@ def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
             bar.stop()
             fail(str(exc))
     _print_summary(summary)
+    console.print(_outcome(summary), highlight=False, soft_wrap=True)  # one line, its path whole
 
 
 def _options(factory: type[BatchOptions], *, max_errors: str | None, mapping: list[str] | None,
@@ -90,7 +87,8 @@ def _options(factory: type[BatchOptions], *, max_errors: str | None, mapping: li
 
 
 class _progress_bar:  # noqa: N801 - used as a context manager, like a function
-    """A Rich progress bar on stderr: rows done of the total (estimated for CSV/JSONL), rows/s, ETA."""
+    """A Rich progress bar on stderr: rows done of the total (estimated for CSV/JSONL), rows/s, ETA. It appears
+    with the job's first progress report, sent once the job is checked: an error found before prints alone."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -100,14 +98,25 @@ class _progress_bar:  # noqa: N801 - used as a context manager, like a function
             TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
             console=errors, transient=False,
         )
+        self.task: TaskID | None = None
 
-    def __enter__(self) -> tuple[Progress, TaskID]:
-        self.bar.start()
-        task = self.bar.add_task("scoring", total=None, rate="", eta="-", failed="")
-        return self.bar, task
+    def __enter__(self) -> _progress_bar:
+        return self
+
+    def show(self, progress: JobProgress) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("scoring", total=None, rate="", eta="-", failed="")
+        self.bar.update(self.task, completed=progress.rows_done, total=progress.rows_total,
+                        rate=f"{progress.rows_per_s:,.0f} rows/s",
+                        eta=_eta(progress.eta_s), failed=f"{progress.rows_failed:,} failed")
+
+    def stop(self) -> None:
+        if self.bar.live.is_started:  # stopping ends its line: not when it never showed, nor twice
+            self.bar.stop()
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+        self.stop()
 
 
 def _eta(seconds: float | None) -> str:
@@ -116,6 +125,18 @@ def _eta(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _outcome(summary: BatchSummary) -> str:
+    """The last line of a job that ran to the end: how many rows it scored and, above all, how many failed."""
+    scored = f"{summary.rows_out:,} of {summary.rows_in:,} rows scored"
+    if not summary.rows_failed:
+        return f"batch job {summary.state}: {scored}"
+    from rich.markup import escape
+
+    failed = f"{summary.rows_failed:,} row{'s' if summary.rows_failed != 1 else ''} failed"
+    return (f"[bold yellow]batch job {summary.state} with {failed}[/] ({scored}): see "
+            f"{escape(summary.errors_file or '')}; --max-errors 0 makes any failed row fail the job")
 
 
 def _print_summary(summary: BatchSummary) -> None:

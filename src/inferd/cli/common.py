@@ -8,6 +8,7 @@ the servers). Each command imports those when it runs; ``tests/unit/cli/test_cli
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -19,8 +20,22 @@ if TYPE_CHECKING:
     from inferd.errors import InferError
     from inferd.repository import ModelRepository
 
-console = Console()
-errors = Console(stderr=True)
+UNWRAPPED_WIDTH = 10_000
+"""The width of output into a pipe or a file: wide enough that no line is wrapped or cut."""
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console for stdout or stderr. On a terminal it wraps at the terminal's width; into a pipe or a file,
+    unless COLUMNS says a width, nothing wraps (Rich would wrap at 80 columns), so that commands, paths and
+    timestamps stay whole for whoever reads, greps or copies them."""
+    found = Console(stderr=stderr)
+    if found.is_terminal or os.environ.get("COLUMNS"):
+        return found
+    return Console(stderr=stderr, width=UNWRAPPED_WIDTH, soft_wrap=True)
+
+
+console = _console()
+errors = _console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

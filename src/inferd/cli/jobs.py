@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from inferd.cli.common import console, fail
 
@@ -70,16 +70,17 @@ def list_jobs(
         console.print("No jobs.")
         return
     if jobs:
-        table = Table("id", "model", "status", "attempts", "created", "finished", "error",
-                      title="asynchronous inference")
+        # ids and timestamps are never cut, whatever the width: the error text wraps instead
+        table = Table(Column("id", no_wrap=True), "model", "status", "attempts", Column("created", no_wrap=True),
+                      Column("finished", no_wrap=True), "error", title="asynchronous inference")
         for job in jobs:
             error = (job.get("error") or {}).get("message") or ""
             table.add_row(escape(job["id"]), escape(job["model_name"]), _status(job["status"]), str(job["attempts"]),
                           job["created_at"], job["finished_at"] or "", escape(error))
         console.print(table)
     if batch_jobs:
-        table = Table("id", "model", "status", "rows done", "rows failed", "input", "output", "error",
-                      title="batch")
+        table = Table(Column("id", no_wrap=True), "model", "status", "rows done", "rows failed", "input", "output",
+                      "error", title="batch")
         for job in batch_jobs[-limit:]:
             total = job["rows_total"]
             about = "~" if job["rows_total_is_estimate"] else ""
