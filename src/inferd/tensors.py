@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+import orjson
 
 from inferd.errors import InferError, invalid
 
@@ -161,8 +162,9 @@ def as_bytes_array(values: Iterable[Any]) -> np.ndarray:
     return array
 
 
-def to_jsonable(array: np.ndarray) -> list[Any]:
-    """The flat JSON form of an array: numbers, booleans, or strings for BYTES (UTF-8 decoded).
+def to_jsonable(array: np.ndarray, shortest: bool = False) -> list[Any]:
+    """The flat JSON form of an array: numbers, booleans, or strings for BYTES (UTF-8 decoded). With
+    ``shortest``, FP32, FP16 and BF16 values print in their shortest form (see :func:`shortest_float64`).
 
     BYTES elements that are not valid UTF-8 cannot be JSON strings; a caller that must carry them uses a
     binary transport. Here they raise ``UnicodeDecodeError`` so the codec can report it.
@@ -170,10 +172,35 @@ def to_jsonable(array: np.ndarray) -> list[Any]:
     flat = array.ravel()
     if flat.dtype == object:
         return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in flat]
-    if flat.dtype == _NUMPY_BY_DATATYPE["BF16"]:
+    if shortest and flat.dtype in _NARROW_FLOATS:
+        flat = shortest_float64(flat)
+    elif flat.dtype == _NUMPY_BY_DATATYPE["BF16"]:
         flat = flat.astype(np.float32)
     values: list[Any] = flat.tolist()
     return values
+
+
+_NARROW_FLOATS = frozenset({_NUMPY_BY_DATATYPE["FP32"], _NUMPY_BY_DATATYPE["FP16"], _NUMPY_BY_DATATYPE["BF16"]})
+"""Floating dtypes narrower than a Python float, which print with digits they never had when widened."""
+
+
+def shortest_float64(array: np.ndarray) -> np.ndarray:
+    """FP32 values (FP16 values, BF16 ones through FP32) as the float64 values of their shortest decimal form:
+    the FP32 value 0.99924076 becomes the float64 0.99924076, not 0.9992407560348511, its exact widening.
+    Python, orjson and Arrow print each as that short decimal, which reads back as the same FP32 value. What
+    the binary transports carry is the FP32 value itself; this is for text: V1 and SageMaker JSON, batch CSV
+    and JSON Lines output."""
+    if array.dtype == _NUMPY_BY_DATATYPE["FP16"]:  # rare: numpy's own shortest FP16 text
+        return array.astype(str).astype(np.float64)
+    flat = np.ascontiguousarray(array.ravel(), dtype=np.float32)
+    # orjson writes a float32 array with the shortest digits that read back as the same float32; the float64
+    # parsed from those digits prints them again. It writes null for NaN and the infinities: null reads as NaN
+    # here, and the infinities are put back.
+    values = np.array(orjson.loads(orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)), dtype=np.float64)
+    infinite = np.isinf(flat)
+    if infinite.any():
+        values[infinite] = np.where(flat[infinite] > 0, np.inf, -np.inf)
+    return values.reshape(array.shape)
 
 
 _LITTLE_ENDIAN = {datatype: dtype.newbyteorder("<") for datatype, dtype in _NUMPY_BY_DATATYPE.items()

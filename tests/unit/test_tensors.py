@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from inferd.errors import ErrorCode, InferError
-from inferd.tensors import DATATYPES, as_bytes_array, datatype_of, numpy_dtype, to_array, to_jsonable
+from inferd.tensors import (
+    DATATYPES,
+    as_bytes_array,
+    datatype_of,
+    numpy_dtype,
+    shortest_float64,
+    to_array,
+    to_jsonable,
+)
 
 NUMERIC = [d for d in DATATYPES if d != "BYTES"]
 
@@ -136,3 +144,26 @@ def test_a_null_in_float_data_is_invalid_not_nan(datatype, shape, data):
     with pytest.raises(InferError, match=f"the data holds null; {datatype} needs numbers") as caught:
         to_array("x", datatype, shape, data)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_fp32_values_print_in_their_shortest_form_and_read_back_exactly():
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 20_000, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)  # every kind of float32: subnormals, huge ones, NaNs, infinities
+    printed = shortest_float64(values)
+    finite = np.isfinite(values)
+    np.testing.assert_array_equal(printed[finite].astype(np.float32), values[finite])  # the same FP32 values
+    sample = zip(printed[finite][:2000], values[finite][:2000], strict=True)
+    assert all(repr(float(p)) == repr(float(str(v))) for p, v in sample)  # numpy's shortest digits
+    assert np.isnan(printed[np.isnan(values)]).all()
+    np.testing.assert_array_equal(printed[np.isinf(values)], values[np.isinf(values)])
+    assert shortest_float64(np.zeros((0, 3), dtype=np.float32)).shape == (0, 3)
+
+
+def test_to_jsonable_gives_the_shortest_form_only_when_asked():
+    fp32 = np.array([[0.99924076, 0.1]], dtype=np.float32)
+    assert repr(to_jsonable(fp32, shortest=True)) == "[0.99924076, 0.1]"
+    assert repr(to_jsonable(fp32)) == "[0.9992407560348511, 0.10000000149011612]"  # as the V2 JSON path has it
+    assert repr(to_jsonable(np.array([0.1], dtype=np.float16), shortest=True)) == "[0.1]"
+    assert repr(to_jsonable(np.array([0.1], dtype=ml_dtypes.bfloat16), shortest=True)) == "[0.100097656]"  # FP32's digits
+    assert repr(to_jsonable(np.array([0.1], dtype=np.float64), shortest=True)) == "[0.1]"

@@ -48,6 +48,7 @@ def encode_part(table: pa.Table, fmt: str) -> bytes:
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         return sink.getvalue()
+    table = _shortest_floats(table)
     if fmt == "csv":
         return _csv_bytes(table, header=False)
     return b"".join(orjson.dumps(row, default=_json_default) + b"\n" for row in table.to_pylist())
@@ -194,6 +195,51 @@ def _lists_as_json_text(table: pa.Table) -> pa.Table:
             text = pa.array([orjson.dumps(v).decode() for v in table.column(index).to_pylist()], type=pa.string())
             table = table.set_column(index, pa.field(field.name, pa.string()), text)
     return table
+
+
+def _shortest_floats(table: pa.Table) -> pa.Table:
+    """For the text formats: FP32 (and FP16) columns, and lists of them, as float64 columns that print the
+    shortest form of each value (``0.99924076``, not ``0.9992407560348511``; see ``tensors.shortest_float64``)."""
+    import pyarrow as pa
+
+    for index, field in enumerate(table.schema):
+        kind = _widened(field.type)
+        if kind is not None:
+            chunks = [_as_shortest(chunk) for chunk in table.column(index).chunks]
+            table = table.set_column(index, pa.field(field.name, kind), pa.chunked_array(chunks, type=kind))
+    return table
+
+
+def _widened(kind: pa.DataType) -> pa.DataType | None:
+    """The type a narrow float column (or list of them) prints from; None for any other column."""
+    import pyarrow as pa
+
+    if pa.types.is_float16(kind) or pa.types.is_float32(kind):
+        return pa.float64()
+    inner = _widened(kind.value_type) if pa.types.is_list(kind) or pa.types.is_large_list(kind) or \
+        pa.types.is_fixed_size_list(kind) else None
+    if inner is None:
+        return None
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(inner, kind.list_size)
+    return pa.large_list(inner) if pa.types.is_large_list(kind) else pa.list_(inner)
+
+
+def _as_shortest(array: pa.Array) -> pa.Array:
+    import pyarrow as pa
+
+    from inferd.tensors import shortest_float64
+
+    kind = array.type
+    nulls = array.is_null() if array.null_count else None
+    if pa.types.is_fixed_size_list(kind):
+        return pa.FixedSizeListArray.from_arrays(_as_shortest(array.flatten()), kind.list_size, mask=nulls)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        offsets = array.offsets.to_numpy()
+        factory = pa.LargeListArray if pa.types.is_large_list(kind) else pa.ListArray
+        return factory.from_arrays(pa.array(offsets - offsets[0]), _as_shortest(array.flatten()), mask=nulls)
+    values = shortest_float64(array.to_numpy(zero_copy_only=False))
+    return pa.array(values, type=pa.float64(), mask=None if nulls is None else nulls.to_numpy(zero_copy_only=False))
 
 
 def _json_default(value: Any) -> Any:

@@ -228,9 +228,10 @@ def encode_predictions(response: InferenceResponse, batched: bool) -> list[Any]:
 
 
 def nested_values(output: ResponseOutput) -> Any:
-    """An output as nested JSON values (BYTES as UTF-8 text); a 0-d output is a bare scalar."""
+    """An output as nested JSON values (BYTES as UTF-8 text, FP32 values in their shortest form); a 0-d output
+    is a bare scalar."""
     try:
-        flat = to_jsonable(output.data)
+        flat = to_jsonable(output.data, shortest=True)
     except UnicodeDecodeError:
         raise invalid(f"output {output.name!r} holds bytes that are not UTF-8 text, which JSON cannot carry; "
                       "ask for it over the V2 protocol with the binary tensor extension") from None

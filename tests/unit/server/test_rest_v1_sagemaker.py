@@ -253,6 +253,24 @@ def test_invocations_json_lines(client: AppClient, kind: str):
     assert reply.text == '{"label":1,"scores":[-10.0,10.0]}\n{"label":0,"scores":[10.0,-10.0]}\n'
 
 
+SHORT = "0.99924076"
+"""A float32 value, as its shortest decimal; widened to float64 it would print as 0.9992407560348511."""
+
+
+def test_fp32_prints_in_its_shortest_form_in_v1_and_sagemaker(client: AppClient):
+    """adder's sum is FP32, its total FP64: the FP32 value prints as the FP32 value it is, the FP64 one in full."""
+    instance = f'{{"a": [{SHORT}, 0, 0], "b": [0, 0, 0]}}'
+    for reply in (client.post("/v1/models/adder:predict", content=f'{{"instances": [{instance}]}}'),
+                  invoke(client, f'{{"instances": [{instance}]}}', model="adder"),
+                  invoke(client, instance + "\n", "application/jsonlines", model="adder",
+                         accept="application/jsonlines")):
+        assert reply.status_code == 200, reply.text
+        assert f'"sum":[{SHORT},0.0,0.0]' in reply.text
+        assert '"total":0.9992407560348511' in reply.text  # FP64: every digit is the value's
+    csv = invoke(client, f"{SHORT},0,0,0\n", "text/csv", model="classifier", accept="text/csv")
+    assert csv.text == f"1,-{SHORT},{SHORT}\n"  # CSV had it right already
+
+
 @pytest.mark.parametrize("target", ["failing", "failing.tar.gz", "failing/model.tar.gz", "/failing.tgz"])
 def test_the_target_model_header_picks_the_model(client: AppClient, target: str):
     assert invoke(client, b"[1, 2]", model=target).json() == {"predictions": [2, 4]}
