@@ -13,10 +13,10 @@ in training), because the raw prediction means a different thing for each:
 
 Labels are class indices (0, 1, ...): a booster does not store the original class values.
 
-A file cut short is refused before LightGBM sees it. LightGBM finds each tree by the byte sizes in the
-header's ``tree_sizes`` and parses them in parallel; in a truncated file those offsets run past the end and
-the parser crashes the whole process (segfault or abort) instead of raising. The check catches truncation
-only: a file altered inside a tree can still crash LightGBM's parser.
+A model file is untrusted input: LightGBM parses its trees in parallel, where a failed check aborts the
+whole process instead of raising, and predicts by following the file's child indices unchecked. So the file
+is read and checked in Python first (its layout, then every tree: see :mod:`inferd.runtimes.lightgbm_checks`),
+and LightGBM loads the very text that was checked.
 
 Predictions are serialised by a lock. LightGBM re-initialises state shared by the whole booster at the start
 of every predict call (upstream issue lightgbm-org/LightGBM#6142), so concurrent calls on one booster race;
@@ -25,7 +25,6 @@ of every predict call (upstream issue lightgbm-org/LightGBM#6142), so concurrent
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import LightGBMError
 
+from inferd.runtimes import lightgbm_checks
 from inferd.runtimes.base import Inputs, Outputs
 from inferd.runtimes.options import LightGBMOptions as Options
 from inferd.signature import FREE, Signature, TensorSpec, merge_override
@@ -45,8 +45,6 @@ Finish = Callable[[np.ndarray], dict[str, np.ndarray]]
 INPUT = "input"
 _CLASSIFIERS = {"multiclass", "multiclassova"}
 _RANKERS = {"lambdarank", "rank_xendcg"}
-_TREES_START = re.compile(rb"^(Tree=|end of trees$)", re.MULTILINE)
-_TREE_SIZES = re.compile(rb"^tree_sizes=([0-9 ]*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,32 +88,18 @@ def load(artifact: Path, options: Options, override: Signature | None) -> LightG
 
 
 def _read(artifact: Path) -> lgb.Booster:
-    problem = _layout_problem(artifact.read_bytes())
-    if problem:
-        raise ValueError(f"{artifact}: not a valid LightGBM model: {problem}")
+    """The booster in the file, once its structure is known to be safe for LightGBM's native code: the bytes
+    checked are the bytes loaded, so the file cannot change in between."""
+    data = artifact.read_bytes()
     try:
-        return lgb.Booster(model_file=str(artifact))
+        lightgbm_checks.check(data)
+        text = data.decode("utf-8")
+    except (lightgbm_checks.ModelStructureError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{artifact}: not a valid LightGBM model: {exc}") from None
+    try:
+        return lgb.Booster(model_str=text)
     except LightGBMError as exc:
         raise ValueError(f"{artifact}: not a valid LightGBM model: {exc}") from exc
-
-
-def _layout_problem(data: bytes) -> str | None:
-    """What is missing from a model file whose trees or parameters are cut short, or None."""
-    trees = _TREES_START.search(data)
-    if trees is None:
-        return "no trees; the file is truncated or is not a LightGBM text model"
-    offset = trees.start()
-    sizes = _TREE_SIZES.search(data, 0, offset)
-    for size in sizes.group(1).split() if sizes else ():
-        if not data.startswith(b"Tree=", offset):
-            return f"expected a tree at byte {offset}; the file is truncated or altered"
-        offset += int(size)
-    ended = data.startswith(b"end of trees\n", offset) if sizes else b"\nend of trees\n" in data
-    if not ended:
-        return f"expected 'end of trees' at byte {offset}; the file is truncated or altered"
-    if b"\nparameters:\n" in data and b"\nend of parameters\n" not in data:
-        return "no 'end of parameters' line; the file is truncated"
-    return None
 
 
 def _task(objective: str, num_class: int) -> _Task:

@@ -17,8 +17,10 @@ multi-label classification) gives ``prediction`` with one column per target, wha
 
 Labels are class indices (0, 1, ...): a booster does not store the original class values.
 
-A file that does not end with the closing brace of its top-level object is refused before XGBoost reads it:
-XGBoost's UBJSON reader crashes the process on most truncated files instead of raising.
+A model file is untrusted input, and XGBoost's native code crashes the process on damaged ones instead of
+raising: its UBJSON reader on most truncated files, its predictor on a tree whose child or feature indices
+are out of range. So the file is read and its structure checked in Python first (truncation, then every
+tree, see :mod:`inferd.runtimes.xgboost_checks`), and XGBoost loads the very bytes that were checked.
 
 Tree boosters predict with ``inplace_predict``: no DMatrix, and lock-free and thread-safe. When the model was
 trained with early stopping, only the trees up to ``best_iteration`` are used, which is what XGBoost's
@@ -39,6 +41,7 @@ import numpy as np
 import xgboost as xgb
 from xgboost.core import XGBoostError
 
+from inferd.runtimes import xgboost_checks
 from inferd.runtimes.base import Inputs, Outputs
 from inferd.runtimes.options import XGBoostOptions as Options
 from inferd.signature import FREE, Signature, TensorSpec, merge_override
@@ -97,22 +100,26 @@ def load(artifact: Path, options: Options, override: Signature | None) -> XGBoos
 
 
 def _read(artifact: Path) -> xgb.Booster:
-    if _cut_short(artifact):
+    """The booster in the file, once its structure is known to be safe for XGBoost's native code: the bytes
+    checked are the bytes loaded, so the file cannot change in between."""
+    data = artifact.read_bytes()
+    if _cut_short(data):
         raise ValueError(f"{artifact}: not a valid XGBoost model: the file is truncated (it does not end with '}}')")
     try:
-        return xgb.Booster(model_file=str(artifact))
+        xgboost_checks.check(xgboost_checks.parse(data, binary=artifact.suffix == ".ubj"))
+    except xgboost_checks.ModelStructureError as exc:
+        raise ValueError(f"{artifact}: not a valid XGBoost model: {exc}") from None
+    try:
+        return xgb.Booster(model_file=bytearray(data))
     except XGBoostError as exc:
         # The library's message carries a native stack trace; its first line says what was wrong.
         first_line = str(exc).strip().partition("\n")[0]
         raise ValueError(f"{artifact}: not a valid XGBoost model: {first_line}") from exc
 
 
-def _cut_short(artifact: Path) -> bool:
-    """Whether the file stops before its closing brace: both formats hold one object, ``{`` to ``}``.
-    This catches truncation only; a ``.ubj`` file altered inside can still crash XGBoost's reader."""
-    with artifact.open("rb") as file:
-        file.seek(max(artifact.stat().st_size - 64, 0))
-        return not file.read().rstrip().endswith(b"}")
+def _cut_short(data: bytes) -> bool:
+    """Whether the file stops before its closing brace: both formats hold one object, ``{`` to ``}``."""
+    return not data[-64:].rstrip().endswith(b"}")
 
 
 def _task(objective: str, num_class: int, num_target: int) -> _Task:

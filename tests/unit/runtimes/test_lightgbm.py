@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import booster_checks
+import damaged_models
 from inferd.config import ConfigError
 from inferd.runtimes.base import Runtime
 from inferd.runtimes.registry import RUNTIMES, load_runtime
@@ -175,3 +176,37 @@ def test_override_that_agrees_with_the_model_is_accepted(tmp_path: Path) -> None
 def test_close(tmp_path: Path) -> None:
     _, path = regressor(tmp_path)
     load(path).close()
+
+
+@pytest.mark.parametrize("damage", sorted(damaged_models.LIGHTGBM_DAMAGE))
+def test_damaged_tree_is_refused_before_lightgbm_parses_it(tmp_path: Path, damage: str) -> None:
+    # LightGBM itself aborts, segfaults or never returns on these files, so this test must never reach it.
+    model = lgb.LGBMClassifier(**SMALL).fit(X, THREE_CLASSES)
+    (tmp_path / "damaged").mkdir()
+    path = damaged_models.damage_lightgbm(save(model, tmp_path), tmp_path / "damaged" / "model.txt", damage)
+    with pytest.raises(ValueError, match=r"not a valid LightGBM model: Tree=0: ") as caught:
+        load(path)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(lambda: lgb.LGBMRegressor(**SMALL, linear_tree=True).fit(X, X[:, 0] * 3 + X[:, 1]),
+                     id="linear-tree"),
+        pytest.param(lambda: lgb.LGBMRegressor(n_estimators=2, min_child_samples=1000, verbose=-1)
+                     .fit(X, X[:, 0]), id="single-leaf-trees"),
+        pytest.param(lambda: lgb.LGBMRegressor(n_estimators=4, num_leaves=4, min_child_samples=2, cat_smooth=1,
+                                               min_data_per_group=2, verbose=-1)
+                     .fit(np.column_stack([X[:, :4], np.arange(len(X)) % 6]), (np.arange(len(X)) % 6 % 3) * 5.0,
+                          categorical_feature=[4]), id="categorical-splits"),
+    ],
+)
+def test_valid_models_of_every_kind_pass_the_structure_checks(tmp_path: Path, model: Any) -> None:
+    fitted = model()
+    x = np.column_stack([X[:, :4], np.arange(len(X)) % 6]).astype(np.float32)
+    assert_single_on(load(save(fitted, tmp_path)), fitted.predict(x), x)
+
+
+def assert_single_on(runtime: Runtime, expected: np.ndarray, x: np.ndarray) -> None:
+    booster_checks.assert_single(runtime, "prediction", expected, x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import booster_checks
+import damaged_models
 from inferd.config import ConfigError
 from inferd.runtimes.base import Runtime
 from inferd.runtimes.registry import RUNTIMES, load_runtime
@@ -155,7 +157,7 @@ def test_bad_options_are_config_errors(tmp_path: Path, options: dict[str, Any]) 
     [
         pytest.param(b"\x00\x01 not a model {]", id="garbage"),
         pytest.param(b"", id="empty"),
-        pytest.param(b'{"learner": 1}', id="not-a-model"),  # passes inferd's check; XGBoost refuses it
+        pytest.param(b'{"learner": 1}', id="not-a-model"),
     ],
 )
 def test_corrupt_artifact_names_the_file(tmp_path: Path, filename: str, content: bytes) -> None:
@@ -197,3 +199,58 @@ def test_close(tmp_path: Path) -> None:
     model = xgb.XGBRegressor(**SMALL).fit(X, X[:, 0])
     runtime = load(save(model.get_booster(), tmp_path))
     runtime.close()
+
+
+@pytest.mark.parametrize("damage", sorted(damaged_models.XGBOOST_DAMAGE))
+@FORMATS
+def test_damaged_tree_is_refused_before_xgboost_reads_it(tmp_path: Path, damage: str, filename: str) -> None:
+    # XGBoost itself crashes the process on these files (on the first prediction down the damaged branch),
+    # so this test must never reach it.
+    model = xgb.XGBRegressor(**SMALL).fit(X, X[:, 0])
+    damaged = damaged_models.damage_xgboost(save(model.get_booster(), tmp_path), tmp_path / "damaged.json", damage)
+    path = damaged
+    if filename == "model.ubj":  # the same damage in the binary format: XGBoost converts its own JSON
+        path = tmp_path / "model.ubj"
+        path.write_bytes(ubj_of(damaged.read_bytes()))
+    with pytest.raises(ValueError, match=r"not a valid XGBoost model: .*tree 0: ") as caught:
+        load(path)
+    assert str(path) in str(caught.value)
+
+
+def ubj_of(json_bytes: bytes) -> bytes:
+    """The UBJSON form of a model document, written without XGBoost (which would have to load it first)."""
+    import ubjson_writer
+
+    return ubjson_writer.dumps(json.loads(json_bytes))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(lambda: xgb.XGBRegressor(**SMALL, tree_method="hist", multi_strategy="multi_output_tree")
+                     .fit(X, X[:, :2]), id="multi-output-tree"),
+        pytest.param(lambda: xgb.XGBRegressor(**SMALL, booster="dart").fit(X, X[:, 0]), id="dart"),
+        pytest.param(lambda: xgb.XGBRFRegressor(n_estimators=3, max_depth=2).fit(X, X[:, 0]), id="forest"),
+        pytest.param(lambda: xgb.XGBRegressor(n_estimators=4, tree_method="exact", gamma=5.0).fit(X, X[:, 0]),
+                     id="pruned-nodes"),
+    ],
+)
+@FORMATS
+def test_valid_models_of_every_kind_pass_the_structure_checks(tmp_path: Path, model: Any, filename: str) -> None:
+    fitted = model()
+    runtime = load(save(fitted.get_booster(), tmp_path, filename))
+    np.testing.assert_allclose(predict(runtime)["prediction"].reshape(len(X), -1),
+                               fitted.predict(X).reshape(len(X), -1), rtol=1e-5)
+
+
+@FORMATS
+def test_categorical_splits_pass_the_structure_checks(tmp_path: Path, filename: str) -> None:
+    pd = pytest.importorskip("pandas")
+    codes = np.random.default_rng(3).integers(0, 6, len(X))
+    frame = pd.DataFrame(X[:, :4], columns=list("abcd")).assign(e=pd.Categorical(codes))
+    model = xgb.XGBRegressor(n_estimators=3, max_depth=2, tree_method="hist", enable_categorical=True,
+                             max_cat_to_onehot=1).fit(frame, (codes % 3) * 5.0)
+    path = save(model.get_booster(), tmp_path, filename)
+    assert any(sum(t["split_type"]) for t in json.loads(model.get_booster().save_raw("json"))["learner"]
+               ["gradient_booster"]["model"]["trees"])
+    assert load(path).signature.inputs == (INPUT,)
