@@ -36,6 +36,9 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     [instances]
     count = 1                     # batches that may run at once
     kind = "thread"               # thread (in this process) | process (supervised workers, shared memory)
+    execution_timeout_s = 30      # longest one model call may run (default: the server's; 0: none): 504
+    max_requests = 10000          # process workers: replace each after so many calls (0: never)
+    max_rss_mb = 2048             # process workers: replace one whose resident memory passes this (0: never)
 
     [capture]                     # data capture: sampled requests and responses written as JSON Lines
     enabled = true
@@ -156,6 +159,21 @@ class InstancesConfig(_Strict):
     kind: Literal["thread", "process"] = "thread"
     """``thread``: in the server's process; ``process``: supervised worker processes (respawned on a crash),
     tensors passed through shared memory, for runtimes that hold the GIL."""
+    execution_timeout_s: float | None = Field(default=None, ge=0)
+    """Longest one model call may run; then its callers get DEADLINE_EXCEEDED (HTTP 504). A worker process
+    past it is killed and replaced; a thread cannot be stopped, so the version stops taking requests (not
+    ready) until the call returns. Default: the server's ``execution_timeout_s``; 0: no limit."""
+    max_requests: int = Field(default=0, ge=0)
+    """Process instances: replace a worker after it has served this many calls (0: never), for models that
+    leak memory."""
+    max_rss_mb: int = Field(default=0, ge=0)
+    """Process instances: replace a worker whose resident memory is above this after a call (0: never)."""
+
+    @model_validator(mode="after")
+    def _recycling_needs_processes(self) -> InstancesConfig:
+        if self.kind != "process" and (self.max_requests or self.max_rss_mb):
+            raise ValueError("max_requests and max_rss_mb recycle worker processes: they need kind = \"process\"")
+        return self
 
 
 class CaptureConfig(_Strict):

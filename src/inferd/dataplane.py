@@ -314,4 +314,4 @@ def _index_rows(name: str, model: Model | None) -> list[IndexEntry]:
         return [IndexEntry(name, "", State.UNLOADED.value)]
     if model.reason or not model.versions:
         return [IndexEntry(name, "", State.UNAVAILABLE.value, model.reason)]
-    return [IndexEntry(name, str(v.version), v.state.value, v.reason) for v in model.versions.values()]
+    return [IndexEntry(name, str(v.version), *v.index_state) for v in model.versions.values()]

@@ -26,6 +26,10 @@ DEFAULT_MAX_BATCH_SIZE = 4096
 """Rows one request may carry to a batched model, unless model.toml or the server settings say otherwise."""
 
 
+DEFAULT_EXECUTION_TIMEOUT_S = 60.0
+"""Longest one model call may run, unless model.toml or the server settings say otherwise."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerDefaults:
     """What a model gets when its model.toml does not say (from the server settings)."""
@@ -35,6 +39,7 @@ class ServerDefaults:
     """None: each runtime's own default (on for ONNX; see RuntimeInfo.batches_by_default)."""
     max_queue_delay_us: int = 0
     max_queue_size: int = 1024
+    execution_timeout_s: float = DEFAULT_EXECUTION_TIMEOUT_S
 
 
 @dataclass(slots=True)
@@ -54,17 +59,21 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
     override = config.signature_override()
     runtime: Runtime | None = None
     executor: Executor
-    if config.instances.kind == "process":
-        from inferd.executors.process import ProcessExecutor
+    instances = config.instances
+    timeout_s = instances.execution_timeout_s
+    timeout_s = defaults.execution_timeout_s if timeout_s is None else timeout_s
+    if instances.kind == "process":
+        from inferd.executors.process import ProcessExecutor, WorkerLimits
 
         process = ProcessExecutor.start(name, source.version, source.runtime, source.artifact, model_folder,
-                                        config.options, override, config.instances.count)
+                                        config.options, override, instances.count,
+                                        WorkerLimits(timeout_s, instances.max_requests, instances.max_rss_mb))
         signature = process.signature
         executor = process
     else:
         runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options, override)
         signature = runtime.signature
-        executor = ThreadExecutor(name, runtime, config.instances.count)
+        executor = ThreadExecutor(name, runtime, instances.count, timeout_s=timeout_s)
     policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default)
     if policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None:
         log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "

@@ -84,6 +84,15 @@ class ModelVersion:
         return self.state is State.READY and self.loaded is not None and self.loaded.executor.ready
 
     @property
+    def index_state(self) -> tuple[str, str]:
+        """State and reason for the repository index: UNAVAILABLE, with the executor's reason, while a loaded
+        version refuses calls (a call past its execution timeout holds an in-process instance)."""
+        refusing = getattr(self.loaded.executor, "not_ready_reason", "") if self.loaded is not None else ""
+        if self.state is State.READY and refusing:
+            return State.UNAVAILABLE.value, refusing
+        return self.state.value, self.reason
+
+    @property
     def runtime_name(self) -> str:
         return self.source.runtime.name if self.source else ""
 

@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from inferd.config import problem
-from inferd.loading import DEFAULT_MAX_BATCH_SIZE, ServerDefaults
+from inferd.loading import DEFAULT_EXECUTION_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE, ServerDefaults
 from inferd.security.keys import ApiKey
 
 
@@ -52,6 +52,9 @@ class ServerSettings(BaseSettings):
     """With dynamic batching: how long a request may wait for others to join its batch (model.toml overrides)."""
     max_queue_size: int = Field(default=1024, ge=1)
     """Requests that may wait per model; one more gets 503 with Retry-After (model.toml overrides)."""
+    execution_timeout_s: float = Field(default=DEFAULT_EXECUTION_TIMEOUT_S, ge=0)
+    """Longest one model call may run, for models whose model.toml does not say (``[instances]
+    execution_timeout_s``); then its callers get 504 / DEADLINE_EXCEEDED. 0: no limit."""
     default_model: str | None = None
     """Model that SageMaker ``/invocations`` calls without an ``X-Amzn-SageMaker-Target-Model`` header, and
     the Vertex AI predict route, are sent to; unset: the repository's only model (a repository of several
@@ -147,7 +150,7 @@ class ServerSettings(BaseSettings):
 
     def model_defaults(self) -> ServerDefaults:
         return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,
-                              self.max_queue_size)
+                              self.max_queue_size, self.execution_timeout_s)
 
 
 PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = (

@@ -34,15 +34,16 @@ from typing import Any
 import numpy as np
 
 from inferd.backoff import doubling_delay
-from inferd.errors import InferError, internal, unavailable
+from inferd.errors import ErrorCode, InferError, internal, unavailable
 from inferd.executors import shm
+from inferd.executors.limits import WorkerLimits
 from inferd.executors.worker import Handle, WorkerDiedError, WorkerLoadError, stop_all
 from inferd.runtimes.registry import RuntimeInfo
 from inferd.signature import Signature
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProcessExecutor", "WorkerLoadError"]
+__all__ = ["ProcessExecutor", "WorkerLimits", "WorkerLoadError"]
 
 
 class State(Enum):
@@ -76,8 +77,10 @@ class ProcessExecutor:
     backoff_cap = 10.0
     stop_timeout = 2.0
 
-    def __init__(self, name: str, version: int, load_args: tuple[Any, ...], count: int) -> None:
+    def __init__(self, name: str, version: int, load_args: tuple[Any, ...], count: int,
+                 limits: WorkerLimits | None = None) -> None:
         self.name, self.version, self.instances, self.restarts = name, version, count, 0
+        self.limits = limits or WorkerLimits()
         self.signature = Signature((), ())
         self.last_error = ""  # why the latest replacement failed to load
         self._load_args = load_args
@@ -94,12 +97,12 @@ class ProcessExecutor:
     @classmethod
     def start(cls, name: str, version: int, info: RuntimeInfo, artifact: Path,  # noqa: PLR0913, PLR0917
               config_folder: Path, options: dict[str, Any], override: Signature | None,
-              count: int) -> ProcessExecutor:
+              count: int, limits: WorkerLimits | None = None) -> ProcessExecutor:
         """Spawn ``count`` workers and wait until each has loaded the model (blocking). Raises
         :class:`WorkerLoadError`, a ValueError, with the first worker's error after stopping the others."""
         if count < 1:
             raise ValueError(f"model '{name}': a process executor needs at least one worker, got {count}")
-        executor = cls(name, version, (info, artifact, config_folder, options, override), count)
+        executor = cls(name, version, (info, artifact, config_folder, options, override), count, limits)
         try:
             executor._start_all()
         except BaseException:
@@ -124,10 +127,20 @@ class ProcessExecutor:
 
     async def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         slot = await self._acquire()
+        worker = slot.worker
+        assert worker is not None
         # Shielded: when the caller gives up (deadline), the worker still finishes and serves again.
         task = asyncio.ensure_future(self._exchange(slot, inputs))
         task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
+        timeout = self.limits.timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout or None)
+        except TimeoutError:
+            worker.overran = True
+            worker.process.kill()  # its exchange sees the pipe close and has it replaced
+            raise InferError(ErrorCode.DEADLINE_EXCEEDED,
+                             f"model '{self.name}' did not answer within its execution timeout of {timeout:g} s; "
+                             f"its worker process {worker.pid} was killed and is being replaced") from None
 
     def close(self) -> None:
         """Stop the workers (a stop message, killed after ``stop_timeout``) and unlink every segment."""
@@ -244,14 +257,21 @@ class ProcessExecutor:
             self._finished(slot, worker)
 
     def _finished(self, slot: _Slot, worker: Handle) -> None:
+        worker.served += 1
+        recycle = self.limits.recycle_reason(worker.served, worker.pid)
         with self._lock:
-            if slot.state is State.BUSY and not worker.exited:
+            if slot.state is State.BUSY and not worker.exited and not recycle:
                 self._make_idle(slot)
                 return
+        if recycle and not worker.exited:
+            log.info("model '%s': replacing worker %d: %s", self.name, worker.pid, recycle)
+            self._lost(slot, worker, died=False, quiet=True)
+            return
         self._lost(slot, worker, died=True)  # it answered, then died (or close() came)
 
-    def _lost(self, slot: _Slot, worker: Handle, died: bool) -> InferError:
-        """Take back a busy worker that died, or whose request was interrupted, and have it replaced."""
+    def _lost(self, slot: _Slot, worker: Handle, died: bool, quiet: bool = False) -> InferError:
+        """Take back a busy worker that died, or whose request was interrupted (or that is due for
+        replacement: ``quiet``), and have it replaced."""
         with self._lock:
             closed = slot.state is State.CLOSED
             if not closed:
@@ -261,9 +281,13 @@ class ProcessExecutor:
             return unavailable(f"model '{self.name}' was unloaded while running the request")
         if not died:
             worker.process.kill()
-            log.warning("model '%s': a request was interrupted; replacing worker %d", self.name, worker.pid)
+            if not quiet:
+                log.warning("model '%s': a request was interrupted; replacing worker %d", self.name, worker.pid)
         worker.retire(self.stop_timeout)
         message = worker.death(self.name, "while running the request")
+        if worker.overran:
+            message = (f"worker process {worker.pid} of model '{self.name}' was killed: its call ran past the "
+                       f"execution timeout of {self.limits.timeout_s:g} s")
         if died:
             log.warning("%s; starting a replacement", message)
         self._schedule_restart(slot, failed=False)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from bisect import bisect_left
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextvars import copy_context
 from time import perf_counter_ns
+from typing import Any
 
 import numpy as np
 
-from inferd.errors import InferError, internal
+from inferd.errors import ErrorCode, InferError, internal, unavailable
+from inferd.executors.daemon_threads import DaemonThreads
 from inferd.runtimes.base import Runtime
 from inferd.signature import as_declared
 
@@ -31,21 +34,36 @@ back costs tens of microseconds of CPU; a 10 µs model pays that many times over
 
 
 class ThreadExecutor:
+    """``instances`` threads running one in-process runtime, with an execution timeout (``timeout_s``, 0 for
+    none).
+
+    A thread cannot be stopped: a call past the timeout answers its callers DEADLINE_EXCEEDED and keeps its
+    thread. Until it returns, the executor is not ready (``not_ready_reason`` says why) and refuses new calls
+    with UNAVAILABLE, so that requests fail at once instead of piling up behind it. Nor can an inline call be
+    preempted, so with a timeout a call runs inline only when its size has been measured at under a hundredth
+    of the limit (and ``INLINE_BELOW_NS``), and never again once any call has run past it."""
+
     def __init__(self, name: str, runtime: Runtime, instances: int = 1,
-                 inline_below_ns: int = INLINE_BELOW_NS) -> None:
+                 inline_below_ns: int = INLINE_BELOW_NS, timeout_s: float = 0.0) -> None:
         self.name = name
         self.runtime = runtime
         self.instances = instances
+        self.timeout_s = timeout_s
+        self._timeout_ns = int(timeout_s * 1e9)
         self._inline_ok = bool(getattr(runtime, "inline_safe", False))
         self._columns = runtime.signature.column_inputs
-        self._inline_below_ns = inline_below_ns
-        self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"inferd-{name}")
+        self._inline_below_ns = min(inline_below_ns, self._timeout_ns // 100) if timeout_s else inline_below_ns
+        self._pool = DaemonThreads(instances, f"inferd-{name}")
+        self._lock = threading.Lock()
+        self._overrunning = 0
+        self.not_ready_reason = ""
+        """Why the executor refuses calls now (a call past its execution timeout), else empty."""
         self.cost = CallCost()
         """What calls of each size take: whether the next one may run inline."""
 
     @property
     def ready(self) -> bool:
-        return True
+        return not self._overrunning
 
     def inline(self, rows: int) -> bool:
         return self._inline_ok and self.cost.expected_ns(rows) < self._inline_below_ns
@@ -54,12 +72,38 @@ class ThreadExecutor:
         return self._timed(inputs, rows)
 
     async def run(self, inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        if self._overrunning:
+            raise unavailable(self.not_ready_reason)
         rows = _rows(inputs)
         if self.inline(rows):
             return self._timed(inputs, rows)
-        # in the caller's context, so the model's log records carry the request id (run_in_executor copies none)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, copy_context().run, self._timed, inputs,
-                                                                rows)
+        # in the caller's context, so the model's log records carry the request id
+        future = self._pool.submit(copy_context().run, self._timed, inputs, rows)
+        if not self.timeout_s:
+            return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except TimeoutError:
+            self._overran(future)
+            raise InferError(ErrorCode.DEADLINE_EXCEEDED,
+                             f"model {self.name!r} did not answer within its execution timeout of "
+                             f"{self.timeout_s:g} s") from None
+
+    def _overran(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._overrunning += 1
+            self._inline_below_ns = 0
+            self.not_ready_reason = (f"model {self.name!r} is not taking requests: a call has run past its "
+                                     f"execution timeout of {self.timeout_s:g} s and has not returned")
+        log.warning("%s", self.not_ready_reason)
+        future.add_done_callback(self._returned)
+
+    def _returned(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._overrunning -= 1
+            if not self._overrunning:
+                self.not_ready_reason = ""
+        log.warning("model %s: the call past its execution timeout has returned; taking requests again", self.name)
 
     def _timed(self, inputs: dict[str, np.ndarray], rows: int) -> Mapping[str, np.ndarray]:
         started = perf_counter_ns()
@@ -71,11 +115,18 @@ class ThreadExecutor:
             log.warning("model %s raised %s: %s", self.name, type(exc).__name__, exc)
             raise internal(f"model {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            self.cost.learn(rows, perf_counter_ns() - started)
+            elapsed = perf_counter_ns() - started
+            self.cost.learn(rows, elapsed)
+            if self._timeout_ns and elapsed > self._timeout_ns:
+                self._inline_below_ns = 0  # a call of this model may take that long: never on the event loop
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.runtime.close()
+        """Stop the threads, after the calls they run (up to the execution timeout for each). A call still
+        running then is abandoned, and the runtime left open under it."""
+        if self._pool.shutdown(self.timeout_s or None):
+            self.runtime.close()
+        else:
+            log.warning("model %s: closed with a call still running past its execution timeout", self.name)
 
 
 class CallCost:

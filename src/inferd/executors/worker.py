@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # asyncio costs a worker 0.1 s of start-up; only the server's
     import asyncio
 
 _SPAWN = multiprocessing.get_context("spawn")
+_PR_SET_PDEATHSIG = 1
 
 
 class WorkerLoadError(ValueError):
@@ -94,6 +97,10 @@ class Handle:
     """The supervisor saw the process end while a request owned the worker."""
     exitcode: int | None = None
     reaped: bool = False
+    served: int = 0
+    """Calls answered."""
+    overran: bool = False
+    """Killed because its call ran past the execution timeout."""
 
     @classmethod
     def spawn(cls, model: str, load_args: tuple[Any, ...]) -> Handle:
@@ -225,6 +232,7 @@ def signature_from_dict(data: dict[str, Any]) -> Signature:
 def main(conn: Connection, info: RuntimeInfo, artifact: Path, config_folder: Path, options: dict[str, Any],
          override: Signature | None) -> None:
     """The worker process's entry point."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the server decides
     try:
         runtime = load_runtime(info, artifact, config_folder, options, override)
@@ -242,6 +250,25 @@ def main(conn: Connection, info: RuntimeInfo, artifact: Path, config_folder: Pat
         requests.close()
         responses.close()
         runtime.close()
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this worker when the server dies (Linux ``PR_SET_PDEATHSIG``), even in the middle of
+    a call that never returns: a killed server must not leave workers behind. The server's segments are then
+    unlinked by its resource tracker, which outlives both (see :mod:`inferd.executors.shm`).
+
+    The kernel sends the signal when the *thread* that started the worker ends: the server starts workers
+    from threads that live as long as the executor (its loading threads and each executor's supervisor)."""
+    if not sys.platform.startswith("linux"):  # pragma: no cover - elsewhere a dead server's pipe EOF stops idle ones
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:  # pragma: no cover
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the server died before the call above
+        os._exit(1)
 
 
 def _serve(conn: Connection, runtime: Runtime, requests: shm.Attachment, responses: shm.Attachment) -> None:
