@@ -160,13 +160,16 @@ def test_process_worker_past_the_limit_is_killed_and_replaced(server: ServerProc
 def test_sigterm_with_a_call_hung_finishes_within_the_grace_period(repository: Path, tmp_path: Path) -> None:
     server = ServerProcess(repository, tmp_path / "serve.log").start(timeout=120)
     assert server.process is not None
-    _sleep_in_background(server, "sleeper")
-    time.sleep(0.3)
-    started = time.monotonic()
-    os.kill(server.process.pid, signal.SIGTERM)
-    code = server.process.wait(timeout=LIMIT_S + 15)
-    assert code == 0, server.log()
-    assert time.monotonic() - started < LIMIT_S + 10
+    try:
+        _sleep_in_background(server, "sleeper")
+        time.sleep(0.3)
+        started = time.monotonic()
+        os.kill(server.process.pid, signal.SIGTERM)
+        code = server.process.wait(timeout=LIMIT_S + 15)
+        assert code == 0, server.log()
+        assert time.monotonic() - started < LIMIT_S + 10
+    finally:
+        server.kill()
 
 
 def test_kill_9_of_the_server_leaves_no_worker_and_no_segment(repository: Path, tmp_path: Path) -> None:
@@ -180,8 +183,13 @@ def test_kill_9_of_the_server_leaves_no_worker_and_no_segment(repository: Path, 
     assert segments
     time.sleep(0.5)  # the hung call is in its worker
     server.kill()
-    deadline = time.monotonic() + 10
-    while any(_alive(w) for w in workers) or any(s.exists() for s in segments):
-        assert time.monotonic() < deadline, (f"left behind: {[w for w in workers if _alive(w)]} "
-                                             f"{[s for s in segments if s.exists()]}")
-        time.sleep(0.1)
+    try:
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) or any(s.exists() for s in segments):
+            assert time.monotonic() < deadline, (f"left behind: {[w for w in workers if _alive(w)]} "
+                                                 f"{[s for s in segments if s.exists()]}")
+            time.sleep(0.1)
+    finally:
+        for worker in workers:  # what this test started, should it have been left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
