@@ -60,8 +60,7 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
     runtime: Runtime | None = None
     executor: Executor
     instances = config.instances
-    timeout_s = instances.execution_timeout_s
-    timeout_s = defaults.execution_timeout_s if timeout_s is None else timeout_s
+    timeout_s = execution_timeout(config, defaults)
     if instances.kind == "process":
         from inferd.executors.process import ProcessExecutor, WorkerLimits
 
@@ -81,6 +80,12 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
                   PlainRequestPlan.for_signature(signature, policy.max_batch_size))
+
+
+def execution_timeout(config: ModelConfig, defaults: ServerDefaults) -> float:
+    """The longest one call of the model may run (0: no limit): model.toml first, then the server's setting."""
+    own = config.instances.execution_timeout_s
+    return defaults.execution_timeout_s if own is None else own
 
 
 def output_check(signature: Signature) -> OutputCheck:

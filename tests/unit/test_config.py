@@ -126,3 +126,22 @@ def test_locate_key_handles_dotted_and_quoted_keys():
     assert locate_key(text, ("options", "b")) == 4
     assert locate_key(text, ("options", "c")) == 3
     assert locate_key(text, ("nowhere",)) is None
+
+
+def test_instance_limits(tmp_path):
+    config = load_model_config(write(tmp_path / "a", '[instances]\nkind = "process"\nexecution_timeout_s = 30\n'
+                                                     'max_requests = 1000\nmax_rss_mb = 512\n'))
+    assert (config.instances.execution_timeout_s, config.instances.max_requests, config.instances.max_rss_mb) == (
+        30, 1000, 512)
+    assert load_model_config(tmp_path / "missing").instances.execution_timeout_s is None  # the server's default
+
+
+@pytest.mark.parametrize("text", ["max_requests = 10\n", "max_rss_mb = 100\n", 'kind = "thread"\nmax_requests = 1\n'])
+def test_recycling_needs_process_instances(tmp_path, text):
+    with pytest.raises(ConfigError, match='recycle worker processes: they need kind = "process"'):
+        load_model_config(write(tmp_path, "[instances]\n" + text))
+
+
+def test_a_negative_execution_timeout_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.toml:2: key 'instances.execution_timeout_s'"):
+        load_model_config(write(tmp_path, "[instances]\nexecution_timeout_s = -1\n"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from inferd.config import BatchingConfig, ModelConfig
-from inferd.loading import ServerDefaults, scheduling_policy
+from inferd.config import BatchingConfig, InstancesConfig, ModelConfig
+from inferd.loading import ServerDefaults, execution_timeout, scheduling_policy
 from inferd.runtimes.registry import RUNTIMES
 from inferd.settings import ServerSettings
 from inferd.signature import Signature, TensorSpec
@@ -52,3 +52,10 @@ def test_a_one_dimensional_input_is_not_batched_by_default():
     assert not scheduling_policy(ModelConfig(), tokens, ServerDefaults(), runtime_batches=True).dynamic_batching
     asked = ModelConfig(batching=BatchingConfig(enabled=True))
     assert scheduling_policy(asked, tokens, ServerDefaults(), runtime_batches=True).dynamic_batching
+
+
+def test_execution_timeout_comes_from_model_toml_then_the_server():
+    assert execution_timeout(ModelConfig(), ServerDefaults()) == 60.0
+    assert execution_timeout(ModelConfig(), ServerSettings(execution_timeout_s=5).model_defaults()) == 5.0
+    own = ModelConfig(instances=InstancesConfig(execution_timeout_s=0.0))  # 0: no limit, whatever the server says
+    assert execution_timeout(own, ServerDefaults(execution_timeout_s=5)) == 0.0

@@ -17,6 +17,7 @@ import pytest
 
 from fakes import ADDER, FAILING, SHOUT, write_model
 from inferd.errors import ErrorCode, InferError
+from inferd.executors.limits import WorkerLimits, resident_mb
 from inferd.executors.process import ProcessExecutor
 from inferd.executors.shm import PREFIX, Segment, attach
 from inferd.runtimes.registry import RUNTIMES, load_runtime
@@ -75,9 +76,10 @@ class Model:
 EXITS = NO_WEIGHTS.replace('raise RuntimeError("no weights here")', "import os; os._exit(3)")
 
 
-def start(root: Path, name: str, source: str, count: int = 1) -> ProcessExecutor:
+def start(root: Path, name: str, source: str, count: int = 1, limits: WorkerLimits | None = None) -> ProcessExecutor:
     folder = write_model(root, name, source)
-    return ProcessExecutor.start(name, 1, RUNTIMES["python"], folder / "1" / "model.py", folder, {}, None, count)
+    return ProcessExecutor.start(name, 1, RUNTIMES["python"], folder / "1" / "model.py", folder, {}, None, count,
+                                 limits)
 
 
 @pytest.fixture
@@ -201,6 +203,41 @@ def test_kill_9_fails_the_running_request_and_the_worker_is_replaced(tmp_path, e
     assert slow.restarts == 1
     assert slow.pids != [pid]
     assert run(slow, {"seconds": np.array([0.0])})["slept"].tolist() == [0.0]
+
+
+def test_a_call_past_the_execution_timeout_kills_the_worker_and_a_new_one_serves(tmp_path, executors):
+    executors.append(slow := start(tmp_path, "slow", SLOW, limits=WorkerLimits(timeout_s=0.3)))
+    [pid] = slow.pids
+    with pytest.raises(InferError) as excinfo:
+        run(slow, {"seconds": np.array([1e6])})
+    assert excinfo.value.code is ErrorCode.DEADLINE_EXCEEDED
+    assert excinfo.value.message == (f"model 'slow' did not answer within its execution timeout of 0.3 s; its worker "
+                                     f"process {pid} was killed and is being replaced")
+    wait_ready(slow, 10.0)
+    assert slow.pids != [pid]
+    assert run(slow, {"seconds": np.array([0.0])})["slept"].tolist() == [0.0]
+
+
+def test_a_worker_is_replaced_after_max_requests(tmp_path, executors):
+    executors.append(adder := start(tmp_path, "adder", ADDER, limits=WorkerLimits(max_requests=2)))
+    inputs = {"a": np.ones((1, 3), np.float32), "b": np.ones((1, 3), np.float32)}
+    [first] = adder.pids
+    run(adder, inputs)
+    assert adder.pids == [first]
+    run(adder, inputs)  # its second call: then it is replaced
+    wait_ready(adder, 10.0)
+    assert adder.pids != [first]
+    assert run(adder, inputs)["total"].tolist() == [6.0]
+    assert adder.restarts == 1
+
+
+def test_recycling_reasons():
+    assert WorkerLimits().recycle_reason(10**6, os.getpid()) == ""
+    assert WorkerLimits(max_requests=3).recycle_reason(2, os.getpid()) == ""
+    assert "served 3 calls" in WorkerLimits(max_requests=3).recycle_reason(3, os.getpid())
+    assert resident_mb(os.getpid()) > 1
+    assert "over max_rss_mb 1" in WorkerLimits(max_rss_mb=1).recycle_reason(1, os.getpid())
+    assert WorkerLimits(max_rss_mb=1).recycle_reason(1, 2**22 + 12345) == ""  # no such process: nothing to measure
 
 
 def test_a_caller_giving_up_leaves_the_worker_serving(tmp_path, executors):

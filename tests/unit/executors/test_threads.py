@@ -102,3 +102,89 @@ def test_model_exceptions_become_internal():
     with pytest.raises(InferError, match="model 'm' failed: ValueError: no") as info:
         calls(ThreadExecutor("m", Failing(inline_safe=True)), [np.zeros(1)])
     assert info.value.code is ErrorCode.INTERNAL
+
+
+class Gate:
+    """A model whose calls wait until the test opens the gate (input ``wait`` true), else answer at once."""
+
+    signature = Signature((), ())
+
+    def __init__(self, inline_safe: bool = False) -> None:
+        self.inline_safe = inline_safe
+        self.gate = threading.Event()
+        self.closed = False
+
+    def predict(self, inputs):
+        if inputs["wait"].any():
+            self.gate.wait()
+        return {"y": inputs["wait"]}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def run_once(executor: ThreadExecutor, wait: bool, rows: int = 1):
+    return asyncio.run(executor.run({"wait": np.full(rows, wait)}))
+
+
+def test_a_call_past_the_execution_timeout_answers_deadline_exceeded_and_the_model_refuses_until_it_returns():
+    model = Gate()
+    executor = ThreadExecutor("slow", model, timeout_s=0.05)
+    with pytest.raises(InferError) as caught:
+        run_once(executor, wait=True)
+    assert caught.value.code is ErrorCode.DEADLINE_EXCEEDED
+    assert "'slow'" in caught.value.message
+    assert "execution timeout of 0.05 s" in caught.value.message
+    assert not executor.ready
+    assert "not taking requests" in executor.not_ready_reason
+    with pytest.raises(InferError) as refused:
+        run_once(executor, wait=False)
+    assert refused.value.code is ErrorCode.UNAVAILABLE
+    assert refused.value.message == executor.not_ready_reason
+    model.gate.set()  # the call returns
+    for _ in range(200):
+        if executor.ready:
+            break
+        time.sleep(0.01)
+    assert executor.ready
+    assert executor.not_ready_reason == ""
+    assert run_once(executor, wait=False)["y"].tolist() == [False]
+    executor.close()
+
+
+def test_a_model_whose_call_overran_never_runs_inline_again():
+    model = Gate(inline_safe=True)
+    executor = ThreadExecutor("m", model, timeout_s=0.05)
+    for _ in range(3):
+        run_once(executor, wait=False)
+    assert executor.inline(1)  # measured: far under a hundredth of the limit
+    with pytest.raises(InferError):
+        run_once(executor, wait=True, rows=2)  # a size not measured yet: on a thread
+    model.gate.set()
+    for _ in range(200):
+        if executor.ready:
+            break
+        time.sleep(0.01)
+    run_once(executor, wait=False)
+    assert not executor.inline(1)
+    executor.close()
+
+
+def test_with_a_timeout_only_calls_far_below_it_run_inline():
+    executor = ThreadExecutor("m", Gate(inline_safe=True), timeout_s=0.001)  # a hundredth: 10 µs
+    executor.cost.learn(1, 50_000)  # 50 µs: inline without a timeout, not with this one
+    assert not executor.inline(1)
+    assert ThreadExecutor("m", Gate(inline_safe=True)).cost.expected_ns(1) == float("inf")
+    unlimited = ThreadExecutor("m", Gate(inline_safe=True))
+    unlimited.cost.learn(1, 50_000)
+    assert unlimited.inline(1)
+
+
+def test_close_does_not_wait_for_a_call_that_never_returns():
+    model = Gate()
+    executor = ThreadExecutor("m", model, timeout_s=0.05)
+    with pytest.raises(InferError):
+        run_once(executor, wait=True)
+    executor.close()  # returns after at most the execution timeout
+    assert not model.closed  # the runtime is left open under the call still running
+    model.gate.set()
