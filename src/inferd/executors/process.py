@@ -12,6 +12,9 @@ Supervision: one thread watches the process sentinels of running workers and the
 A worker that dies idle is replaced at once. One that dies busy is noticed by its request (EOF on the pipe),
 which fails with INTERNAL naming the death, and is replaced at once. A replacement that fails to load is
 retried after 0.5 s, 1 s, 2 s ... up to ``backoff_cap``; ``ready`` is False until every worker serves.
+:class:`WorkerLimits` bounds a call's time (past it the worker is killed, its caller answered
+DEADLINE_EXCEEDED, and it is replaced like one that died) and a worker's life (replaced after so many calls or
+above a resident-memory limit, for models that leak). Workers die with the server (``PR_SET_PDEATHSIG``).
 Workers are started with the spawn method, never fork: the server has threads and an event loop.
 """
 

@@ -10,7 +10,10 @@ native-endian bytes; a BYTES tensor is the length-prefixed layout of :func:`infe
 Whoever reads a segment copies the arrays out, because the segment is reused by the next request.
 
 Ownership: the main process creates every segment (:class:`Segment`), so its resource tracker unlinks
-them should the server die, and unlinks each exactly once itself. A worker only maps them (:func:`attach`).
+them should the server die, and unlinks each exactly once itself. The tracker is a process of its own that
+outlives the server and its workers (which die with the server: see
+:func:`inferd.executors.worker.die_with_parent`); it unlinks once every process holding its pipe is gone.
+A worker only maps them (:func:`attach`).
 On Python < 3.13, ``SharedMemory(name)`` registers even a segment it merely attaches to with the resource
 tracker (CPython gh-82300, formerly bpo-38119), as if that process owned it: a tracker then unlinks it, with
 a "leaked shared_memory objects" warning, when it shuts down. Spawned workers share the server's tracker,
