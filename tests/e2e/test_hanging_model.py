@@ -1,7 +1,7 @@
-"""A model call that does not return, served by a real ``inferd serve``: its caller gets 504 within the model's
-execution timeout, the server keeps serving its other models, a worker process past the limit is replaced,
-an in-process instance is not ready until its call returns, SIGTERM finishes with a call hung, and kill -9
-of the server leaves no worker process and no shared memory segment behind."""
+"""A model call that does not return, served by a real ``inferd serve``: its caller gets 504 within the
+model's execution timeout (an async job ends failed), the server keeps serving its other models, a worker
+process past the limit is replaced, an in-process instance is not ready until its call returns, SIGTERM
+finishes with a call hung, and kill -9 of the server leaves no worker process and no shared memory segment."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def repository(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = _repository(tmp_path_factory.mktemp("hanging") / "models")
-    yield from ServerProcess(root, root.parent / "serve.log").serving(timeout=120)
+    yield from ServerProcess(root, root.parent / "serve.log", env={"INFERD_ASYNC_MAX_ATTEMPTS": "1"}).serving(
+        timeout=120)
 
 
 def _sleep(server: ServerProcess, model: str, seconds: float, timeout: float = 30) -> httpx.Response:
@@ -155,6 +156,20 @@ def test_process_worker_past_the_limit_is_killed_and_replaced(server: ServerProc
     after = _workers(server.process.pid)
     assert len(before - after) == 1  # the hung one is gone, and a new one serves
     assert len(after - before) == 1
+
+
+def test_an_async_job_on_a_hung_model_ends_failed_instead_of_waiting_for_ever(server: ServerProcess) -> None:
+    body = {"inputs": [{"name": "seconds", "datatype": "FP64", "shape": [1], "data": [FOREVER]}]}
+    job = httpx.post(f"{server.url}/v2/models/sleeper-process/infer-async", json=body, timeout=10)
+    assert job.status_code == 202, job.text
+    deadline = time.monotonic() + 30
+    while (status := httpx.get(f"{server.url}/v2/jobs/{job.json()['id']}", timeout=10).json())["status"] in (
+            "queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["status"] == "failed"
+    assert status["error"]["code"] == "DEADLINE_EXCEEDED"
+    assert "execution timeout of 1 s" in status["error"]["message"]
 
 
 def test_sigterm_with_a_call_hung_finishes_within_the_grace_period(repository: Path, tmp_path: Path) -> None:

@@ -139,6 +139,8 @@ class ProcessExecutor:
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout or None)
         except TimeoutError:
+            if task.done():  # it answered just then: the worker may already serve someone else
+                return task.result()
             worker.overran = True
             worker.process.kill()  # its exchange sees the pipe close and has it replaced
             raise InferError(ErrorCode.DEADLINE_EXCEEDED,
