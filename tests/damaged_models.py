@@ -32,6 +32,7 @@ XGBOOST_DAMAGE: dict[str, Callable[[Tree], None]] = {
         tree["left_children"].index(-1), 1),
     "split-on-missing-feature": _set("split_indices", 0, 99999),
     "categorical-split-without-categories": _set("split_type", 0, 1),
+    "parent-out-of-range": _set("parents", 3, -3),  # XGBoost follows parents too: a segfault
 }
 
 

@@ -6,7 +6,7 @@ past its arrays and kills the server (a segfault on the first request that walks
 checks the lengths of the arrays when it loads a model, not what they hold. So every tree is checked here:
 
 - children are ``-1`` (a leaf) or another node of the tree, the root is nobody's child, and no node has two
-  parents (then a walk from the root always ends, at a leaf);
+  parents (then a walk from the root always ends, at a leaf); ``parents`` agree with the children;
 - an internal node splits on a feature the booster has; a categorical split's categories lie inside the
   tree's category list;
 - a multi-target tree's leaves point into its leaf weights;
@@ -109,6 +109,7 @@ def _check_tree(tree: dict[str, Any], num_feature: int) -> None:
         raise ModelStructureError(f"a child index {wrong} is outside the tree's nodes 1..{nodes - 1}")
     if len(np.unique(children)) != len(children):
         raise ModelStructureError("a node is the child of two nodes")
+    _raise(_parents_problem(tree, np.flatnonzero(~leaf), left, right, nodes))
     internal_splits = splits[~leaf]
     if np.any((internal_splits < 0) | (internal_splits >= num_feature)):
         raise ModelStructureError(f"a node splits on feature {int(internal_splits.max())}; the booster has "
@@ -119,6 +120,23 @@ def _check_tree(tree: dict[str, Any], num_feature: int) -> None:
 def _raise(problem: str | None) -> None:
     if problem:
         raise ModelStructureError(problem)
+
+
+def _parents_problem(tree: dict[str, Any], internal: np.ndarray, left: np.ndarray, right: np.ndarray,
+                     nodes: int) -> str | None:
+    """XGBoost follows ``parents`` too (a node's depth, for one): each must be the node that has it as a child,
+    the root's -1 or 2**31 - 1, and any other (a pruned node's) a node of the tree."""
+    parents = _ints_or_floats(tree.get("parents"), "parents", np.int64)
+    if len(parents) != nodes:
+        return f"num_nodes is {nodes} but it has {len(parents)} parents"
+    if parents[0] not in (-1, 2**31 - 1):
+        return f"the root has parent {int(parents[0])}"
+    if np.any((parents[1:] < 0) | (parents[1:] >= nodes)):
+        return "a parent index is outside the tree's nodes"
+    wrong = (parents[left[internal]] != internal) | (parents[right[internal]] != internal)
+    if wrong.any():
+        return f"a child of node {int(internal[wrong][0])} names another parent"
+    return None
 
 
 def _leaves_problem(tree: dict[str, Any], leaf: np.ndarray, right: np.ndarray, leaf_vector: int) -> str | None:
