@@ -5,6 +5,10 @@ Inline is only for runtimes whose cost is predictable from the input size (they 
 compiled graphs and trees, not user Python code or torch modules), and only for calls expected to take under
 ``INLINE_BELOW_NS`` from the measured cost of calls of their size. Anything else runs on the model's threads,
 so a slow call never stalls the event loop (health checks, other models, deadlines, disconnects).
+
+An execution timeout bounds what a caller waits for; a call past it cannot be stopped, so it keeps its thread
+and the model refuses calls until it returns (see :class:`ThreadExecutor`). The threads are daemons
+(:mod:`inferd.executors.daemon_threads`): such a call cannot keep the server from exiting.
 """
 
 from __future__ import annotations
