@@ -124,7 +124,7 @@ def _alive(pid: int) -> bool:
 def test_thread_call_past_the_limit_answers_504_and_the_model_waits_for_it(server: ServerProcess) -> None:
     started = time.monotonic()
     answer = _sleep(server, "sleeper", 4)
-    assert time.monotonic() - started < LIMIT_S + 1.5
+    assert time.monotonic() - started < LIMIT_S + 3  # the limit, and a loaded machine's slack
     assert answer.status_code == 504, answer.text
     assert "'sleeper'" in answer.json()["error"]
     assert "execution timeout of 1 s" in answer.json()["error"]
@@ -146,7 +146,7 @@ def test_process_worker_past_the_limit_is_killed_and_replaced(server: ServerProc
     before = _workers(server.process.pid)
     started = time.monotonic()
     answer = _sleep(server, "sleeper-process", FOREVER)
-    assert time.monotonic() - started < LIMIT_S + 1.5
+    assert time.monotonic() - started < LIMIT_S + 3  # the limit, and a loaded machine's slack
     assert answer.status_code == 504, answer.text
     assert "'sleeper-process'" in answer.json()["error"]
     assert "was killed and is being replaced" in answer.json()["error"]
