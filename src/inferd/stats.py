@@ -51,12 +51,9 @@ class BatchStats:
     compute_output: Duration = field(default_factory=Duration)
 
     def add(self, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        self.compute_input.count += 1
-        self.compute_input.ns += input_ns
-        self.compute_infer.count += 1
-        self.compute_infer.ns += infer_ns
-        self.compute_output.count += 1
-        self.compute_output.ns += output_ns
+        self.compute_input.add(input_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_output.add(output_ns)
 
 
 @dataclass(slots=True)
@@ -86,21 +83,11 @@ class ModelStats:
         request that ran it (None for requests that were merged into another's batch)."""
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.inference_count += batch
-        # HistogramDuration.add and Duration.add, inline: this runs for every request
-        success, queue, infer = self.success, self.queue, self.compute_infer
-        success.count += 1
-        success.ns += total_ns
-        success.buckets[bisect_left(DURATION_BOUNDS_NS, total_ns)] += 1
-        queue.count += 1
-        queue.ns += queue_ns
-        queue.buckets[bisect_left(DURATION_BOUNDS_NS, queue_ns)] += 1
-        infer.count += 1
-        infer.ns += infer_ns
-        infer.buckets[bisect_left(DURATION_BOUNDS_NS, infer_ns)] += 1
-        self.compute_input.count += 1
-        self.compute_input.ns += input_ns
-        self.compute_output.count += 1
-        self.compute_output.ns += output_ns
+        self.success.add(total_ns)
+        self.queue.add(queue_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_input.add(input_ns)
+        self.compute_output.add(output_ns)
         if executed_rows is None:
             return
         self.execution_count += 1

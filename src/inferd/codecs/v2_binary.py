@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from inferd.codecs import v2_json
 from inferd.errors import InferError, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
@@ -74,10 +72,7 @@ def split_body(body: bytes, header_length: str | int | None) -> tuple[Any, memor
     INVALID_ARGUMENT when the header length or the JSON is malformed."""
     length = None if header_length is None else parse_header_length(header_length)
     if length is None or length == len(body):
-        try:
-            return orjson.loads(body), None  # v2_json.loads, inline: this runs for every request
-        except orjson.JSONDecodeError as exc:
-            raise invalid(f"malformed JSON: {exc}") from None
+        return v2_json.loads(body), None
     if length > len(body):
         raise invalid(f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes")
     return v2_json.loads(body[:length]), memoryview(body)[length:]

@@ -211,8 +211,6 @@ class Scheduler:
         except InferError as exc:
             _settle(_Pending(inputs, rows, (), 0, waiter), exc)
             return
-        if self._turn_armed:  # _queued_now's usual case, inline: this runs for every request of a busy turn
-            return
         self._queued_now()
 
     def _enqueue(self, inputs: Arrays, rows: int, level: int, timeout_us: int,
@@ -304,11 +302,8 @@ class Scheduler:
         for item in batch:
             stop = start + item.rows
             if not item.future.done():
-                try:  # _settle, inline: this runs for every request of a batch
-                    item.future.set_result(RunResult(outputs, started - item.enqueued_ns, finished - started, rows,
-                                                     not counted, start, stop, listed))
-                except Exception:
-                    log.exception("answering a request to a model failed")
+                _settle(item, RunResult(outputs, started - item.enqueued_ns, finished - started, rows, not counted,
+                                        start, stop, listed))
                 counted = True
             start = stop
 
