@@ -52,8 +52,8 @@ def test_every_line_is_json_with_the_common_fields(json_server: ServerProcess) -
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [
-    ("POST", "/v2/models/adder/infer", BODY),  # the HTTP fast path
-    ("GET", "/v2/health/ready", None),  # the fast path's probes
+    ("POST", "/v2/models/adder/infer", BODY),  # a native route
+    ("GET", "/v2/health/ready", None),  # the native probes
     ("GET", "/v2/models/adder", None),  # FastAPI, through the ASGI wrapper
     ("GET", "/v2/models/nope", None),  # an error answer
 ])
@@ -82,8 +82,8 @@ def test_a_missing_or_unusable_request_id_is_replaced(json_server: ServerProcess
         access_entry(json_server, request_id)
 
 
-def test_the_slow_asgi_route_for_inference_has_request_ids_too(json_server: ServerProcess) -> None:
-    """``Expect: 100-continue`` sends inference through uvicorn and the ASGI app instead of the fast path."""
+def test_inference_with_expect_100_continue_has_request_ids_too(json_server: ServerProcess) -> None:
+    """``Expect: 100-continue``: the interim answer, then the inference, with its id and access log entry."""
     body = json.dumps(BODY).encode()
     head = (f"POST /v2/models/adder/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nX-Request-ID: slow-path-1\r\n"

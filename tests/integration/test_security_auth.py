@@ -73,6 +73,18 @@ def test_infer_without_key_is_401_with_a_challenge(server):
     assert answer.json() == {"error": "missing API key: send Authorization: Bearer <key> or x-api-key"}
 
 
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v2/models/adder/infer"), ("POST", "/v2/models/add%65r/infer"), ("POST", "/v2/models/adder/infer-async"),
+    ("POST", "/v1/models/adder:predict"), ("POST", "/invocations"), ("GET", "/v2/models/adder"),
+    ("POST", "/v2/repository/index"), ("GET", "/v2/batch/jobs"), ("GET", "/metrics"), ("GET", "/v2/jobs"),
+])
+def test_every_401_carries_the_challenge_whichever_route_answers(server, method, path):
+    answer = httpx.request(method, server.url + path, content=ADD)
+    assert answer.status_code == 401, path
+    assert answer.headers["www-authenticate"] == "Bearer", path
+    assert "missing API key" in answer.json()["error"]
+
+
 def test_wrong_key_is_401_and_not_echoed(server):
     answer = httpx.post(server.url + "/v2/models/adder/infer", content=ADD,
                         headers={"authorization": "Bearer not-a-real-key-123"})
@@ -180,7 +192,7 @@ def test_async_jobs_belong_to_the_key_that_submitted_them(server):
     assert "HTTP 401" in refused.stderr
 
 
-def test_fast_path_refusal_keeps_the_connection_and_drops_the_body(server):
+def test_native_route_refusal_keeps_the_connection_and_drops_the_body(server):
     key = b"authorization: Bearer " + KEYS["runner"].encode() + b"\r\n"
     big = orjson.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}],
                         "pad": "x" * 200_000})
