@@ -124,7 +124,7 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     return answer
 
 
-@pytest.mark.parametrize("path", ["/v2/models/adder/infer", "/v2/repository/index"])  # fast path, and FastAPI
+@pytest.mark.parametrize("path", ["/v2/models/adder/infer", "/v2/repository/index"])  # a native route, and FastAPI
 def test_a_body_that_stops_coming_gets_408(server, path):
     request = post(path, ADD)
     with _connect(server) as sock:

@@ -235,6 +235,6 @@ def test_openapi_docs_are_served(http):
 
 
 def test_probes_answer_before_and_after_the_full_app_is_built(server):
-    """The health probes are served by the fast path; every other route still reaches the full app."""
+    """The health probes are native routes; every other route still reaches the full app."""
     for path in ("/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/digits", "/ping", "/v1/models/digits"):
         assert httpx.get(server.url + path, timeout=10).status_code == 200, path

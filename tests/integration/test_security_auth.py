@@ -1,4 +1,4 @@
-"""API keys with scopes against a real ``inferd serve``: HTTP (the inference fast path, the pipelined ASGI path
+"""API keys with scopes against a real ``inferd serve``: HTTP (the native inference route, pipelined requests
 and the FastAPI routes behind the one ASGI wrapper) and gRPC (tritonclient and the raw stub), and the rule
 that refuses to start off loopback without keys."""
 

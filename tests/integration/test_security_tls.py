@@ -1,5 +1,5 @@
 """TLS on both ports of a real ``inferd serve``, with certificates made by openssl for the test: HTTPS through
-the inference fast path and the FastAPI routes, gRPC over TLS with tritonclient, plain connections refused,
+the native inference route and the FastAPI routes, gRPC over TLS with tritonclient, plain connections refused,
 and client certificates required when a client CA is set."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def mtls_server(repo: Path, certs: Certs) -> Iterator[ServerProcess]:
 def test_https_fast_path_and_routes(tls_server, certs):
     assert tls_server.url.startswith("https://")
     with httpx.Client(base_url=tls_server.url, verify=context(certs)) as client:
-        for _ in range(3):  # keep-alive over TLS through the fast path
+        for _ in range(3):  # keep-alive over TLS through the native route
             answer = client.post("/v2/models/adder/infer", content=ADD)
             assert answer.status_code == 200, answer.text
             assert answer.json()["outputs"][0]["data"] == [11, 22, 33]

@@ -405,7 +405,7 @@ def test_a_caller_gone_from_a_turns_batch_is_failed_and_the_others_get_their_own
         assert len(result.batch_outputs["y"]) == 4
 
 
-# -- submit: answered through a function (the HTTP fast path's requests) ----------------------------------
+# -- submit: answered through a waiter (the DataPlane's) ------------------------------------------------------
 class Outcomes:
     """Waiters for submit that keep what each request is told (a RunResult or an error), by its value."""
 
