@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The system packages the test suite needs beyond what pip installs: Debian's libb64-0d, which the perf_analyzer
-# binary in tritonclient 2.41.0's wheel links (tests/e2e/test_perf_analyzer.py). `make test` runs this: it
-# installs them as root with apt-get; elsewhere it says what is missing and goes on (that test then skips,
-# saying why; under CI it fails).
+# binary in tritonclient 2.41.0's wheel links (tests/e2e/test_perf_analyzer.py), and chromium, which renders
+# /docs with the network closed (tests/integration/test_openapi_docs.py). `make test` runs this: it installs
+# them as root with apt-get; elsewhere it says what is missing and goes on (those tests then skip, saying why).
 set -euo pipefail
-PACKAGES=(libb64-0d)
+PACKAGES=(libb64-0d chromium)
 say() { echo "system_deps.sh: $*" >&2; }
 
 if ! command -v dpkg >/dev/null; then
-  say "not a Debian system: install ${PACKAGES[*]} (or its equivalent) for the perf_analyzer test"
+  say "not a Debian system: install ${PACKAGES[*]} (or their equivalents) for the perf_analyzer and /docs tests"
   exit 0
 fi
 missing=()
@@ -17,10 +17,11 @@ for package in "${PACKAGES[@]}"; do
 done
 ((${#missing[@]})) || exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-  say "missing ${missing[*]}: run 'sudo apt-get install ${missing[*]}' for the perf_analyzer test"
+  say "missing ${missing[*]}: run 'sudo apt-get install ${missing[*]}' for the perf_analyzer and /docs tests"
   exit 0
 fi
 say "apt-get install ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
 if ! apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; then  # no package lists yet on a fresh machine
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
