@@ -4,8 +4,8 @@ routes read and no 422 that is never sent."""
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
