@@ -22,6 +22,7 @@ _RUNTIME_BY_SUFFIX = {
     ".pt": "torch",
     ".pt2": "torch",
     ".py": "python",
+    ".gguf": "llama_cpp",
 }
 
 
@@ -68,6 +69,8 @@ def resolve_artifact(version: int, folder: Path, config: ModelConfig) -> Version
     else:
         candidates = [folder / name for name in KNOWN_ARTIFACTS if (folder / name).is_file()]
         expected = ", ".join(KNOWN_ARTIFACTS)
+    if not candidates and config.runtime in (None, "llama_cpp"):
+        candidates = sorted(folder.glob("*.gguf"))  # GGUF files keep their published names
     if not candidates:
         present = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != CONFIG_FILE)
         raise ArtifactError(

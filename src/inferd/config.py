@@ -4,7 +4,7 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
 
 .. code-block:: toml
 
-    runtime = "sklearn"           # onnx | sklearn | xgboost | lightgbm | torch | python (default: from the artifact)
+    runtime = "sklearn"           # onnx | sklearn | xgboost | lightgbm | torch | python | llama_cpp | echo_llm
     artifact = "model.joblib"     # file name inside each version folder (default: the one known artifact)
     description = "spam filter"
     max_batch_size = 256          # largest batch (rows) one request may carry; 0: the server's default
@@ -39,6 +39,13 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     execution_timeout_s = 30      # longest one model call may run (default: the server's; 0: none): 504
     max_requests = 10000          # process workers: replace each after so many calls (0: never)
     max_rss_mb = 2048             # process workers: replace one whose resident memory passes this (0: never)
+
+    [generation]                  # generative models (.gguf): see docs/generative.md
+    context = 2048                # tokens per sequence, prompt and output
+    slots = 4                     # sequences generated at once (continuous batching)
+    max_tokens = 256              # output tokens of a request that sets no limit
+    temperature = 1.0             # default sampling; 0: greedy
+    top_p = 1.0
 
     [capture]                     # data capture: sampled requests and responses written as JSON Lines
     enabled = true
@@ -192,12 +199,27 @@ class CaptureConfig(_Strict):
     """A new file is started past this age (and at every hour, which is a folder)."""
 
 
+class GenerationConfig(_Strict):
+    """``[generation]``: limits and defaults of a generative model (a ``.gguf`` file)."""
+
+    context: int = Field(default=2048, ge=16)
+    """Tokens one sequence may hold, prompt and output together (at most what the model was trained on)."""
+    slots: int = Field(default=4, ge=1)
+    """Sequences generated at once, each with its own KV cache; more requests wait in the queue."""
+    max_tokens: int = Field(default=256, ge=1)
+    """Output tokens of a request that sets no limit (fewer when the context has no room for so many)."""
+    temperature: float = Field(default=1.0, ge=0)
+    """Sampling temperature of a request that sets none; 0: greedy."""
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling of a request that sets none; 1: off."""
+
+
 class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
     runtime: str | None = None
-    """``onnx``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch`` or ``python``; default: the runtime of the
-    artifact found."""
+    """``onnx``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch``, ``python``, ``llama_cpp`` (a GGUF language
+    model) or ``echo_llm`` (a fake language model for tests); default: the runtime of the artifact found."""
     artifact: str | None = None
     """File name of the artifact inside each version folder; default: the one known artifact there."""
     description: str = ""
@@ -222,6 +244,8 @@ class ModelConfig(_Strict):
     """Copies of the model (the ``[instances]`` table)."""
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     """Data capture (the ``[capture]`` table)."""
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """A generative model's limits and defaults (the ``[generation]`` table)."""
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib.metadata import version as package_version
@@ -28,7 +28,7 @@ from inferd.calls import (
     captured_request,
     parse_version,
 )
-from inferd.errors import ErrorCode, InferError, not_found
+from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
     ConfigTensor,
     DynamicBatching,
@@ -45,6 +45,8 @@ from inferd.signature import Signature
 from inferd.stats import ModelStats
 
 if TYPE_CHECKING:
+    from inferd.generation.request import GenerationRequest
+    from inferd.generation.scheduler import GenerationEvent, GenerationScheduler, Ticket
     from inferd.observability.capture import CaptureWriter
     from inferd.scheduling.scheduler import RunResult
 
@@ -213,6 +215,34 @@ class DataPlane:
             raise outcome
         return outcome
 
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+        """The one generation path: resolve the generative model the request names, check it, tokenize its
+        prompt (off the event loop) and queue it on the model's generation scheduler. Raises before anything is
+        generated (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE when the queue is full); then the events follow as
+        the tokens come, the last with a finish reason and the usage. Closing the iterator early (a client that
+        went away) frees the request's slot before the next decode step."""
+        from inferd.generation.request import output_budget, prompt_tokens
+
+        request.check()
+        generator = self.generator(request.model_name, request.model_version)
+        loop = asyncio.get_running_loop()
+        tokens = await loop.run_in_executor(None, prompt_tokens, generator.engine, request)
+        budget = output_budget(request, generator.limits, generator.context, len(tokens))
+        events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
+
+        def sink(event: GenerationEvent | BaseException) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        ticket = generator.submit(tokens, budget, request.sampling(generator.limits), request.stop, sink)
+        return _events(events, ticket)
+
+    def generator(self, name: str, version: str | None = None) -> GenerationScheduler:
+        """A generative model's scheduler; INVALID_ARGUMENT naming the model when it is a tensor model."""
+        loaded = self.repository.get(name, parse_version(version)).require_loaded()
+        if loaded.generator is None:
+            raise invalid(f"model {name!r} is not a generative model (it takes tensors: use the V2 infer route)")
+        return loaded.generator
+
     def capture_inference(self, model: ModelVersion, signature: Signature, prepared: Prepared,
                           result: RunResult) -> None:
         """Data capture (the model's ``[capture]``): sampled and queued, never waited for."""
@@ -295,6 +325,25 @@ class _Waiter:
         if isinstance(error, InferError):
             self._model.stats.record_failure(perf_counter_ns() - self._started, error.code.value)
         self._answer(error)
+
+
+async def _events(events: asyncio.Queue[GenerationEvent | BaseException],
+                  ticket: Ticket) -> AsyncGenerator[GenerationEvent, None]:
+    finished = False
+    try:
+        while True:
+            event = await events.get()
+            if isinstance(event, BaseException):
+                finished = True
+                raise event
+            if event.finish_reason is not None:
+                finished = True
+            yield event
+            if finished:
+                return
+    finally:
+        if not finished:
+            ticket.cancel()
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

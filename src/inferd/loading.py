@@ -14,8 +14,10 @@ from inferd.codecs.v2_plain import PlainRequestPlan
 from inferd.config import ModelConfig
 from inferd.executors.base import Executor
 from inferd.executors.threads import ThreadExecutor
+from inferd.generation.sampling import SamplingParams
+from inferd.generation.scheduler import GenerationLimits, GenerationScheduler
 from inferd.runtimes.base import Runtime
-from inferd.runtimes.registry import load_runtime
+from inferd.runtimes.registry import load_engine, load_runtime
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import OutputCheck, Scheduler
 from inferd.signature import Signature, check_outputs
@@ -51,6 +53,14 @@ class Loaded:
     """The in-process runtime; None when the model runs in worker processes."""
     plain: PlainRequestPlan | None = None
     """Reads and answers the plain V2 request in one pass (None when the signature has no such form)."""
+    generator: GenerationScheduler | None = None
+    """A generative model's continuous batching (None for a tensor model)."""
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.executor.close()
+        if self.generator is not None:
+            self.generator.close()
 
 
 def load(name: str, source: VersionSource, model_folder: Path, config: ModelConfig,
@@ -61,6 +71,8 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
     executor: Executor
     instances = config.instances
     timeout_s = execution_timeout(config, defaults)
+    if source.runtime.generative:
+        return load_generative(name, source, model_folder, config, defaults)
     if instances.kind == "process":
         from inferd.executors.process import ProcessExecutor, WorkerLimits
 
@@ -80,6 +92,27 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
                   PlainRequestPlan.for_signature(signature, policy.max_batch_size))
+
+
+def load_generative(name: str, source: VersionSource, model_folder: Path, config: ModelConfig,
+                    defaults: ServerDefaults) -> Loaded:
+    """A language model: its engine under a generation scheduler, and a tensor face (``text_input`` →
+    ``text_output``) on threads for the routes that speak tensors. Its instances run in this process always."""
+    from inferd.generation.tensor_face import GenerativeRuntime
+
+    generation = config.generation
+    engine = load_engine(source.runtime, source.artifact, model_folder, config.options, generation.context,
+                         generation.slots)
+    limits = GenerationLimits(generation.max_tokens, config.queue.max_size or defaults.max_queue_size,
+                              SamplingParams(generation.temperature, generation.top_p))
+    generator = GenerationScheduler(name, engine, limits)
+    runtime = GenerativeRuntime(name, generator)
+    executor = ThreadExecutor(name, runtime, generation.slots, timeout_s=execution_timeout(config, defaults))
+    policy = scheduling_policy(config, runtime.signature, defaults)
+    log.info("model %s version %d: generative (%s), %d slots of %d tokens", name, source.version,
+             source.runtime.name, generation.slots, generation.context)
+    return Loaded(runtime.signature, executor, Scheduler(name, executor, policy, output_check(runtime.signature)),
+                  runtime, None, generator)
 
 
 def execution_timeout(config: ModelConfig, defaults: ServerDefaults) -> float:

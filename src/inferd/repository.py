@@ -230,8 +230,7 @@ def _close(model: Model) -> None:
     for version in model.versions.values():
         if version.loaded is not None:
             try:
-                version.loaded.scheduler.close()
-                version.loaded.executor.close()
+                version.loaded.close()
             except Exception:  # closing must not stop the unload of the others
                 log.exception("closing model %s version %d failed", model.name, version.version)
             version.loaded = None

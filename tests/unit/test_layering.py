@@ -54,7 +54,8 @@ def _violations(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> list[
     (("inferd.codecs",), WEB_FRAMEWORKS + TRANSPORTS, "codecs are wire formats, free of web frameworks"),
     (("inferd.security", "inferd.observability"), TRANSPORTS, "security and observability import no transport"),
     (("inferd.jobs", "inferd.batch"), INFERENCE_INTERNALS, "jobs and batch reach inference through the DataPlane"),
-    (("inferd.scheduling", "inferd.executors"), ("inferd.dataplane", "inferd.repository", *TRANSPORTS),
+    (("inferd.scheduling", "inferd.executors", "inferd.generation"),
+     ("inferd.dataplane", "inferd.repository", "inferd.loading", *TRANSPORTS),
      "the layers below the DataPlane do not reach up"),
 ])
 def test_layering_rule(importers, forbidden, rule):

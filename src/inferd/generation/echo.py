@@ -2,7 +2,8 @@
 repeating its bytes, then ends. Tokens are bytes (0-255) plus an end token; greedy decoding echoes exactly.
 
 Knobs: ``delay_ms`` sleeps once per prefill and per batched decode step (a stand-in for compute), and
-``fail_after`` makes the engine raise on that many-th decode step (counted over its lifetime, 0: never), so
+``fail_after`` makes the engine raise on every that many-th decode step (counted over its lifetime, 0:
+never), so
 that tests can watch the scheduler recover."""
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class EchoEngine:
     def decode(self, batch: Sequence[tuple[int, int]]) -> np.ndarray:
         self.steps += 1
         self.batch_sizes.append(len(batch))
-        if self.fail_after and self.steps >= self.fail_after:
+        if self.fail_after and self.steps % self.fail_after == 0:
             raise RuntimeError(f"echo engine failed on decode step {self.steps} (fail_after = {self.fail_after})")
         self._sleep()
         rows = []

@@ -26,6 +26,9 @@ inferd_capture_dropped_total             counter    model, version (capture queu
 inferd_capture_errors_total              counter    model, version (records the writer could not write)
 =======================================  =========  ==================================================
 
+Generative models add their own (time to first token, inter-token latency, tokens per second, running and
+waiting sequences, token counters): see :mod:`inferd.observability.generation_metrics`.
+
 Counters of a model version start again from zero when it is reloaded (Prometheus' ``rate`` handles resets).
 """
 
@@ -38,6 +41,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferd.observability.generation_metrics import generation_metrics
 from inferd.repository import ModelVersion, State
 from inferd.stats import DURATION_BOUNDS_NS, HistogramDuration
 
@@ -90,6 +94,7 @@ class InferdCollector(Collector):
         yield from _request_metrics(versions)
         yield from _duration_metrics(versions)
         yield from _state_metrics(versions)
+        yield from generation_metrics(versions)
         yield _async_jobs(self.job_counts)
         if self._batch_jobs is not None:
             yield _batch_jobs(self._batch_jobs)

@@ -58,6 +58,18 @@ class PythonOptions(_Options):
     """The class to serve; by default ``Model``, or the only class in model.py that has ``predict``."""
 
 
+class LlamaCppOptions(_Options):
+    threads: int = Field(default=0, ge=0)
+    """Threads llama.cpp computes with; 0: one per core."""
+
+
+class EchoLLMOptions(_Options):
+    delay_ms: float = Field(default=0.0, ge=0)
+    """Sleep of each prefill and each batched decode step, a stand-in for compute."""
+    fail_after: int = Field(default=0, ge=0)
+    """Raise on every this many-th decode step (counted over the model's life; 0: never), to test failures."""
+
+
 OPTIONS: dict[str, type[BaseModel]] = {
     "onnx": OnnxOptions,
     "sklearn": SklearnOptions,
@@ -65,5 +77,7 @@ OPTIONS: dict[str, type[BaseModel]] = {
     "lightgbm": LightGBMOptions,
     "torch": TorchOptions,
     "python": PythonOptions,
+    "llama_cpp": LlamaCppOptions,
+    "echo_llm": EchoLLMOptions,
 }
 """The ``[options]`` schema of each runtime, by the runtime's name in the registry."""

@@ -34,6 +34,9 @@ class RuntimeInfo:
     """Dynamic batching (with no queue delay) for its batch-capable models whose model.toml and server
     settings do not say. ONNX graphs: rows are independent and a batch costs little more than one row, and
     Triton's ONNX Runtime backend does the same for the models it configures itself."""
+    generative: bool = False
+    """A language model: its module has ``load_engine`` instead of ``load``, and a generation scheduler serves it
+    (see :mod:`inferd.generation`)."""
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
@@ -47,6 +50,9 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("lightgbm", "inferd.runtimes.lightgbm", ("model.txt",), "lightgbm", ("lightgbm",)),
         RuntimeInfo("torch", "inferd.runtimes.torch", ("model.pt", "model.pt2"), "torch", ("torch",)),
         RuntimeInfo("python", "inferd.runtimes.python", ("model.py",), "", ()),
+        RuntimeInfo("llama_cpp", "inferd.runtimes.llama_cpp", ("model.gguf",), "llm", ("llama_cpp",),
+                    generative=True),
+        RuntimeInfo("echo_llm", "inferd.runtimes.echo_llm", ("model.echo",), "", (), generative=True),
     )
 }
 
@@ -71,6 +77,16 @@ def check_installed(info: RuntimeInfo) -> None:
             f"the {info.name} runtime needs {', '.join(missing)}, which is not installed; "
             f"install it with: pip install 'inferd[{info.extra}]'"
         )
+
+
+def load_engine(info: RuntimeInfo, artifact: Path, config_folder: Path, options: dict[str, Any],
+                context: int, slots: int) -> Any:
+    """A generative runtime's engine (an :class:`inferd.generation.engine.Engine`) for ``slots`` sequences of
+    ``context`` tokens."""
+    check_installed(info)
+    checked = validate_options(config_folder, options, OPTIONS[info.name])
+    module = importlib.import_module(info.module)
+    return module.load_engine(artifact, checked, context, slots)
 
 
 def load_runtime(info: RuntimeInfo, artifact: Path, config_folder: Path, options: dict[str, Any],

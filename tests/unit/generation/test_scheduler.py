@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+
 import pytest
 
 from inferd.errors import ErrorCode, InferError
@@ -66,7 +67,7 @@ def test_greedy_echo_ends_with_the_end_token_and_usage(make):
 
 def test_max_tokens_ends_with_length(make):
     _, scheduler = make()
-    text, tokens, last = _submit(scheduler, "abcdef", max_tokens=3)[0].result()
+    text, _, last = _submit(scheduler, "abcdef", max_tokens=3)[0].result()
     assert (text, last.finish_reason, last.completion_tokens) == ("abc", "length", 3)
 
 

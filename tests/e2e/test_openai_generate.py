@@ -1,0 +1,241 @@
+"""The OpenAI chat completions and completions routes, with the stock ``openai`` client, against a real server
+serving the echo language model (it answers a prompt by repeating it: greedy output is known exactly)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from generative_models import write_echo_llm
+from server_process import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("gen") / "models"
+    write_echo_llm(root, "echo", slots=4, context=512, delay_ms=1)
+    write_echo_llm(root, "slow", slots=4, context=2048, delay_ms=20)
+    write_echo_llm(root, "tiny-queue", slots=1, context=2048, delay_ms=20, queue_size=1)
+    write_echo_llm(root, "breaks", slots=2, fail_after=5)
+    process = ServerProcess(root, tmp_path_factory.mktemp("logs") / "serve.log",
+                            extra_args=["--max-body-bytes", str(4 * 1024 * 1024)])
+    yield from process.serving(timeout=120)
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/openai/v1", api_key="none", max_retries=0, timeout=60)
+
+
+def _chatml(user: str) -> str:
+    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _gauge(server: ServerProcess, name: str, model: str) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    match = re.search(rf'^{name}{{model="{model}",version="1"}} (\S+)$', text, re.M)
+    assert match, text
+    return float(match.group(1))
+
+
+def test_chat_completion_through_the_chat_template_with_usage(client):
+    reply = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}],
+                                           temperature=0)
+    expected = _chatml("hi")
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content == expected
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.prompt_tokens == len(expected.encode())
+    assert reply.usage.completion_tokens == len(expected.encode())
+    assert reply.usage.total_tokens == 2 * len(expected.encode())
+
+
+def test_max_tokens_and_max_completion_tokens_end_with_length(client):
+    for limit in ({"max_tokens": 5}, {"max_completion_tokens": 5}):
+        reply = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}], **limit)
+        assert reply.choices[0].message.content == "<|im_"
+        assert reply.choices[0].finish_reason == "length"
+        assert reply.usage.completion_tokens == 5
+
+
+def test_a_stop_list_is_matched_across_tokens_and_stripped(client):
+    reply = client.completions.create(model="echo", prompt="alpha beta gamma", stop=["gam", "zzz"])
+    assert reply.choices[0].text == "alpha beta "
+    assert reply.choices[0].finish_reason == "stop"
+    reply = client.completions.create(model="echo", prompt="alpha beta gamma", stop="beta")
+    assert reply.choices[0].text == "alpha "
+
+
+def test_a_streamed_chat_completion_with_usage(client):
+    stream = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "héllo"}],
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == _chatml("héllo")
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == ["stop"]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == len(_chatml("héllo").encode())
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_a_streamed_completion_without_usage(client):
+    chunks = list(client.completions.create(model="echo", prompt="stream me", stream=True, max_tokens=6))
+    assert "".join(c.choices[0].text for c in chunks) == "stream"
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_seeded_sampling_repeats_per_request(client):
+    def run(seed):
+        return client.completions.create(model="echo", prompt="abcdefghijklmnop", temperature=2.0, top_p=1.0,
+                                         seed=seed).choices[0].text
+
+    assert run(5) == run(5)
+
+
+@pytest.mark.parametrize(("body", "param", "words"), [
+    ({"messages": []}, "messages", "empty"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "robot"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "string"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens", "at least 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": -3}, "max_tokens", "at least 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": -0.5}, "temperature", "at least 0"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": [f"s{i}" for i in range(100)]}, "stop", "100"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n", "n = 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools", "tool"),
+    ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs", "not supported"),
+    ({"messages": [{"role": "user", "content": "x"}], "extra_body": {"frobnicate": 1}}, "frobnicate", "Unrecognized"),
+])
+def test_bad_chat_requests_are_400_naming_the_field(client, body, param, words):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="echo", **body)
+    error = info.value.body
+    assert error["param"] == param, error
+    assert words in error["message"], error
+
+
+def test_prompt_and_max_tokens_beyond_the_context_name_both_numbers(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="echo", prompt="x" * 500, max_tokens=100)
+    message = info.value.body["message"]
+    assert "500 tokens" in message
+    assert "max_tokens is 100" in message
+    assert "context of 512" in message
+    with pytest.raises(openai.BadRequestError, match="context of 512"):
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}], max_tokens=600)
+
+
+def test_a_1_mb_prompt_is_a_400_and_the_server_keeps_serving(client):
+    with pytest.raises(openai.BadRequestError, match="1048576 tokens"):
+        client.completions.create(model="echo", prompt="y" * 1024 * 1024)
+    assert client.completions.create(model="echo", prompt="ok").choices[0].text == "ok"
+
+
+def test_invalid_utf8_and_unknown_models(server, client):
+    reply = httpx.post(server.url + "/openai/v1/chat/completions", content=b'{"model": "echo", "messages": "\xff"}',
+                       headers={"content-type": "application/json"})
+    assert reply.status_code == 400
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_model_failure_is_an_error_and_the_model_serves_again(client):
+    with pytest.raises(openai.InternalServerError, match="fail_after"):
+        client.completions.create(model="breaks", prompt="long enough to fail")
+    with pytest.raises(openai.APIError):
+        list(client.completions.create(model="breaks", prompt="long enough to fail", stream=True))
+    assert client.completions.create(model="breaks", prompt="ok").choices[0].text == "ok"
+
+
+def _wait_for(condition, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def _raw_stream(server: ServerProcess, model: str, prompt: str) -> socket.socket:
+    """A streaming request on a raw socket, read until the first token: the test then closes it mid-stream."""
+    body = orjson.dumps({"model": model, "prompt": prompt, "stream": True})
+    sock = socket.create_connection(("127.0.0.1", server.http_port))
+    sock.sendall(b"POST /openai/v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    received = b""
+    while b"data: " not in received:
+        received += sock.recv(65536)
+    return sock
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot(server):
+    sock = _raw_stream(server, "slow", "z" * 1000)
+    _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "slow") == 1)
+    sock.close()
+    _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "slow") == 0)
+
+
+def test_a_client_that_disconnects_before_a_whole_answer_frees_its_slot(server):
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/openai/v1/completions", json={"model": "slow", "prompt": "q" * 1000},
+                   timeout=httpx.Timeout(5, read=0.5))
+    _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "slow") == 0)
+
+
+def test_50_concurrent_streams_against_4_slots_all_finish_and_no_slot_leaks(server, client):
+    results: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        prompt = f"stream {i:02d}"
+        stream = client.completions.create(model="echo", prompt=prompt, stream=True)
+        results[i] = "".join(c.choices[0].text for c in stream)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert results == {i: f"stream {i:02d}" for i in range(50)}
+    assert _gauge(server, "inferd_generation_running_sequences", "echo") == 0
+    assert _gauge(server, "inferd_generation_waiting_sequences", "echo") == 0
+
+
+def test_a_full_queue_is_503_with_retry_after(server):
+    first = _raw_stream(server, "tiny-queue", "a" * 1000)
+    second = None
+    try:
+        _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "tiny-queue") == 1)
+        second = _raw_stream_async(server, "tiny-queue", "b" * 1000)
+        _wait_for(lambda: _gauge(server, "inferd_generation_waiting_sequences", "tiny-queue") == 1)
+        reply = httpx.post(server.url + "/openai/v1/completions", json={"model": "tiny-queue", "prompt": "c"})
+        assert reply.status_code == 503
+        assert int(reply.headers["retry-after"]) >= 1
+        assert "queue is full" in reply.json()["error"]["message"]
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "tiny-queue") == 0)
+
+
+def _raw_stream_async(server: ServerProcess, model: str, prompt: str) -> socket.socket:
+    body = orjson.dumps({"model": model, "prompt": prompt, "stream": True})
+    sock = socket.create_connection(("127.0.0.1", server.http_port))
+    sock.sendall(b"POST /openai/v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    return sock
+
+
+def test_models_list_shows_the_generative_models(client):
+    assert {"echo", "slow"} <= {m.id for m in client.models.list()}

@@ -1,0 +1,80 @@
+"""Generative model folders in the repository: detection, model.toml limits, the DataPlane's generate path and
+the tensor face (text_input -> text_output) that the V2, gRPC, async and batch routes reach."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from generative_models import write_echo_llm
+from inferd.artifacts import resolve_artifact
+from inferd.config import ModelConfig
+from inferd.dataplane import DataPlane
+from inferd.errors import ErrorCode, InferError
+from inferd.generation.request import GenerationRequest
+from inferd.inference import InferenceRequest, RequestInput
+from inferd.repository import ModelRepository
+
+
+def test_a_gguf_file_under_its_published_name_is_a_llama_cpp_model(tmp_path):
+    (tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
+    source = resolve_artifact(1, tmp_path, ModelConfig())
+    assert source.runtime.name == "llama_cpp"
+    assert source.runtime.generative
+    assert source.artifact.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture
+def plane(repo_root):
+    write_echo_llm(repo_root, "echo", slots=2, context=64, max_tokens=8)
+    dataplane = DataPlane(ModelRepository(repo_root))
+    asyncio.run(dataplane.start())
+    yield dataplane
+    dataplane.close()
+
+
+async def _generate(plane, **fields):
+    events = await plane.generate(GenerationRequest("echo", **fields))
+    return [event async for event in events]
+
+
+def test_generate_streams_events_and_the_model_toml_limits_apply(plane):
+    events = asyncio.run(_generate(plane, prompt="abcdefghijkl"))
+    assert "".join(e.text for e in events) == "abcdefgh"  # max_tokens = 8 from model.toml
+    assert events[-1].finish_reason == "length"
+    generator = plane.generator("echo")
+    assert (generator.engine.slots, generator.context) == (2, 64)
+
+
+def test_generate_refuses_what_does_not_fit_before_anything_runs(plane):
+    with pytest.raises(InferError, match="context of 64"):
+        asyncio.run(_generate(plane, prompt="x" * 60, max_tokens=10))
+    with pytest.raises(InferError, match="role"):
+        asyncio.run(_generate(plane, messages=[{"role": "tool", "content": "x"}]))
+
+
+def test_a_tensor_model_is_not_generative(plane, repo_root):
+    from fakes import ADDER, write_model
+
+    write_model(repo_root, "adder", ADDER)
+    asyncio.run(plane.load("adder"))
+    with pytest.raises(InferError) as info:
+        asyncio.run(plane.generate(GenerationRequest("adder", prompt="x")))
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "not a generative model" in info.value.message
+
+
+def test_the_tensor_face_answers_v2_infer_through_the_one_path(plane):
+    text = RequestInput("text_input", "BYTES", [1], np.array([b"hello"], dtype=object))
+    response = asyncio.run(plane.infer(InferenceRequest("echo", [text])))
+    assert response.outputs[0].data.tolist() == [b"hello"]
+
+
+def test_unloading_stops_the_generation_scheduler(plane):
+    generator = plane.generator("echo")
+    asyncio.run(plane.unload("echo"))
+    with pytest.raises(InferError) as info:
+        generator.submit([1, 2], 2, generator.limits.sampling, (), lambda _: None)
+    assert info.value.code is ErrorCode.UNAVAILABLE
