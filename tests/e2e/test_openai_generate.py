@@ -239,3 +239,47 @@ def _raw_stream_async(server: ServerProcess, model: str, prompt: str) -> socket.
 
 def test_models_list_shows_the_generative_models(client):
     assert {"echo", "slow"} <= {m.id for m in client.models.list()}
+
+
+# -- Triton's generate extension -------------------------------------------------------------------------------
+def test_triton_generate_answers_text_output(server):
+    reply = httpx.post(server.url + "/v2/models/echo/generate",
+                       json={"text_input": "What is Triton?", "parameters": {"max_tokens": 7, "temperature": 0,
+                                                                             "stream": False}})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["text_output"] == "What is"
+    assert body["model_name"] == "echo"
+    assert (body["finish_reason"], body["completion_tokens"]) == ("length", 7)
+    reply = httpx.post(server.url + "/v2/models/echo/versions/1/generate",
+                       json={"text_input": "one two", "parameters": {"stop": ["two"]}})
+    assert reply.json()["text_output"] == "one "
+
+
+def test_triton_generate_stream_sends_server_sent_events(server):
+    with httpx.stream("POST", server.url + "/v2/models/echo/generate_stream",
+                      json={"text_input": "streamed text", "parameters": {"max_tokens": 100}}) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = [orjson.loads(line[len("data: "):]) for line in reply.iter_lines() if line.startswith("data: ")]
+    assert len(events) > 3
+    assert "".join(e["text_output"] for e in events) == "streamed text"
+    assert events[-1]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"parameters": {}}, "text_input"),
+    ({"text_input": "x", "parameters": {"beam_width": 4}}, "beam_width"),
+    ({"text_input": "x", "parameters": {"max_tokens": 0}}, "max_tokens"),
+    ({"text_input": "x", "parameters": {"temperature": -1}}, "temperature"),
+])
+def test_triton_generate_bad_requests_are_400(server, body, words):
+    reply = httpx.post(server.url + "/v2/models/echo/generate", json=body)
+    assert reply.status_code == 400
+    assert words in reply.json()["error"]
+
+
+def test_triton_generate_stream_reports_a_model_failure_as_an_error_event(server):
+    with httpx.stream("POST", server.url + "/v2/models/breaks/generate_stream",
+                      json={"text_input": "long enough to fail for sure"}) as reply:
+        lines = [line for line in reply.iter_lines() if line.startswith("data: ")]
+    assert "fail_after" in orjson.loads(lines[-1][len("data: "):])["error"]
