@@ -78,3 +78,23 @@ def test_unloading_stops_the_generation_scheduler(plane):
     with pytest.raises(InferError) as info:
         generator.submit([1, 2], 2, generator.limits.sampling, (), lambda _: None)
     assert info.value.code is ErrorCode.UNAVAILABLE
+
+
+def test_the_tensor_face_generates_each_row_side_by_side(plane):
+    prompts = [f"row {i}".encode() for i in range(5)]
+    text = RequestInput("text_input", "BYTES", [5], np.array(prompts, dtype=object))
+    response = asyncio.run(plane.infer(InferenceRequest("echo", [text])))
+    assert response.outputs[0].data.tolist() == prompts
+
+
+def test_a_batch_job_over_json_lines_of_prompts(repo_root, tmp_path):
+    import json
+
+    from inferd.batch import BatchOptions, run_batch
+
+    write_echo_llm(repo_root, "echo", slots=2, context=64)
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text_input": f"prompt {i}"}) + "\n" for i in range(7)))
+    run_batch(repo_root, "echo", source, tmp_path / "out", BatchOptions(key="id"))
+    lines = [json.loads(line) for line in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
+    assert lines == [{"id": i, "text_output": f"prompt {i}"} for i in range(7)]
