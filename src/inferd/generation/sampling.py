@@ -28,7 +28,7 @@ class Sampler:
 
     def __init__(self, params: SamplingParams) -> None:
         self._params = params
-        self._rng = np.random.default_rng(params.seed)
+        self._rng = np.random.default_rng(None if params.seed is None else params.seed % 2**64)  # any int
 
     def sample(self, logits: np.ndarray) -> int:
         params = self._params

@@ -38,3 +38,8 @@ def test_top_p_over_a_large_vocabulary_samples_among_the_likely():
     logits[[10, 20, 30]] = [3.0, 2.0, 1.0]
     sampler = Sampler(SamplingParams(temperature=1.0, top_p=0.9, seed=0))
     assert {sampler.sample(logits) for _ in range(300)} <= {10, 20, 30}
+
+
+def test_any_integer_is_a_seed():
+    for seed in (-1, 2**70, 0):
+        assert Sampler(SamplingParams(temperature=1.0, seed=seed)).sample(LOGITS) in range(4)
