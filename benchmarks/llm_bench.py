@@ -10,7 +10,8 @@ Prints a markdown table and writes the raw figures as JSON.
 
 The peer needs ``pip install 'llama-cpp-python[server]'`` (uvicorn, sse-starlette, starlette-context,
 pydantic-settings); ``--peer-python`` names the interpreter that has it (``none``: inferd only). Both servers get
-the same threads (``--threads``) and greedy decoding; each request asks for a long story so that it rarely ends
+the same threads (``--threads``) and greedy decoding (the peer with ``--interrupt_requests false``: by default it
+cuts a running stream off when the next request arrives); each request asks for a long story so that it rarely ends
 before ``--tokens``. Ratios within one run are what to read: the machine's cores are shared.
 """
 
@@ -74,7 +75,8 @@ def start_peer(python: str, gguf: Path, work: Path, threads: int, context: int) 
     port = free_port()
     command = [python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "llm", "--host",
                "127.0.0.1", "--port", str(port), "--n_ctx", str(context), "--n_threads", str(threads),
-               "--n_threads_batch", str(threads)]
+               "--n_threads_batch", str(threads),
+               "--interrupt_requests", "false"]  # its default cuts a running stream off when the next one arrives
     log = (work / "peer.log").open("wb")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), f"http://127.0.0.1:{port}/v1"
 
@@ -145,7 +147,8 @@ def measure(name: str, base: str, levels: list[int], tokens: int) -> list[dict[s
     rows = []
     for level in levels:
         row = {"server": name, **asyncio.run(round_of(base, level, tokens, 100 * level))}
-        print(f"  {name} C={level}: {row['tokens_per_s']:.1f} tok/s", file=sys.stderr)
+        print(f"  {name} C={level}: {row['tokens_per_s']:.1f} tok/s, TTFT p50 {row['ttft_p50_ms']:.0f} ms",
+              file=sys.stderr, flush=True)
         rows.append(row)
     return rows
 

@@ -31,8 +31,9 @@ def demo(
     http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8080].")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port [default: 8081].")] = None,
 ) -> None:
-    """Build the demo model repository (spam filter, ETA regressor, ranker, digits classifier), serve it,
-    and predict with each model over HTTP. Serves until Ctrl-C unless --once."""
+    """Build the demo model repository (spam filter, ETA regressor, ranker, digits classifier, and the SmolLM2
+    chat model when the llm extra is installed), serve it, and predict with each model over HTTP. Serves until
+    Ctrl-C unless --once."""
     missing = [m for m in DEMO_NEEDS if importlib.util.find_spec(m) is None]
     if missing:
         fail(f"the demo needs {', '.join(missing)}; install them with: pip install 'inferd[demo]'", code=2)
@@ -42,7 +43,7 @@ def demo(
     settings = make_settings(repo, http_port=http_port, grpc_port=grpc_port)  # wrong ports: said before training
     started = time.perf_counter()
     with console.status("training the example models"):
-        examples = build_demo_repository(repo)
+        examples = build_demo_repository(repo, optional=True)
     console.print(f"Wrote {len(examples)} models to [bold]{repo}[/] in {time.perf_counter() - started:.1f} s")
     configure_logging("warning")
     from inferd.server.runner import run_until_stopped, serve

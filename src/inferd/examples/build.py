@@ -33,18 +33,22 @@ class Example:
 
 
 # The example modules import Example from here, so they are imported after it is defined.
-from inferd.examples import digits, eta, ranker, spam  # noqa: E402
+from inferd.examples import digits, eta, ranker, smollm2, spam  # noqa: E402
 
 EXAMPLES: tuple[ModuleType, ...] = (spam, eta, ranker, digits)
+OPTIONAL_EXAMPLES: tuple[ModuleType, ...] = (smollm2,)
+"""Served when their extra is installed (``available()``): SmolLM2 with ``inferd[llm]``."""
 
 
-def build_demo_repository(root: Path) -> list[Example]:
-    """Write every example model under ``root/<name>/``, replacing what is there; return them in order."""
+def build_demo_repository(root: Path, optional: bool = False) -> list[Example]:
+    """Write every example model under ``root/<name>/``, replacing what is there; return them in order. With
+    ``optional``, also those of :data:`OPTIONAL_EXAMPLES` whose extra is installed (``inferd demo`` asks)."""
     root.mkdir(parents=True, exist_ok=True)
     # The models are small: one BLAS/OpenMP thread each is faster than contending for cores, and the same on
     # every machine.
     with threadpool_limits(limits=1):
-        return [_build_one(module, root / module.NAME) for module in EXAMPLES]
+        modules = [*EXAMPLES, *(m for m in OPTIONAL_EXAMPLES if optional and m.available())]
+        return [_build_one(module, root / module.NAME) for module in modules]
 
 
 def _build_one(module: ModuleType, folder: Path) -> Example:
