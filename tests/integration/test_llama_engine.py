@@ -58,3 +58,16 @@ def test_a_batched_decode_gives_each_sequence_what_it_gets_alone_and_free_clears
 def test_pieces_join_into_utf8_text(engine):
     tokens = engine.tokenize("café 日本", special=False)
     assert b"".join(engine.token_bytes(t) for t in tokens).decode() == "café 日本"
+
+
+def test_a_prompt_sharing_a_prefix_with_a_slot_s_last_sequence_reuses_it_and_gives_the_same_tokens(engine):
+    first = engine.tokenize(engine.render_chat([{"role": "user", "content": "Name a colour."}]), special=True)
+    second = engine.tokenize(engine.render_chat([{"role": "user", "content": "Name a fruit."}]), special=True)
+    fresh = _greedy(engine, 1, second, 5)
+    engine.free(1)
+    _greedy(engine, 1, first, 5)
+    engine.free(1)
+    shared = engine.reusable(1, second)
+    assert shared > 10  # the system prompt of the template at least
+    assert _greedy(engine, 1, second, 5) == fresh
+    engine.free(1)

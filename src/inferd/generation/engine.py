@@ -49,7 +49,8 @@ class Engine(Protocol):
         ...
 
     def free(self, slot: int) -> None:
-        """Drop a slot's sequence (its KV cache entries), making it free for the next prompt."""
+        """End a slot's sequence, making the slot free for the next prompt (an engine may keep its KV cells for a
+        next prompt that shares a prefix, and then says so with ``reusable(slot, tokens) -> int``)."""
         ...
 
     def close(self) -> None: ...

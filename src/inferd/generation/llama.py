@@ -3,7 +3,9 @@
 One llama context holds every slot: ``n_seq_max = slots``, each sequence id a slot, with a KV cache of
 ``context`` tokens per sequence (``kv_unified = false``, so one long sequence cannot crowd out the others).
 A decode step is one ``llama_batch`` with one token per active sequence, each tagged with its own sequence id
-and position; freeing a slot removes that sequence's cells from the KV cache (``llama_memory_seq_rm``).
+and position. A slot's cells outlive its sequence: the next prompt admitted into it keeps the prefix the two share
+(the chat template's system prompt, a conversation's earlier turns) and ``llama_memory_seq_rm`` removes the
+rest, so that only the new tokens are prefilled (the scheduler picks the free slot that shares the most).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class LlamaEngine:
         self.vocab_size = int(lib.llama_vocab_n_tokens(self._vocab))
         self.eos = frozenset(t for t in range(self.vocab_size) if lib.llama_vocab_is_eog(self._vocab, t))
         self._positions = [0] * slots
+        self._cached: list[list[int]] = [[] for _ in range(slots)]
+        """Tokens whose KV cells each slot holds, in order (kept after a sequence ends, for prefix reuse)."""
         self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
         self._bos = self._text(int(lib.llama_vocab_bos(self._vocab)))
         self._eos_text = self._text(int(lib.llama_vocab_eos(self._vocab)))
@@ -115,9 +119,25 @@ class LlamaEngine:
         return render_chat(self.chat_template, messages, self._bos, self._eos_text)
 
     # -- compute (the engine thread) ------------------------------------------------------------------
+    def reusable(self, slot: int, tokens: Sequence[int]) -> int:
+        """Leading tokens of ``tokens`` whose KV cells the (free) slot still holds from its last sequence."""
+        cached = self._cached[slot]
+        limit = min(len(cached), len(tokens) - 1)  # the last prompt token is always fed: its logits are needed
+        common = 0
+        while common < limit and cached[common] == tokens[common]:
+            common += 1
+        return common
+
     def prefill(self, slot: int, tokens: Sequence[int]) -> np.ndarray:
-        self._positions[slot] = 0
-        for start in range(0, len(tokens), _PREFILL_CHUNK):
+        """Only what the slot does not hold already is computed: the cells past the prefix shared with the slot's
+        last sequence (a chat template's system prompt, say) are removed, and the rest of the prompt fed."""
+        common = self.reusable(slot, tokens)
+        if not self._lib.llama_memory_seq_rm(self._memory, slot, common, -1):
+            self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            common = 0
+        self._positions[slot] = common
+        del self._cached[slot][common:]
+        for start in range(common, len(tokens), _PREFILL_CHUNK):
             chunk = tokens[start:start + _PREFILL_CHUNK]
             last = start + len(chunk) == len(tokens)
             self._fill([(slot, t, i == len(chunk) - 1 and last) for i, t in enumerate(chunk)])
@@ -129,8 +149,9 @@ class LlamaEngine:
         return self._logits(len(batch))
 
     def free(self, slot: int) -> None:
-        self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
-        self._positions[slot] = 0
+        """The slot's cells stay until its next prompt: :meth:`prefill` keeps the prefix that prompt shares and
+        removes the rest (``llama_memory_seq_rm`` from there on)."""
+        self._positions[slot] = len(self._cached[slot])
 
     def close(self) -> None:
         if self._ctx:
@@ -150,9 +171,13 @@ class LlamaEngine:
             batch.seq_id[i][0] = slot
             batch.logits[i] = logits
             positions[slot] += 1
+            self._cached[slot].append(token)
         batch.n_tokens = len(entries)
         status = self._lib.llama_decode(self._ctx, batch)
         if status != 0:
+            for slot in {entry[0] for entry in entries}:  # what the cells hold is not known now: start afresh
+                self._cached[slot].clear()
+                self._lib.llama_memory_seq_rm(self._memory, slot, -1, -1)
             raise RuntimeError(f"llama_decode returned {status} for a batch of {len(entries)} tokens")
 
     def _logits(self, rows: int) -> np.ndarray:

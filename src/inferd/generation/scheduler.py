@@ -181,10 +181,19 @@ class GenerationScheduler:
             if sequence.cancelled:
                 self.stats.finish("cancelled")
                 continue
-            sequence.slot = self._free.pop()
+            sequence.slot = self._pick_slot(sequence.prompt)
             admitted.append(sequence)
         self.stats.waiting = len(self._waiting)
         return admitted
+
+    def _pick_slot(self, prompt: list[int]) -> int:
+        """The free slot that holds the longest prefix of ``prompt`` from its last sequence (engines that keep
+        one say so with ``reusable``), else any."""
+        reusable = getattr(self.engine, "reusable", None)
+        best = len(self._free) - 1
+        if reusable is not None and len(self._free) > 1:
+            best = max(range(len(self._free)), key=lambda i: reusable(self._free[i], prompt))
+        return self._free.pop(best)
 
     def _prefill(self, sequence: _Sequence) -> None:
         self._active.append(sequence)
