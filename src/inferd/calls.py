@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from inferd.classification import Classes, Labels, classify, requested_classes
 from inferd.errors import invalid
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, RequestOutput, ResponseOutput
 from inferd.signature import Signature, check_all_inputs_present, check_request_input
@@ -65,6 +66,11 @@ class Prepared(Protocol):
         """The outputs the answer holds, in order (for data capture)."""
         ...
 
+    @property
+    def classes(self) -> dict[str, Classes] | None:
+        """The outputs asked for as their top classes (Triton's classification extension), by name."""
+        ...
+
 
 class Call(Protocol[T_co]):
     """One request on the inference path, and how it is answered (a ``T_co``)."""
@@ -95,6 +101,7 @@ class GeneralPrepared:
     priority: object = None
     timeout_us: int | None = None
     key: tuple[object, ...] | None = None
+    classes: dict[str, Classes] | None = None
 
 
 class GeneralCall:
@@ -114,7 +121,8 @@ class GeneralCall:
         return self.request.model_version
 
     def prepare(self, loaded: Loaded, max_elements: int) -> GeneralPrepared:
-        return prepare_request(self.request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements)
+        return prepare_request(self.request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements,
+                               loaded.labels)
 
     def respond(self, version: str, signature: Signature, prepared: GeneralPrepared,
                 result: RunResult) -> InferenceResponse:
@@ -122,23 +130,32 @@ class GeneralCall:
 
 
 def prepare_request(request: InferenceRequest, signature: Signature, max_batch_size: int,
-                    max_elements: int) -> GeneralPrepared:
-    """The general check of a request against a model version's signature and batch limit."""
+                    max_elements: int, labels: Labels | None = None) -> GeneralPrepared:
+    """The general check of a request against a model version's signature and batch limit; ``labels`` name the
+    classes of the outputs that have them (for the classification extension)."""
     arrays, batch_size = prepare_inputs(signature, request.inputs, max_elements)
     if batch_size is not None and batch_size > max_batch_size:
         raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of {max_batch_size}")
     wanted = requested_outputs(signature, request.outputs)
+    classes = requested_classes(signature, request.outputs, labels or {}) if request.outputs else None
     priority, timeout_us = scheduling_parameters(request.parameters)
-    return GeneralPrepared(arrays, batch_size or 1, wanted, request.id, request.parameters, priority, timeout_us)
+    return GeneralPrepared(arrays, batch_size or 1, wanted, request.id, request.parameters, priority, timeout_us,
+                           classes=classes)
 
 
 def build_response(model_name: str, version: str, signature: Signature, prepared: Prepared,
                    result: RunResult) -> InferenceResponse:
-    """The response holding the request's rows of each output it answers with."""
+    """The response holding the request's rows of each output it answers with: as the model gave them, or as
+    their top classes where the request asked for them (:mod:`inferd.classification`)."""
     datatypes = signature.output_datatypes  # the scheduler checked the outputs: each has this datatype
+    classes = prepared.classes
     outputs = []
     for name in prepared.answered:
         array = result.output(name)
+        if classes is not None and name in classes:
+            array = classify(array, classes[name], signature.batched)
+            outputs.append(ResponseOutput(name, "BYTES", list(array.shape), array))
+            continue
         outputs.append(ResponseOutput(name, datatypes[name], list(array.shape), array))
     return InferenceResponse(model_name, version, outputs, prepared.id)
 

@@ -19,6 +19,9 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     datatype = "BYTES"
     shape = [-1]
 
+    [labels]                      # class labels for Triton's classification extension: output = file
+    probabilities = "labels.txt"  # in the model folder, one label per line (line n names class n)
+
     [options]                     # runtime-specific, checked by the runtime (for example allow_pickle)
     allow_pickle = true
 
@@ -53,9 +56,9 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from inferd.signature import Signature, TensorSpec
@@ -192,6 +195,16 @@ class CaptureConfig(_Strict):
     """A new file is started past this age (and at every hour, which is a folder)."""
 
 
+def _in_model_folder(name: str) -> str:
+    path = Path(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError("a labels file must be a file name inside the model folder")
+    return name
+
+
+LabelsFile = Annotated[str, AfterValidator(_in_model_folder)]
+
+
 class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
@@ -212,6 +225,11 @@ class ModelConfig(_Strict):
     model, TorchScript), and checked against what it declares otherwise."""
     outputs: list[TensorConfig] = Field(default_factory=list)
     """The signature's outputs (``[[outputs]]``), as for ``inputs``."""
+    labels: dict[str, LabelsFile] = Field(default_factory=dict)
+    """Class labels of outputs (the ``[labels]`` table, Triton's ``label_filename``): ``output = "file"``, a text
+    file in the model folder with one label per line, line n naming class n. A request that asks for an output's
+    top classes (the ``classification`` parameter, ``class_count`` in tritonclient) gets them as
+    ``"value:index:label"``; without labels, as ``"value:index"``."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Settings of the runtime (the ``[options]`` table), checked by the runtime's own schema."""
     batching: BatchingConfig = Field(default_factory=BatchingConfig)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from inferd.artifacts import VersionSource
+from inferd.classification import Labels, read_labels
 from inferd.codecs.v2_plain import PlainRequestPlan
-from inferd.config import ModelConfig
+from inferd.config import CONFIG_FILE, ConfigError, ModelConfig
 from inferd.executors.base import Executor
 from inferd.executors.threads import ThreadExecutor
 from inferd.runtimes.base import Runtime
@@ -51,6 +52,8 @@ class Loaded:
     """The in-process runtime; None when the model runs in worker processes."""
     plain: PlainRequestPlan | None = None
     """Reads and answers the plain V2 request in one pass (None when the signature has no such form)."""
+    labels: Labels = field(default_factory=dict)
+    """The class labels of the outputs ``[labels]`` names (for the classification extension)."""
 
 
 def load(name: str, source: VersionSource, model_folder: Path, config: ModelConfig,
@@ -78,8 +81,30 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "
                  "default); if its first dimension is not a batch of independent rows, set [batching] "
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
+    try:
+        labels = output_labels(model_folder, config, signature)
+    except BaseException:
+        executor.close()
+        raise
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
-                  PlainRequestPlan.for_signature(signature, policy.max_batch_size))
+                  PlainRequestPlan.for_signature(signature, policy.max_batch_size), labels)
+
+
+def output_labels(model_folder: Path, config: ModelConfig, signature: Signature) -> Labels:
+    """The labels of each output ``[labels]`` names, read from its file in the model folder; a ConfigError naming
+    the key when the output or the file does not exist."""
+    labels: dict[str, tuple[str, ...]] = {}
+    for output, file_name in config.labels.items():
+        where = f"{model_folder / CONFIG_FILE}: [labels] {output} = {file_name!r}"
+        if output not in signature.output_datatypes:
+            listed = ", ".join(map(repr, signature.output_name_tuple))
+            raise ConfigError(f"{where}: the model has no output {output!r}; its outputs are {listed}")
+        path = model_folder / file_name
+        try:
+            labels[output] = read_labels(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read the labels file {path}: {exc}") from None
+    return labels
 
 
 def execution_timeout(config: ModelConfig, defaults: ServerDefaults) -> float:

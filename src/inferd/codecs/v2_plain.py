@@ -71,7 +71,8 @@ class PlainRequest:
     priority = None
     timeout_us = None
     parameters = None
-    """The plain form has no scheduling parameter, nor any other."""
+    classes = None
+    """The plain form has no scheduling parameter, nor any other (no classification either)."""
 
     @property
     def answered(self) -> list[str]:
