@@ -150,7 +150,7 @@ async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], ser
         location = _input_location(service, location)
         body, digest_of = None, f"location:{location}"
     else:
-        body, sha = await _read_body(headers.get("content-length"), chunks, service)
+        body, sha = await _read_body(headers, chunks, service)
         digest_of = f"body:{sha}"
         if key is None and body.inline is not None:
             key = _v2_id(body.inline, header_length)
@@ -161,14 +161,16 @@ async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], ser
                   service.callback_for(model, callback), owner)
 
 
-async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], service: AsyncService,
+async def _read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], service: AsyncService,
                      ) -> tuple[Payload, str]:
-    """Stream the body into memory (small) or a payload file (large), refusing more than the limit with 413."""
+    """Stream the body (inflated, if it is compressed) into memory (small) or a payload file (large), refusing more
+    than the limit with 413."""
     limit = BodyLimit(service.config.max_body_bytes, "async_max_body_bytes")
-    limit.check_declared(declared)
+    limit.check_declared(headers.get("content-length"))
+    inflated = limit.inflated(chunks, headers.get("content-encoding"))
     writer = service.files.writer(service.config.inline_payload_bytes, limit.limit)
     try:
-        async for chunk in chunks:
+        async for chunk in inflated:
             writer.write(chunk)
         payload = await writer.finish()
     except BodyTooLargeError:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
+from inferd.server.http.coding import compress, response_coding
 from inferd.server.rest.body import BodyLimit, read_body
 from inferd.server.rest.openapi import INFER_BODY, INFER_RESPONSE, REPOSITORY_INDEX_BODY
 from inferd.server.rest.responses import json_response
@@ -96,10 +97,13 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> 
         body = await read_body(request, limit)
         header_length = request.headers.get(v2_binary.HEADER_LENGTH)
         content, json_length = await run_infer(dataplane, body, header_length, model, version)
-        if json_length is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type="application/octet-stream",
-                        headers={v2_binary.HEADER_LENGTH: str(json_length)})
+        headers = {} if json_length is None else {v2_binary.HEADER_LENGTH: str(json_length)}
+        coding = response_coding(request.headers.get("accept-encoding"))
+        if coding is not None:  # as the native route answers (v2_infer.answer_parts)
+            content = compress(content, coding)
+            headers.update({"content-encoding": coding, "vary": "accept-encoding"})
+        media_type = "application/json" if json_length is None else "application/octet-stream"
+        return Response(content, media_type=media_type, headers=headers)
 
 
 
