@@ -9,6 +9,7 @@ inflated past the limit. Any other coding gets 415, with the codings inferd read
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ from inferd.server.http.coding import (
 from inferd.server.rest.errors import HTTPError
 
 _ACCEPT_ENCODING = (b"accept-encoding", ACCEPTED.encode())
+INLINE_BYTES = 256 * 1024
+"""Bodies up to this size are inflated (and compressed) on the event loop, in well under a millisecond; bigger ones
+in a thread, where zlib lets go of the GIL, so that one large body does not hold up every other connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,27 +69,29 @@ class BodyLimit:
         except CodingError as exc:
             raise HTTPError(400, str(exc)) from None
 
-    def decode(self, body: bytes, content_encoding: str | bytes | None) -> bytes:
-        """A whole body as sent with this ``Content-Encoding``, inflated if it is compressed."""
-        inflater = self.inflater(content_encoding)
-        return body if inflater is None else self.inflate(inflater, body, last=True)
+    async def inflate_whole(self, inflater: Inflater, body: bytes) -> bytes:
+        """A whole compressed body, inflated (in a thread when it is large)."""
+        if len(body) <= INLINE_BYTES:
+            return self.inflate(inflater, body, last=True)
+        return await asyncio.to_thread(self.inflate, inflater, body, True)
 
     async def inflated(self, chunks: AsyncIterator[bytes], content_encoding: str | None) -> AsyncIterator[bytes]:
-        """A body's pieces as they come, inflated if it is compressed."""
+        """A body's pieces as they come, inflated if it is compressed (in a thread: a piece may inflate to many
+        megabytes)."""
         inflater = self.inflater(content_encoding)
         if inflater is None:
             async for chunk in chunks:
                 yield chunk
             return
         async for chunk in chunks:
-            piece = self.inflate(inflater, chunk)
+            piece = await asyncio.to_thread(self.inflate, inflater, chunk)
             if piece:
                 yield piece
         self.inflate(inflater, b"", last=True)
 
 
 async def read_body(request: Request, limit: BodyLimit) -> bytes:
-    """The request body, at most ``limit`` bytes (as sent, and inflated)."""
+    """The request body, at most ``limit`` bytes as sent and as inflated."""
     limit.check_declared(request.headers.get("content-length"))
     inflater = limit.inflater(request.headers.get("content-encoding"))
     chunks: list[bytes] = []
@@ -94,7 +100,6 @@ async def read_body(request: Request, limit: BodyLimit) -> bytes:
         size += len(chunk)
         if size > limit.limit:
             raise limit.error()
-        chunks.append(chunk if inflater is None else limit.inflate(inflater, chunk))
-    if inflater is not None:
-        limit.inflate(inflater, b"", last=True)
-    return b"".join(chunks)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    return body if inflater is None else await limit.inflate_whole(inflater, body)

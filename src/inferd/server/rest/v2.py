@@ -3,6 +3,7 @@ statistics. Each handler translates between HTTP and the DataPlane and nothing m
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -13,7 +14,7 @@ from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
 from inferd.server.http.coding import compress, response_coding
-from inferd.server.rest.body import BodyLimit, read_body
+from inferd.server.rest.body import INLINE_BYTES, BodyLimit, read_body
 from inferd.server.rest.openapi import INFER_BODY, INFER_RESPONSE, REPOSITORY_INDEX_BODY
 from inferd.server.rest.responses import json_response
 from inferd.server.rest.v2_infer import infer as run_infer
@@ -100,7 +101,8 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> 
         headers = {} if json_length is None else {v2_binary.HEADER_LENGTH: str(json_length)}
         coding = response_coding(request.headers.get("accept-encoding"))
         if coding is not None:  # as the native route answers (v2_infer.answer_parts)
-            content = compress(content, coding)
+            content = compress(content, coding) if len(content) <= INLINE_BYTES \
+                else await asyncio.to_thread(compress, content, coding)
             headers.update({"content-encoding": coding, "vary": "accept-encoding"})
         media_type = "application/json" if json_length is None else "application/octet-stream"
         return Response(content, media_type=media_type, headers=headers)

@@ -10,6 +10,7 @@ connection without ASGI, checked against the same API keys and body limit as eve
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from functools import partial
@@ -23,7 +24,7 @@ from inferd.security.scopes import Scope as AuthScope
 from inferd.server.http.coding import compress, response_coding
 from inferd.server.http.routes import Exchange, Parts
 from inferd.server.http.wire import Headers, header_lines
-from inferd.server.rest.body import BodyLimit
+from inferd.server.rest.body import INLINE_BYTES, BodyLimit
 from inferd.server.rest.errors import HTTPError, failure_parts
 
 INFER_PATH = re.compile(rb"^/v2/models/(?P<model>[^/%]+)(?:/versions/(?P<version>[^/%]+))?/infer$")
@@ -77,7 +78,19 @@ def answer_parts(outcome: Outcome, model: str, coding: str | None = None) -> tup
 
 
 def _answer(exchange: Exchange, model: str, coding: str | None, outcome: Outcome) -> None:
+    if coding is not None and type(outcome) is tuple and len(outcome[0]) > INLINE_BYTES:  # compressed in a thread
+        done = asyncio.get_running_loop().run_in_executor(None, answer_parts, outcome, model, coding)
+        done.add_done_callback(partial(_answer_later, exchange, model))
+        return
     exchange.respond(*answer_parts(outcome, model, coding))
+
+
+def _answer_later(exchange: Exchange, model: str, done: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
+    try:
+        parts = done.result()
+    except BaseException as exc:  # whatever it is, the client gets an answer
+        parts = answer_parts(exc, model)
+    exchange.respond(*parts)
 
 
 class InferRoute:
@@ -115,13 +128,31 @@ class InferRoute:
                 content_encoding = value
             elif name == _ACCEPT_ENCODING:
                 accept_encoding = value
+        coding = None if accept_encoding is None else response_coding(accept_encoding)
         if content_encoding is not None:
             try:
-                body = self._limit.decode(body, content_encoding)
+                inflater = self._limit.inflater(content_encoding)
+                if inflater is not None and len(body) > INLINE_BYTES:  # inflated in a thread
+                    done = asyncio.get_running_loop().run_in_executor(None, self._limit.inflate, inflater, body, True)
+                    done.add_done_callback(partial(self._inflated, exchange, header_length, coding))
+                    return
+                if inflater is not None:
+                    body = self._limit.inflate(inflater, body, last=True)
             except HTTPError as exc:
                 _answer(exchange, self.model, None, exc)
                 return
-        coding = None if accept_encoding is None else response_coding(accept_encoding)
+        self._start(exchange, body, header_length, coding)
+
+    def _inflated(self, exchange: Exchange, header_length: str | None, coding: str | None,
+                  done: asyncio.Future[bytes]) -> None:
+        try:
+            body = done.result()
+        except BaseException as exc:  # 413 or 400 from inflating, or the server stopping
+            _answer(exchange, self.model, None, exc)
+            return
+        self._start(exchange, body, header_length, coding)
+
+    def _start(self, exchange: Exchange, body: bytes, header_length: str | None, coding: str | None) -> None:
         start_infer(self._dataplane, body, header_length, self.model, self.version, exchange.is_gone,
                     partial(_answer, exchange, self.model, coding))
 
