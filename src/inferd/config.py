@@ -40,6 +40,10 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     max_requests = 10000          # process workers: replace each after so many calls (0: never)
     max_rss_mb = 2048             # process workers: replace one whose resident memory passes this (0: never)
 
+    pinned = false                # with --model-control on-demand: never unloaded (budget, idle)
+    idle_unload_s = 600           # with --model-control on-demand: unload after so long without a request
+    memory_size = "300MiB"        # what the model holds when loaded, for --memory-budget (default: measured)
+
     [capture]                     # data capture: sampled requests and responses written as JSON Lines
     enabled = true
     sample_percent = 10           # 0-100: share of successful requests captured
@@ -55,7 +59,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from inferd.signature import Signature, TensorSpec
@@ -222,6 +226,14 @@ class ModelConfig(_Strict):
     """Copies of the model (the ``[instances]`` table)."""
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     """Data capture (the ``[capture]`` table)."""
+    pinned: bool = False
+    """With ``model_control = "on-demand"``: never unloaded to make room under ``memory_budget``, nor when idle."""
+    idle_unload_s: float | None = Field(default=None, ge=0)
+    """With ``model_control = "on-demand"``: unload the model after this many seconds without a request (its next
+    request loads it again); 0: never. Default: the server's ``idle_unload_s``."""
+    memory_size: ByteSize | None = None
+    """Memory the model holds once loaded (bytes, or a size such as ``"300MiB"``), counted against the server's
+    ``memory_budget``. Default: measured at load (the server's resident memory before and after)."""
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:

@@ -39,6 +39,7 @@ from inferd.inference import (
     ModelMetadata,
     ServerMetadata,
 )
+from inferd.on_demand import DemandPolicy, OnDemand
 from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.signature import Signature
@@ -58,7 +59,8 @@ class DataPlane:
 
     def __init__(self, repository: ModelRepository, *, extensions: Sequence[str] = (),
                  strict_readiness: bool = True, capture: CaptureWriter | None = None,
-                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS, settle_heap: bool = False) -> None:
+                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS, settle_heap: bool = False,
+                 on_demand: DemandPolicy | None = None) -> None:
         self.repository = repository
         self.settle_heap = settle_heap
         """Freeze long-lived objects out of the garbage collector's walks after loads (see inferd.heap);
@@ -72,14 +74,25 @@ class DataPlane:
         self._started = False
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inferd-load")
         """For loading and unloading, which block."""
+        self.on_demand = OnDemand(repository, self._pool, on_demand) if on_demand is not None else None
+        """Model control on-demand: models load on their first request (None: every model loads at start)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load every model in the repository. Failures are recorded per model, never raised."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.load_all)
+        """Load every model in the repository (with model control on-demand: none, they load when asked for).
+        Failures are recorded per model, never raised."""
+        if self.on_demand is None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.load_all)
+        else:
+            self.on_demand.start()
         self._started = True
         if self.settle_heap:
             heap.settle()
+
+    async def stop(self) -> None:
+        """Stop loading and unloading on demand (before :meth:`close`)."""
+        if self.on_demand is not None:
+            await self.on_demand.stop()
 
     def close(self) -> None:
         for model in list(self.repository.models()):
@@ -92,10 +105,11 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Ready once the start-up load finished; with strict readiness, only if every model loaded."""
+        """Ready once the start-up load finished; with strict readiness, only if every model loaded (on demand:
+        once started, as models load when asked for)."""
         if not self._started:
             return False
-        if not self._strict_readiness:
+        if not self._strict_readiness or self.on_demand is not None:
             return True
         return all(
             not m.reason and all(v.serving for v in m.versions.values())
@@ -106,7 +120,10 @@ class DataPlane:
         return ServerMetadata("inferd", package_version("inferd"), list(self._extensions))
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        """Whether the model (version) can serve now. Unknown model or version: NOT_FOUND."""
+        """Whether the model (version) can serve now. Unknown model or version: NOT_FOUND (with model control
+        on-demand, a model in the repository that is not loaded is not ready; asking does not load it)."""
+        if self.on_demand is not None and self.repository.known(name) is None and self.on_demand.can_load(name):
+            return False
         model = self.repository.find(name)
         if version is None:
             latest = model.latest_ready()
@@ -173,11 +190,37 @@ class DataPlane:
             version = call.model_version
             model = self.repository.get(call.model_name, None if version is None else parse_version(version))
         except InferError as exc:
+            if self.on_demand is not None and self.on_demand.can_load(call.model_name):
+                self.on_demand.after_load(call.model_name,
+                                          partial(self._after_load, call, answer, is_disconnected, started))
+            else:
+                answer(exc)
+            return
+        self._schedule(model, call, answer, is_disconnected, started)
+
+    def _after_load(self, call: Call[T], answer: Callable[[T | BaseException], None],
+                    is_disconnected: Callable[[], bool] | None, started: int, error: InferError | None) -> None:
+        """A request that waited for its model's load (model control on-demand): on with it, or the load's error."""
+        if error is not None:
+            answer(error)
+            return
+        try:
+            version = call.model_version
+            model = self.repository.get(call.model_name, None if version is None else parse_version(version))
+        except InferError as exc:
             answer(exc)
             return
+        self._schedule(model, call, answer, is_disconnected, started, waited_us=(perf_counter_ns() - started) // 1000)
+
+    def _schedule(self, model: ModelVersion, call: Call[T], answer: Callable[[T | BaseException], None],
+                  is_disconnected: Callable[[], bool] | None, started: int, waited_us: int = 0) -> None:
+        """Prepare the call on its version and queue it. ``waited_us``: how long it waited for the model's load,
+        which counts against its timeout (the request's, else the model's queue timeout)."""
         try:
             loaded = model.loaded or model.require_loaded()
             prepared = call.prepare(loaded, self.max_tensor_elements)
+            timeout_us = _left_after_load(model.name, prepared.timeout_us or loaded.scheduler.policy.default_timeout_us,
+                                          waited_us) if waited_us else prepared.timeout_us
         except InferError as exc:
             model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
             answer(exc)
@@ -186,7 +229,8 @@ class DataPlane:
             answer(exc)
             return
         waiter = _Waiter(self, model, loaded.signature, call, prepared, started, answer)
-        loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, prepared.timeout_us,
+        model.in_flight += 1
+        loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
                                 is_disconnected, prepared.key)
 
     @overload
@@ -275,7 +319,10 @@ class _Waiter:
         return self._done
 
     def set_result(self, result: RunResult) -> None:
+        if self._done:
+            return
         self._done = True
+        self._model.in_flight -= 1
         done = perf_counter_ns()
         started, prepared_at, prepared, model = self._started, self._prepared_at, self._prepared, self._model
         model.stats.record_success(prepared.rows, done - started, result.queue_ns, prepared_at - started,
@@ -291,10 +338,25 @@ class _Waiter:
         self._answer(answer)
 
     def set_exception(self, error: BaseException) -> None:
+        if self._done:
+            return
         self._done = True
+        self._model.in_flight -= 1
         if isinstance(error, InferError):
             self._model.stats.record_failure(perf_counter_ns() - self._started, error.code.value)
         self._answer(error)
+
+
+def _left_after_load(name: str, timeout_us: int, waited_us: int) -> int:
+    """What is left of a request's timeout (µs, 0: none) after it waited ``waited_us`` for its model's load;
+    DEADLINE_EXCEEDED when nothing is."""
+    if not timeout_us:
+        return 0
+    if waited_us >= timeout_us:
+        raise InferError(ErrorCode.DEADLINE_EXCEEDED,
+                         f"request to model {name!r} timed out after {timeout_us} µs: it waited {waited_us} µs "
+                         "for the model to load")
+    return timeout_us - waited_us
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

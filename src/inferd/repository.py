@@ -7,7 +7,9 @@ is recorded as UNAVAILABLE with the reason, which the index and model-ready call
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -46,6 +48,11 @@ class ModelVersion:
     """Digest of the artifact as loaded (of a manifest of its files for a folder); empty when not loaded."""
     capture: CaptureConfig | None = None
     """Data capture for this version (model.toml ``[capture]``), None when off."""
+    in_flight: int = 0
+    """Requests given to this version and not answered yet (queued or running): a version with any is never
+    unloaded to make room or when idle."""
+    loaded_at_ms: int = 0
+    """Wall-clock time (ms) it became ready: a version no request has used yet is as recent as that."""
     stats: ModelStats = field(init=False)
     version_text: str = field(init=False)
     """The version number as the protocols write it (made once: every answer names it)."""
@@ -96,6 +103,11 @@ class ModelVersion:
     def runtime_name(self) -> str:
         return self.source.runtime.name if self.source else ""
 
+    @property
+    def last_used_ms(self) -> int:
+        """When a request last finished on it, or when it loaded if none has (wall clock, ms)."""
+        return max(self.stats.last_inference_ms, self.loaded_at_ms)
+
 
 @dataclass(slots=True)
 class Model:
@@ -117,7 +129,8 @@ class Model:
 
 
 class ModelRepository:
-    """Model folders under ``root``. Thread-safe: loads and unloads are serialized, lookups lock-free."""
+    """Model folders under ``root``. Thread-safe: loads and unloads of one model are serialized (two models load
+    at once: a slow or hung load holds up no other model), lookups lock-free."""
 
     def __init__(self, root: Path, defaults: ServerDefaults | None = None) -> None:
         if not root.is_dir():
@@ -126,6 +139,8 @@ class ModelRepository:
         self.defaults = defaults or ServerDefaults()
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
+        """Guards ``_model_locks``."""
+        self._model_locks: dict[str, threading.Lock] = {}
 
     def names(self) -> list[str]:
         """Models on disk now: every visible subfolder of the root."""
@@ -146,7 +161,7 @@ class ModelRepository:
         folder = self.root / name
         if name not in self.names():
             raise not_found(f"no model {name!r} in repository {self.root}")
-        with self._lock:
+        with self._model_lock(name):
             model = self._read(name, folder)
             previous = self._models.get(name)
             self._models[name] = model
@@ -154,8 +169,12 @@ class ModelRepository:
             _close(previous)
         return model
 
-    def unload(self, name: str) -> Model:
+    def _model_lock(self, name: str) -> threading.Lock:
         with self._lock:
+            return self._model_locks.setdefault(name, threading.Lock())
+
+    def unload(self, name: str) -> Model:
+        with self._model_lock(name):
             model = self._models.get(name)
             if model is None or not any(v.state is State.READY for v in model.versions.values()):
                 raise not_found(f"model {name!r} is not loaded")
@@ -182,6 +201,27 @@ class ModelRepository:
             raise unavailable(f"model {name!r} version {version} is {chosen.state.value.lower()}{reason}")
         return chosen
 
+    def known(self, name: str) -> Model | None:
+        """The model as last loaded (or unloaded, or failed), None when it never was."""
+        return self._models.get(name)
+
+    def detach(self, name: str) -> list[Loaded]:
+        """Take a model's loaded versions out of service at once (state UNLOADED: the next request finds it
+        unloaded) and give them to the caller, who closes them (:func:`close_loaded`, which may block). Called on
+        the event loop, where requests are given their version, so no request is handed one in between."""
+        model = self._models.get(name)
+        if model is None:
+            return []
+        taken: list[Loaded] = []
+        for version in model.versions.values():
+            if version.loaded is not None:
+                version.loaded.scheduler.close()  # its timers belong to the event loop
+                taken.append(version.loaded)
+                version.loaded = None
+            if version.state is State.READY:
+                version.state = State.UNLOADED
+        return taken
+
     def find(self, name: str) -> Model:
         model = self._models.get(name)
         if model is None:
@@ -198,8 +238,13 @@ class ModelRepository:
         model = Model(name, folder, config)
         capture = config.capture if config.capture.enabled and config.capture.sample_percent > 0 else None
         for number in config.versions.select(sorted(on_disk)):
-            model.versions[number] = _load_version(name, number, on_disk[number], folder, config, self.defaults)
-            model.versions[number].capture = capture
+            before, started = resident_bytes(), time.perf_counter_ns()
+            version = _load_version(name, number, on_disk[number], folder, config, self.defaults)
+            version.stats.load_ns = time.perf_counter_ns() - started
+            version.stats.memory_bytes = config.memory_size or _held(version, before)
+            version.loaded_at_ms = time.time_ns() // 1_000_000
+            version.capture = capture
+            model.versions[number] = version
         if not model.versions:
             model.reason = f"version policy {config.versions.policy!r} selects none of {sorted(on_disk)}"
         return model
@@ -224,6 +269,36 @@ def _load_version(name: str, number: int, folder: Path, model_folder: Path, conf
     digest = artifact_sha256(source.artifact)
     log.info("model %s version %d ready (%s, sha256 %s)", name, number, source.runtime.name, digest)
     return ModelVersion(name, number, State.READY, source, loaded, sha256=digest)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory, from /proc (0 where there is none: not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _held(version: ModelVersion, before: int) -> int:
+    """What a version's load took: this process's growth, plus its worker processes' memory (process instances)."""
+    if version.loaded is None:
+        return 0
+    grown = max(0, resident_bytes() - before)
+    workers: list[int] = getattr(version.loaded.executor, "pids", [])
+    return grown + sum(resident_bytes(pid) for pid in workers)
+
+
+def close_loaded(name: str, loaded: list[Loaded]) -> None:
+    """Stop the executors of what :meth:`ModelRepository.detach` took out of service."""
+    for entry in loaded:
+        try:
+            entry.executor.close()
+        except Exception:  # closing must not stop the unload of the others
+            log.exception("closing model %s failed", name)
 
 
 def _close(model: Model) -> None:

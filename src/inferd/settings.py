@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -67,6 +67,21 @@ class ServerSettings(BaseSettings):
     ``AIP_HEALTH_ROUTE``. Unset: no such route."""
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     """Least severe log records written: ``debug``, ``info``, ``warning``, ``error`` or ``critical`` (any case)."""
+    # -- models on demand (docs/models.md) --
+    model_control: Literal["startup", "on-demand"] = "startup"
+    """When models load. ``startup``: every model in the repository at start (and through the repository API).
+    ``on-demand``: none at start; a request for a model that is not loaded waits while it loads (concurrent
+    requests share one load), under ``memory_budget`` and ``idle_unload_s``."""
+    load_timeout_s: float = Field(default=300.0, ge=0)
+    """With ``on-demand``: longest a load started by a request may take; its waiting requests then get 503 with
+    the reason (the load itself cannot be interrupted: it is unloaded when it ends). 0: no limit."""
+    memory_budget: ByteSize | None = None
+    """With ``on-demand``: memory the loaded models may hold together (bytes, or a size such as ``2GiB``); a load
+    that would pass it first unloads the least recently used idle models. Each model counts its model.toml
+    ``memory_size``, else what its load measured. Unset: no budget."""
+    idle_unload_s: float = Field(default=0.0, ge=0)
+    """With ``on-demand``: unload a model after this many seconds without a request (scale to zero; its next
+    request loads it again), for models whose model.toml does not say. 0: never."""
     # -- observability (docs/observability.md) --
     log_format: Literal["text", "json"] = "text"
     """``text`` for people at a terminal; ``json``: one JSON object per line (timestamp, level, logger, message,
@@ -147,6 +162,14 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("memory_budget", "idle_unload_s", mode="after")
+    @classmethod
+    def _needs_on_demand(cls, value: object, info: ValidationInfo) -> object:
+        if value and info.data.get("model_control") != "on-demand":
+            raise ValueError("it unloads models that the next request loads again: it needs "
+                             "--model-control on-demand (INFERD_MODEL_CONTROL=on-demand)")
+        return value
 
     def model_defaults(self) -> ServerDefaults:
         return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,

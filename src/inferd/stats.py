@@ -76,6 +76,11 @@ class ModelStats:
     batches: dict[int, BatchStats] = field(default_factory=dict)
     fail_codes: dict[str, int] = field(default_factory=dict)
     """Failures by error code (``INVALID_ARGUMENT``, ``UNAVAILABLE``, ...)."""
+    load_ns: int = 0
+    """How long loading this version took: what a request that found it unloaded waits, beside its own run."""
+    memory_bytes: int = 0
+    """Memory the version holds: model.toml ``memory_size``, else the server's resident memory after its load
+    less before (0 where that cannot be measured)."""
 
     def record_success(self, batch: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int,
                        output_ns: int, executed_rows: int | None) -> None:
@@ -101,10 +106,11 @@ class ModelStats:
         self.fail.add(total_ns)
         self.fail_codes[code] = self.fail_codes.get(code, 0) + 1
 
-    def to_dict(self) -> dict[str, Any]:
-        """Triton's JSON form of one entry of ``model_stats``."""
+    def to_dict(self, load_time: bool = False) -> dict[str, Any]:
+        """Triton's JSON form of one entry of ``model_stats``, the memory held as Triton's ``memory_usage``;
+        ``load_time``: with inferd's ``load_ns`` too (REST; Triton's gRPC message has no such field)."""
         empty = Duration().to_dict()
-        return {
+        found = {
             "name": self.name,
             "version": self.version,
             "last_inference": self.last_inference_ms,
@@ -129,4 +135,8 @@ class ModelStats:
                 }
                 for size, stats in sorted(self.batches.items())
             ],
+            "memory_usage": [{"type": "CPU", "id": 0, "byte_size": self.memory_bytes}] if self.memory_bytes else [],
         }
+        if load_time:
+            found["load_ns"] = self.load_ns
+        return found

@@ -18,6 +18,7 @@ from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.observability.capture import CaptureWriter
 from inferd.observability.request_context import RequestObserver
+from inferd.on_demand import DemandPolicy
 from inferd.repository import ModelRepository
 from inferd.security.auth import Authenticator
 from inferd.security.startup import build_authenticator
@@ -65,7 +66,15 @@ def build_dataplane(settings: ServerSettings) -> DataPlane:
     repository = ModelRepository(settings.repository, settings.model_defaults())
     capture = CaptureWriter(settings.capture_dir or settings.state_dir / "capture", settings.capture_buffer)
     return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
-                     max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True)
+                     max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True,
+                     on_demand=demand_policy(settings))
+
+
+def demand_policy(settings: ServerSettings) -> DemandPolicy | None:
+    """Model control on-demand's settings; None for model control startup."""
+    if settings.model_control != "on-demand":
+        return None
+    return DemandPolicy(settings.load_timeout_s, int(settings.memory_budget or 0), settings.idle_unload_s)
 
 
 async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
@@ -112,6 +121,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await http.stop(settings.shutdown_grace_s)
         await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
+        await dataplane.stop()
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written
             await asyncio.get_running_loop().run_in_executor(None, dataplane.capture.close)

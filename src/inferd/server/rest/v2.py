@@ -54,7 +54,7 @@ def _model_routes(router: APIRouter, dataplane: DataPlane) -> None:
     @router.get("/v2/models/{model}/versions/{version}/stats", summary="Model version statistics")
     async def statistics(model: str | None = None, version: str | None = None) -> Response:
         stats = dataplane.statistics(model, version)
-        return json_response({"model_stats": [s.to_dict() for s in stats]})
+        return json_response({"model_stats": [s.to_dict(load_time=True) for s in stats]})
 
     @router.get("/v2/models/{model}", summary="Model metadata")
     @router.get("/v2/models/{model}/versions/{version}", summary="Model version metadata")
