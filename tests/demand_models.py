@@ -1,5 +1,6 @@
 """Model folders for the models-on-demand tests: each load is counted in a file beside the model folder, and
-may take a while (``delay`` seconds), fail, or hold memory (``hold_mb``)."""
+may take a while (``delay`` seconds), fail, or hold memory (``hold_mb``); a negative input makes a call that takes
+that many seconds."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Model:
         self.held = np.ones(HOLD_MB * 131072) if HOLD_MB else None  # float64: 8 bytes each, pages touched
 
     def predict(self, inputs):
+        time.sleep(max(0.0, -float(inputs["x"].min())))  # a negative x: a call that takes -x seconds
         return {{"y": inputs["x"] * {factor}}}
 """
 

@@ -66,6 +66,8 @@ class OnDemand:
         """Models whose load passed the load timeout and still runs: new requests get this message at once."""
         self._sizes: dict[str, int] = {}
         """The largest size each model was measured at, to make room before it loads again."""
+        self._reserved: dict[str, int] = {}
+        """Room made for loads under way: counted as used, so two loads at once do not both take the same room."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -113,8 +115,13 @@ class OnDemand:
     async def _load_for_requests(self, name: str) -> None:
         error: InferError | None = None
         try:
-            await self._make_room(name, self._expected_size(name))
-            model = await self._load_bounded(name)
+            need = self._expected_size(name)
+            await self._make_room(name, need)
+            self._reserved[name] = need
+            try:
+                model = await self._load_bounded(name)
+            finally:
+                self._reserved.pop(name, None)
             if model.latest_ready() is None:
                 error = unavailable(f"model {name!r} failed to load: {why_unavailable(model)}")
             else:
@@ -163,9 +170,9 @@ class OnDemand:
 
     # -- the memory budget -----------------------------------------------------------------------
     def used(self) -> int:
-        """Bytes the loaded models hold (declared or measured)."""
+        """Bytes the loaded models hold (declared or measured), and the room made for loads under way."""
         return sum(v.stats.memory_bytes for m in self.repository.models() for v in m.versions.values()
-                   if v.loaded is not None)
+                   if v.loaded is not None) + sum(self._reserved.values())
 
     async def _make_room(self, name: str, need: int) -> None:
         budget = self.policy.memory_budget
