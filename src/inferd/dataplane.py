@@ -39,7 +39,8 @@ from inferd.inference import (
     ModelMetadata,
     ServerMetadata,
 )
-from inferd.on_demand import DemandPolicy, OnDemand
+from inferd.on_demand import ModelControl, OnDemand
+from inferd.polling import RepositoryPoller
 from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.signature import Signature
@@ -60,7 +61,7 @@ class DataPlane:
     def __init__(self, repository: ModelRepository, *, extensions: Sequence[str] = (),
                  strict_readiness: bool = True, capture: CaptureWriter | None = None,
                  max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS, settle_heap: bool = False,
-                 on_demand: DemandPolicy | None = None) -> None:
+                 control: ModelControl | None = None) -> None:
         self.repository = repository
         self.settle_heap = settle_heap
         """Freeze long-lived objects out of the garbage collector's walks after loads (see inferd.heap);
@@ -74,8 +75,12 @@ class DataPlane:
         self._started = False
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inferd-load")
         """For loading and unloading, which block."""
-        self.on_demand = OnDemand(repository, self._pool, on_demand) if on_demand is not None else None
+        control = control or ModelControl()
+        self.on_demand = OnDemand(repository, self._pool, control.on_demand) if control.on_demand else None
         """Model control on-demand: models load on their first request (None: every model loads at start)."""
+        self.poller = (RepositoryPoller(repository, control.poll_s, self._pool, load_new=self.on_demand is None)
+                       if control.poll_s else None)
+        """Repository polling: the models follow the folder's changes (None: only through the repository API)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,12 +90,16 @@ class DataPlane:
             await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.load_all)
         else:
             self.on_demand.start()
+        if self.poller is not None:
+            await self.poller.start()
         self._started = True
         if self.settle_heap:
             heap.settle()
 
     async def stop(self) -> None:
-        """Stop loading and unloading on demand (before :meth:`close`)."""
+        """Stop polling, and loading and unloading on demand (before :meth:`close`)."""
+        if self.poller is not None:
+            await self.poller.stop()
         if self.on_demand is not None:
             await self.on_demand.stop()
 
@@ -376,4 +385,7 @@ def _index_rows(name: str, model: Model | None) -> list[IndexEntry]:
         return [IndexEntry(name, "", State.UNLOADED.value)]
     if model.reason or not model.versions:
         return [IndexEntry(name, "", State.UNAVAILABLE.value, model.reason)]
-    return [IndexEntry(name, str(v.version), *v.index_state) for v in model.versions.values()]
+    rows = [IndexEntry(name, str(v.version), *v.index_state) for v in model.versions.values()]
+    if model.reload_error:  # repository polling: the folder changed, and the change could not be served
+        rows = [IndexEntry(r.name, r.version, r.state, r.reason or model.reload_error) for r in rows]
+    return rows

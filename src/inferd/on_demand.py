@@ -46,6 +46,15 @@ class DemandPolicy:
     """Unload a model after this long without a request, unless its model.toml says (0: never)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ModelControl:
+    """How models come and go besides the repository API: on demand (None: all load at start), and polling."""
+
+    on_demand: DemandPolicy | None = None
+    poll_s: float = 0.0
+    """Follow the repository folder, looking every so many seconds (0: no polling; see inferd.polling)."""
+
+
 def size_text(size: int) -> str:
     """``2.0GiB``: sizes as people and the ``memory_budget`` setting write them."""
     return ByteSize(size).human_readable()

@@ -119,6 +119,8 @@ class Model:
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     reason: str = ""
     """Why the model as a whole could not load (bad model.toml, no versions), else empty."""
+    reload_error: str = ""
+    """Why its folder's latest change could not be served (repository polling): it serves as it was."""
 
     def latest_ready(self) -> ModelVersion | None:
         best: ModelVersion | None = None
@@ -210,17 +212,23 @@ class ModelRepository:
         unloaded) and give them to the caller, who closes them (:func:`close_loaded`, which may block). Called on
         the event loop, where requests are given their version, so no request is handed one in between."""
         model = self._models.get(name)
-        if model is None:
-            return []
-        taken: list[Loaded] = []
-        for version in model.versions.values():
-            if version.loaded is not None:
-                version.loaded.scheduler.close()  # its timers belong to the event loop
-                taken.append(version.loaded)
-                version.loaded = None
-            if version.state is State.READY:
-                version.state = State.UNLOADED
-        return taken
+        return take_out(model) if model is not None else []
+
+    def read_aside(self, name: str) -> Model:
+        """Load a model's selected versions without serving them (:meth:`install` does): a reload that must
+        not fail the requests of the version serving now. A failure is recorded in the model, not raised."""
+        with self._model_lock(name):
+            return self._read(name, self.root / name)
+
+    def install(self, model: Model) -> Model | None:
+        """Serve ``model`` (from :meth:`read_aside`) from now on; the one it replaces, for the caller to drain."""
+        previous = self._models.get(model.name)
+        self._models[model.name] = model
+        return previous
+
+    def forget(self, name: str) -> Model | None:
+        """Stop knowing a model (its folder is gone): its requests get NOT_FOUND; the caller drains the old one."""
+        return self._models.pop(name, None)
 
     def find(self, name: str) -> Model:
         model = self._models.get(name)
@@ -290,6 +298,20 @@ def _held(version: ModelVersion, before: int) -> int:
     grown = max(0, resident_bytes() - before)
     workers: list[int] = getattr(version.loaded.executor, "pids", [])
     return grown + sum(resident_bytes(pid) for pid in workers)
+
+
+def take_out(model: Model) -> list[Loaded]:
+    """Take a model's loaded versions out of service (state UNLOADED), their schedulers closed (on the event loop,
+    whose timers they hold); their executors are the caller's to close (:func:`close_loaded`)."""
+    taken: list[Loaded] = []
+    for version in model.versions.values():
+        if version.loaded is not None:
+            version.loaded.scheduler.close()
+            taken.append(version.loaded)
+            version.loaded = None
+        if version.state is State.READY:
+            version.state = State.UNLOADED
+    return taken
 
 
 def close_loaded(name: str, loaded: list[Loaded]) -> None:

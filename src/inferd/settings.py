@@ -82,6 +82,10 @@ class ServerSettings(BaseSettings):
     idle_unload_s: float = Field(default=0.0, ge=0)
     """With ``on-demand``: unload a model after this many seconds without a request (scale to zero; its next
     request loads it again), for models whose model.toml does not say. 0: never."""
+    poll_s: float = Field(default=0.0, ge=0)
+    """Look at the repository folder every this many seconds and follow it: new models and versions are
+    picked up, removed ones unloaded once their requests finish, a changed model.toml reloads its model (an
+    invalid one leaves the old versions serving, the error in the repository index). 0: no polling."""
     # -- observability (docs/observability.md) --
     log_format: Literal["text", "json"] = "text"
     """``text`` for people at a terminal; ``json``: one JSON object per line (timestamp, level, logger, message,

@@ -18,7 +18,7 @@ from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.observability.capture import CaptureWriter
 from inferd.observability.request_context import RequestObserver
-from inferd.on_demand import DemandPolicy
+from inferd.on_demand import DemandPolicy, ModelControl
 from inferd.repository import ModelRepository
 from inferd.security.auth import Authenticator
 from inferd.security.startup import build_authenticator
@@ -67,14 +67,15 @@ def build_dataplane(settings: ServerSettings) -> DataPlane:
     capture = CaptureWriter(settings.capture_dir or settings.state_dir / "capture", settings.capture_buffer)
     return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
                      max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True,
-                     on_demand=demand_policy(settings))
+                     control=model_control(settings))
 
 
-def demand_policy(settings: ServerSettings) -> DemandPolicy | None:
-    """Model control on-demand's settings; None for model control startup."""
-    if settings.model_control != "on-demand":
-        return None
-    return DemandPolicy(settings.load_timeout_s, int(settings.memory_budget or 0), settings.idle_unload_s)
+def model_control(settings: ServerSettings) -> ModelControl:
+    """How models come and go: on demand (its budget and timeouts), and repository polling."""
+    on_demand = None
+    if settings.model_control == "on-demand":
+        on_demand = DemandPolicy(settings.load_timeout_s, int(settings.memory_budget or 0), settings.idle_unload_s)
+    return ModelControl(on_demand, settings.poll_s)
 
 
 async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
