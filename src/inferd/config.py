@@ -50,6 +50,10 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     destination = "/data/capture" # default: the server's capture_dir (<state_dir>/capture)
     max_file_bytes = 67108864     # start a new file past this size ...
     max_file_seconds = 3600       # ... or this age (and at every hour, which is a folder)
+
+    [cache]                       # response cache: identical inputs answered without running the model
+    enabled = true
+    ttl_s = 60                    # default: the server's cache_ttl_s (0: no limit)
 """
 
 from __future__ import annotations
@@ -196,6 +200,16 @@ class CaptureConfig(_Strict):
     """A new file is started past this age (and at every hour, which is a folder)."""
 
 
+class CacheConfig(_Strict):
+    """``[cache]``: the response cache. A request whose inputs (names, datatypes, shapes and bytes) match an earlier
+    one's on the same model version is answered from the cache without running the model."""
+
+    enabled: bool = False
+    """Cache this model's results (only for a model whose result depends on its inputs alone)."""
+    ttl_s: float | None = Field(default=None, ge=0)
+    """Seconds a cached result may be served; default the server's ``cache_ttl_s``; 0: no limit."""
+
+
 class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
@@ -226,6 +240,8 @@ class ModelConfig(_Strict):
     """Copies of the model (the ``[instances]`` table)."""
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     """Data capture (the ``[capture]`` table)."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """The response cache (the ``[cache]`` table)."""
     pinned: bool = False
     """With ``model_control = "on-demand"``: never unloaded to make room under ``memory_budget``, nor when idle."""
     idle_unload_s: float | None = Field(default=None, ge=0)

@@ -18,6 +18,8 @@ from importlib.metadata import version as package_version
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+import numpy as np
+
 from inferd import heap
 from inferd.calls import (
     DEFAULT_MAX_TENSOR_ELEMENTS,
@@ -42,13 +44,14 @@ from inferd.inference import (
 from inferd.on_demand import ModelControl, OnDemand
 from inferd.polling import RepositoryPoller
 from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
+from inferd.response_cache import ResponseCache, cache_key
 from inferd.scheduling.policy import SchedulingPolicy
+from inferd.scheduling.scheduler import RunResult
 from inferd.signature import Signature
 from inferd.stats import ModelStats
 
 if TYPE_CHECKING:
     from inferd.observability.capture import CaptureWriter
-    from inferd.scheduling.scheduler import RunResult
 
 T = TypeVar("T")
 
@@ -70,6 +73,8 @@ class DataPlane:
         """Most elements one input tensor may have; checked before its array is built."""
         self.capture = capture
         """Data capture (``[capture]`` in model.toml): where sampled requests and responses go."""
+        self.cache: ResponseCache | None = None
+        """The response cache of the models whose model.toml enables ``[cache]`` (None: no cache)."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
         self._started = False
@@ -237,10 +242,40 @@ class DataPlane:
         except Exception as exc:  # a codec's bug: the caller still gets an answer
             answer(exc)
             return
+        key = None
+        if model.cache is not None and self.cache is not None:
+            looked = perf_counter_ns()
+            key = cache_key(model.cache_scope, prepared.arrays)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._answer_from_cache(model, loaded.signature, call, prepared, started, hit, answer)
+                return
+            model.stats.cache_miss.add(perf_counter_ns() - looked)
         waiter = _Waiter(self, model, loaded.signature, call, prepared, started, answer)
+        waiter.cache_key = key
         model.in_flight += 1
         loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
                                 is_disconnected, prepared.key)
+
+    def _answer_from_cache(self, model: ModelVersion, signature: Signature, call: Call[T], prepared: Prepared,
+                           started: int, outputs: dict[str, np.ndarray],
+                           answer: Callable[[T | BaseException], None]) -> None:
+        """A response cache hit: the call's answer from the cached outputs, as if the model had run."""
+        result = RunResult(outputs, 0, 0, prepared.rows, ran_batch=False)
+        try:
+            response = call.respond(model.version_text, signature, prepared, result)
+            if model.capture is not None:
+                self.capture_inference(model, signature, prepared, result)
+        except Exception as exc:  # never leave the caller without an answer
+            answer(exc)
+            return
+        model.stats.record_cache_hit(prepared.rows, perf_counter_ns() - started)
+        answer(response)
+
+    def cache_result(self, model: ModelVersion, key: bytes, result: RunResult) -> None:
+        """Keep a successful result in the response cache (the request's own rows)."""
+        if self.cache is not None and model.cache is not None:
+            self.cache.put(key, model.name, result.outputs, model.cache.ttl_s)
 
     @overload
     async def infer(self, request: InferenceRequest,
@@ -310,7 +345,7 @@ class _Waiter:
     records the failure and hands the error on."""
 
     __slots__ = ("_answer", "_call", "_dataplane", "_done", "_model", "_prepared", "_prepared_at", "_signature",
-                 "_started")
+                 "_started", "cache_key")
 
     def __init__(self, dataplane: DataPlane, model: ModelVersion, signature: Signature, call: Call[Any],
                  prepared: Prepared, started: int, answer: Callable[[Any], None]) -> None:
@@ -323,6 +358,8 @@ class _Waiter:
         self._prepared_at = perf_counter_ns()
         self._answer = answer
         self._done = False
+        self.cache_key: bytes | None = None
+        """Where to keep the result in the response cache (None: the model's results are not cached)."""
 
     def done(self) -> bool:
         return self._done
@@ -341,6 +378,8 @@ class _Waiter:
             answer = self._call.respond(model.version_text, self._signature, prepared, result)
             if model.capture is not None:
                 self._dataplane.capture_inference(model, self._signature, prepared, result)
+            if self.cache_key is not None:
+                self._dataplane.cache_result(model, self.cache_key, result)
         except Exception as exc:  # never leave the caller without an answer
             self._answer(exc)
             return

@@ -16,9 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from inferd.artifacts import VersionSource, artifact_sha256, find_versions, resolve_artifact
-from inferd.config import CaptureConfig, ConfigError, ModelConfig, load_model_config
+from inferd.config import CacheConfig, CaptureConfig, ConfigError, ModelConfig, load_model_config
 from inferd.errors import ErrorCode, InferError, not_found, unavailable
 from inferd.loading import Loaded, ServerDefaults, load
+from inferd.response_cache import cache_scope
 from inferd.runtimes.base import Runtime
 from inferd.scheduling.scheduler import Scheduler
 from inferd.signature import Signature
@@ -48,6 +49,10 @@ class ModelVersion:
     """Digest of the artifact as loaded (of a manifest of its files for a folder); empty when not loaded."""
     capture: CaptureConfig | None = None
     """Data capture for this version (model.toml ``[capture]``), None when off."""
+    cache: CacheConfig | None = None
+    """The response cache for this version (model.toml ``[cache]``), None when off."""
+    cache_scope: bytes = b""
+    """What its cached results are keyed under besides the inputs (see inferd.response_cache)."""
     in_flight: int = 0
     """Requests given to this version and not answered yet (queued or running): a version with any is never
     unloaded to make room or when idle."""
@@ -252,6 +257,9 @@ class ModelRepository:
             version.stats.memory_bytes = config.memory_size or _held(version, before)
             version.loaded_at_ms = time.time_ns() // 1_000_000
             version.capture = capture
+            if config.cache.enabled and version.state is State.READY:
+                version.cache = config.cache
+                version.cache_scope = cache_scope(name, number, version.sha256, config.model_dump_json())
             model.versions[number] = version
         if not model.versions:
             model.reason = f"version policy {config.versions.policy!r} selects none of {sorted(on_disk)}"

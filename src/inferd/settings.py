@@ -86,6 +86,11 @@ class ServerSettings(BaseSettings):
     """Look at the repository folder every this many seconds and follow it: new models and versions are
     picked up, removed ones unloaded once their requests finish, a changed model.toml reloads its model (an
     invalid one leaves the old versions serving, the error in the repository index). 0: no polling."""
+    cache_bytes: ByteSize = Field(default=ByteSize(64 * 1024 ** 2))
+    """Memory the response cache may hold for every model together (bytes, or a size such as ``256MiB``); the
+    least recently used results go first. Models opt in with model.toml ``[cache] enabled = true``. 0: no cache."""
+    cache_ttl_s: float = Field(default=0.0, ge=0)
+    """Seconds a cached result may be served, for models whose model.toml does not say. 0: no limit."""
     # -- observability (docs/observability.md) --
     log_format: Literal["text", "json"] = "text"
     """``text`` for people at a terminal; ``json``: one JSON object per line (timestamp, level, logger, message,

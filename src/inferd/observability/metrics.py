@@ -95,6 +95,8 @@ class InferdCollector(Collector):
             yield _batch_jobs(self._batch_jobs)
         if self._dataplane.capture is not None:
             yield from _capture_metrics(self._dataplane.capture)
+        if self._dataplane.cache is not None:
+            yield from _cache_metrics(versions, self._dataplane.cache.held)
 
 
 def _labels(version: ModelVersion) -> list[str]:
@@ -185,6 +187,21 @@ def _state_metrics(versions: list[ModelVersion]) -> Iterator[Metric]:
     yield restarts
     yield load_time
     yield memory
+
+
+def _cache_metrics(versions: list[ModelVersion], held: Mapping[str, int]) -> Iterator[Metric]:
+    hits = CounterMetricFamily("inferd_cache_hits", "Requests answered from the response cache.", labels=_MV)
+    misses = CounterMetricFamily("inferd_cache_misses", "Requests the response cache did not hold (the model ran).",
+                                 labels=_MV)
+    for version in versions:
+        if version.cache is not None or version.stats.cache_hit.count or version.stats.cache_miss.count:
+            hits.add_metric(_labels(version), version.stats.cache_hit.count)
+            misses.add_metric(_labels(version), version.stats.cache_miss.count)
+    size = GaugeMetricFamily("inferd_cache_bytes", "Bytes of results the response cache holds, per model.",
+                             labels=["model"])
+    for model, count in sorted(dict(held).items()):
+        size.add_metric([model], count)
+    yield from (hits, misses, size)
 
 
 def _async_jobs(counts: JobCounts) -> Metric:

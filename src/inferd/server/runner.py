@@ -20,6 +20,7 @@ from inferd.observability.capture import CaptureWriter
 from inferd.observability.request_context import RequestObserver
 from inferd.on_demand import DemandPolicy, ModelControl
 from inferd.repository import ModelRepository
+from inferd.response_cache import ResponseCache
 from inferd.security.auth import Authenticator
 from inferd.security.startup import build_authenticator
 from inferd.security.tls import TLSFiles
@@ -65,9 +66,12 @@ def build_front(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncServi
 def build_dataplane(settings: ServerSettings) -> DataPlane:
     repository = ModelRepository(settings.repository, settings.model_defaults())
     capture = CaptureWriter(settings.capture_dir or settings.state_dir / "capture", settings.capture_buffer)
-    return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
-                     max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True,
-                     control=model_control(settings))
+    dataplane = DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
+                          max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True,
+                          control=model_control(settings))
+    if settings.cache_bytes:
+        dataplane.cache = ResponseCache(int(settings.cache_bytes), settings.cache_ttl_s)
+    return dataplane
 
 
 def model_control(settings: ServerSettings) -> ModelControl:
