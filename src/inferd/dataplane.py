@@ -164,6 +164,27 @@ class DataPlane:
     def signature(self, name: str, version: str | None = None) -> Signature:
         return self.repository.get(name, parse_version(version)).signature
 
+    def loadable(self, name: str) -> bool:
+        """Whether a request for ``name`` would load it (model control on-demand: in the repository, not loaded)."""
+        return self.on_demand is not None and self.repository.known(name) is None and self.on_demand.can_load(name)
+
+    async def ensure_loaded(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version a request names, loaded first if it has to be (model control on-demand), for the routes and
+        jobs that need a model's signature before their inference (KServe V1, SageMaker, batch jobs). Raises as
+        :meth:`submit` answers: NOT_FOUND, UNAVAILABLE, or the load's error."""
+        number = parse_version(version)
+        try:
+            return self.repository.get(name, number)
+        except InferError:
+            if self.on_demand is None or not self.on_demand.can_load(name):
+                raise
+        done: asyncio.Future[InferError | None] = asyncio.get_running_loop().create_future()
+        self.on_demand.after_load(name, partial(_settle, done))
+        error = await done
+        if error is not None:
+            raise error
+        return self.repository.get(name, number)
+
     # -- repository ------------------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
         known = {m.name: m for m in self.repository.models()}

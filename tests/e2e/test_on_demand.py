@@ -136,3 +136,46 @@ def test_a_hanging_load_is_bounded_by_the_load_timeout(tmp_path):
         assert loads(root, "hangs") == 1
     finally:
         assert process.stop(timeout=30) == 0, process.log()
+
+
+def test_every_entrance_loads_a_cold_model_v1_sagemaker_async_and_batch(tmp_path):
+    import json
+
+    from batch_models import FEATURES, SLOW, feature_table, read_output, write_python_model, write_table
+
+    root = tmp_path / "models"
+    for name in ("by_v1", "by_sagemaker", "by_async"):
+        write_counted(root, name)
+    write_python_model(root, "by_batch", SLOW)
+    work = tmp_path / "work"
+    source = write_table(feature_table(40), work / "in.csv")
+    process = ServerProcess(root, tmp_path / "serve.log", extra_args=["--model-control", "on-demand"],
+                            env={"INFERD_BATCH_ROOTS": json.dumps([str(work)])})
+    try:
+        process.start()
+        with httpx.Client(base_url=process.url, timeout=60) as client:
+            v1 = client.post("/v1/models/by_v1:predict", json={"instances": [1.0, 2.0]})
+            assert v1.json() == {"predictions": [2.0, 4.0]}, v1.text
+            sagemaker = client.post("/invocations", json={"instances": [3.0]},
+                                    headers={"X-Amzn-SageMaker-Target-Model": "by_sagemaker.tar.gz"})
+            assert sagemaker.status_code == 200, sagemaker.text
+            assert sagemaker.json()["predictions"] == [6.0]
+            accepted = client.post("/v2/models/by_async/infer-async", json=infer_body([4.0]))
+            assert accepted.status_code == 202, accepted.text
+            job_id = accepted.json()["id"]
+            deadline = time.monotonic() + 60
+            while client.get(f"/v2/jobs/{job_id}").json()["status"] != "succeeded":
+                assert time.monotonic() < deadline, client.get(f"/v2/jobs/{job_id}").text
+                time.sleep(0.05)
+            assert client.get(f"/v2/jobs/{job_id}/result").json()["outputs"][0]["data"] == [8.0]
+            body = {"model": "by_batch", "input": str(source), "output": str(work / "out"), "batch_size": 10,
+                    "mapping": {"input": ",".join(FEATURES)}}
+            reply = client.post("/v2/batch/jobs", json=body)
+            assert reply.status_code == 202, reply.text
+            while (status := client.get(reply.json()["status_url"]).json())["state"] in ("queued", "running"):
+                assert time.monotonic() < deadline, status
+                time.sleep(0.05)
+            assert status["state"] == "succeeded", status
+            assert read_output(work / "out" / "in.csv").num_rows == 40
+    finally:
+        assert process.stop() == 0, process.log()

@@ -13,7 +13,6 @@ from inferd.batch.options import BatchError, BatchOptions
 from inferd.batch.progress import Progress, Tracker
 from inferd.batch.readers import count_rows, fingerprint, list_inputs
 from inferd.batch.score import Scorer
-from inferd.calls import parse_version
 from inferd.config import CONFIG_FILE
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
@@ -59,7 +58,7 @@ async def run_job(dataplane: DataPlane, model: str, input: str, output: Path, op
     """Run a batch job on a DataPlane that has ``model`` loaded."""
     options = options.validated()
     try:
-        version = dataplane.repository.get(model, parse_version(options.model_version))
+        version = await dataplane.ensure_loaded(model, options.model_version)  # on demand, loads it first
     except InferError as exc:
         raise BatchError(exc.message) from None
     if version.max_batch_size and options.batch_size > version.max_batch_size:

@@ -82,7 +82,8 @@ class BatchJobs:
         options = options.validated()
         if options.engine != "local":
             raise BatchError("the server runs batch jobs on its own models: engine must be 'local'")
-        self.dataplane.repository.get(model, None)  # NOT_FOUND / UNAVAILABLE, as the infer route says
+        if not self.dataplane.loadable(model):  # on demand, the job's start loads it
+            self.dataplane.repository.get(model, None)  # NOT_FOUND / UNAVAILABLE, as the infer route says
         source, target = self._allowed(input, "input"), self._allowed(output, "output")
         clash = [j.id for j in self._jobs.values() if j.state in ACTIVE and j.output == target]
         if clash:

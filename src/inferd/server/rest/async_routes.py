@@ -136,7 +136,7 @@ def _check_model(dataplane: DataPlane, model: str, version: str | None) -> None:
     try:
         dataplane.repository.get(model, parse_version(version))
     except InferError as exc:
-        if exc.code is not ErrorCode.UNAVAILABLE:
+        if exc.code is not ErrorCode.UNAVAILABLE and not dataplane.loadable(model):  # on demand: it loads
             raise
 
 
