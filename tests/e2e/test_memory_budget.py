@@ -104,3 +104,53 @@ def test_a_model_larger_than_the_whole_budget_is_a_clear_error_at_load(budget_se
     assert measured.status_code == 400
     assert "once loaded (measured), more than the whole memory budget 100.0MiB" in measured.json()["error"]
     assert _states(budget_server)["measured_huge"] == "UNLOADED"
+
+
+def _workers(server_pid: int) -> set[int]:
+    """The server's live worker processes (spawned children; not its resource tracker, not zombies)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+            command = (entry / "cmdline").read_bytes() if stat else b""
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if fields and int(fields[1]) == server_pid and fields[0] != "Z" and b"multiprocessing-fork" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def test_kill_9_of_a_worker_while_its_model_is_unloaded_to_make_room(tmp_path):
+    import os
+    import signal
+
+    root = tmp_path / "models"
+    process_kind = 'memory_size = "60MiB"\n[instances]\nkind = "process"\n'
+    write_counted(root, "worker", toml=process_kind)
+    write_counted(root, "other", toml='memory_size = "60MiB"\n')
+    server = ServerProcess(root, tmp_path / "serve.log",
+                           extra_args=["--model-control", "on-demand", "--memory-budget", "100MiB"])
+    try:
+        server.start()
+        assert _infer(server, "worker").status_code == 200
+        assert server.process is not None
+        workers = _workers(server.process.pid)
+        assert workers
+        answers: list[httpx.Response] = []
+        making_room = threading.Thread(target=lambda: answers.append(_infer(server, "other")))
+        making_room.start()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        making_room.join()
+        assert answers[0].status_code == 200, answers[0].text
+        deadline = time.monotonic() + 30
+        while _workers(server.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _workers(server.process.pid) == set()  # no worker left behind, none respawned for a closed model
+        assert _states(server)["worker"] == "UNLOADED"
+        again = _infer(server, "worker", 2.0)  # loads again, in place of other
+        assert again.status_code == 200, again.text
+        assert again.json()["outputs"][0]["data"] == [4.0]
+    finally:
+        assert server.stop() == 0, server.log()
