@@ -43,7 +43,7 @@ from inferd.inference import (
 )
 from inferd.on_demand import ModelControl, OnDemand
 from inferd.polling import RepositoryPoller
-from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
+from inferd.repository import USES, Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.response_cache import ResponseCache, cache_key
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import RunResult
@@ -275,6 +275,7 @@ class DataPlane:
         waiter = _Waiter(self, model, loaded.signature, call, prepared, started, answer)
         waiter.cache_key = key
         model.in_flight += 1
+        model.last_use = next(USES)
         loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
                                 is_disconnected, prepared.key)
 

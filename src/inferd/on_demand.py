@@ -89,7 +89,7 @@ class OnDemand:
         if model is not None and (model.reason or model.latest_ready() is not None or not model.versions
                                   or any(v.state is State.UNAVAILABLE for v in model.versions.values())):
             return False
-        return name in self._waiting or name in self.repository.names()
+        return name in self._waiting or self.repository.on_disk(name)
 
     def after_load(self, name: str, then: Then) -> None:
         """Call ``then`` once ``name`` is loaded (None) or failed to (the error); one load for every caller."""
@@ -122,29 +122,34 @@ class OnDemand:
 
     # -- loading ---------------------------------------------------------------------------------
     async def _load_for_requests(self, name: str) -> None:
-        error: InferError | None = None
+        """Load ``name`` and tell every request waiting for it how it went (also when the server stops)."""
+        error: InferError | None = unavailable(f"model {name!r} was not loaded: the server is stopping")
         try:
-            need = self._expected_size(name)
-            await self._make_room(name, need)
-            self._reserved[name] = need
-            try:
-                model = await self._load_bounded(name)
-            finally:
-                self._reserved.pop(name, None)
-            if model.latest_ready() is None:
-                error = unavailable(f"model {name!r} failed to load: {why_unavailable(model)}")
-            else:
-                await self._fit_after_load(model)
+            error = await self._load_within_budget(name)
         except InferError as exc:
             error = exc
         except Exception as exc:  # a bug: the waiting requests still get an answer
             log.exception("loading model %s for its requests failed", name)
             error = internal(f"loading model {name!r} failed: {type(exc).__name__}: {exc}")
-        for then in self._waiting.pop(name, []):
-            try:
-                then(error)
-            except Exception:
-                log.exception("answering a request that waited for model %s failed", name)
+        finally:
+            for then in self._waiting.pop(name, []):
+                try:
+                    then(error)
+                except Exception:
+                    log.exception("answering a request that waited for model %s failed", name)
+
+    async def _load_within_budget(self, name: str) -> InferError | None:
+        need = self._expected_size(name)
+        await self._make_room(name, need)
+        self._reserved[name] = need
+        try:
+            model = await self._load_bounded(name)
+        finally:
+            self._reserved.pop(name, None)
+        if model.latest_ready() is None:
+            return unavailable(f"model {name!r} failed to load: {why_unavailable(model)}")
+        await self._fit_after_load(model)
+        return None
 
     async def _load_bounded(self, name: str) -> Model:
         loop = asyncio.get_running_loop()
@@ -229,7 +234,7 @@ class OnDemand:
 
     def _least_recently_used(self, exclude: str) -> Model | None:
         candidates = [m for m in self.repository.models() if m.name != exclude and _evictable(m)]
-        return min(candidates, key=_last_used_ms, default=None)
+        return min(candidates, key=_last_use, default=None)
 
     # -- unloading -------------------------------------------------------------------------------
     async def _close(self, name: str, why: str = "") -> None:
@@ -267,6 +272,10 @@ def _evictable(model: Model) -> bool:
     """Loaded, not pinned, and no request given to any of its versions is still unanswered."""
     return (_loaded(model) and not model.config.pinned
             and all(v.in_flight == 0 for v in model.versions.values()))
+
+
+def _last_use(model: Model) -> int:
+    return max((v.last_use for v in model.versions.values() if v.loaded is not None), default=0)
 
 
 def _last_used_ms(model: Model) -> int:

@@ -6,6 +6,7 @@ is recorded as UNAVAILABLE with the reason, which the index and model-ready call
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -26,6 +27,9 @@ from inferd.signature import Signature
 from inferd.stats import ModelStats
 
 log = logging.getLogger(__name__)
+
+USES = itertools.count(1)
+"""Orders uses of model versions (a load, each request given one): the least recently used has the lowest."""
 
 
 class State(StrEnum):
@@ -56,6 +60,8 @@ class ModelVersion:
     in_flight: int = 0
     """Requests given to this version and not answered yet (queued or running): a version with any is never
     unloaded to make room or when idle."""
+    last_use: int = 0
+    """When it was last given a request, or loaded (a :data:`USES` number): orders the least recently used."""
     loaded_at_ms: int = 0
     """Wall-clock time (ms) it became ready: a version no request has used yet is as recent as that."""
     stats: ModelStats = field(init=False)
@@ -154,6 +160,12 @@ class ModelRepository:
         return sorted(
             p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
         )
+
+    def on_disk(self, name: str) -> bool:
+        """Whether ``name`` is a model folder of the repository now (what :meth:`names` would list)."""
+        if not name or name.startswith((".", "_")) or "/" in name or "\\" in name or name == "..":
+            return False
+        return (self.root / name).is_dir()
 
     def models(self) -> Iterator[Model]:
         """Every model known so far (loaded, failed or unloaded), sorted by name."""
@@ -256,6 +268,7 @@ class ModelRepository:
             version.stats.load_ns = time.perf_counter_ns() - started
             version.stats.memory_bytes = config.memory_size or _held(version, before)
             version.loaded_at_ms = time.time_ns() // 1_000_000
+            version.last_use = next(USES)
             version.capture = capture
             if config.cache.enabled and version.state is State.READY:
                 version.cache = config.cache
