@@ -209,7 +209,8 @@ def jobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     root = tmp_path_factory.mktemp("async-e2e")
     write_model(root / "models", "tripler", TRIPLER)
     env = {"INFERD_ASYNC_RETRY_BACKOFF_S": "0.05", "INFERD_ASYNC_CALLBACK_MAX_ATTEMPTS": "3",
-           "INFERD_ASYNC_CONCURRENCY_PER_MODEL": "1"}
+           "INFERD_ASYNC_CONCURRENCY_PER_MODEL": "1",
+           "INFERD_ASYNC_CALLBACK_ALLOWED": '["127.0.0.1"]'}  # the loopback receivers: allowed explicitly
     server = ServerProcess(root / "models", root / "serve.log", env=env).start()
     yield server
     (root / "models" / "tripler" / "1" / "open").touch()
@@ -238,6 +239,13 @@ def test_callbacks_are_retried_and_recorded_and_never_touch_the_result(jobs_serv
     assert len(failed["attempts"]) == 3
     assert all("ConnectError" in a["error"] for a in failed["attempts"])
     assert client_result(jobs_server, down["id"]) == [10]  # 3 * 3 + 1, whatever the callback did
+
+
+def test_a_callback_to_a_loopback_address_not_listed_is_refused_with_400(jobs_server):
+    reply = httpx.post(f"{jobs_server.url}/v2/models/tripler/infer-async", json=tripler_body(4), timeout=10,
+                       headers={"Inference-Callback-Url": "http://[::1]:27999/internal/admin?x=1"})
+    assert reply.status_code == 400
+    assert "async_callback_allowed" in reply.json()["error"]
 
 
 def client_result(server: ServerProcess, job_id: str) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from callback_receiver import CallbackReceiver
 from fakes import ADDER, FAILING, write_model
 from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
@@ -115,7 +116,7 @@ def test_result_is_exactly_what_the_sync_route_returns(api, tmp_path):
             assert submitted.status_code == 202
             reply = submitted.json()
             assert set(reply) == {"id", "status_url", "result_url"}
-            assert submitted.headers["location"] == reply["status_url"] == f"http://inferd/v2/jobs/{reply['id']}"
+            assert submitted.headers["location"] == reply["status_url"] == f"/v2/jobs/{reply['id']}"
             status = await wait_status(client, reply["id"])
             assert (status["status"], status["attempts"], status["error"]) == ("succeeded", 1, None)
             assert status["created_at"] <= status["started_at"] <= status["finished_at"]
@@ -309,11 +310,67 @@ def test_callback_urls_are_checked_and_chosen(api):
         bad = await submit(client, ADD, headers={"Inference-Callback-Url": "ftp://x"})
         assert bad.status_code == 400
         assert "http:// or https://" in bad.json()["error"]
+        # the server's own callback URLs are allowed destinations, exactly (not the rest of their host)
+        same = await submit(client, ADD, headers={"Inference-Callback-Url": "http://127.0.0.1:9/adder"})
+        assert same.status_code == 202
+        other = await submit(client, ADD, headers={"Inference-Callback-Url": "http://127.0.0.1:9/admin"})
+        assert other.status_code == 400
         assert service.callback_for("adder", None) == "http://127.0.0.1:9/adder"
         assert service.callback_for("failing", None) == "http://127.0.0.1:9/default"
-        assert service.callback_for("adder", "http://127.0.0.1:9/mine") == "http://127.0.0.1:9/mine"
+        assert service.callback_for("adder", "http://127.0.0.1:9/default") == "http://127.0.0.1:9/default"
 
     api(body, callback_url="http://127.0.0.1:9/default", model_callback_urls={"adder": "http://127.0.0.1:9/adder"})
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:27999/internal/admin?x=1", "http://localhost:8080/", "http://10.0.0.1/", "http://192.168.0.10/",
+    "http://169.254.169.254/latest/meta-data/", "http://[::1]:8080/", "http://[::ffff:127.0.0.1]:8080/",
+    "http://[fe80::1]/", "http://2130706433:8080/", "http://0x7f.1/", "http://0.0.0.0:8080/",
+    "https://hooks.example.com.evil.test/",
+])
+def test_a_callback_destination_not_allowed_is_refused_at_submit_naming_the_setting(api, url):
+    async def body(client: Client, service: AsyncService) -> None:
+        refused = await submit(client, ADD, headers={"Inference-Callback-Url": url})
+        assert refused.status_code == 400
+        assert "Inference-Callback-Url" in refused.json()["error"]
+        assert "async_callback_allowed" in refused.json()["error"]
+        assert (await client.get("/v2/jobs")).json()["jobs"] == []  # nothing stored
+
+    api(body, callback_allowed=("hooks.example.com",))
+
+
+def test_an_allowed_loopback_receiver_gets_its_callback(api):
+    with CallbackReceiver() as receiver:
+        async def body(client: Client, service: AsyncService) -> dict[str, Any]:
+            job = (await submit(client, ADD, headers={"Inference-Callback-Url": receiver.url})).json()
+            await wait_status(client, job["id"])
+            await service.callbacks.idle()
+            return dict((await client.get(job["status_url"])).json())
+
+        status = api(body, callback_allowed=("127.0.0.1",))
+    assert status["callback"]["state"] == "delivered"
+    assert [r["body"]["id"] for r in receiver.received] == [status["id"]]
+    assert receiver.received[0]["body"]["status_url"] == f"/v2/jobs/{status['id']}"
+
+
+@pytest.mark.parametrize("public_url", ["", "https://inferd.example.com/base"])
+def test_job_links_never_come_from_the_host_header(api, public_url):
+    """A forged Host header is not echoed into ``Location`` or the links: they are paths, or start with the
+    ``public_url`` setting."""
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+
+    async def body(client: Client, service: AsyncService) -> None:
+        submitted = await submit(client, ADD, headers=forged)
+        job = submitted.json()
+        links = f"{public_url}/v2/jobs/{job['id']}"
+        assert submitted.headers["location"] == job["status_url"] == links
+        assert job["result_url"] == f"{links}/result"
+        status = (await client.get(f"/v2/jobs/{job['id']}", headers=forged)).json()
+        listed = (await client.get("/v2/jobs", headers=forged)).json()["jobs"]
+        assert status["status_url"] == listed[0]["status_url"] == links
+        assert "evil" not in json.dumps([job, status, listed])
+
+    api(body, public_url=public_url)
 
 
 def test_a_state_folder_in_use_turns_async_off_with_a_clear_503(api, repo, tmp_path):

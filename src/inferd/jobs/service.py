@@ -15,8 +15,9 @@ from pathlib import Path
 
 from inferd.codecs.v2_body import V2Body
 from inferd.dataplane import DataPlane
-from inferd.errors import unavailable
+from inferd.errors import invalid, unavailable
 from inferd.jobs.callbacks import CallbackSender
+from inferd.jobs.destinations import Destinations, RefusedDestinationError
 from inferd.jobs.inputs import read_location
 from inferd.jobs.payloads import PayloadFiles
 from inferd.jobs.retention import Retention
@@ -43,6 +44,9 @@ class AsyncConfig:
     model_callback_urls: Mapping[str, str] = field(default_factory=dict)
     callback_max_attempts: int = 5
     input_roots: tuple[str, ...] = ()
+    callback_allowed: tuple[str, ...] = ()
+    public_url: str = ""
+    """What job links start with; empty: they are paths."""
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> AsyncConfig:
@@ -50,7 +54,8 @@ class AsyncConfig:
                    settings.async_concurrency_per_model, settings.async_max_attempts,
                    settings.async_retry_backoff_s, settings.async_ttl_s, settings.async_callback_url,
                    dict(settings.async_model_callback_urls), settings.async_callback_max_attempts,
-                   tuple(settings.async_input_roots))
+                   tuple(settings.async_input_roots), tuple(settings.async_callback_allowed),
+                   settings.public_url or "")
 
 
 class AsyncService:
@@ -60,8 +65,10 @@ class AsyncService:
         self.store: JobStore = store or SqliteJobStore(config.state_dir)
         self.files = PayloadFiles(config.state_dir / "payloads")
         self.retention = Retention(self.store, self.files, config.ttl_s)
-        self.callbacks = CallbackSender(self.store, max_attempts=config.callback_max_attempts,
-                                        backoff_s=config.retry_backoff_s)
+        self.destinations = Destinations(config.callback_allowed,
+                                         [u for u in (config.callback_url, *config.model_callback_urls.values()) if u])
+        self.callbacks = CallbackSender(self.store, self.destinations, max_attempts=config.callback_max_attempts,
+                                        backoff_s=config.retry_backoff_s, links_base=config.public_url)
         options = WorkerOptions(config.concurrency_per_model, RetryPolicy(config.max_attempts, config.retry_backoff_s),
                                 config.inline_payload_bytes)
         self.worker = Worker(self.store, self.files, self._infer, self._load_body, options,
@@ -121,7 +128,13 @@ class AsyncService:
 
     # -- what the routes call ------------------------------------------------------------------
     def callback_for(self, model: str, given: str | None) -> str | None:
-        """The job's callback URL: the request's, else the model's, else the server's default."""
+        """The job's callback URL: the request's (which must be an allowed destination: INVALID_ARGUMENT
+        naming ``async_callback_allowed`` otherwise), else the model's, else the server's default."""
+        if given is not None:
+            try:
+                self.destinations.check(given)
+            except RefusedDestinationError as exc:
+                raise invalid(f"Inference-Callback-Url: {exc}") from None
         return given or self.config.model_callback_urls.get(model) or self.config.callback_url
 
     async def submit(self, job: NewJob) -> tuple[Job, bool]:

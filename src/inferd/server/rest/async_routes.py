@@ -5,7 +5,8 @@ Request headers on ``infer-async`` (besides what ``infer`` takes, such as ``Infe
 
 - ``Inference-Id``: an idempotency key and the job's id. The same id again returns the same job (200); with a
   different request, 409. Without the header, the V2 ``id`` field of a small JSON body plays the same part.
-- ``Inference-Callback-Url``: where to POST the job's status when it ends.
+- ``Inference-Callback-Url``: where to POST the job's status when it ends; a destination the
+  ``async_callback_allowed`` setting does not allow gets 400.
 - ``Inference-Input-Location``: read the request body from this file or URL (under ``async_input_roots``)
   instead of the request's own body.
 """
@@ -59,7 +60,7 @@ def _submit_routes(router: APIRouter, dataplane: DataPlane, service: AsyncServic
     @router.post("/v2/models/{model}/versions/{version}/infer-async", status_code=202,
                  summary="Submit an asynchronous inference on a version", openapi_extra=docs)
     async def submit(request: Request, model: str, version: str | None = None) -> Response:
-        call = Submission(request.headers, request.stream(), str(request.base_url), owner_of(request.scope))
+        call = Submission(request.headers, request.stream(), service.config.public_url, owner_of(request.scope))
         status, reply = await accept(dataplane, service, model, version, call)
         return json_response(reply, status, headers={"Location": reply["status_url"]})
 
@@ -73,6 +74,7 @@ class Submission:
     chunks: AsyncIterator[bytes]
     """The request body."""
     base_url: str
+    """What the links start with: the ``public_url`` setting, or empty (paths), never the ``Host`` header."""
     owner: str | None = None
     """The API key that submits (None without keys): only it, or an admin key, sees the job."""
 
@@ -109,11 +111,11 @@ def _job_routes(router: APIRouter, service: AsyncService) -> None:
         viewer = _viewer(request.scope)
         jobs = await service.store.list_jobs(status=JobStatus(status) if status else None, model=model, limit=limit,
                                              owner=viewer)
-        return json_response({"jobs": [j.to_dict(str(request.base_url)) for j in jobs]})
+        return json_response({"jobs": [j.to_dict(service.config.public_url) for j in jobs]})
 
     @router.get("/v2/jobs/{job_id}", summary="Status of an asynchronous job")
     async def status(request: Request, job_id: str) -> Response:
-        return json_response((await _job(service, job_id, _viewer(request.scope))).to_dict(str(request.base_url)))
+        return json_response((await _job(service, job_id, _viewer(request.scope))).to_dict(service.config.public_url))
 
     @router.get("/v2/jobs/{job_id}/result", summary="Result of an asynchronous job (the synchronous response)")
     async def result(request: Request, job_id: str) -> Response:
@@ -127,7 +129,7 @@ def _job_routes(router: APIRouter, service: AsyncService) -> None:
             raise HTTPError(404, f"no job {job_id!r}")
         if job.status is not JobStatus.CANCELLED:
             raise HTTPError(409, f"job {job_id!r} is {job.status.value}; only a queued job can be cancelled")
-        return json_response(job.to_dict(str(request.base_url)))
+        return json_response(job.to_dict(service.config.public_url))
 
 
 def _check_model(dataplane: DataPlane, model: str, version: str | None) -> None:
@@ -143,7 +145,7 @@ def _check_model(dataplane: DataPlane, model: str, version: str | None) -> None:
 async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], service: AsyncService, model: str,
                    version: str | None, owner: str | None) -> NewJob:
     header_length = v2_binary.parse_header_length(headers.get(v2_binary.HEADER_LENGTH))
-    callback = _callback_url(headers.get("inference-callback-url"))
+    callback = service.callback_for(model, headers.get("inference-callback-url"))  # checked before the body
     location = headers.get("inference-input-location")
     key = headers.get("inference-id")
     if location is not None:
@@ -158,7 +160,7 @@ async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], ser
         raise invalid(f"inference id {key!r} cannot name a job: use 1-128 letters, digits, '.', '_', ':' or '-'")
     digest = hashlib.sha256(f"{owner}\0{model}\0{version}\0{header_length}\0{digest_of}".encode()).hexdigest()
     return NewJob(key or uuid.uuid4().hex, model, version, digest, body, header_length, location,
-                  service.callback_for(model, callback), owner)
+                  callback, owner)
 
 
 async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], service: AsyncService,
@@ -187,12 +189,6 @@ def _v2_id(body: bytes, header_length: int | None) -> str | None:
         return None
     found = payload.get("id") if isinstance(payload, dict) else None
     return found if isinstance(found, str) and found else None
-
-
-def _callback_url(url: str | None) -> str | None:
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise invalid(f"Inference-Callback-Url must be an http:// or https:// URL, got {url!r}")
-    return url
 
 
 def _input_location(service: AsyncService, location: str) -> str:
