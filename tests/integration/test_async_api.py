@@ -270,11 +270,36 @@ def test_input_references_read_files_under_the_allowed_roots(api, tmp_path):
         assert result.content == (await client.post("/v2/models/adder/infer", json=ADD)).content
         outside = await submit(client, b"", headers={"Inference-Input-Location": str(tmp_path / "outside.json")})
         assert outside.status_code == 400
-        assert "not under an allowed root" in outside.json()["error"]
+        assert "outside the folders the async_input_roots setting allows" in outside.json()["error"]
         big = await submit(client, b"", headers={"Inference-Input-Location": str(inputs / "big.json")})
         assert big.status_code == 413
 
     api(body, input_roots=(str(inputs),))
+
+
+def test_an_input_swapped_for_a_symbolic_link_after_submission_fails_the_job_when_it_opens_it(api, repo, tmp_path):
+    """Checked at submission, then (while the job waits behind another) replaced by a link to a file outside the
+    root: the job opens the link, refuses it, and fails with a message naming the path and the setting."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "req.json").write_text(json.dumps(gated(2)))
+    (tmp_path / "secret.json").write_text(json.dumps(gated(3)))
+
+    async def body(client: Client, service: AsyncService) -> None:
+        held = (await submit(client, gated(99), model="gated")).json()
+        await wait_status(client, held["id"], ("running",))
+        job = await submit(client, b"", model="gated", headers={"Inference-Input-Location": str(inputs / "req.json")})
+        assert job.status_code == 202
+        (inputs / "req.json").unlink()
+        (inputs / "req.json").symlink_to(tmp_path / "secret.json")
+        (repo / "gated" / "1" / "open").touch()
+        status = await wait_status(client, job.json()["id"])
+        assert (status["status"], status["attempts"], status["error"]["code"]) == ("failed", 1, "INVALID_ARGUMENT")
+        assert status["error"]["message"] == (
+            f"input location {inputs / 'req.json'} leads to {tmp_path / 'secret.json'}, which is outside the "
+            f"folders the async_input_roots setting allows ({inputs})")
+
+    api(body, input_roots=(str(inputs),), concurrency_per_model=1)
 
 
 def test_input_references_are_refused_without_roots(api, tmp_path):

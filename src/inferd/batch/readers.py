@@ -4,6 +4,9 @@ A location is one file or a folder of them (searched recursively, sorted by path
 blocks and cut into mini-batches of exactly ``batch_size`` rows (the last one may be smaller), so the
 mini-batch boundaries depend only on the file and the batch size: a resumed job sees the same ones.
 Memory stays bounded by one read block plus one mini-batch, whatever the file's size.
+
+Local files are opened through :class:`~inferd.roots.Roots`: for a job the server runs, every file listed
+and every file opened must lie under ``batch_roots`` once symbolic links are followed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inferd.batch.options import BatchError
+from inferd.roots import ANYWHERE, Roots
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,6 +44,8 @@ class InputFile:
     size: int
     modified: str
     """Modification time (or ETag, for object stores) as the file system reports it."""
+    roots: Roots = ANYWHERE
+    """Where a local file must lie when it is opened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +74,20 @@ def filesystem(location: str) -> tuple[Any, str]:
         raise BatchError(f"cannot open {location}: {exc}") from None
 
 
-def list_inputs(location: str) -> list[InputFile]:
-    """The input files at ``location``: the file itself, or every CSV/JSONL/Parquet file under the folder."""
+def list_inputs(location: str, roots: Roots = ANYWHERE) -> list[InputFile]:
+    """The input files at ``location``: the file itself, or every CSV/JSONL/Parquet file under the folder;
+    each one, when local, under ``roots`` (:class:`~inferd.roots.OutsideRootsError` otherwise)."""
     fs, root = filesystem(location)
     if not fs.exists(root):
         raise BatchError(f"input {location} does not exist")
     if not fs.isdir(root):
-        return [_input_file(fs, location, root, root.rsplit("/", 1)[-1], strict=True)]
+        return [_input_file(fs, location, root, root.rsplit("/", 1)[-1], strict=True, roots=roots)]
     found = []
     for path in sorted(fs.find(root)):
         relative = path[len(root.rstrip("/")) + 1:]
         if any(part.startswith((".", "_")) for part in relative.split("/")):
             continue
-        item = _input_file(fs, _url(location, root, path), path, relative, strict=False)
+        item = _input_file(fs, _url(location, root, path), path, relative, strict=False, roots=roots)
         if item is not None:
             found.append(item)
     if not found:
@@ -95,7 +102,7 @@ def _url(location: str, root: str, path: str) -> str:
     return location.rstrip("/") + path[len(root.rstrip("/")):]
 
 
-def _input_file(fs: Any, url: str, path: str, relative: str, strict: bool) -> Any:
+def _input_file(fs: Any, url: str, path: str, relative: str, strict: bool, roots: Roots) -> Any:
     name = relative.rsplit("/", 1)[-1].lower()
     gzip = name.endswith(".gz")
     stem = name[:-3] if gzip else name
@@ -105,9 +112,13 @@ def _input_file(fs: Any, url: str, path: str, relative: str, strict: bool) -> An
             raise BatchError(f"cannot tell the format of {url}: expected .csv, .jsonl, .ndjson, .json or "
                              ".parquet (the text formats optionally .gz)")
         return None
+    local = "file" in _protocols(fs)
+    if local:
+        roots.check(path, "input file")  # listed: refused before any work (and again when opened)
     info = fs.info(path)
     modified = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("etag") or ""
-    return InputFile(url, relative, fmt, gzip, int(info.get("size") or 0), str(modified))
+    return InputFile(url, relative, fmt, gzip, int(info.get("size") or 0), str(modified),
+                     roots if local else ANYWHERE)
 
 
 def fingerprint(item: InputFile) -> dict[str, Any]:
@@ -115,9 +126,8 @@ def fingerprint(item: InputFile) -> dict[str, Any]:
 
     A changed file almost always changes size or modification time; the sampled hash also catches a file
     replaced by another of the same size whose time was preserved. Hashing it all would read it twice."""
-    fs, path = filesystem(item.url)
     digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
+    with _open_binary(item) as handle:
         digest.update(handle.read(SAMPLE_BYTES))
         if item.size > 2 * SAMPLE_BYTES:
             handle.seek(item.size - SAMPLE_BYTES)
@@ -131,8 +141,7 @@ def count_rows(item: InputFile) -> int | None:
         return None
     import pyarrow.parquet as pq
 
-    fs, path = filesystem(item.url)
-    with fs.open(path, "rb") as handle:
+    with _open_binary(item) as handle:
         return int(pq.ParquetFile(handle).metadata.num_rows)
 
 
@@ -196,6 +205,7 @@ def _open(item: InputFile, stack: ExitStack) -> tuple[Any, Any]:
     try:
         if "file" in _protocols(fs):  # local: pyarrow's own file, no Python in the read path
             raw: Any = stack.enter_context(pa.OSFile(path, "rb"))
+            item.roots.check_open(raw.fileno(), path, "input file")  # the file opened, links followed
         else:
             raw = pa.PythonFile(stack.enter_context(fs.open(path, "rb")), mode="r")
         if item.format == "parquet":
@@ -206,6 +216,14 @@ def _open(item: InputFile, stack: ExitStack) -> tuple[Any, Any]:
         return _jsonl(stream), raw
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         raise BatchError(f"cannot read {item.url}: {exc}") from None
+
+
+def _open_binary(item: InputFile) -> Any:
+    """The file for reading (a local one checked against the item's roots as opened)."""
+    fs, path = filesystem(item.url)
+    if "file" in _protocols(fs):
+        return item.roots.open_file(path, "input file")
+    return fs.open(path, "rb")
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from inferd.dataplane import DataPlane
 from inferd.errors import invalid, unavailable
 from inferd.jobs.callbacks import CallbackSender
 from inferd.jobs.destinations import Destinations, RefusedDestinationError
-from inferd.jobs.inputs import read_location
+from inferd.jobs.inputs import local_roots, read_location
 from inferd.jobs.payloads import PayloadFiles
 from inferd.jobs.retention import Retention
 from inferd.jobs.sqlite_store import SqliteJobStore
@@ -64,6 +64,7 @@ class AsyncService:
         self.config = config
         self.store: JobStore = store or SqliteJobStore(config.state_dir)
         self.files = PayloadFiles(config.state_dir / "payloads")
+        self.input_roots = local_roots(config.input_roots)
         self.retention = Retention(self.store, self.files, config.ttl_s)
         self.destinations = Destinations(config.callback_allowed,
                                          [u for u in (config.callback_url, *config.model_callback_urls.values()) if u])
@@ -168,7 +169,7 @@ class AsyncService:
 
     async def _load_body(self, job: Job) -> bytes:
         if job.input_location is not None:
-            return await read_location(job.input_location, self.config.max_body_bytes)
+            return await read_location(job.input_location, self.config.max_body_bytes, self.input_roots)
         if job.request_file is not None:
             return await self.files.read(job.request_file)
         if job.request_inline is not None:  # claim() brought it along
