@@ -44,9 +44,11 @@ class CallbackSender:
         self._max_backoff_s = max_backoff_s
         self._timeout_s = timeout_s
         self._clock: Callable[[], float] = time.time
-        self._client: httpx.AsyncClient | None = None
-        """Made for the first delivery: httpx and its TLS context cost about 0.2 s, not worth paying at
-        every server start for jobs that may never have a callback."""
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        """One per TLS name (and one for addresses): connections are pooled by the checked address, and one
+        opened and verified for one name must not carry a request for another name at the same address. Each
+        is made for its first delivery: httpx and its TLS context cost about 0.2 s, not worth paying at every
+        server start for jobs that may never have a callback."""
         self._started = False
         self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -63,9 +65,9 @@ class CallbackSender:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._started = False
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     def notify(self, job_id: str) -> None:
         """Job ``job_id`` has ended: deliver its callback, if it has one that is pending."""
@@ -114,8 +116,6 @@ class CallbackSender:
         """One attempt: (HTTP status or None, error or None, whether the destination is refused)."""
         import httpx
 
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
         async with self._limit:
             try:
                 target = await self._destinations.pin(url)  # resolved and checked now: each attempt again
@@ -126,12 +126,19 @@ class CallbackSender:
                 return None, f"ConnectError: {exc}", False
             headers = {"content-type": "application/json", "host": target.host_header}
             extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+            client = self._client(target.sni_hostname or "")
             try:
-                response = await self._client.post(target.url, content=body, headers=headers,
-                                                   extensions=extensions)
+                response = await client.post(target.url, content=body, headers=headers, extensions=extensions)
             except httpx.HTTPError as exc:
                 return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, False
         if response.is_success:
             return response.status_code, None, False
         moved = " (redirects are not followed)" if response.is_redirect else ""
         return response.status_code, f"HTTP {response.status_code}{moved}", False
+
+    def _client(self, name: str) -> httpx.AsyncClient:
+        import httpx
+
+        if name not in self._clients:
+            self._clients[name] = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
+        return self._clients[name]
