@@ -40,6 +40,7 @@ _NUMERIC_IPV4 = re.compile(r"^[0-9a-fx.]+$")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 _HOST_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_-]{1,63})*$")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class RefusedDestinationError(ValueError):
@@ -218,14 +219,14 @@ def _host_name(name: str, host: str) -> str:
 
 def _unmapped(address: IPAddress) -> IPAddress:
     """The IPv4 address inside an IPv6 one that carries it (IPv4-mapped ``::ffff:127.0.0.1``, IPv4-compatible
-    ``::127.0.0.1``, 6to4), else the address itself."""
+    ``::127.0.0.1``, 6to4, NAT64 ``64:ff9b::7f00:1``), else the address itself."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
         if address.sixtofour is not None:
             return address.sixtofour
-        if address in _IPV4_COMPATIBLE and int(address) > 1:
-            return ipaddress.IPv4Address(int(address))
+        if (address in _IPV4_COMPATIBLE and int(address) > 1) or address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 

@@ -20,6 +20,7 @@ REFUSED_FORMS = [
     "http://0.0.0.0:8080/", "http://[::]/",  # unspecified: the local host on Linux
     "http://[::1]/", "http://[fe80::1]/", "http://[fd00::1]/",
     "http://[::ffff:127.0.0.1]/", "http://[::ffff:7f00:1]/", "http://[::127.0.0.1]/",  # IPv4 inside IPv6
+    "http://[64:ff9b::7f00:1]/", "http://[2002:7f00:1::]/",
     "http://2130706433/", "http://0x7f000001/", "http://0177.0.0.1/", "http://127.1/", "http://0x7f.1/",  # decimal..
     "http://127.0.0.1./", "http://224.0.0.1/",
     "http://8.8.8.8/",  # global, but not listed
@@ -107,3 +108,13 @@ def test_only_an_allowed_address_among_several_is_chosen():
 def test_an_ipv6_literal_is_pinned_with_brackets():
     target = asyncio.run(Destinations(["[::1]"]).pin("http://[::1]:9/x"))
     assert (target.url, target.host_header, target.sni_hostname) == ("http://[::1]:9/x", "[::1]:9", None)
+
+
+@pytest.mark.parametrize("address", ["::ffff:127.0.0.1", "64:ff9b::7f00:1", "2002:a00:1::", "::10.0.0.1", "fe80::1",
+                                     "0.0.0.0", "100.64.1.1", "224.0.0.251", "198.18.0.1"])
+def test_a_listed_name_that_resolves_to_a_non_global_address_in_any_form_is_refused(address):
+    async def resolver(host, port):
+        return [ipaddress.ip_address(address)]
+
+    with pytest.raises(RefusedDestinationError, match="not an allowed destination: list the address"):
+        asyncio.run(Destinations(["hooks.example.com"], resolver=resolver).pin("https://hooks.example.com/"))
