@@ -24,7 +24,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import SplitResult, urlsplit
 
 from inferd.security.startup import SecurityConfigError
@@ -137,7 +137,7 @@ class Destinations:
             raise OSError(f"cannot resolve {parsed.host}: {exc}") from None
         refused = []
         for address in addresses:  # the first one allowed; a refused one is never connected to
-            why = self._why_not(address)
+            why = self._why_not(address, parsed)
             if why is None:
                 return _target(parsed, address)
             refused.append(why)
@@ -161,14 +161,16 @@ class Destinations:
         return any(candidate in network for network in self.networks for candidate in {plain, address}
                    if candidate.version == network.version)
 
-    def _why_not(self, address: IPAddress) -> str | None:
-        """None when a host name listed by the setting may be called at ``address`` (it resolved to it), else
-        why not (naming the setting)."""
+    def _why_not(self, address: IPAddress, url: _Url) -> str | None:
+        """None when ``url``, whose listed host name resolved to ``address``, may be called there, else why not
+        (naming the setting). A URL prefix on that address allows only its own scheme, port and path."""
         if public(address) or self._covers(address):
             return None
         plain = _unmapped(address)
-        if any(p.url.address in (plain, address) for p in self.prefixes):
-            return None
+        for prefix in self.prefixes:
+            listed = prefix.url.address
+            if listed in (plain, address) and prefix.allows(replace(url, host=prefix.url.host, address=listed)):
+                return None
         return f"{_describe(address)}, not an allowed destination: list the address or its network in {SETTING}"
 
 

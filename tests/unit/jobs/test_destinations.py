@@ -118,3 +118,17 @@ def test_a_listed_name_that_resolves_to_a_non_global_address_in_any_form_is_refu
 
     with pytest.raises(RefusedDestinationError, match="not an allowed destination: list the address"):
         asyncio.run(Destinations(["hooks.example.com"], resolver=resolver).pin("https://hooks.example.com/"))
+
+
+def test_a_url_prefix_on_an_address_does_not_open_that_address_to_every_name_resolving_there():
+    """The server's own callback URL is on loopback; a listed name whose DNS answer turns loopback reaches that
+    URL's port and path only, not the rest of the machine."""
+    async def loopback(host, port):
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    allowed = Destinations(["hooks.example.com"], ["http://127.0.0.1:9/default"], resolver=loopback)
+    assert asyncio.run(allowed.pin("http://hooks.example.com:9/default")).url == "http://127.0.0.1:9/default"
+    for other in ("http://hooks.example.com:8080/default", "http://hooks.example.com:9/admin",
+                  "https://hooks.example.com:9/default"):
+        with pytest.raises(RefusedDestinationError, match="127.0.0.1 \\(a loopback address\\)"):
+            asyncio.run(allowed.pin(other))
