@@ -140,9 +140,9 @@ def test_kill_9_mid_backlog_then_restart_every_accepted_job_succeeds_once(tmp_pa
     assert runs[13] == 2  # at-least-once: it ran again after the restart
     assert all(runs[i] >= 1 for i in accepted.values())
     with sqlite3.connect(state / "jobs.db") as conn:
-        rows = conn.execute("SELECT id, status, result_size FROM jobs").fetchall()
+        rows = conn.execute("SELECT public_id, status, result_size FROM jobs").fetchall()
     assert {r[0] for r in rows} >= set(accepted)
-    assert len(rows) == len({r[0] for r in rows})  # one record per id
+    assert len(rows) == len({r[0] for r in rows})  # one record per id (one owner: the server has no keys)
     assert all(status == "succeeded" and size for _, status, size in rows), rows  # each with exactly one result
 
 

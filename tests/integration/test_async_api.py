@@ -20,6 +20,7 @@ from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.repository import ModelRepository
 from inferd.server.rest.app import build_app
 from inferd.settings import ServerSettings
+from job_fakes import write_v0_store
 
 GATED = """
 import time
@@ -172,15 +173,29 @@ def test_the_same_inference_id_returns_the_same_job(api):
         other = await submit(client, {**ADD, "parameters": {"x": 1}}, headers={"Inference-Id": "order-17"})
         assert (other.status_code, other.json()) == (
             409, {"error": "job 'order-17' already exists with a different request"})
-        # the V2 id field of a JSON body is the key when there is no header
-        v2 = [await submit(client, {**ADD, "id": "v2-id"}) for _ in range(2)]
+        # the V2 id field of a JSON body is the key only when Inference-Id-From-Body asks for it
+        plain = [await submit(client, {**ADD, "id": "v2-id"}) for _ in range(2)]
+        assert [r.status_code for r in plain] == [202, 202]
+        assert "v2-id" not in [r.json()["id"] for r in plain]
+        assert plain[0].json()["id"] != plain[1].json()["id"]
+        from_body = {"Inference-Id-From-Body": "true"}
+        v2 = [await submit(client, {**ADD, "id": "v2-id"}, headers=from_body) for _ in range(2)]
         assert [r.status_code for r in v2] == [202, 200]
         assert v2[0].json()["id"] == "v2-id"
-        bad = await submit(client, ADD, headers={"Inference-Id": "no spaces/slashes"})
-        assert bad.status_code == 400
-        assert "cannot name a job" in bad.json()["error"]
+        for headers, request, message in [
+            (from_body, ADD, 'the body has no string "id" field'),
+            ({**from_body, "Inference-Id": "x"}, {**ADD, "id": "y"}, "not both"),
+            ({"Inference-Id-From-Body": "maybe"}, ADD, "must be true or false"),
+            (from_body, {**ADD, "id": "no spaces"}, "cannot name a job"),
+            (from_body, {**ADD, "id": "v2-id", "pad": "x" * 2000}, "async_inline_payload_bytes"),
+            ({"Inference-Id": "no spaces/slashes"}, ADD, "cannot name a job"),
+        ]:
+            bad = await submit(client, request, headers=headers)
+            assert bad.status_code == 400, bad.text
+            assert message in bad.json()["error"]
+        assert service.files.names() == set()  # the refused large body left no payload file
         listed = (await client.get("/v2/jobs")).json()["jobs"]
-        assert sorted(j["id"] for j in listed) == ["order-17", "v2-id"]
+        assert sorted(j["id"] for j in listed) == sorted(["order-17", "v2-id", *(r.json()["id"] for r in plain)])
         assert (await wait_status(client, "order-17"))["status"] == "succeeded"
         assert (await submit(client, ADD, headers={"Inference-Id": "order-17"})).status_code == 200
 
@@ -414,3 +429,26 @@ def test_a_state_folder_in_use_turns_async_off_with_a_clear_503(api, repo, tmp_p
         assert (await submit(client, ADD)).status_code == 202  # the first is unaffected
 
     api(body)
+
+
+def test_jobs_of_a_store_from_before_per_key_ids_are_still_served(api, tmp_path):
+    """An old state folder (user_version 0, job ids global): its finished job's result and status are served under
+    the same id, and its queued job runs to the same result the synchronous route gives."""
+    request = json.dumps(ADD).encode()
+    base = {"model": "adder", "created_at": 1.0, "updated_at": 1.0, "digest": "d"}
+    write_v0_store(tmp_path / "state", [
+        {**base, "id": "old-done", "status": "succeeded", "attempts": 1, "finished_at": time.time(),
+         "request_size": len(request), "request_inline": request, "result_size": 9, "result_inline": b'{"old":1}'},
+        {**base, "id": "old-queued", "status": "queued", "request_size": len(request), "request_inline": request},
+    ], with_owner=False)
+
+    async def body(client: Client, service: AsyncService) -> None:
+        done = await client.get("/v2/jobs/old-done/result")
+        assert (done.status_code, done.content) == (200, b'{"old":1}')
+        assert (await client.get("/v2/jobs/old-done")).json()["status_url"].endswith("/v2/jobs/old-done")
+        status = await wait_status(client, "old-queued")
+        assert status["status"] == "succeeded"
+        result = await client.get(status["result_url"])
+        assert result.json() == (await client.post("/v2/models/adder/infer", json=ADD)).json()
+
+    api(body, inline_payload_bytes=4096)
