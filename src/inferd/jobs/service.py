@@ -15,18 +15,22 @@ from pathlib import Path
 
 from inferd.codecs.v2_body import V2Body
 from inferd.dataplane import DataPlane
-from inferd.errors import invalid, unavailable
+from inferd.errors import InferError, invalid, unavailable
 from inferd.jobs.callbacks import CallbackSender
 from inferd.jobs.destinations import Destinations, RefusedDestinationError
 from inferd.jobs.inputs import local_roots, read_location
 from inferd.jobs.payloads import PayloadFiles
 from inferd.jobs.retention import Retention
 from inferd.jobs.sqlite_store import SqliteJobStore
+from inferd.jobs.storage import disk_full_error, is_disk_full
 from inferd.jobs.store import CallbackState, Job, JobStatus, JobStore, NewJob
 from inferd.jobs.worker import RetryPolicy, Worker, WorkerOptions
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+FULL_LOG_INTERVAL_S = 60.0
+"""Least time between two log lines about submissions refused for a full disk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ class AsyncService:
         self.why_not = "asynchronous inference is starting"
         self._retention_task: asyncio.Task[None] | None = None
         self._opened = False
+        self._full_logged_at = -FULL_LOG_INTERVAL_S
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -138,9 +143,26 @@ class AsyncService:
                 raise invalid(f"Inference-Callback-Url: {exc}") from None
         return given or self.config.model_callback_urls.get(model) or self.config.callback_url
 
+    def disk_full(self, exc: BaseException) -> InferError | None:
+        """The refusal for a write that failed because the state folder's disk is full (None: another failure)."""
+        if not is_disk_full(exc):
+            return None
+        refusal = disk_full_error(self.config.state_dir, exc)
+        now = time.monotonic()
+        if now - self._full_logged_at >= FULL_LOG_INTERVAL_S:  # one line a minute, not one per refused request
+            self._full_logged_at = now
+            log.warning("refusing asynchronous submissions: %s", refusal.message)
+        return refusal
+
     async def submit(self, job: NewJob) -> tuple[Job, bool]:
         self.check()
-        stored, created = await self.store.submit(job, time.time())
+        try:
+            stored, created = await self.store.submit(job, time.time())
+        except Exception as exc:
+            refusal = self.disk_full(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
         if created:
             self.worker.wake(job.model)
         return stored, created

@@ -89,7 +89,13 @@ async def accept(dataplane: DataPlane, service: AsyncService, model: str, versio
     ``{id, status_url, result_url}``; the same id with another request is a conflict (409)."""
     service.check()
     _check_model(dataplane, model, version)
-    new = await _new_job(call.headers, call.chunks, service, model, version, call.owner)
+    try:
+        new = await _new_job(call.headers, call.chunks, service, model, version, call.owner)
+    except OSError as exc:  # writing a large body to a payload file
+        refusal = service.disk_full(exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
     try:
         job, created = await service.submit(new)
     except BaseException:
