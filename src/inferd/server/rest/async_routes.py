@@ -39,7 +39,7 @@ from inferd.jobs.store import Job, JobStatus, NewJob, Payload, job_links
 from inferd.server.rest.body import BodyLimit
 from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.job_access import JobAccess
-from inferd.server.rest.openapi import ACCEPTED_RESPONSE, INFER_BODY
+from inferd.server.rest.openapi import ACCEPTED_RESPONSE, ASYNC_HEADERS, INFER_BODY
 from inferd.server.rest.responses import error_response, json_response
 from inferd.server.status import HTTP_STATUS
 
@@ -56,7 +56,7 @@ def async_router(dataplane: DataPlane, service: AsyncService) -> APIRouter:
 
 def _submit_routes(router: APIRouter, dataplane: DataPlane, service: AsyncService) -> None:
 
-    docs = {"requestBody": INFER_BODY, "responses": {"202": ACCEPTED_RESPONSE}}
+    docs = {"requestBody": INFER_BODY, "responses": {"202": ACCEPTED_RESPONSE}, "parameters": ASYNC_HEADERS}
 
     @router.post("/v2/models/{model}/infer-async", summary="Submit an asynchronous inference", status_code=202,
                  openapi_extra=docs)
