@@ -131,3 +131,35 @@ def test_a_full_disk_is_503_then_the_stuck_job_completes_once_space_is_freed(tmp
     assert "Traceback" not in log, log
     assert f"refusing asynchronous submissions: the state folder {small_disk} is out of disk space" in log
     assert "trying again until it is stored" in log
+
+
+def test_a_server_restarted_on_a_full_disk_serves_and_recovers_its_jobs_once_space_is_freed(tmp_path, small_disk):
+    """kill -9 while a job runs, the disk fills, the server comes back: it starts (real time and job reads work,
+    submissions are 503), and once space is freed the job cut short runs again and completes, no second restart."""
+    repo = tmp_path / "models"
+    gate = write_model(repo, "gated", GATED_BIG) / "1" / "open"
+    args, env = ["--state-dir", str(small_disk)], {"INFERD_ASYNC_INLINE_PAYLOAD_BYTES": str(INLINE)}
+    first = ServerProcess(repo, tmp_path / "first.log", extra_args=args, env=env).start()
+    try:
+        with httpx.Client(base_url=first.url, timeout=30) as client:
+            assert client.post("/v2/models/gated/infer-async", content=body(99),
+                               headers={"Inference-Id": "cut-short"}).status_code == 202
+            wait_status(client, "cut-short", ("running",))
+    finally:
+        first.kill()
+    filler = fill(small_disk)
+    gate.touch()
+    second = ServerProcess(repo, tmp_path / "second.log", extra_args=args, env=env).start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            assert client.post("/v2/models/gated/infer", content=body(2)).status_code == 200
+            assert client.get("/v2/jobs/cut-short").json()["status"] in ("running", "queued")
+            refused = client.post("/v2/models/gated/infer-async", content=body(1, 150_000))
+            assert refused.status_code == 503, refused.text
+            filler.unlink()
+            done = wait_status(client, "cut-short", ("succeeded", "failed"))
+            assert (done["status"], done["attempts"]) == ("succeeded", 2)
+    finally:
+        assert second.stop() == 0, second.log()
+    assert "left running by the last server cannot be queued again yet" in second.log()
+    assert "Traceback" not in second.log(), second.log()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inferd.backoff import doubling_delay
 from inferd.codecs.v2_body import V2Body
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError, invalid, unavailable
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 FULL_LOG_INTERVAL_S = 60.0
 """Least time between two log lines about submissions refused for a full disk."""
+RECOVERY_RETRY_S = 0.5
+"""First wait before trying again to requeue the jobs a dead server left running, when the disk was full."""
+RECOVERY_RETRY_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ class AsyncService:
         self.started = False
         self.why_not = "asynchronous inference is starting"
         self._retention_task: asyncio.Task[None] | None = None
+        self._recovery_task: asyncio.Task[None] | None = None
         self._opened = False
         self._full_logged_at = -FULL_LOG_INTERVAL_S
 
@@ -89,7 +94,7 @@ class AsyncService:
         """Open the store, requeue jobs a dead server left running, delete payload files no job refers to and
         resume pending callbacks. A store that cannot open (a state folder another server holds, a read-only
         disk) leaves asynchronous inference off, logged and said by every async route, rather than the whole
-        server down."""
+        server down; a full disk delays the requeueing until there is space (:meth:`_recover_later`)."""
         try:
             await self.store.open()
         except (OSError, sqlite3.Error) as exc:
@@ -98,12 +103,35 @@ class AsyncService:
             return
         self._opened = True
         self.files.prepare()
-        recovered = await self.store.recover(time.time())
-        if recovered:
-            log.info("asynchronous jobs: %d that were running when the server stopped are queued again", recovered)
+        if not await self._recover():
+            self._recovery_task = asyncio.create_task(self._recover_later(), name="inferd-jobs-recovery")
         orphans = self.files.names() - await self.store.payload_files()
         self.files.delete(orphans)
         await self.callbacks.start()
+
+    async def _recover(self) -> bool:
+        """Queue again the jobs a dead server left running; False when the disk is too full to store that."""
+        try:
+            recovered = await self.store.recover(time.time())
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            return False
+        if recovered:
+            log.info("asynchronous jobs: %d that were running when the server stopped are queued again", recovered)
+        return True
+
+    async def _recover_later(self) -> None:
+        """Recovery on a full disk: the server starts anyway (real-time inference needs no disk), and the jobs
+        left running are queued again as soon as there is space, without a restart."""
+        log.warning("asynchronous jobs left running by the last server cannot be queued again yet: the state "
+                    "folder %s is out of disk space; trying again until there is space", self.config.state_dir)
+        tries = 0
+        while True:
+            tries += 1
+            await asyncio.sleep(doubling_delay(RECOVERY_RETRY_S, tries, RECOVERY_RETRY_MAX_S))
+            if await self._recover():
+                return
 
     def start(self) -> None:
         """Start taking jobs: the worker and retention. Synchronous, so that the server can call it right after
@@ -117,10 +145,11 @@ class AsyncService:
     async def stop(self) -> None:
         self.started = False
         self.why_not = "asynchronous inference is stopping"
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
+        for task in (self._retention_task, self._recovery_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.worker.stop()
         await self.callbacks.stop()
         if self._opened:
