@@ -156,7 +156,9 @@ def parse_version(version: str | None) -> int | None:
     if version is None or version == "":
         return None
     if not (version.isascii() and version.isdigit()) or int(version) < 1:  # "²".isdigit() is True
-        raise invalid(f"model version must be a positive integer, got {version!r}")
+        # Triton's wording first: its clients (grpc_explicit_int8_content_client.py) match on it
+        raise invalid(f"failed to get model version from specified version string '{version}': "
+                      "the model version must be a positive integer")
     return int(version)
 
 
@@ -208,6 +210,9 @@ def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | N
     if unknown:
         listed = ", ".join(map(repr, available))
         raise invalid(f"unknown output {', '.join(map(repr, unknown))}; the model gives {listed}")
+    if len(set(names)) != len(names):  # as Triton: each output is asked for once
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise invalid(f"output {', '.join(map(repr, repeated))} is requested more than once; ask for each output once")
     return names
 
 

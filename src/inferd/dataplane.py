@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib.metadata import version as package_version
@@ -39,6 +39,7 @@ from inferd.inference import (
     ModelMetadata,
     ServerMetadata,
 )
+from inferd.load_parameters import check_unload_parameters, parse_load_parameters
 from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.signature import Signature
@@ -82,9 +83,7 @@ class DataPlane:
             heap.settle()
 
     def close(self) -> None:
-        for model in list(self.repository.models()):
-            if any(v.state is State.READY for v in model.versions.values()):
-                self.repository.unload(model.name)
+        self.repository.close()
         self._pool.shutdown(wait=True)
 
     # -- health and metadata -----------------------------------------------------------------------
@@ -142,17 +141,22 @@ class DataPlane:
             entries.extend(_index_rows(name, model))
         return [e for e in entries if e.state == State.READY.value] if ready_only else entries
 
-    async def load(self, name: str) -> Model:
-        """(Re)load a model. FAILED_PRECONDITION, with the reasons, when no version of it became ready."""
+    async def load(self, name: str, parameters: Mapping[str, Any] | None = None) -> Model:
+        """(Re)load a model, with Triton's load parameters if any (``config``, ``file:<path>``; see
+        :mod:`inferd.load_parameters`). FAILED_PRECONDITION, with the reasons, when no version of it became ready;
+        INVALID_ARGUMENT for bad parameters, before the model loaded now is touched."""
+        parsed = parse_load_parameters(name, parameters)
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self._pool, self.repository.load, name)
+        model = await loop.run_in_executor(self._pool, self.repository.load, name, parsed)
         if self.settle_heap:
             await loop.run_in_executor(self._pool, heap.release)  # a reload replaced the old version
         if model.latest_ready() is None:
             raise InferError(ErrorCode.FAILED_PRECONDITION, f"failed to load model {name!r}: {why_unavailable(model)}")
         return model
 
-    async def unload(self, name: str) -> Model:
+    async def unload(self, name: str, parameters: Mapping[str, Any] | None = None) -> Model:
+        """Unload a model; ``parameters`` may hold Triton's ``unload_dependents`` (inferd models have none)."""
+        check_unload_parameters(name, parameters)
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(self._pool, self.repository.unload, name)
         if self.settle_heap:
@@ -230,11 +234,12 @@ class DataPlane:
         model = self.repository.find(name)
         signature = chosen.signature
         batched = bool(chosen.max_batch_size)
+        formats = {t.name: t.format for t in model.config.inputs}
         return ModelConfiguration(
             name=name,
             platform=chosen.runtime_name,
             max_batch_size=chosen.max_batch_size,
-            inputs=[ConfigTensor.of(s, batched) for s in signature.inputs],
+            inputs=[ConfigTensor.of(s, batched, formats.get(s.name, "FORMAT_NONE")) for s in signature.inputs],
             outputs=[ConfigTensor.of(s, batched) for s in signature.outputs],
             description=model.config.description,
             dynamic_batching=_dynamic_batching(chosen.scheduler.policy),

@@ -7,6 +7,8 @@ is recorded as UNAVAILABLE with the reason, which the index and model-ready call
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from pathlib import Path
 from inferd.artifacts import VersionSource, artifact_sha256, find_versions, resolve_artifact
 from inferd.config import CaptureConfig, ConfigError, ModelConfig, load_model_config
 from inferd.errors import ErrorCode, InferError, not_found, unavailable
+from inferd.load_parameters import LoadParameters, apply_config, failed
 from inferd.loading import Loaded, ServerDefaults, load
 from inferd.runtimes.base import Runtime
 from inferd.scheduling.scheduler import Scheduler
@@ -107,6 +110,8 @@ class Model:
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     reason: str = ""
     """Why the model as a whole could not load (bad model.toml, no versions), else empty."""
+    staged: Path | None = None
+    """The temporary folder this model was loaded from (a load with ``file:`` parameters), removed with it."""
 
     def latest_ready(self) -> ModelVersion | None:
         best: ModelVersion | None = None
@@ -141,18 +146,33 @@ class ModelRepository:
     def load_all(self) -> list[Model]:
         return [self.load(name) for name in self.names()]
 
-    def load(self, name: str) -> Model:
-        """Load (or reload) a model's selected versions. A failure is recorded, not raised."""
-        folder = self.root / name
-        if name not in self.names():
-            raise not_found(f"no model {name!r} in repository {self.root}")
+    def load(self, name: str, parameters: LoadParameters | None = None) -> Model:
+        """Load (or reload) a model's selected versions. A failure of the model is recorded, not raised; bad
+        ``parameters`` (Triton's load parameters: a configuration, files) raise INVALID_ARGUMENT before anything
+        loaded is touched."""
+        staged = _stage(name, parameters.files) if parameters is not None and parameters.files else None
+        folder = self.root / name if staged is None else staged / name
+        try:
+            if staged is None and name not in self.names():
+                raise not_found(f"failed to load '{name}': no model {name!r} in repository {self.root}")
+            config = None if parameters is None else _configured(name, folder, parameters)
+        except BaseException:
+            _remove(staged)
+            raise
         with self._lock:
-            model = self._read(name, folder)
+            model = self._read(name, folder, config)
+            model.staged = staged
             previous = self._models.get(name)
             self._models[name] = model
         if previous is not None:
             _close(previous)
         return model
+
+    def close(self) -> None:
+        """Close every model and remove the folders staged for them (at shutdown)."""
+        with self._lock:
+            for model in self._models.values():
+                _close(model)
 
     def unload(self, name: str) -> Model:
         with self._lock:
@@ -167,7 +187,7 @@ class ModelRepository:
         model = self._models.get(name)
         if model is None:
             known = ", ".join(self._models) or "none"
-            raise not_found(f"unknown model {name!r}; served models: {known}")
+            raise not_found(f"{unknown_model(name)}; served models: {known}")
         if version is None:
             found = model.latest_ready()
             if found is None:
@@ -185,12 +205,12 @@ class ModelRepository:
     def find(self, name: str) -> Model:
         model = self._models.get(name)
         if model is None:
-            raise InferError(ErrorCode.NOT_FOUND, f"unknown model {name!r}")
+            raise InferError(ErrorCode.NOT_FOUND, unknown_model(name))
         return model
 
-    def _read(self, name: str, folder: Path) -> Model:
+    def _read(self, name: str, folder: Path, config: ModelConfig | None = None) -> Model:
         try:
-            config = load_model_config(folder)
+            config = load_model_config(folder) if config is None else config
             on_disk = find_versions(folder)
         except (ConfigError, ValueError, OSError) as exc:
             log.warning("model %s failed to load: %s", name, exc)
@@ -226,7 +246,46 @@ def _load_version(name: str, number: int, folder: Path, model_folder: Path, conf
     return ModelVersion(name, number, State.READY, source, loaded, sha256=digest)
 
 
+def _stage(name: str, files: dict[str, bytes]) -> Path:
+    """A temporary folder holding ``<name>/<path>`` for each file (paths checked by the load parameters)."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise failed(name, "a model loaded from files needs a name that is a plain folder name")
+    staged = Path(tempfile.mkdtemp(prefix="inferd-load-"))
+    try:
+        for path, content in files.items():
+            target = staged / name / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+    except BaseException:
+        _remove(staged)
+        raise
+    return staged
+
+
+def _configured(name: str, folder: Path, parameters: LoadParameters) -> ModelConfig | None:
+    """The model's configuration for a load with parameters: its model.toml (in the staged folder, for a load
+    from files) with the ``config`` parameter in its place."""
+    if parameters.config is None:
+        return None
+    try:
+        base = load_model_config(folder)
+    except ConfigError as exc:
+        raise failed(name, str(exc)) from None
+    return apply_config(name, base, parameters.config)
+
+
+def _remove(staged: Path | None) -> None:
+    if staged is not None:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def _close(model: Model) -> None:
+    _close_versions(model)
+    _remove(model.staged)
+    model.staged = None
+
+
+def _close_versions(model: Model) -> None:
     for version in model.versions.values():
         if version.loaded is not None:
             try:
@@ -237,6 +296,11 @@ def _close(model: Model) -> None:
             version.loaded = None
         if version.state is State.READY:
             version.state = State.UNLOADED
+
+
+def unknown_model(name: str) -> str:
+    """Triton's words for a model it does not serve, which its clients (simple_http_infer_client.py) match on."""
+    return f"Request for unknown model: '{name}' is not found"
 
 
 def why_unavailable(model: Model) -> str:

@@ -53,7 +53,7 @@ def test_explicit_version(dataplane):
     expect_error(dataplane, InferenceRequest("adder", [A, B], model_version="2"), ErrorCode.NOT_FOUND,
                  "model 'adder' has no version 2")
     expect_error(dataplane, InferenceRequest("adder", [A, B], model_version="latest"),
-                 ErrorCode.INVALID_ARGUMENT, "model version must be a positive integer")
+                 ErrorCode.INVALID_ARGUMENT, "failed to get model version from specified version string")
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_invalid_requests_name_the_problem(dataplane, inputs, message):
 
 
 def test_unknown_model(dataplane):
-    expect_error(dataplane, InferenceRequest("nope", [A]), ErrorCode.NOT_FOUND, "unknown model 'nope'")
+    expect_error(dataplane, InferenceRequest("nope", [A]), ErrorCode.NOT_FOUND, "Request for unknown model: 'nope' is not found")
 
 
 def test_model_that_raises_gives_internal_and_the_next_request_works(dataplane):

@@ -30,7 +30,8 @@ from inferd.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
-EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_repository(unload_dependents)", "model_configuration",
+              "statistics")
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 

@@ -118,11 +118,23 @@ def _repository_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit
         ])
 
     @router.post("/v2/repository/models/{model}/load", summary="Load or reload a model")
-    async def load(model: str) -> Response:
-        await dataplane.load(model)
+    async def load(request: Request, model: str) -> Response:
+        # Triton's parameters: "config" (model configuration JSON), "file:<version>/<name>" (base64 content)
+        await dataplane.load(model, await _parameters(request, limit, "load"))
         return json_response({})
 
     @router.post("/v2/repository/models/{model}/unload", summary="Unload a model")
-    async def unload(model: str) -> Response:
-        await dataplane.unload(model)
+    async def unload(request: Request, model: str) -> Response:
+        await dataplane.unload(model, await _parameters(request, limit, "unload"))  # unload_dependents
         return json_response({})
+
+
+async def _parameters(request: Request, limit: BodyLimit, call: str) -> dict[str, Any] | None:
+    """The ``parameters`` object of a repository load or unload body (which may be empty)."""
+    body = await read_body(request, limit)
+    payload = v2_json.loads(body) if body.strip() else {}
+    parameters = payload.get("parameters") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or not isinstance(parameters, dict | None):
+        raise InferError(ErrorCode.INVALID_ARGUMENT,
+                         f"a repository {call} body must be a JSON object, with an object of parameters")
+    return parameters
