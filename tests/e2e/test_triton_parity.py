@@ -1,14 +1,18 @@
 """What Triton's own client examples rely on, with the stock ``tritonclient`` over HTTP and gRPC against a real
-server holding models shaped like Triton's qa models (tests/triton_models.py): duplicate requested outputs,
-``max_batch_size = 0``, input formats in the configuration, and the error phrases Triton's clients match on."""
+server holding models shaped like Triton's qa models (tests/triton_models.py): the repository extension's load
+parameters, duplicate requested outputs, ``max_batch_size = 0``, input formats in the configuration, and the error
+phrases Triton's clients match on."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -18,7 +22,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from server_process import ServerProcess
-from triton_models import write_triton_models
+from triton_models import SIMPLE, write_triton_models
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +33,15 @@ def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(triton_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from ServerProcess(triton_repo, tmp_path_factory.mktemp("logs") / "serve.log").serving(timeout=120)
+def server_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's TMPDIR: where the folders of models loaded from files go."""
+    return tmp_path_factory.mktemp("server-tmp")
+
+
+@pytest.fixture(scope="module")
+def server(triton_repo: Path, server_tmp: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(triton_repo, tmp_path_factory.mktemp("logs") / "serve.log", env={"TMPDIR": str(server_tmp)})
+    yield from process.serving(timeout=120)
 
 
 @pytest.fixture
@@ -202,3 +213,129 @@ def test_contents_beside_raw_contents_are_named_as_triton_names_them(stub):
         stub.ModelInfer(request)
     assert ("contents field must not be specified when using raw_input_contents for 'INPUT0' for model 'simple'"
             in str(info.value))
+
+
+# -- repository extension: load parameters -------------------------------------------------------------------
+MALFORMED = '"parameters": {"config": {{"max_batch_size": "16"}}}'  # what simple_*_model_control.py sends
+
+
+def staged(server_tmp: Path) -> list[Path]:
+    return sorted(server_tmp.glob("inferd-load-*"))
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_a_load_overrides_the_configuration_as_the_model_control_examples_expect(server, module):
+    """simple_http_model_control.py and simple_grpc_model_control.py, step by step."""
+    url = f"127.0.0.1:{server.http_port}" if module is httpclient else server.grpc_url
+    client = module.InferenceServerClient(url)
+    try:
+        def max_batch_size() -> int:
+            config = client.get_model_config("simple")
+            return int(config["max_batch_size"] if module is httpclient else config.config.max_batch_size)
+
+        client.load_model("simple")
+        assert client.is_model_ready("simple")
+        with pytest.raises(InferenceServerException, match="failed to load 'simple': load parameter 'config' is "
+                                                           "not valid JSON"):
+            client.load_model("simple", config=MALFORMED)
+        assert client.is_model_ready("simple")  # a refused load leaves the loaded model alone
+        assert max_batch_size() == 8
+        client.load_model("simple", config='{"max_batch_size":"16"}')
+        assert max_batch_size() == 16
+        assert client.infer("simple", simple_inputs(module, rows=16)).as_numpy("OUTPUT0").shape == (16, 16)
+        client.unload_model("simple", unload_dependents=True)
+        assert not client.is_model_ready("simple")
+        with pytest.raises(InferenceServerException, match="failed to load"):
+            client.load_model("wrong_model_name")
+        client.load_model("simple")  # the model's own configuration again
+        assert max_batch_size() == 8
+    finally:
+        client.close()
+
+
+def test_a_load_body_that_is_not_json_config_fails_over_raw_http(server, http):
+    answer = httpx.post(f"{server.url}/v2/repository/models/simple/load",
+                        json={"parameters": {"config": "not json at all {{"}})
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("failed to load 'simple': load parameter 'config' is not valid JSON")
+    answer = httpx.post(f"{server.url}/v2/repository/models/simple/load",
+                        json={"parameters": {"config": json.dumps({"max_batch_size": 4, "sequence_batching": {}})}})
+    assert (answer.status_code, answer.json()["error"]) == (
+        400, "failed to load 'simple': load parameter 'config': inferd does not support sequence_batching")
+    answer = httpx.post(f"{server.url}/v2/repository/models/simple/unload", json={"parameters": {"purge": True}})
+    assert answer.status_code == 400
+    assert http.is_model_ready("simple")
+
+
+def test_a_config_names_inputs_in_tritons_form(http):
+    """A configuration as /config gives it (dims without the batch dimension, a format) is one a load takes."""
+    config = http.get_model_config("image")
+    config["max_batch_size"] = 2
+    config["input"][0]["format"] = "FORMAT_NHWC"
+    try:
+        http.load_model("image", config=json.dumps(config))
+        found = http.get_model_config("image")
+        assert (found["max_batch_size"], found["input"][0]["format"], found["input"][0]["dims"]) == (
+            2, "FORMAT_NHWC", [3, 4, 4])
+        config["input"][0]["dims"] = [5, 4, 4]  # not what the model takes: the load fails with the reason
+        with pytest.raises(InferenceServerException, match="failed to load model 'image'.*IMAGE"):
+            http.load_model("image", config=json.dumps(config))
+    finally:
+        http.load_model("image")
+
+
+SIMPLE_FILES = {"file:1/model.py": textwrap.dedent(SIMPLE).encode()}
+
+
+@pytest.mark.parametrize("module", [httpclient, grpcclient], ids=["http", "grpc"])
+def test_a_model_loads_from_files_in_a_folder_removed_at_unload(server, server_tmp, module):
+    url = f"127.0.0.1:{server.http_port}" if module is httpclient else server.grpc_url
+    client = module.InferenceServerClient(url)
+    name = f"uploaded_{module.__name__.rsplit('.', 1)[-1]}"
+    try:
+        client.load_model(name, config='{"max_batch_size": 4}', files=SIMPLE_FILES)
+        assert len(staged(server_tmp)) == 1
+        assert (staged(server_tmp)[0] / name / "1" / "model.py").is_file()
+        assert client.infer(name, simple_inputs(module, rows=4)).as_numpy("OUTPUT1")[0, 0] == -1
+        with pytest.raises(InferenceServerException, match="a batch of 5 exceeds the model's max_batch_size of 4"):
+            client.infer(name, simple_inputs(module, rows=5))
+        client.load_model(name, config='{"max_batch_size": 2}', files=SIMPLE_FILES)  # a reload replaces the folder
+        assert len(staged(server_tmp)) == 1
+        client.unload_model(name)
+        assert staged(server_tmp) == []
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("path", ["file:../escaped.py", "file:/tmp/escaped.py", "file:1/../../escaped.py",
+                                  "file:1//model.py", "file:1\\..\\escaped.py", "file:"])
+def test_a_file_path_that_leaves_the_model_folder_is_refused(server, server_tmp, http, grpc_client, path):
+    for client in (http, grpc_client):
+        with pytest.raises(InferenceServerException, match="a file path must be relative") as info:
+            client.load_model("escape", config="{}", files={path: b"print('hello')"})
+        assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+    assert staged(server_tmp) == []
+    assert not list(server_tmp.parent.rglob("escaped.py"))
+
+
+def test_files_without_a_config_and_content_that_is_not_base64_are_refused(server, http):
+    with pytest.raises(InferenceServerException, match="need a 'config' parameter"):
+        http.load_model("uploaded", files=SIMPLE_FILES)
+    answer = httpx.post(f"{server.url}/v2/repository/models/uploaded/load",
+                        json={"parameters": {"config": "{}", "file:1/model.py": "not base64!"}})
+    assert (answer.status_code, answer.json()["error"]) == (
+        400, "failed to load 'uploaded': load parameter 'file:1/model.py' is not valid base64")
+
+
+def test_folders_of_models_loaded_from_files_are_removed_at_shutdown(triton_repo, tmp_path):
+    server_tmp = tmp_path / "tmp"
+    server_tmp.mkdir()
+    process = ServerProcess(triton_repo, tmp_path / "serve.log", env={"TMPDIR": str(server_tmp)})
+    for _ in process.serving(timeout=120):
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{process.http_port}")
+        client.load_model("uploaded", config="{}", files=SIMPLE_FILES)
+        with pytest.raises(InferenceServerException, match="failed to load model 'broken'.*RuntimeError: no"):
+            client.load_model("broken", config="{}", files={"file:1/model.py": b"raise RuntimeError('no')\n"})
+        client.close()
+        assert len(staged(server_tmp)) == 2  # a model that failed to load keeps its folder (and its reason)
+    assert staged(server_tmp) == []
