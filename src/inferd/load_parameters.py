@@ -96,6 +96,8 @@ def _config_json(name: str, value: Any) -> dict[str, Any]:
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
         raise failed(name, f"load parameter 'config' is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise failed(name, "load parameter 'config' is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise failed(name, "load parameter 'config' must be a JSON object (a model configuration)")
     return parsed
@@ -159,7 +161,7 @@ def _checked_fields(name: str, triton: Mapping[str, Any]) -> dict[str, Any]:
     unsupported = sorted(set(given) & _NOT_SUPPORTED)
     if unsupported:
         raise failed(name, f"{where}: inferd does not support {', '.join(unsupported)}")
-    if (given.get("model_transaction_policy") or {}).get("decoupled"):
+    if _object(name, "model_transaction_policy", given.get("model_transaction_policy") or {}).get("decoupled"):
         raise failed(name, f"{where}: inferd does not serve decoupled models")
     return given
 
@@ -190,7 +192,8 @@ def _tensor(name: str, kind: str, value: Any, batched: bool) -> dict[str, Any]:
     dimension in front when the model batches."""
     tensor = _object(name, kind, value)
     label = f"{kind} {tensor.get('name')!r}"
-    datatype = _TRITON_DATATYPES.get(tensor.get("data_type", ""))
+    given_type = tensor.get("data_type")
+    datatype = _TRITON_DATATYPES.get(given_type) if isinstance(given_type, str) else None
     if datatype is None:
         raise failed(name, f"load parameter 'config': {label}: data_type must be one of "
                            f"{', '.join(_TRITON_DATATYPES)}, got {tensor.get('data_type')!r}")

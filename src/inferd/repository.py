@@ -256,6 +256,9 @@ def _stage(name: str, files: dict[str, bytes]) -> Path:
             target = staged / name / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
+    except OSError as exc:  # a path that is both a file and a folder, a name too long, a full disk
+        _remove(staged)
+        raise failed(name, f"the files could not be written to a model folder: {exc.strerror or exc}") from None
     except BaseException:
         _remove(staged)
         raise

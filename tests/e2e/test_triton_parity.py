@@ -325,6 +325,8 @@ def test_files_without_a_config_and_content_that_is_not_base64_are_refused(serve
                         json={"parameters": {"config": "{}", "file:1/model.py": "not base64!"}})
     assert (answer.status_code, answer.json()["error"]) == (
         400, "failed to load 'uploaded': load parameter 'file:1/model.py' is not valid base64")
+    with pytest.raises(InferenceServerException, match="the files could not be written to a model folder"):
+        http.load_model("uploaded", config="{}", files={"file:1/a": b"file", "file:1/a/b": b"beneath a file"})
 
 
 def test_folders_of_models_loaded_from_files_are_removed_at_shutdown(triton_repo, tmp_path):

@@ -43,6 +43,7 @@ def test_bad_parameters_say_the_load_failed():
     refused(parse_load_parameters, "m", {"config": "[1]"}, match="must be a JSON object")
     refused(parse_load_parameters, "m", {"file:1/a": b""}, match="need a 'config' parameter")
     refused(parse_load_parameters, "m", {"other": "x"}, match="unknown load parameter 'other'")
+    refused(parse_load_parameters, "m", {"config": "[" * 100_000}, match="'config' is (not valid JSON|nested too)")
 
 
 def test_unload_takes_unload_dependents_only():
@@ -82,6 +83,10 @@ def test_without_a_batch_dimension_dims_are_the_shape():
     ({"sequence_batching": {}}, "does not support sequence_batching"),
     ({"model_transaction_policy": {"decoupled": True}}, "does not serve decoupled models"),
     ({"input": [{"name": "x", "data_type": "TYPE_FP8", "dims": [1]}]}, "data_type must be one of"),
+    ({"input": [{"name": "x", "data_type": ["TYPE_FP32"], "dims": [1]}]}, "data_type must be one of"),
+    ({"input": [{"name": "x", "data_type": "TYPE_FP32", "dims": "1"}]}, "dims must be a list"),
+    ({"input": {"name": "x"}}, "input must be a list"),
+    ({"model_transaction_policy": ["decoupled"]}, "model_transaction_policy must be an object"),
     ({"input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1], "optional": True}]}, "does not support optional"),
     ({"input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1], "format": "FORMAT_RGB"}]}, "format"),
     ({"instance_group": [{"kind": "KIND_GPU"}]}, "runs models on the CPU"),

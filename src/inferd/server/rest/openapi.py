@@ -151,6 +151,30 @@ REPOSITORY_INDEX_BODY: dict[str, Any] = {
 }
 
 
+REPOSITORY_LOAD_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"parameters": {
+            "type": "object",
+            "description": "Triton's load parameters: \"config\", a model configuration in Triton's JSON form (as "
+                           "text) applied over the model's model.toml for this load; \"file:<version>/<name>\", "
+                           "a file of the model folder in base64 (needs \"config\" beside it).",
+            "additionalProperties": {"type": "string"},
+        }},
+    }}},
+}
+
+REPOSITORY_UNLOAD_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"parameters": {
+            "type": "object", "properties": {"unload_dependents": {
+                "type": "boolean", "description": "Accepted; inferd models have no dependents."}},
+        }},
+    }}},
+}
+
+
 def document_honestly(app: FastAPI) -> None:
     """Make ``app`` serve its OpenAPI document without the 422 answers it never sends (see below)."""
     build: Callable[[], dict[str, Any]] = app.openapi

@@ -13,7 +13,13 @@ from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
 from inferd.server.rest.body import BodyLimit, read_body
-from inferd.server.rest.openapi import INFER_BODY, INFER_RESPONSE, REPOSITORY_INDEX_BODY
+from inferd.server.rest.openapi import (
+    INFER_BODY,
+    INFER_RESPONSE,
+    REPOSITORY_INDEX_BODY,
+    REPOSITORY_LOAD_BODY,
+    REPOSITORY_UNLOAD_BODY,
+)
 from inferd.server.rest.responses import json_response
 from inferd.server.rest.v2_infer import infer as run_infer
 from inferd.server.triton import config_to_json
@@ -117,13 +123,15 @@ def _repository_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit
             for e in dataplane.repository_index(ready_only)
         ])
 
-    @router.post("/v2/repository/models/{model}/load", summary="Load or reload a model")
+    @router.post("/v2/repository/models/{model}/load", summary="Load or reload a model",
+                 openapi_extra={"requestBody": REPOSITORY_LOAD_BODY})
     async def load(request: Request, model: str) -> Response:
         # Triton's parameters: "config" (model configuration JSON), "file:<version>/<name>" (base64 content)
         await dataplane.load(model, await _parameters(request, limit, "load"))
         return json_response({})
 
-    @router.post("/v2/repository/models/{model}/unload", summary="Unload a model")
+    @router.post("/v2/repository/models/{model}/unload", summary="Unload a model",
+                 openapi_extra={"requestBody": REPOSITORY_UNLOAD_BODY})
     async def unload(request: Request, model: str) -> Response:
         await dataplane.unload(model, await _parameters(request, limit, "unload"))  # unload_dependents
         return json_response({})
