@@ -283,12 +283,6 @@ def _remove(staged: Path | None) -> None:
 
 
 def _close(model: Model) -> None:
-    _close_versions(model)
-    _remove(model.staged)
-    model.staged = None
-
-
-def _close_versions(model: Model) -> None:
     for version in model.versions.values():
         if version.loaded is not None:
             try:
@@ -299,6 +293,8 @@ def _close_versions(model: Model) -> None:
             version.loaded = None
         if version.state is State.READY:
             version.state = State.UNLOADED
+    _remove(model.staged)  # after its executors stopped: worker processes may read from it until then
+    model.staged = None
 
 
 def unknown_model(name: str) -> str:
