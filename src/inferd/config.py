@@ -4,7 +4,8 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
 
 .. code-block:: toml
 
-    runtime = "sklearn"           # onnx | sklearn | xgboost | lightgbm | torch | python (default: from the artifact)
+    runtime = "sklearn"           # onnx | embeddings | sklearn | xgboost | lightgbm | torch | python (default: from
+                                  # the artifact)
     artifact = "model.joblib"     # file name inside each version folder (default: the one known artifact)
     description = "spam filter"
     max_batch_size = 256          # largest batch (rows) one request may carry (default: the server's);
@@ -207,8 +208,9 @@ class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
     runtime: str | None = None
-    """``onnx``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch`` or ``python``; default: the runtime of the
-    artifact found."""
+    """``onnx``, ``embeddings``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch`` or ``python``; default: the
+    runtime of the artifact found (``embeddings``, a sentence encoder in ``model.onnx`` with its tokenizer, is
+    only chosen here)."""
     artifact: str | None = None
     """File name of the artifact inside each version folder; default: the one known artifact there."""
     description: str = ""
