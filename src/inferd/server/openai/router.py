@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from inferd.dataplane import DataPlane
+from inferd.server.openai.embeddings import embeddings_router
 from inferd.server.openai.errors import OpenAIRoute
 from inferd.server.openai.models import models_router
 from inferd.settings import ServerSettings
@@ -20,6 +21,7 @@ OPENAI_BASE = "/openai/v1"
 def openai_router(dataplane: DataPlane, settings: ServerSettings) -> APIRouter:
     router = APIRouter(prefix=OPENAI_BASE, tags=["OpenAI-compatible API"], route_class=OpenAIRoute)
     router.include_router(models_router(dataplane))
+    router.include_router(embeddings_router(dataplane, settings))
     return router
 
 
