@@ -20,6 +20,7 @@ from inferd.runtimes.registry import RUNTIMES, load_runtime, runtime_for_artifac
 
 pytest.importorskip("tokenizers")
 pytest.importorskip("onnxruntime")
+SUB_BATCH = pytest.importorskip("inferd.runtimes.embeddings").SUB_BATCH
 
 
 def load(folder: Path, options: dict[str, Any] | None = None) -> Runtime:
@@ -61,6 +62,19 @@ def test_mean_pooling_over_the_mask_and_normalised(tmp_path):
     # padding to the longest row changes nothing: each text alone gives the same vector
     for text, row in zip(batch, out["embedding"], strict=True):
         np.testing.assert_allclose(runtime.predict({"text": texts(text)})["embedding"][0], row, atol=1e-6)
+
+
+def test_a_batch_beyond_one_encoder_call_comes_back_in_order(tmp_path):
+    """Sorted by length and run SUB_BATCH texts per call, each row still gets its own vector, in place."""
+    runtime = load(write_tiny_encoder(tmp_path / "m", max_seq_length=64))
+    words = ["hello", "world", "hi", "tax", "law", "zebra"]
+    batch = [" ".join(words[(i + j) % 6] for j in range((i * 7) % 23 + 1)) for i in range(3 * SUB_BATCH + 5)]
+    out = runtime.predict({"text": texts(*batch)})
+    np.testing.assert_allclose(out["embedding"], np.stack([expected(t, limit=64) for t in batch]), atol=1e-5)
+    assert out["token_count"].tolist() == [min(len(t.split()) + 2, 64) for t in batch]
+    empty = runtime.predict({"text": texts()})
+    assert empty["embedding"].shape == (0, WIDTH)
+    assert empty["token_count"].shape == (0,)
 
 
 def test_long_texts_are_truncated_at_max_length(tmp_path):
