@@ -15,7 +15,7 @@ from asgi_client import AppClient
 from embedding_models import FAKE_BATCH, fake_vector, write_fake_embedder
 from inferd.dataplane import DataPlane
 from inferd.repository import ModelRepository
-from inferd.server.openai.embeddings import MAX_INPUT_CHARS, MAX_INPUTS
+from inferd.server.openai.embeddings import CHUNKS_IN_FLIGHT, MAX_INPUT_CHARS, MAX_INPUTS
 from inferd.server.rest.app import build_app
 from inferd.settings import ServerSettings
 
@@ -154,5 +154,46 @@ class Model:
         fine = client.post(URL, json={"model": "crashing", "input": ["fine"]})
         assert fine.status_code == 200
         assert fine.json()["usage"] == {"prompt_tokens": 0, "total_tokens": 0}  # no token_count output
+    finally:
+        plane.close()
+
+
+SLOW_ONE_AT_A_TIME = """
+import time
+import numpy as np
+
+class Model:
+    inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    outputs = [{"name": "embedding", "datatype": "FP32", "shape": [-1, 2]}]
+
+    def predict(self, inputs):
+        time.sleep(0.01)
+        return {"embedding": np.full((len(inputs["text"]), 2), len(inputs["text"][0]), dtype=np.float32)}
+"""
+
+
+@pytest.mark.parametrize(("queue", "status"), [(4, 200), (1, 503)])
+def test_a_request_of_many_batches_keeps_within_the_queue(python_repo: Path, queue: int, status: int):
+    """12 texts on a model taking one per batch: at most CHUNKS_IN_FLIGHT of them queue at once, so a queue of
+    that size holds them all; a smaller queue refuses in OpenAI's form with Retry-After."""
+    from fakes import write_model
+
+    assert CHUNKS_IN_FLIGHT <= 4
+    write_model(python_repo, "one", SLOW_ONE_AT_A_TIME,
+                toml=f"max_batch_size = 1\n[batching]\nenabled = false\n[queue]\nmax_size = {queue}\n")
+    plane = DataPlane(ModelRepository(python_repo))
+    asyncio.run(plane.start())
+    try:
+        client = AppClient(build_app(plane, ServerSettings(repository=python_repo)))
+        texts = ["x" * (i + 1) for i in range(12)]
+        reply = client.post(URL, json={"model": "one", "input": texts})
+        assert reply.status_code == status, reply.text
+        if status == 200:
+            assert [d["embedding"][0] for d in reply.json()["data"]] == [len(t) for t in texts]
+        else:
+            assert int(reply.headers["retry-after"]) >= 1
+            error = refused(reply, 503)
+            assert error["type"] == "server_error"
+            assert "queue" in error["message"]
     finally:
         plane.close()

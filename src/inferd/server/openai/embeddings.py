@@ -3,8 +3,9 @@
 An embeddings model is one whose signature has a BYTES input ``text`` of shape ``[-1]`` and an FP32 output
 ``embedding`` of shape ``[-1, D]`` (and, for ``usage``, optionally an INT64 output ``token_count``): the
 ``embeddings`` runtime serves such models (:mod:`inferd.runtimes.embeddings`), and so can a Python model. The texts
-become one V2 request per ``max_batch_size`` of the model, sent at once through :meth:`DataPlane.infer` (where
-dynamic batching may merge them with other callers'), and the rows come back in order.
+become one V2 request per ``max_batch_size`` of the model, sent through :meth:`DataPlane.infer` (where
+dynamic batching may merge them with other callers'), at most :data:`CHUNKS_IN_FLIGHT` at a time, and the rows
+come back in order.
 
 Fields: ``input`` (a string or a list of at most :data:`MAX_INPUTS` strings, none empty, each at most
 :data:`MAX_INPUT_CHARS` characters; token-id arrays are refused), ``model``, ``encoding_format`` (``float`` or
@@ -27,7 +28,7 @@ from starlette.responses import Response
 
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
-from inferd.inference import InferenceRequest, RequestInput, RequestOutput
+from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, RequestOutput
 from inferd.server.openai.body import JSONObject, field_int, field_str, json_type, read_object
 from inferd.server.openai.errors import (
     OpenAIRoute,
@@ -45,6 +46,9 @@ MAX_INPUTS = 2048
 MAX_INPUT_CHARS = 100_000
 """Most characters per text. The model reads at most its ``max_length`` tokens of each (256 for MiniLM); this only
 bounds the tokenizer's work on a text far longer than that."""
+CHUNKS_IN_FLIGHT = 4
+"""V2 requests of one embeddings request queued or running at a time: a request of many texts then neither fills
+the model's queue by itself (and is refused by it) nor makes other callers wait behind all of its batches."""
 TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "embedding"
 TOKEN_COUNT_OUTPUT = "token_count"
@@ -173,9 +177,15 @@ async def embed(dataplane: DataPlane, model: str, texts: Sequence[bytes],
         part[:] = texts[start:start + embedder.chunk]
         requests.append(InferenceRequest(model, [RequestInput(TEXT_INPUT, "BYTES", [len(part)], part)],
                                          outputs=list(outputs)))
+    window = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
+
+    async def infer(request: InferenceRequest) -> InferenceResponse:
+        async with window:
+            return await dataplane.infer(request)
+
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the other chunks still waiting
-            tasks = [group.create_task(dataplane.infer(r)) for r in requests]
+            tasks = [group.create_task(infer(r)) for r in requests]
     except* InferError as failures:
         raise as_openai_error(failures.exceptions[0]) from None
     vectors, tokens = [], 0
