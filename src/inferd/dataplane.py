@@ -26,6 +26,7 @@ from inferd.calls import (
     Prepared,
     build_response,
     captured_request,
+    empty_outputs,
     parse_version,
 )
 from inferd.errors import ErrorCode, InferError, not_found
@@ -42,12 +43,12 @@ from inferd.inference import (
 from inferd.load_parameters import check_unload_parameters, parse_load_parameters
 from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
 from inferd.scheduling.policy import SchedulingPolicy
+from inferd.scheduling.scheduler import RunResult
 from inferd.signature import Signature
 from inferd.stats import ModelStats
 
 if TYPE_CHECKING:
     from inferd.observability.capture import CaptureWriter
-    from inferd.scheduling.scheduler import RunResult
 
 T = TypeVar("T")
 
@@ -190,8 +191,22 @@ class DataPlane:
             answer(exc)
             return
         waiter = _Waiter(self, model, loaded.signature, call, prepared, started, answer)
+        if prepared.rows == 0:  # an empty batch: answered here, the model never sees it
+            self._answer_empty(waiter, model, loaded.signature, prepared, started, answer)
+            return
         loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, prepared.timeout_us,
                                 is_disconnected, prepared.key)
+
+    @staticmethod
+    def _answer_empty(waiter: _Waiter, model: ModelVersion, signature: Signature, prepared: Prepared, started: int,
+                      answer: Callable[[Any], None]) -> None:
+        try:
+            outputs = empty_outputs(signature, prepared.answered)
+        except InferError as exc:
+            model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
+            answer(exc)
+            return
+        waiter.set_result(RunResult(outputs, 0, 0, 0, ran_batch=False))
 
     @overload
     async def infer(self, request: InferenceRequest,
