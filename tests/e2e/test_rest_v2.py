@@ -201,6 +201,19 @@ def test_null_in_the_data_is_refused_not_made_nan(http):
     still_serving(http)
 
 
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "0.5"])
+@pytest.mark.parametrize("general", [False, True], ids=["plain form", "general path"])
+def test_strings_in_numeric_data_are_refused_naming_the_input(http, text, general):
+    """numpy reads these strings as numbers; JSON data of a numeric input must be numbers, on both decoders."""
+    item = {"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [*ROW[:10], text, *ROW[11:]]}
+    if general:
+        item["parameters"] = {"note": "an input parameter: not the plain form"}
+    response = http.post("/v2/models/digits/infer", json={"inputs": [item]})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == f"input 'input': FP32 data must be JSON numbers, got the string {text!r}"
+    still_serving(http)
+
+
 def test_fp16_in_json_is_refused_clearly(http):
     body = {"inputs": [{"name": "x", "datatype": "FP16", "shape": [1, 1], "data": [1.0]}]}
     response = http.post("/v2/models/echo_fp16/infer", json=body)

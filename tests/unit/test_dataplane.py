@@ -67,7 +67,7 @@ def test_explicit_version(dataplane):
         ([A, RequestInput("b", "FP32", [2, 3], [1] * 5)], r"input 'b': shape \[2, 3\] needs 6 elements but the data"),
         ([A, RequestInput("b", "FP32", [1, 3], [1] * 3)], "inputs disagree on the batch size: 'a' has 2, 'b' has 1"),
         ([A, A, B], "input 'a' appears more than once"),
-        ([A, RequestInput("b", "FP32", [2, 3], ["x"] * 6)], "input 'b': data does not fit datatype FP32"),
+        ([A, RequestInput("b", "FP32", [2, 3], ["x"] * 6)], "input 'b': FP32 data must be JSON numbers, got the string 'x'"),
     ],
 )
 def test_invalid_requests_name_the_problem(dataplane, inputs, message):
