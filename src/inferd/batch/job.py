@@ -95,7 +95,8 @@ def plan_files(files: list[InputFile], signature: Signature, options: BatchOptio
 
 def encode_scored(plan: FilePlan, batch: MiniBatch, scored: Scored) -> tuple[bytes, bytes, int]:
     """A scored mini-batch as the bytes of its output part and of its error records, and the count of those."""
-    records = error_records(batch.table, batch.first_row, scored.failures, plan.item.relative, plan.layout.key)
+    records = error_records(batch.table, batch.first_row, scored.failures, plan.item.relative, plan.layout.key,
+                            batch.unparsed)
     return encode_part(scored.output, plan.format), encode_errors(records), len(records)
 
 
@@ -123,7 +124,7 @@ class Job:
     def store(self, batch: MiniBatch, scored: Scored) -> None:
         """Write a scored mini-batch's parts and journal it (blocking: call from a thread)."""
         part, errors, failed = encode_scored(self.plans[batch.file], batch, scored)
-        self.commit(batch.file, batch.index, batch.table.num_rows, part, errors, failed)
+        self.commit(batch.file, batch.index, batch.rows, part, errors, failed)
 
     def commit(self, file: int, index: int, rows: int, part: bytes, errors: bytes, failed: int) -> None:
         """Write the encoded parts of a mini-batch, journal it and count it; :class:`Tripped` past the error
