@@ -106,7 +106,9 @@ class DataPlane:
         return ServerMetadata("inferd", package_version("inferd"), list(self._extensions))
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        """Whether the model (version) can serve now. Unknown model or version: NOT_FOUND."""
+        """Whether the model (version) can serve now (not while it loads). Unknown model or version: NOT_FOUND."""
+        if self.repository.loading(name):
+            return False
         model = self.repository.find(name)
         if version is None:
             latest = model.latest_ready()
@@ -139,6 +141,9 @@ class DataPlane:
         entries: list[IndexEntry] = []
         for name in sorted(set(known) | set(self.repository.names())):
             model = known.get(name)
+            if model is None and self.repository.loading(name):
+                entries.append(IndexEntry(name, "", "LOADING", "its first load is under way"))
+                continue
             entries.extend(_index_rows(name, model))
         return [e for e in entries if e.state == State.READY.value] if ready_only else entries
 

@@ -130,6 +130,8 @@ class ModelRepository:
         self.root = root
         self.defaults = defaults or ServerDefaults()
         self._models: dict[str, Model] = {}
+        self._loading: set[str] = set()
+        """Models whose first load has not finished (or not begun: queued behind others at start-up)."""
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -144,7 +146,9 @@ class ModelRepository:
             yield self._models[name]
 
     def load_all(self) -> list[Model]:
-        return [self.load(name) for name in self.names()]
+        names = self.names()
+        self._loading.update(n for n in names if n not in self._models)  # each is loading until its turn is over
+        return [self.load(name) for name in names]
 
     def load(self, name: str, parameters: LoadParameters | None = None) -> Model:
         """Load (or reload) a model's selected versions. A failure of the model is recorded, not raised; bad
@@ -154,16 +158,22 @@ class ModelRepository:
         folder = self.root / name if staged is None else staged / name
         try:
             if staged is None and name not in self.names():
+                self._loading.discard(name)
                 raise not_found(f"failed to load '{name}': no model {name!r} in repository {self.root}")
             config = None if parameters is None else _configured(name, folder, parameters)
         except BaseException:
             _remove(staged)
             raise
-        with self._lock:
-            model = self._read(name, folder, config)
-            model.staged = staged
-            previous = self._models.get(name)
-            self._models[name] = model
+        if name not in self._models:
+            self._loading.add(name)
+        try:
+            with self._lock:
+                model = self._read(name, folder, config)
+                model.staged = staged
+                previous = self._models.get(name)
+                self._models[name] = model
+        finally:
+            self._loading.discard(name)
         if previous is not None:
             _close(previous)
         return model
@@ -173,6 +183,10 @@ class ModelRepository:
         with self._lock:
             for model in self._models.values():
                 _close(model)
+
+    def loading(self, name: str) -> bool:
+        """Whether the model's first load is under way (or queued): it is not served yet, but will be."""
+        return name in self._loading and name not in self._models
 
     def unload(self, name: str) -> Model:
         with self._lock:
@@ -186,6 +200,8 @@ class ModelRepository:
         """The ready version asked for (the newest ready one when ``version`` is None)."""
         model = self._models.get(name)
         if model is None:
+            if self.loading(name):
+                raise _still_loading(name)
             known = ", ".join(self._models) or "none"
             raise not_found(f"{unknown_model(name)}; served models: {known}")
         if version is None:
@@ -205,6 +221,8 @@ class ModelRepository:
     def find(self, name: str) -> Model:
         model = self._models.get(name)
         if model is None:
+            if self.loading(name):
+                raise _still_loading(name)
             raise InferError(ErrorCode.NOT_FOUND, unknown_model(name))
         return model
 
@@ -300,6 +318,10 @@ def _close(model: Model) -> None:
 def unknown_model(name: str) -> str:
     """Triton's words for a model it does not serve, which its clients (simple_http_infer_client.py) match on."""
     return f"Request for unknown model: '{name}' is not found"
+
+
+def _still_loading(name: str) -> InferError:
+    return unavailable(f"model {name!r} is loading; it is not ready yet (GET /v2/models/{name}/ready says when)")
 
 
 def why_unavailable(model: Model) -> str:
