@@ -71,6 +71,8 @@ class DataPlane:
         """Data capture (``[capture]`` in model.toml): where sampled requests and responses go."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
+        self._services: list[tuple[str, Callable[[], str], bool]] = []
+        """Other parts of the server readiness reports on (see :meth:`add_service`)."""
         self._started = False
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inferd-load")
         """For loading and unloading, which block."""
@@ -92,15 +94,30 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Ready once the start-up load finished; with strict readiness, only if every model loaded."""
+        """Ready once the start-up load finished; with strict readiness, only if every model loaded; and not while
+        a service added as required (:meth:`add_service`) cannot work."""
         if not self._started:
             return False
+        for _, why_not, required in self._services:
+            if required and why_not():
+                return False
         if not self._strict_readiness:
             return True
         return all(
             not m.reason and all(v.serving for v in m.versions.values())
             for m in self.repository.models()
         )
+
+    def add_service(self, name: str, why_not: Callable[[], str], required: bool = False) -> None:
+        """A part of the server beside the models (asynchronous inference) that readiness reports on: ``why_not``
+        says why it cannot work now ('' when it can). The server is not ready while a ``required`` one cannot;
+        any other is listed by :meth:`unavailable_services` (the ready route's body) and leaves readiness alone."""
+        self._services.append((name, why_not, required))
+
+    def unavailable_services(self) -> dict[str, str]:
+        """The services added with :meth:`add_service` that cannot work now, and why."""
+        found = {name: why_not() for name, why_not, _ in self._services}
+        return {name: why for name, why in found.items() if why}
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata("inferd", package_version("inferd"), list(self._extensions))

@@ -47,6 +47,10 @@ class ServerSettings(BaseSettings):
     strict_readiness: bool = True
     """Report ready (``/v2/health/ready``, ``/ping``, the Vertex health route) only when every model in the
     repository loaded; false: ready once the start-up load is over, whatever failed to load."""
+    require_async: bool = False
+    """Report not ready while asynchronous inference is off (its state folder held by another server, a store
+    that cannot open): for servers that exist to drain the async queue. False: readiness is about the models,
+    and ``/v2/health/ready`` says under ``unavailable`` that async inference is off, and why."""
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
     dynamic_batching: bool | None = None

@@ -44,7 +44,9 @@ def _health_routes(router: APIRouter, dataplane: DataPlane) -> None:
     @router.get("/v2/health/ready", summary="Server ready")
     async def ready() -> Response:
         is_ready = dataplane.ready()
-        return json_response({"ready": is_ready}, 200 if is_ready else 503)
+        missing = dataplane.unavailable_services()
+        body: dict[str, Any] = {"ready": is_ready, "unavailable": missing} if missing else {"ready": is_ready}
+        return json_response(body, 200 if is_ready else 503)
 
     @router.get("/v2", summary="Server metadata")
     async def server_metadata() -> Response:
