@@ -316,3 +316,14 @@ def test_a_cancelled_plain_request_still_waiting_never_runs(repo_root, tmp_path)
     assert b'"data":[2.0]' in first[0]
     assert b'"data":[6.0]' in last[0]
     assert calls.read_text().splitlines() == ["[1.0]", "[3.0]"]  # the abandoned request never ran
+
+
+def test_an_empty_batch_is_answered_without_the_model(dataplane):
+    """Triton's answer to a batch of 0: each output with 0 rows and its declared trailing shape and datatype."""
+    empty = [RequestInput(n, "FP32", [0, 3], []) for n in ("a", "b")]
+    before = dataplane.statistics("adder")[0].execution_count
+    response = infer(dataplane, InferenceRequest("adder", empty, outputs=[RequestOutput("total"), RequestOutput("sum")]))
+    assert [(o.name, o.datatype, o.shape, o.data.dtype, o.data.shape) for o in response.outputs] == [
+        ("total", "FP64", [0], np.dtype(np.float64), (0,)), ("sum", "FP32", [0, 3], np.dtype(np.float32), (0, 3))]
+    assert dataplane.statistics("adder")[0].execution_count == before
+    infer(dataplane, InferenceRequest("adder", [A, B]))  # and it still serves
