@@ -147,8 +147,13 @@ class ModelRepository:
 
     def load_all(self) -> list[Model]:
         names = self.names()
-        self._loading.update(n for n in names if n not in self._models)  # each is loading until its turn is over
+        self.expect_loads(names)  # each is loading until its turn is over
         return [self.load(name) for name in names]
+
+    def expect_loads(self, names: list[str]) -> None:
+        """Count these models as loading from now on, until their first load is over (a server calls it before
+        it takes requests, so that a model that is about to load is never "unknown")."""
+        self._loading.update(n for n in names if n not in self._models)
 
     def load(self, name: str, parameters: LoadParameters | None = None) -> Model:
         """Load (or reload) a model's selected versions. A failure of the model is recorded, not raised; bad
@@ -162,6 +167,7 @@ class ModelRepository:
                 raise not_found(f"failed to load '{name}': no model {name!r} in repository {self.root}")
             config = None if parameters is None else _configured(name, folder, parameters)
         except BaseException:
+            self._loading.discard(name)
             _remove(staged)
             raise
         if name not in self._models:
