@@ -267,13 +267,19 @@ def _open(item: InputFile, stack: ExitStack, typed: bool = False) -> tuple[Any, 
         if item.format == "csv" and not typed:
             with ExitStack() as first:  # the types, from the first block, as Arrow infers them (read first: some
                 head = _raw(item, first)  # fsspec file systems share one position between the opens of a file)
-                schema = _csv(pa.CompressedInputStream(head, "gzip") if item.gzip else head, []).schema
+                probe = _csv(pa.CompressedInputStream(head, "gzip") if item.gzip else head, [])
+                first.callback(probe.close)
+                schema = probe.schema
         raw = _raw(item, stack)
         if item.format == "parquet":
             return _parquet(raw), raw
         stream: Any = pa.CompressedInputStream(raw, "gzip") if item.gzip else raw
         if item.format == "csv":
-            return (_csv(stream, []) if schema is None else _TolerantCsv(stream, schema)), raw
+            # Closed with the file, not left to the collector: a reader with a Python row handler destroyed at
+            # interpreter exit (a traceback can keep it alive that long) aborted the process.
+            reader = _csv(stream, []) if schema is None else _TolerantCsv(stream, schema)
+            stack.callback(reader.close)
+            return reader, raw
         return _jsonl(stream), raw
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         raise BatchError(f"cannot read {item.url}: {exc}") from None
@@ -347,6 +353,9 @@ class _TolerantCsv:
         self.schema = schema
         self._unparsed: list[tuple[int, str, str]] = []
         self._reader = _csv(stream, self._unparsed, schema)
+
+    def close(self) -> None:
+        self._reader.close()
 
     def blocks(self) -> Iterator[_Block]:
         import pyarrow as pa
