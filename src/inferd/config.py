@@ -4,10 +4,12 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
 
 .. code-block:: toml
 
-    runtime = "sklearn"           # onnx | sklearn | xgboost | lightgbm | torch | python (default: from the artifact)
+    runtime = "sklearn"           # onnx | embeddings | sklearn | xgboost | lightgbm | torch | python (default: from
+                                  # the artifact)
     artifact = "model.joblib"     # file name inside each version folder (default: the one known artifact)
     description = "spam filter"
-    max_batch_size = 256          # largest batch (rows) one request may carry; 0: the server's default
+    max_batch_size = 256          # largest batch (rows) one request may carry (default: the server's);
+                                  # 0: no batch dimension, as in Triton
 
     [versions]
     policy = "latest"             # latest | all | specific
@@ -18,6 +20,7 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     name = "text"
     datatype = "BYTES"
     shape = [-1]
+    format = "FORMAT_NONE"        # an image input's layout for /config: FORMAT_NHWC | FORMAT_NCHW
 
     [options]                     # runtime-specific, checked by the runtime (for example allow_pickle)
     allow_pickle = true
@@ -94,6 +97,15 @@ class TensorConfig(_Strict):
 
     def to_spec(self) -> TensorSpec:
         return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class InputConfig(TensorConfig):
+    """One ``[[inputs]]`` entry: a tensor of the signature, and how an image input is laid out."""
+
+    format: Literal["FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW"] = "FORMAT_NONE"
+    """The layout of an image input, as Triton names it: ``FORMAT_NHWC`` (height, width, channels) or
+    ``FORMAT_NCHW`` (channels first). Reported in the model configuration, where Triton's image clients read it;
+    inferd does not change the data."""
 
 
 class VersionPolicy(_Strict):
@@ -214,18 +226,20 @@ class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
     runtime: str | None = None
-    """``onnx``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch`` or ``python``; default: the runtime of the
-    artifact found."""
+    """``onnx``, ``embeddings``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch`` or ``python``; default: the
+    runtime of the artifact found (``embeddings``, a sentence encoder in ``model.onnx`` with its tokenizer, is
+    only chosen here)."""
     artifact: str | None = None
     """File name of the artifact inside each version folder; default: the one known artifact there."""
     description: str = ""
     """Shown by ``inferd models show``."""
-    max_batch_size: int = Field(default=0, ge=0)
-    """Most rows one request (and one merged batch) may carry to a batched model; 0: the server's
-    ``max_batch_size``."""
+    max_batch_size: int | None = Field(default=None, ge=0)
+    """Most rows one request (and one merged batch) may carry to a batched model; default: the server's
+    ``max_batch_size``. 0, as in Triton: the model has no batch dimension (a free first dimension is the model's
+    own, requests are never stacked and a request's size is bounded only by the body and element limits)."""
     versions: VersionPolicy = Field(default_factory=VersionPolicy)
     """Which versions are served (the ``[versions]`` table)."""
-    inputs: list[TensorConfig] = Field(default_factory=list)
+    inputs: list[InputConfig] = Field(default_factory=list)
     """The signature's inputs (``[[inputs]]``): needed where the artifact does not declare them (a Python
     model, TorchScript), and checked against what it declares otherwise."""
     outputs: list[TensorConfig] = Field(default_factory=list)
@@ -250,6 +264,13 @@ class ModelConfig(_Strict):
     memory_size: ByteSize | None = None
     """Memory the model holds once loaded (bytes, or a size such as ``"300MiB"``), counted against the server's
     ``memory_budget``. Default: measured at load (the server's resident memory before and after)."""
+
+    @model_validator(mode="after")
+    def _batching_needs_a_batch(self) -> ModelConfig:
+        if self.max_batch_size == 0 and self.batching.enabled:
+            raise ValueError("max_batch_size = 0 means the model has no batch dimension: it cannot have "
+                             "[batching] enabled = true")
+        return self
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib.metadata import version as package_version
@@ -28,6 +28,7 @@ from inferd.calls import (
     Prepared,
     build_response,
     captured_request,
+    empty_outputs,
     parse_version,
 )
 from inferd.errors import ErrorCode, InferError, not_found
@@ -41,6 +42,7 @@ from inferd.inference import (
     ModelMetadata,
     ServerMetadata,
 )
+from inferd.load_parameters import check_unload_parameters, parse_load_parameters
 from inferd.on_demand import ModelControl, OnDemand
 from inferd.polling import RepositoryPoller
 from inferd.repository import USES, Model, ModelRepository, ModelVersion, State, why_unavailable
@@ -77,6 +79,8 @@ class DataPlane:
         """The response cache of the models whose model.toml enables ``[cache]`` (None: no cache)."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
+        self._services: list[tuple[str, Callable[[], str], bool]] = []
+        """Other parts of the server readiness reports on (see :meth:`add_service`)."""
         self._started = False
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inferd-load")
         """For loading and unloading, which block."""
@@ -109,9 +113,7 @@ class DataPlane:
             await self.on_demand.stop()
 
     def close(self) -> None:
-        for model in list(self.repository.models()):
-            if any(v.state is State.READY for v in model.versions.values()):
-                self.repository.unload(model.name)
+        self.repository.close()
         self._pool.shutdown(wait=True)
 
     # -- health and metadata -----------------------------------------------------------------------
@@ -120,9 +122,13 @@ class DataPlane:
 
     def ready(self) -> bool:
         """Ready once the start-up load finished; with strict readiness, only if every model loaded (on demand:
-        once started, as models load when asked for)."""
+        once started, as models load when asked for); and not while a service added as required
+        (:meth:`add_service`) cannot work."""
         if not self._started:
             return False
+        for _, why_not, required in self._services:
+            if required and why_not():
+                return False
         if not self._strict_readiness or self.on_demand is not None:
             return True
         return all(
@@ -130,12 +136,26 @@ class DataPlane:
             for m in self.repository.models()
         )
 
+    def add_service(self, name: str, why_not: Callable[[], str], required: bool = False) -> None:
+        """A part of the server beside the models (asynchronous inference) that readiness reports on: ``why_not``
+        says why it cannot work now ('' when it can). The server is not ready while a ``required`` one cannot;
+        any other is listed by :meth:`unavailable_services` (the ready route's body) and leaves readiness alone."""
+        self._services.append((name, why_not, required))
+
+    def unavailable_services(self) -> dict[str, str]:
+        """The services added with :meth:`add_service` that cannot work now, and why."""
+        found = {name: why_not() for name, why_not, _ in self._services}
+        return {name: why for name, why in found.items() if why}
+
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata("inferd", package_version("inferd"), list(self._extensions))
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        """Whether the model (version) can serve now. Unknown model or version: NOT_FOUND (with model control
-        on-demand, a model in the repository that is not loaded is not ready; asking does not load it)."""
+        """Whether the model (version) can serve now (not while it loads). Unknown model or version: NOT_FOUND
+        (with model control on-demand, a model in the repository that is not loaded is not ready; asking does not
+        load it)."""
+        if self.repository.loading(name):
+            return False
         if self.on_demand is not None and self.repository.known(name) is None and self.on_demand.can_load(name):
             return False
         model = self.repository.find(name)
@@ -191,20 +211,28 @@ class DataPlane:
         entries: list[IndexEntry] = []
         for name in sorted(set(known) | set(self.repository.names())):
             model = known.get(name)
+            if model is None and self.repository.loading(name):
+                entries.append(IndexEntry(name, "", "LOADING", "its first load is under way"))
+                continue
             entries.extend(_index_rows(name, model))
         return [e for e in entries if e.state == State.READY.value] if ready_only else entries
 
-    async def load(self, name: str) -> Model:
-        """(Re)load a model. FAILED_PRECONDITION, with the reasons, when no version of it became ready."""
+    async def load(self, name: str, parameters: Mapping[str, Any] | None = None) -> Model:
+        """(Re)load a model, with Triton's load parameters if any (``config``, ``file:<path>``; see
+        :mod:`inferd.load_parameters`). FAILED_PRECONDITION, with the reasons, when no version of it became ready;
+        INVALID_ARGUMENT for bad parameters, before the model loaded now is touched."""
+        parsed = parse_load_parameters(name, parameters)
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self._pool, self.repository.load, name)
+        model = await loop.run_in_executor(self._pool, self.repository.load, name, parsed)
         if self.settle_heap:
             await loop.run_in_executor(self._pool, heap.release)  # a reload replaced the old version
         if model.latest_ready() is None:
             raise InferError(ErrorCode.FAILED_PRECONDITION, f"failed to load model {name!r}: {why_unavailable(model)}")
         return model
 
-    async def unload(self, name: str) -> Model:
+    async def unload(self, name: str, parameters: Mapping[str, Any] | None = None) -> Model:
+        """Unload a model; ``parameters`` may hold Triton's ``unload_dependents`` (inferd models have none)."""
+        check_unload_parameters(name, parameters)
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(self._pool, self.repository.unload, name)
         if self.settle_heap:
@@ -274,10 +302,23 @@ class DataPlane:
             model.stats.cache_miss.add(perf_counter_ns() - looked)
         waiter = _Waiter(self, model, loaded.signature, call, prepared, started, answer)
         waiter.cache_key = key
-        model.in_flight += 1
+        model.in_flight += 1  # before any answer: the waiter counts it down
+        if prepared.rows == 0:  # an empty batch: answered here, the model never sees it
+            self._answer_empty(waiter, model, loaded.signature, prepared, started, answer)
+            return
         model.last_use = next(USES)
         loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
                                 is_disconnected, prepared.key)
+
+    @staticmethod
+    def _answer_empty(waiter: _Waiter, model: ModelVersion, signature: Signature, prepared: Prepared, started: int,
+                      answer: Callable[[Any], None]) -> None:
+        try:
+            outputs = empty_outputs(signature, prepared.answered)
+        except InferError as exc:
+            waiter.set_exception(exc)  # counts the failure and the request out
+            return
+        waiter.set_result(RunResult(outputs, 0, 0, 0, ran_batch=False))
 
     def _answer_from_cache(self, model: ModelVersion, signature: Signature, call: Call[T], prepared: Prepared,
                            started: int, outputs: dict[str, np.ndarray],
@@ -340,11 +381,12 @@ class DataPlane:
         model = self.repository.find(name)
         signature = chosen.signature
         batched = bool(chosen.max_batch_size)
+        formats = {t.name: t.format for t in model.config.inputs}
         return ModelConfiguration(
             name=name,
             platform=chosen.runtime_name,
             max_batch_size=chosen.max_batch_size,
-            inputs=[ConfigTensor.of(s, batched) for s in signature.inputs],
+            inputs=[ConfigTensor.of(s, batched, formats.get(s.name, "FORMAT_NONE")) for s in signature.inputs],
             outputs=[ConfigTensor.of(s, batched) for s in signature.outputs],
             description=model.config.description,
             dynamic_batching=_dynamic_batching(chosen.scheduler.policy),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 from inferd.artifacts import VersionSource, artifact_sha256, find_versions, resolve_artifact
 from inferd.config import CacheConfig, CaptureConfig, ConfigError, ModelConfig, load_model_config
 from inferd.errors import ErrorCode, InferError, not_found, unavailable
+from inferd.load_parameters import LoadParameters, apply_config, failed
 from inferd.loading import Loaded, ServerDefaults, load
 from inferd.response_cache import cache_scope
 from inferd.runtimes.base import Runtime
@@ -132,6 +135,8 @@ class Model:
     """Why the model as a whole could not load (bad model.toml, no versions), else empty."""
     reload_error: str = ""
     """Why its folder's latest change could not be served (repository polling): it serves as it was."""
+    staged: Path | None = None
+    """The temporary folder this model was loaded from (a load with ``file:`` parameters), removed with it."""
 
     def latest_ready(self) -> ModelVersion | None:
         best: ModelVersion | None = None
@@ -151,6 +156,8 @@ class ModelRepository:
         self.root = root
         self.defaults = defaults or ServerDefaults()
         self._models: dict[str, Model] = {}
+        self._loading: set[str] = set()
+        """Models whose first load has not finished (or not begun: queued behind others at start-up)."""
         self._lock = threading.Lock()
         """Guards ``_model_locks``."""
         self._model_locks: dict[str, threading.Lock] = {}
@@ -173,20 +180,53 @@ class ModelRepository:
             yield self._models[name]
 
     def load_all(self) -> list[Model]:
-        return [self.load(name) for name in self.names()]
+        names = self.names()
+        self.expect_loads(names)  # each is loading until its turn is over
+        return [self.load(name) for name in names]
 
-    def load(self, name: str) -> Model:
-        """Load (or reload) a model's selected versions. A failure is recorded, not raised."""
-        folder = self.root / name
-        if name not in self.names():
-            raise not_found(f"no model {name!r} in repository {self.root}")
-        with self._model_lock(name):
-            model = self._read(name, folder)
-            previous = self._models.get(name)
-            self._models[name] = model
+    def expect_loads(self, names: list[str]) -> None:
+        """Count these models as loading from now on, until their first load is over (a server calls it before
+        it takes requests, so that a model that is about to load is never "unknown")."""
+        self._loading.update(n for n in names if n not in self._models)
+
+    def load(self, name: str, parameters: LoadParameters | None = None) -> Model:
+        """Load (or reload) a model's selected versions. A failure of the model is recorded, not raised; bad
+        ``parameters`` (Triton's load parameters: a configuration, files) raise INVALID_ARGUMENT before anything
+        loaded is touched."""
+        staged = _stage(name, parameters.files) if parameters is not None and parameters.files else None
+        folder = self.root / name if staged is None else staged / name
+        try:
+            if staged is None and name not in self.names():
+                self._loading.discard(name)
+                raise not_found(f"failed to load '{name}': no model {name!r} in repository {self.root}")
+            config = None if parameters is None else _configured(name, folder, parameters)
+        except BaseException:
+            self._loading.discard(name)
+            _remove(staged)
+            raise
+        if name not in self._models:
+            self._loading.add(name)
+        try:
+            with self._model_lock(name):
+                model = self._read(name, folder, config)
+                model.staged = staged
+                previous = self._models.get(name)
+                self._models[name] = model
+        finally:
+            self._loading.discard(name)
         if previous is not None:
             _close(previous)
         return model
+
+    def close(self) -> None:
+        """Close every model and remove the folders staged for them (at shutdown)."""
+        with self._lock:
+            for model in self._models.values():
+                _close(model)
+
+    def loading(self, name: str) -> bool:
+        """Whether the model's first load is under way (or queued): it is not served yet, but will be."""
+        return name in self._loading and name not in self._models
 
     def _model_lock(self, name: str) -> threading.Lock:
         with self._lock:
@@ -204,8 +244,10 @@ class ModelRepository:
         """The ready version asked for (the newest ready one when ``version`` is None)."""
         model = self._models.get(name)
         if model is None:
+            if self.loading(name):
+                raise _still_loading(name)
             known = ", ".join(self._models) or "none"
-            raise not_found(f"unknown model {name!r}; served models: {known}")
+            raise not_found(f"{unknown_model(name)}; served models: {known}")
         if version is None:
             found = model.latest_ready()
             if found is None:
@@ -250,12 +292,14 @@ class ModelRepository:
     def find(self, name: str) -> Model:
         model = self._models.get(name)
         if model is None:
-            raise InferError(ErrorCode.NOT_FOUND, f"unknown model {name!r}")
+            if self.loading(name):
+                raise _still_loading(name)
+            raise InferError(ErrorCode.NOT_FOUND, unknown_model(name))
         return model
 
-    def _read(self, name: str, folder: Path) -> Model:
+    def _read(self, name: str, folder: Path, config: ModelConfig | None = None) -> Model:
         try:
-            config = load_model_config(folder)
+            config = load_model_config(folder) if config is None else config
             on_disk = find_versions(folder)
         except (ConfigError, ValueError, OSError) as exc:
             log.warning("model %s failed to load: %s", name, exc)
@@ -344,6 +388,42 @@ def close_loaded(name: str, loaded: list[Loaded]) -> None:
             log.exception("closing model %s failed", name)
 
 
+def _stage(name: str, files: dict[str, bytes]) -> Path:
+    """A temporary folder holding ``<name>/<path>`` for each file (paths checked by the load parameters)."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise failed(name, "a model loaded from files needs a name that is a plain folder name")
+    staged = Path(tempfile.mkdtemp(prefix="inferd-load-"))
+    try:
+        for path, content in files.items():
+            target = staged / name / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+    except OSError as exc:  # a path that is both a file and a folder, a name too long, a full disk
+        _remove(staged)
+        raise failed(name, f"the files could not be written to a model folder: {exc.strerror or exc}") from None
+    except BaseException:
+        _remove(staged)
+        raise
+    return staged
+
+
+def _configured(name: str, folder: Path, parameters: LoadParameters) -> ModelConfig | None:
+    """The model's configuration for a load with parameters: its model.toml (in the staged folder, for a load
+    from files) with the ``config`` parameter in its place."""
+    if parameters.config is None:
+        return None
+    try:
+        base = load_model_config(folder)
+    except ConfigError as exc:
+        raise failed(name, str(exc)) from None
+    return apply_config(name, base, parameters.config)
+
+
+def _remove(staged: Path | None) -> None:
+    if staged is not None:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def _close(model: Model) -> None:
     for version in model.versions.values():
         if version.loaded is not None:
@@ -355,6 +435,17 @@ def _close(model: Model) -> None:
             version.loaded = None
         if version.state is State.READY:
             version.state = State.UNLOADED
+    _remove(model.staged)  # after its executors stopped: worker processes may read from it until then
+    model.staged = None
+
+
+def unknown_model(name: str) -> str:
+    """Triton's words for a model it does not serve, which its clients (simple_http_infer_client.py) match on."""
+    return f"Request for unknown model: '{name}' is not found"
+
+
+def _still_loading(name: str) -> InferError:
+    return unavailable(f"model {name!r} is loading; it is not ready yet (GET /v2/models/{name}/ready says when)")
 
 
 def why_unavailable(model: Model) -> str:

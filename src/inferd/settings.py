@@ -12,6 +12,7 @@ import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ByteSize, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
@@ -32,6 +33,10 @@ class ServerSettings(BaseSettings):
     """Model repository folder to serve."""
     host: str = "127.0.0.1"
     """Address to bind. Loopback by default: exposing the server is a decision, not an accident."""
+    public_url: str | None = None
+    """The server's base URL as its clients reach it (``https://inferd.example.com``): the links of asynchronous
+    jobs (``status_url``, ``result_url``, ``Location``, callback bodies) start with it. Unset: those links are paths
+    (``/v2/jobs/...``), never built from a request's ``Host`` header."""
     http_port: int = Field(default=8080, ge=0, le=65535)
     """HTTP port (REST: V2, KServe V1, SageMaker, Vertex AI, /metrics, /docs). Vertex AI's ``AIP_HTTP_PORT`` and
     SageMaker's ``SAGEMAKER_BIND_TO_PORT`` set it too."""
@@ -42,6 +47,10 @@ class ServerSettings(BaseSettings):
     strict_readiness: bool = True
     """Report ready (``/v2/health/ready``, ``/ping``, the Vertex health route) only when every model in the
     repository loaded; false: ready once the start-up load is over, whatever failed to load."""
+    require_async: bool = False
+    """Report not ready while asynchronous inference is off (its state folder held by another server, a store
+    that cannot open): for servers that exist to drain the async queue. False: readiness is about the models,
+    and ``/v2/health/ready`` says under ``unavailable`` that async inference is off, and why."""
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
     dynamic_batching: bool | None = None
@@ -125,6 +134,12 @@ class ServerSettings(BaseSettings):
     """Callback URL per model name (JSON in the environment), between the header and the server default."""
     async_callback_max_attempts: int = Field(default=5, ge=1)
     """Delivery attempts per callback."""
+    async_callback_allowed: list[str] = Field(default_factory=list)
+    """Where callbacks may be sent (``Inference-Callback-Url``; JSON list): host names, IP addresses and networks
+    (``hooks.example.com``, ``10.0.0.5``, ``10.0.0.0/24``: any port and path) and URL prefixes
+    (``https://hooks.example.com/inferd/``). Empty: only ``async_callback_url`` and ``async_model_callback_urls``,
+    which always count as listed. Loopback, private, link-local and other non-global addresses, also when a
+    listed name resolves to one, need their address or network listed. Another URL gets 400 at submission."""
     async_input_roots: list[str] = Field(default_factory=list)
     """Folders and URL prefixes ``Inference-Input-Location`` may name; empty: input references are refused."""
     # -- batch jobs (docs/batch.md) --
@@ -166,6 +181,16 @@ class ServerSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """Seconds a stopping server (SIGTERM, SIGINT) lets the HTTP requests in progress finish; then it closes the
     connections still busy. Idle connections close at once, and no new ones are accepted."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"must be an http:// or https:// URL without query or fragment, got {value!r}")
+        return value.rstrip("/")
 
     @field_validator("log_level", mode="before")
     @classmethod

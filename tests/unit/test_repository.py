@@ -38,7 +38,7 @@ def test_missing_root_is_a_clear_error(tmp_path):
 def test_empty_repository_loads_nothing(repo_root):
     repository = ModelRepository(repo_root)
     assert repository.load_all() == []
-    with pytest.raises(InferError, match="unknown model 'x'; served models: none") as info:
+    with pytest.raises(InferError, match="Request for unknown model: 'x' is not found; served models: none") as info:
         repository.get("x")
     assert info.value.code is ErrorCode.NOT_FOUND
 

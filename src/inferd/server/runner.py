@@ -32,7 +32,8 @@ from inferd.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
-EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics")
+EXTENSIONS = ("binary_tensor_data", "model_repository", "model_repository(unload_dependents)", "model_configuration",
+              "statistics")
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
@@ -92,6 +93,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     tls = TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
     dataplane = build_dataplane(settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
+    dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not, settings.require_async)
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
     observer = RequestObserver(settings.access_log)
     front = build_front(dataplane, settings, jobs, batch_jobs, authenticator, observer,
@@ -99,6 +101,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     http = HTTPServer(front, settings.host, settings.http_port, tls.ssl_context() if tls is not None else None)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
+    dataplane.repository.expect_loads(dataplane.repository.names())  # loading, not unknown, until loaded
     await http.start()
     try:
         grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
@@ -113,7 +116,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
             dataplane.capture.start()
         await dataplane.start()
         jobs.start()  # no await between: async routes work as soon as readiness says so
-        log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
+        _log_readiness(dataplane, settings.require_async)
         await asyncio.get_running_loop().run_in_executor(None, front.build_app)  # the other routes, now
         heap.settle()  # the app's objects too live as long as the server
         if on_ready is not None:
@@ -130,6 +133,16 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written
             await asyncio.get_running_loop().run_in_executor(None, dataplane.capture.close)
+
+
+def _log_readiness(dataplane: DataPlane, require_async: bool) -> None:
+    off = dataplane.unavailable_services()
+    if dataplane.ready():
+        log.info("ready%s", " (asynchronous inference is off)" if off else "")
+    elif off and require_async:
+        log.info("started, but not ready: asynchronous inference is off and require_async is set")
+    else:
+        log.info("started, but not every model loaded: not ready")
 
 
 async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authenticator: Authenticator | None,
