@@ -101,7 +101,8 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     http = HTTPServer(front, settings.host, settings.http_port, tls.ssl_context() if tls is not None else None)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
-    dataplane.repository.expect_loads(dataplane.repository.names())  # loading, not unknown, until loaded
+    if dataplane.on_demand is None:  # every model loads at start: loading, not unknown, until loaded
+        dataplane.repository.expect_loads(dataplane.repository.names())
     await http.start()
     try:
         grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
