@@ -76,7 +76,10 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options, override)
         signature = runtime.signature
         executor = ThreadExecutor(name, runtime, instances.count, timeout_s=timeout_s)
-    policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default)
+    if config.max_batch_size == 0:  # as Triton: the model has no batch dimension; its first one is its own
+        signature = signature.without_batch()
+    policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default,
+                               source.runtime.columns_are_rows)
     if policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None:
         log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "
                  "default); if its first dimension is not a batch of independent rows, set [batching] "
@@ -125,15 +128,17 @@ def output_check(signature: Signature) -> OutputCheck:
 
 
 def scheduling_policy(config: ModelConfig, signature: Signature, defaults: ServerDefaults,
-                      runtime_batches: bool = False) -> SchedulingPolicy:
+                      runtime_batches: bool = False, columns_are_rows: bool = False) -> SchedulingPolicy:
     """The model's scheduling: model.toml first, then the server's settings, then the runtime's default
     (``runtime_batches``) for dynamic batching.
 
     The runtime's default applies only when every input has a dimension beyond the first: a free first
     dimension of a one-dimensional input is as likely a sequence (token ids) as a batch, and stacking two
-    requests' sequences would mix them silently."""
-    max_batch = (config.max_batch_size or defaults.max_batch_size) if signature.batched else 0
-    by_default = runtime_batches and all(len(spec.shape) >= 2 for spec in signature.inputs)
+    requests' sequences would mix them silently; unless the runtime knows its one-dimensional inputs are rows
+    (``columns_are_rows``: the embeddings runtime's ``text``, one string per row)."""
+    own = config.max_batch_size
+    max_batch = (defaults.max_batch_size if own is None else own) if signature.batched else 0
+    by_default = runtime_batches and (columns_are_rows or all(len(spec.shape) >= 2 for spec in signature.inputs))
     batching = next(b for b in (config.batching.enabled, defaults.dynamic_batching, by_default) if b is not None)
     levels = config.queue.priority_levels
     return SchedulingPolicy(

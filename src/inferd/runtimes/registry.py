@@ -34,6 +34,12 @@ class RuntimeInfo:
     """Dynamic batching (with no queue delay) for its batch-capable models whose model.toml and server
     settings do not say. ONNX graphs: rows are independent and a batch costs little more than one row, and
     Triton's ONNX Runtime backend does the same for the models it configures itself."""
+    columns_are_rows: bool = False
+    """Its one-dimensional ``[-1]`` inputs are one value per row, so ``batches_by_default`` applies to them too
+    (which it does not for other runtimes, where such an input may be a sequence)."""
+    by_file_name: bool = True
+    """Whether its artifact names choose it for a folder whose model.toml names no runtime. The embeddings
+    runtime reads a ``model.onnx`` too, with a tokenizer beside it: model.toml says ``runtime = "embeddings"``."""
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
@@ -41,6 +47,9 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     for info in (
         RuntimeInfo("onnx", "inferd.runtimes.onnx", ("model.onnx",), "onnx", ("onnxruntime",),
                     batches_by_default=True),
+        RuntimeInfo("embeddings", "inferd.runtimes.embeddings", ("model.onnx",), "embeddings",
+                    ("onnxruntime", "tokenizers"), batches_by_default=True, columns_are_rows=True,
+                    by_file_name=False),
         RuntimeInfo("sklearn", "inferd.runtimes.sklearn", ("model.skops", "model.joblib", "model.pkl"),
                     "sklearn", ("sklearn", "skops")),
         RuntimeInfo("xgboost", "inferd.runtimes.xgboost", ("model.json", "model.ubj"), "xgboost", ("xgboost",)),
@@ -50,7 +59,9 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     )
 }
 
-KNOWN_ARTIFACTS: dict[str, RuntimeInfo] = {name: info for info in RUNTIMES.values() for name in info.artifacts}
+KNOWN_ARTIFACTS: dict[str, RuntimeInfo] = {
+    name: info for info in RUNTIMES.values() if info.by_file_name for name in info.artifacts
+}
 
 
 def runtime_named(name: str) -> RuntimeInfo:

@@ -32,7 +32,7 @@ HTTP_ROUTES: tuple[tuple[str | None, re.Pattern[str], Scope | None], ...] = tupl
         ("POST", _M + r"/generate(?:_stream)?", Scope.INFER),
         ("POST", r"/v1/models/[^/]+:predict", Scope.INFER),
         ("POST", r"/invocations", Scope.INFER),
-        ("POST", r"/v1/(?:completions|chat/completions|embeddings)", Scope.INFER),
+        ("POST", r"/openai/v1/(?:completions|chat/completions|embeddings)", Scope.INFER),
         ("POST", r"/v2/repository/index", Scope.READ),
         ("POST", r"/v2/repository/models/[^/]+/(?:load|unload)", Scope.ADMIN),
         (None, r"/v2/batch/jobs(?:/.*)?", Scope.ADMIN),
@@ -76,7 +76,7 @@ class RouteScopes:
         for wanted, pattern, scope in HTTP_ROUTES:
             if (wanted is None or wanted == method) and pattern.match(path):
                 return scope
-        return Scope.READ  # HEAD, OPTIONS, /docs, /openapi.json, job reads, metadata and unknown paths
+        return Scope.READ  # HEAD, OPTIONS, /docs, /openapi.json, metadata and unknown paths
 
 
 def grpc_scope(full_method: str) -> Scope | None:

@@ -36,6 +36,9 @@ KEYS = [ApiKey(name="runner", sha256=hash_key("k1"), scopes=frozenset({Scope.INF
     ("POST", "/v2/repository/models/m/load", Scope.ADMIN), ("POST", "/v2/repository/models/m/unload", Scope.ADMIN),
     ("POST", "/v2/batch/jobs", Scope.ADMIN), ("GET", "/v2/batch/jobs/1", Scope.ADMIN),
     ("DELETE", "/v2/jobs/abc", Scope.INFER), ("GET", "/v2/jobs", Scope.INFER),
+    ("POST", "/openai/v1/embeddings", Scope.INFER), ("POST", "/openai/v1/chat/completions", Scope.INFER),
+    ("POST", "/openai/v1/completions", Scope.INFER), ("GET", "/openai/v1/models", Scope.READ),
+    ("POST", "/v1/embeddings", Scope.READ),
 ])
 def test_route_table(method: str, path: str, scope: Scope | None):
     assert RouteScopes("/vertex/health", "/vertex/predict").scope_for(method, path) is scope

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
+from inferd.server.openai import errors as openai_errors
+from inferd.server.openai.router import is_openai_path, openai_router
 from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.openapi import document_honestly
 from inferd.server.rest.responses import error_response, failure_response
@@ -34,8 +36,8 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
     # /docs and /redoc with Swagger UI and ReDoc served from the fastapi-offline package, not a CDN: they work on
     # a closed network.
     app = FastAPIOffline(title="inferd", version=dataplane.server_metadata().version,
-                         description="Open Inference Protocol (V2) server, with KServe V1, SageMaker and Vertex AI "
-                                     "routes.")
+                         description="Open Inference Protocol (V2) server, with KServe V1, SageMaker, Vertex AI "
+                                     "and OpenAI-compatible (/openai/v1) routes.")
     document_honestly(app)
     app.include_router(v2_router(dataplane, settings.max_body_bytes))
     if jobs is not None:
@@ -46,11 +48,13 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
     app.include_router(vertex_router(dataplane, settings))
     app.include_router(sagemaker_router(dataplane, settings))
     app.include_router(_batch_router(dataplane, settings, batch_jobs))
+    app.include_router(openai_router(dataplane, settings))  # its routes answer failures in OpenAI's form
     if metrics is not None:
         _metrics_route(app, metrics)
     app.add_exception_handler(InferError, _on_infer_error)
     app.add_exception_handler(HTTPError, _on_http_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
+    app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)
     return app
 
@@ -71,9 +75,19 @@ async def _on_http_error(_request: Request, exc: Exception) -> Response:
     return failure_response(exc)
 
 
-async def _on_starlette_error(_request: Request, exc: Exception) -> Response:
+async def _on_starlette_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if is_openai_path(request.url.path):  # an unknown path or method under the OpenAI base URL
+        return openai_errors.error_response(exc)
     return error_response(exc.status_code, str(exc.detail))
+
+
+async def _on_client_gone(request: Request, _exc: Exception) -> Response:
+    """The client went away (or stopped sending, past ``body_timeout_s``) before its body was read: nothing to
+    answer and nothing broken, so one line at INFO, no traceback. (Its client got the 408 already, if any.)"""
+    log.info("the client went away before the body of %s %s was read (ClientDisconnect)", request.method,
+             request.url.path)
+    return error_response(400, "the client went away before its request body was read")
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

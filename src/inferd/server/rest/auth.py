@@ -11,6 +11,8 @@ from inferd.errors import InferError
 from inferd.security.auth import Authenticator
 from inferd.security.scopes import RouteScopes
 from inferd.server.http.asgi import ASGIApp, Receive, Scope, Send
+from inferd.server.openai import errors as openai_errors
+from inferd.server.openai.router import is_openai_path
 from inferd.server.rest.errors import failure_parts
 
 
@@ -31,7 +33,9 @@ class AuthMiddleware:
                 principal = self.authenticator.check_headers(
                     scope["headers"], self.routes.scope_for(method, path), method, path)
             except InferError as exc:
-                status, headers, content = failure_parts(exc)
+                # the OpenAI client reads OpenAI's error form; every other client the V2 form
+                answer = openai_errors.error_parts if is_openai_path(path) else failure_parts
+                status, headers, content = answer(exc)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": content})
                 return

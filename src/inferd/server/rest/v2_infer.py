@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable
 from functools import partial
 
+import orjson
+
 from inferd.codecs import v2_binary
 from inferd.codecs.v2_body import Encoded, V2Body
 from inferd.dataplane import DataPlane
@@ -157,6 +159,15 @@ class InferRoute:
                     partial(_answer, exchange, self.model, coding))
 
 
+def ready_body(dataplane: DataPlane, ok: bool, plain: bytes) -> bytes:
+    """The ready probe's body: ``{"ready": ...}``, and what the server cannot do beside the models (asynchronous
+    inference off, and why) as ``"unavailable"``, when there is something to say."""
+    missing = dataplane.unavailable_services()
+    if not missing:
+        return plain
+    return orjson.dumps({"ready": ok, "unavailable": missing})
+
+
 class ProbeRoute:
     """``GET /v2/health/live`` and ``/v2/health/ready``: open to all (load balancers carry no key)."""
 
@@ -180,6 +191,8 @@ class ProbeRoute:
         else:
             ok, content = self._dataplane.ready(), b'{"ready":%s}'
         content %= b"true" if ok else b"false"
+        if not self._live:
+            content = ready_body(self._dataplane, ok, content)
         exchange.respond(200 if ok else 503, _JSON_HEAD % len(content), content)
 
 
