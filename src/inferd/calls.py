@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from inferd.classification import Classes, Labels, classify, requested_classes
 from inferd.errors import invalid
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, RequestOutput, ResponseOutput
-from inferd.signature import Signature, check_all_inputs_present, check_request_input
+from inferd.signature import FREE, Signature, check_all_inputs_present, check_request_input
 from inferd.tensors import element_count, to_array
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class Prepared(Protocol):
 
     @property
     def rows(self) -> int:
-        """The batch size (1 for an unbatched model)."""
+        """The batch size (1 for an unbatched model; 0 for an empty batch, which the model never sees)."""
         ...
 
     @property
@@ -63,6 +64,11 @@ class Prepared(Protocol):
     @property
     def answered(self) -> Sequence[str]:
         """The outputs the answer holds, in order (for data capture)."""
+        ...
+
+    @property
+    def classes(self) -> dict[str, Classes] | None:
+        """The outputs asked for as their top classes (Triton's classification extension), by name."""
         ...
 
 
@@ -95,6 +101,7 @@ class GeneralPrepared:
     priority: object = None
     timeout_us: int | None = None
     key: tuple[object, ...] | None = None
+    classes: dict[str, Classes] | None = None
 
 
 class GeneralCall:
@@ -114,7 +121,8 @@ class GeneralCall:
         return self.request.model_version
 
     def prepare(self, loaded: Loaded, max_elements: int) -> GeneralPrepared:
-        return prepare_request(self.request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements)
+        return prepare_request(self.request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements,
+                               loaded.labels)
 
     def respond(self, version: str, signature: Signature, prepared: GeneralPrepared,
                 result: RunResult) -> InferenceResponse:
@@ -122,25 +130,52 @@ class GeneralCall:
 
 
 def prepare_request(request: InferenceRequest, signature: Signature, max_batch_size: int,
-                    max_elements: int) -> GeneralPrepared:
-    """The general check of a request against a model version's signature and batch limit."""
+                    max_elements: int, labels: Labels | None = None) -> GeneralPrepared:
+    """The general check of a request against a model version's signature and batch limit; ``labels`` name the
+    classes of the outputs that have them (for the classification extension)."""
     arrays, batch_size = prepare_inputs(signature, request.inputs, max_elements)
     if batch_size is not None and batch_size > max_batch_size:
         raise invalid(f"a batch of {batch_size} exceeds the model's max_batch_size of {max_batch_size}")
     wanted = requested_outputs(signature, request.outputs)
+    classes = requested_classes(signature, request.outputs, labels or {}) if request.outputs else None
     priority, timeout_us = scheduling_parameters(request.parameters)
-    return GeneralPrepared(arrays, batch_size or 1, wanted, request.id, request.parameters, priority, timeout_us)
+    rows = 1 if batch_size is None else batch_size  # 0 rows is an empty batch, answered without the model
+    return GeneralPrepared(arrays, rows, wanted, request.id, request.parameters, priority, timeout_us,
+                           classes=classes)
 
 
 def build_response(model_name: str, version: str, signature: Signature, prepared: Prepared,
                    result: RunResult) -> InferenceResponse:
-    """The response holding the request's rows of each output it answers with."""
+    """The response holding the request's rows of each output it answers with: as the model gave them, or as
+    their top classes where the request asked for them (:mod:`inferd.classification`)."""
     datatypes = signature.output_datatypes  # the scheduler checked the outputs: each has this datatype
+    classes = prepared.classes
     outputs = []
     for name in prepared.answered:
         array = result.output(name)
+        if classes is not None and name in classes:
+            array = classify(array, classes[name], signature.batched)
+            outputs.append(ResponseOutput(name, "BYTES", list(array.shape), array))
+            continue
         outputs.append(ResponseOutput(name, datatypes[name], list(array.shape), array))
     return InferenceResponse(model_name, version, outputs, prepared.id)
+
+
+def empty_outputs(signature: Signature, answered: Sequence[str]) -> Arrays:
+    """The outputs of an empty batch (a batched model's request of 0 rows), as Triton answers one: each output
+    with 0 rows, its declared trailing dimensions and datatype, without running the model. An output with a free
+    dimension after the batch one has no shape to give: INVALID_ARGUMENT naming it."""
+    outputs: Arrays = {}
+    for spec in signature.outputs:
+        if spec.name not in answered:
+            continue
+        trailing = spec.shape[1:]
+        if FREE in trailing:
+            raise invalid(f"the request has 0 rows, and the model cannot say the shape of an empty output "
+                          f"{spec.name!r} (declared {list(spec.shape)}, a free dimension after the batch one); "
+                          f"send at least one row")
+        outputs[spec.name] = np.empty((0, *trailing), dtype=spec.numpy_dtype or np.dtype(object))
+    return outputs
 
 
 def captured_request(model_name: str, signature: Signature, prepared: Prepared) -> InferenceRequest:
@@ -156,7 +191,9 @@ def parse_version(version: str | None) -> int | None:
     if version is None or version == "":
         return None
     if not (version.isascii() and version.isdigit()) or int(version) < 1:  # "²".isdigit() is True
-        raise invalid(f"model version must be a positive integer, got {version!r}")
+        # Triton's wording first: its clients (grpc_explicit_int8_content_client.py) match on it
+        raise invalid(f"failed to get model version from specified version string '{version}': "
+                      "the model version must be a positive integer")
     return int(version)
 
 
@@ -208,6 +245,9 @@ def requested_outputs(signature: Signature, outputs: Sequence[RequestOutput] | N
     if unknown:
         listed = ", ".join(map(repr, available))
         raise invalid(f"unknown output {', '.join(map(repr, unknown))}; the model gives {listed}")
+    if len(set(names)) != len(names):  # as Triton: each output is asked for once
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise invalid(f"output {', '.join(map(repr, repeated))} is requested more than once; ask for each output once")
     return names
 
 

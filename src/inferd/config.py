@@ -4,10 +4,12 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
 
 .. code-block:: toml
 
-    runtime = "sklearn"           # onnx | sklearn | xgboost | lightgbm | torch | python | llama_cpp | echo_llm
+    runtime = "sklearn"           # onnx | embeddings | sklearn | xgboost | lightgbm | torch | python | llama_cpp |
+                                  # echo_llm (default: from the artifact)
     artifact = "model.joblib"     # file name inside each version folder (default: the one known artifact)
     description = "spam filter"
-    max_batch_size = 256          # largest batch (rows) one request may carry; 0: the server's default
+    max_batch_size = 256          # largest batch (rows) one request may carry (default: the server's);
+                                  # 0: no batch dimension, as in Triton
 
     [versions]
     policy = "latest"             # latest | all | specific
@@ -18,6 +20,10 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     name = "text"
     datatype = "BYTES"
     shape = [-1]
+    format = "FORMAT_NONE"        # an image input's layout for /config: FORMAT_NHWC | FORMAT_NCHW
+
+    [labels]                      # class labels for Triton's classification extension: output = file
+    probabilities = "labels.txt"  # in the model folder, one label per line (line n names class n)
 
     [options]                     # runtime-specific, checked by the runtime (for example allow_pickle)
     allow_pickle = true
@@ -46,6 +52,9 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     max_tokens = 256              # output tokens of a request that sets no limit
     temperature = 1.0             # default sampling; 0: greedy
     top_p = 1.0
+    pinned = false                # with --model-control on-demand: never unloaded (budget, idle)
+    idle_unload_s = 600           # with --model-control on-demand: unload after so long without a request
+    memory_size = "300MiB"        # what the model holds when loaded, for --memory-budget (default: measured)
 
     [capture]                     # data capture: sampled requests and responses written as JSON Lines
     enabled = true
@@ -53,6 +62,10 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     destination = "/data/capture" # default: the server's capture_dir (<state_dir>/capture)
     max_file_bytes = 67108864     # start a new file past this size ...
     max_file_seconds = 3600       # ... or this age (and at every hour, which is a folder)
+
+    [cache]                       # response cache: identical inputs answered without running the model
+    enabled = true
+    ttl_s = 60                    # default: the server's cache_ttl_s (0: no limit)
 """
 
 from __future__ import annotations
@@ -60,9 +73,9 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from inferd.signature import Signature, TensorSpec
@@ -93,6 +106,15 @@ class TensorConfig(_Strict):
 
     def to_spec(self) -> TensorSpec:
         return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class InputConfig(TensorConfig):
+    """One ``[[inputs]]`` entry: a tensor of the signature, and how an image input is laid out."""
+
+    format: Literal["FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW"] = "FORMAT_NONE"
+    """The layout of an image input, as Triton names it: ``FORMAT_NHWC`` (height, width, channels) or
+    ``FORMAT_NCHW`` (channels first). Reported in the model configuration, where Triton's image clients read it;
+    inferd does not change the data."""
 
 
 class VersionPolicy(_Strict):
@@ -214,26 +236,53 @@ class GenerationConfig(_Strict):
     """Nucleus sampling of a request that sets none; 1: off."""
 
 
+def _in_model_folder(name: str) -> str:
+    path = Path(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError("a labels file must be a file name inside the model folder")
+    return name
+
+
+LabelsFile = Annotated[str, AfterValidator(_in_model_folder)]
+
+
+class CacheConfig(_Strict):
+    """``[cache]``: the response cache. A request whose inputs (names, datatypes, shapes and bytes) match an earlier
+    one's on the same model version is answered from the cache without running the model."""
+
+    enabled: bool = False
+    """Cache this model's results (only for a model whose result depends on its inputs alone)."""
+    ttl_s: float | None = Field(default=None, ge=0)
+    """Seconds a cached result may be served; default the server's ``cache_ttl_s``; 0: no limit."""
+
+
 class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
     runtime: str | None = None
-    """``onnx``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch``, ``python``, ``llama_cpp`` (a GGUF language
-    model) or ``echo_llm`` (a fake language model for tests); default: the runtime of the artifact found."""
+    """``onnx``, ``embeddings``, ``sklearn``, ``xgboost``, ``lightgbm``, ``torch``, ``python``, ``llama_cpp`` (a
+    GGUF language model) or ``echo_llm`` (a fake language model for tests); default: the runtime of the artifact
+    found (``embeddings``, a sentence encoder in ``model.onnx`` with its tokenizer, is only chosen here)."""
     artifact: str | None = None
     """File name of the artifact inside each version folder; default: the one known artifact there."""
     description: str = ""
     """Shown by ``inferd models show``."""
-    max_batch_size: int = Field(default=0, ge=0)
-    """Most rows one request (and one merged batch) may carry to a batched model; 0: the server's
-    ``max_batch_size``."""
+    max_batch_size: int | None = Field(default=None, ge=0)
+    """Most rows one request (and one merged batch) may carry to a batched model; default: the server's
+    ``max_batch_size``. 0, as in Triton: the model has no batch dimension (a free first dimension is the model's
+    own, requests are never stacked and a request's size is bounded only by the body and element limits)."""
     versions: VersionPolicy = Field(default_factory=VersionPolicy)
     """Which versions are served (the ``[versions]`` table)."""
-    inputs: list[TensorConfig] = Field(default_factory=list)
+    inputs: list[InputConfig] = Field(default_factory=list)
     """The signature's inputs (``[[inputs]]``): needed where the artifact does not declare them (a Python
     model, TorchScript), and checked against what it declares otherwise."""
     outputs: list[TensorConfig] = Field(default_factory=list)
     """The signature's outputs (``[[outputs]]``), as for ``inputs``."""
+    labels: dict[str, LabelsFile] = Field(default_factory=dict)
+    """Class labels of outputs (the ``[labels]`` table, Triton's ``label_filename``): ``output = "file"``, a text
+    file in the model folder with one label per line, line n naming class n. A request that asks for an output's
+    top classes (the ``classification`` parameter, ``class_count`` in tritonclient) gets them as
+    ``"value:index:label"``; without labels, as ``"value:index"``."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Settings of the runtime (the ``[options]`` table), checked by the runtime's own schema."""
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
@@ -246,6 +295,23 @@ class ModelConfig(_Strict):
     """Data capture (the ``[capture]`` table)."""
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     """A generative model's limits and defaults (the ``[generation]`` table)."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """The response cache (the ``[cache]`` table)."""
+    pinned: bool = False
+    """With ``model_control = "on-demand"``: never unloaded to make room under ``memory_budget``, nor when idle."""
+    idle_unload_s: float | None = Field(default=None, ge=0)
+    """With ``model_control = "on-demand"``: unload the model after this many seconds without a request (its next
+    request loads it again); 0: never. Default: the server's ``idle_unload_s``."""
+    memory_size: ByteSize | None = None
+    """Memory the model holds once loaded (bytes, or a size such as ``"300MiB"``), counted against the server's
+    ``memory_budget``. Default: measured at load (the server's resident memory before and after)."""
+
+    @model_validator(mode="after")
+    def _batching_needs_a_batch(self) -> ModelConfig:
+        if self.max_batch_size == 0 and self.batching.enabled:
+            raise ValueError("max_batch_size = 0 means the model has no batch dimension: it cannot have "
+                             "[batching] enabled = true")
+        return self
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:

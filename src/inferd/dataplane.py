@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from importlib.metadata import version as package_version
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import numpy as np
 
 from inferd import heap
 from inferd.calls import (
@@ -26,6 +28,7 @@ from inferd.calls import (
     Prepared,
     build_response,
     captured_request,
+    empty_outputs,
     parse_version,
 )
 from inferd.errors import ErrorCode, InferError, invalid, not_found
@@ -39,8 +42,13 @@ from inferd.inference import (
     ModelMetadata,
     ServerMetadata,
 )
-from inferd.repository import Model, ModelRepository, ModelVersion, State, why_unavailable
+from inferd.load_parameters import check_unload_parameters, parse_load_parameters
+from inferd.on_demand import ModelControl, OnDemand
+from inferd.polling import RepositoryPoller
+from inferd.repository import USES, Model, ModelRepository, ModelVersion, State, why_unavailable
+from inferd.response_cache import ResponseCache, cache_key
 from inferd.scheduling.policy import SchedulingPolicy
+from inferd.scheduling.scheduler import RunResult
 from inferd.signature import Signature
 from inferd.stats import ModelStats
 
@@ -48,7 +56,6 @@ if TYPE_CHECKING:
     from inferd.generation.request import GenerationRequest
     from inferd.generation.scheduler import GenerationEvent, GenerationScheduler, Ticket
     from inferd.observability.capture import CaptureWriter
-    from inferd.scheduling.scheduler import RunResult
 
 T = TypeVar("T")
 
@@ -60,7 +67,8 @@ class DataPlane:
 
     def __init__(self, repository: ModelRepository, *, extensions: Sequence[str] = (),
                  strict_readiness: bool = True, capture: CaptureWriter | None = None,
-                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS, settle_heap: bool = False) -> None:
+                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS, settle_heap: bool = False,
+                 control: ModelControl | None = None) -> None:
         self.repository = repository
         self.settle_heap = settle_heap
         """Freeze long-lived objects out of the garbage collector's walks after loads (see inferd.heap);
@@ -69,24 +77,45 @@ class DataPlane:
         """Most elements one input tensor may have; checked before its array is built."""
         self.capture = capture
         """Data capture (``[capture]`` in model.toml): where sampled requests and responses go."""
+        self.cache: ResponseCache | None = None
+        """The response cache of the models whose model.toml enables ``[cache]`` (None: no cache)."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
+        self._services: list[tuple[str, Callable[[], str], bool]] = []
+        """Other parts of the server readiness reports on (see :meth:`add_service`)."""
         self._started = False
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inferd-load")
         """For loading and unloading, which block."""
+        control = control or ModelControl()
+        self.on_demand = OnDemand(repository, self._pool, control.on_demand) if control.on_demand else None
+        """Model control on-demand: models load on their first request (None: every model loads at start)."""
+        self.poller = (RepositoryPoller(repository, control.poll_s, self._pool, load_new=self.on_demand is None)
+                       if control.poll_s else None)
+        """Repository polling: the models follow the folder's changes (None: only through the repository API)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load every model in the repository. Failures are recorded per model, never raised."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.load_all)
+        """Load every model in the repository (with model control on-demand: none, they load when asked for).
+        Failures are recorded per model, never raised."""
+        if self.on_demand is None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.load_all)
+        else:
+            self.on_demand.start()
+        if self.poller is not None:
+            await self.poller.start()
         self._started = True
         if self.settle_heap:
             heap.settle()
 
+    async def stop(self) -> None:
+        """Stop polling, and loading and unloading on demand (before :meth:`close`)."""
+        if self.poller is not None:
+            await self.poller.stop()
+        if self.on_demand is not None:
+            await self.on_demand.stop()
+
     def close(self) -> None:
-        for model in list(self.repository.models()):
-            if any(v.state is State.READY for v in model.versions.values()):
-                self.repository.unload(model.name)
+        self.repository.close()
         self._pool.shutdown(wait=True)
 
     # -- health and metadata -----------------------------------------------------------------------
@@ -94,21 +123,43 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Ready once the start-up load finished; with strict readiness, only if every model loaded."""
+        """Ready once the start-up load finished; with strict readiness, only if every model loaded (on demand:
+        once started, as models load when asked for); and not while a service added as required
+        (:meth:`add_service`) cannot work."""
         if not self._started:
             return False
-        if not self._strict_readiness:
+        for _, why_not, required in self._services:
+            if required and why_not():
+                return False
+        if not self._strict_readiness or self.on_demand is not None:
             return True
         return all(
             not m.reason and all(v.serving for v in m.versions.values())
             for m in self.repository.models()
         )
 
+    def add_service(self, name: str, why_not: Callable[[], str], required: bool = False) -> None:
+        """A part of the server beside the models (asynchronous inference) that readiness reports on: ``why_not``
+        says why it cannot work now ('' when it can). The server is not ready while a ``required`` one cannot;
+        any other is listed by :meth:`unavailable_services` (the ready route's body) and leaves readiness alone."""
+        self._services.append((name, why_not, required))
+
+    def unavailable_services(self) -> dict[str, str]:
+        """The services added with :meth:`add_service` that cannot work now, and why."""
+        found = {name: why_not() for name, why_not, _ in self._services}
+        return {name: why for name, why in found.items() if why}
+
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata("inferd", package_version("inferd"), list(self._extensions))
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        """Whether the model (version) can serve now. Unknown model or version: NOT_FOUND."""
+        """Whether the model (version) can serve now (not while it loads). Unknown model or version: NOT_FOUND
+        (with model control on-demand, a model in the repository that is not loaded is not ready; asking does not
+        load it)."""
+        if self.repository.loading(name):
+            return False
+        if self.on_demand is not None and self.repository.known(name) is None and self.on_demand.can_load(name):
+            return False
         model = self.repository.find(name)
         if version is None:
             latest = model.latest_ready()
@@ -135,26 +186,55 @@ class DataPlane:
     def signature(self, name: str, version: str | None = None) -> Signature:
         return self.repository.get(name, parse_version(version)).signature
 
+    def loadable(self, name: str) -> bool:
+        """Whether a request for ``name`` would load it (model control on-demand: in the repository, not loaded)."""
+        return self.on_demand is not None and self.repository.known(name) is None and self.on_demand.can_load(name)
+
+    async def ensure_loaded(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version a request names, loaded first if it has to be (model control on-demand), for the routes and
+        jobs that need a model's signature before their inference (KServe V1, SageMaker, batch jobs). Raises as
+        :meth:`submit` answers: NOT_FOUND, UNAVAILABLE, or the load's error."""
+        number = parse_version(version)
+        try:
+            return self.repository.get(name, number)
+        except InferError:
+            if self.on_demand is None or not self.on_demand.can_load(name):
+                raise
+        done: asyncio.Future[InferError | None] = asyncio.get_running_loop().create_future()
+        self.on_demand.after_load(name, partial(_settle, done))
+        error = await done
+        if error is not None:
+            raise error
+        return self.repository.get(name, number)
+
     # -- repository ------------------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
         known = {m.name: m for m in self.repository.models()}
         entries: list[IndexEntry] = []
         for name in sorted(set(known) | set(self.repository.names())):
             model = known.get(name)
+            if model is None and self.repository.loading(name):
+                entries.append(IndexEntry(name, "", "LOADING", "its first load is under way"))
+                continue
             entries.extend(_index_rows(name, model))
         return [e for e in entries if e.state == State.READY.value] if ready_only else entries
 
-    async def load(self, name: str) -> Model:
-        """(Re)load a model. FAILED_PRECONDITION, with the reasons, when no version of it became ready."""
+    async def load(self, name: str, parameters: Mapping[str, Any] | None = None) -> Model:
+        """(Re)load a model, with Triton's load parameters if any (``config``, ``file:<path>``; see
+        :mod:`inferd.load_parameters`). FAILED_PRECONDITION, with the reasons, when no version of it became ready;
+        INVALID_ARGUMENT for bad parameters, before the model loaded now is touched."""
+        parsed = parse_load_parameters(name, parameters)
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self._pool, self.repository.load, name)
+        model = await loop.run_in_executor(self._pool, self.repository.load, name, parsed)
         if self.settle_heap:
             await loop.run_in_executor(self._pool, heap.release)  # a reload replaced the old version
         if model.latest_ready() is None:
             raise InferError(ErrorCode.FAILED_PRECONDITION, f"failed to load model {name!r}: {why_unavailable(model)}")
         return model
 
-    async def unload(self, name: str) -> Model:
+    async def unload(self, name: str, parameters: Mapping[str, Any] | None = None) -> Model:
+        """Unload a model; ``parameters`` may hold Triton's ``unload_dependents`` (inferd models have none)."""
+        check_unload_parameters(name, parameters)
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(self._pool, self.repository.unload, name)
         if self.settle_heap:
@@ -175,11 +255,37 @@ class DataPlane:
             version = call.model_version
             model = self.repository.get(call.model_name, None if version is None else parse_version(version))
         except InferError as exc:
+            if self.on_demand is not None and self.on_demand.can_load(call.model_name):
+                self.on_demand.after_load(call.model_name,
+                                          partial(self._after_load, call, answer, is_disconnected, started))
+            else:
+                answer(exc)
+            return
+        self._schedule(model, call, answer, is_disconnected, started)
+
+    def _after_load(self, call: Call[T], answer: Callable[[T | BaseException], None],
+                    is_disconnected: Callable[[], bool] | None, started: int, error: InferError | None) -> None:
+        """A request that waited for its model's load (model control on-demand): on with it, or the load's error."""
+        if error is not None:
+            answer(error)
+            return
+        try:
+            version = call.model_version
+            model = self.repository.get(call.model_name, None if version is None else parse_version(version))
+        except InferError as exc:
             answer(exc)
             return
+        self._schedule(model, call, answer, is_disconnected, started, waited_us=(perf_counter_ns() - started) // 1000)
+
+    def _schedule(self, model: ModelVersion, call: Call[T], answer: Callable[[T | BaseException], None],
+                  is_disconnected: Callable[[], bool] | None, started: int, waited_us: int = 0) -> None:
+        """Prepare the call on its version and queue it. ``waited_us``: how long it waited for the model's load,
+        which counts against its timeout (the request's, else the model's queue timeout)."""
         try:
             loaded = model.loaded or model.require_loaded()
             prepared = call.prepare(loaded, self.max_tensor_elements)
+            timeout_us = _left_after_load(model.name, prepared.timeout_us or loaded.scheduler.policy.default_timeout_us,
+                                          waited_us) if waited_us else prepared.timeout_us
         except InferError as exc:
             model.stats.record_failure(perf_counter_ns() - started, exc.code.value)
             answer(exc)
@@ -187,9 +293,54 @@ class DataPlane:
         except Exception as exc:  # a codec's bug: the caller still gets an answer
             answer(exc)
             return
+        key = None
+        if model.cache is not None and self.cache is not None:
+            looked = perf_counter_ns()
+            key = cache_key(model.cache_scope, prepared.arrays)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._answer_from_cache(model, loaded.signature, call, prepared, started, hit, answer)
+                return
+            model.stats.cache_miss.add(perf_counter_ns() - looked)
         waiter = _Waiter(self, model, loaded.signature, call, prepared, started, answer)
-        loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, prepared.timeout_us,
+        waiter.cache_key = key
+        model.in_flight += 1  # before any answer: the waiter counts it down
+        if prepared.rows == 0:  # an empty batch: answered here, the model never sees it
+            self._answer_empty(waiter, model, loaded.signature, prepared, started, answer)
+            return
+        model.last_use = next(USES)
+        loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
                                 is_disconnected, prepared.key)
+
+    @staticmethod
+    def _answer_empty(waiter: _Waiter, model: ModelVersion, signature: Signature, prepared: Prepared, started: int,
+                      answer: Callable[[Any], None]) -> None:
+        try:
+            outputs = empty_outputs(signature, prepared.answered)
+        except InferError as exc:
+            waiter.set_exception(exc)  # counts the failure and the request out
+            return
+        waiter.set_result(RunResult(outputs, 0, 0, 0, ran_batch=False))
+
+    def _answer_from_cache(self, model: ModelVersion, signature: Signature, call: Call[T], prepared: Prepared,
+                           started: int, outputs: dict[str, np.ndarray],
+                           answer: Callable[[T | BaseException], None]) -> None:
+        """A response cache hit: the call's answer from the cached outputs, as if the model had run."""
+        result = RunResult(outputs, 0, 0, prepared.rows, ran_batch=False)
+        try:
+            response = call.respond(model.version_text, signature, prepared, result)
+            if model.capture is not None:
+                self.capture_inference(model, signature, prepared, result)
+        except Exception as exc:  # never leave the caller without an answer
+            answer(exc)
+            return
+        model.stats.record_cache_hit(prepared.rows, perf_counter_ns() - started)
+        answer(response)
+
+    def cache_result(self, model: ModelVersion, key: bytes, result: RunResult) -> None:
+        """Keep a successful result in the response cache (the request's own rows)."""
+        if self.cache is not None and model.cache is not None:
+            self.cache.put(key, model.name, result.outputs, model.cache.ttl_s)
 
     @overload
     async def infer(self, request: InferenceRequest,
@@ -260,11 +411,12 @@ class DataPlane:
         model = self.repository.find(name)
         signature = chosen.signature
         batched = bool(chosen.max_batch_size)
+        formats = {t.name: t.format for t in model.config.inputs}
         return ModelConfiguration(
             name=name,
             platform=chosen.runtime_name,
             max_batch_size=chosen.max_batch_size,
-            inputs=[ConfigTensor.of(s, batched) for s in signature.inputs],
+            inputs=[ConfigTensor.of(s, batched, formats.get(s.name, "FORMAT_NONE")) for s in signature.inputs],
             outputs=[ConfigTensor.of(s, batched) for s in signature.outputs],
             description=model.config.description,
             dynamic_batching=_dynamic_batching(chosen.scheduler.policy),
@@ -287,7 +439,7 @@ class _Waiter:
     records the failure and hands the error on."""
 
     __slots__ = ("_answer", "_call", "_dataplane", "_done", "_model", "_prepared", "_prepared_at", "_signature",
-                 "_started")
+                 "_started", "cache_key")
 
     def __init__(self, dataplane: DataPlane, model: ModelVersion, signature: Signature, call: Call[Any],
                  prepared: Prepared, started: int, answer: Callable[[Any], None]) -> None:
@@ -300,12 +452,17 @@ class _Waiter:
         self._prepared_at = perf_counter_ns()
         self._answer = answer
         self._done = False
+        self.cache_key: bytes | None = None
+        """Where to keep the result in the response cache (None: the model's results are not cached)."""
 
     def done(self) -> bool:
         return self._done
 
     def set_result(self, result: RunResult) -> None:
+        if self._done:
+            return
         self._done = True
+        self._model.in_flight -= 1
         done = perf_counter_ns()
         started, prepared_at, prepared, model = self._started, self._prepared_at, self._prepared, self._model
         model.stats.record_success(prepared.rows, done - started, result.queue_ns, prepared_at - started,
@@ -315,13 +472,18 @@ class _Waiter:
             answer = self._call.respond(model.version_text, self._signature, prepared, result)
             if model.capture is not None:
                 self._dataplane.capture_inference(model, self._signature, prepared, result)
+            if self.cache_key is not None:
+                self._dataplane.cache_result(model, self.cache_key, result)
         except Exception as exc:  # never leave the caller without an answer
             self._answer(exc)
             return
         self._answer(answer)
 
     def set_exception(self, error: BaseException) -> None:
+        if self._done:
+            return
         self._done = True
+        self._model.in_flight -= 1
         if isinstance(error, InferError):
             self._model.stats.record_failure(perf_counter_ns() - self._started, error.code.value)
         self._answer(error)
@@ -346,6 +508,18 @@ async def _events(events: asyncio.Queue[GenerationEvent | BaseException],
             ticket.cancel()
 
 
+def _left_after_load(name: str, timeout_us: int, waited_us: int) -> int:
+    """What is left of a request's timeout (µs, 0: none) after it waited ``waited_us`` for its model's load;
+    DEADLINE_EXCEEDED when nothing is."""
+    if not timeout_us:
+        return 0
+    if waited_us >= timeout_us:
+        raise InferError(ErrorCode.DEADLINE_EXCEEDED,
+                         f"request to model {name!r} timed out after {timeout_us} µs: it waited {waited_us} µs "
+                         "for the model to load")
+    return timeout_us - waited_us
+
+
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
     if not future.done():  # its caller may have given up
         future.set_result(outcome)
@@ -363,4 +537,7 @@ def _index_rows(name: str, model: Model | None) -> list[IndexEntry]:
         return [IndexEntry(name, "", State.UNLOADED.value)]
     if model.reason or not model.versions:
         return [IndexEntry(name, "", State.UNAVAILABLE.value, model.reason)]
-    return [IndexEntry(name, str(v.version), *v.index_state) for v in model.versions.values()]
+    rows = [IndexEntry(name, str(v.version), *v.index_state) for v in model.versions.values()]
+    if model.reload_error:  # repository polling: the folder changed, and the change could not be served
+        rows = [IndexEntry(r.name, r.version, r.state, r.reason or model.reload_error) for r in rows]
+    return rows

@@ -80,17 +80,19 @@ class ConfigTensor:
     """The shape without the batch dimension when the model batches (``max_batch_size`` > 0)."""
     reshape: tuple[int, ...] | None = None
     """The shape the model takes instead of ``dims`` (without the batch dimension), if it differs."""
+    format: str = "FORMAT_NONE"
+    """An input's layout as Triton names it (``FORMAT_NHWC``, ``FORMAT_NCHW``), from model.toml."""
 
     @classmethod
-    def of(cls, spec: TensorSpec, batched: bool) -> ConfigTensor:
+    def of(cls, spec: TensorSpec, batched: bool, format: str = "FORMAT_NONE") -> ConfigTensor:
         """``spec`` as a model configuration states it. A batched model's input of one value per row (shape
         ``[-1]``) is ``dims: [1]`` reshaped to ``[]``, as Triton states it: its clients (perf_analyzer) cannot
         build a tensor from empty dims, and the server accepts that ``[n, 1]`` form (see ``TensorSpec.column``)."""
         if not batched:
-            return cls(spec.name, spec.datatype, spec.shape)
+            return cls(spec.name, spec.datatype, spec.shape, format=format)
         if spec.column:
-            return cls(spec.name, spec.datatype, (1,), ())
-        return cls(spec.name, spec.datatype, spec.shape[1:])
+            return cls(spec.name, spec.datatype, (1,), (), format)
+        return cls(spec.name, spec.datatype, spec.shape[1:], format=format)
 
 
 @dataclass(slots=True)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from inferd.artifacts import VersionSource
+from inferd.classification import Labels, read_labels
 from inferd.codecs.v2_plain import PlainRequestPlan
-from inferd.config import ModelConfig
+from inferd.config import CONFIG_FILE, ConfigError, ModelConfig
 from inferd.executors.base import Executor
 from inferd.executors.threads import ThreadExecutor
 from inferd.generation.sampling import SamplingParams
@@ -53,6 +54,8 @@ class Loaded:
     """The in-process runtime; None when the model runs in worker processes."""
     plain: PlainRequestPlan | None = None
     """Reads and answers the plain V2 request in one pass (None when the signature has no such form)."""
+    labels: Labels = field(default_factory=dict)
+    """The class labels of the outputs ``[labels]`` names (for the classification extension)."""
     generator: GenerationScheduler | None = None
     """A generative model's continuous batching (None for a tensor model)."""
 
@@ -85,13 +88,38 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options, override)
         signature = runtime.signature
         executor = ThreadExecutor(name, runtime, instances.count, timeout_s=timeout_s)
-    policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default)
+    if config.max_batch_size == 0:  # as Triton: the model has no batch dimension; its first one is its own
+        signature = signature.without_batch()
+    policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default,
+                               source.runtime.columns_are_rows)
     if policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None:
         log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "
                  "default); if its first dimension is not a batch of independent rows, set [batching] "
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
+    try:
+        labels = output_labels(model_folder, config, signature)
+    except BaseException:
+        executor.close()
+        raise
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
-                  PlainRequestPlan.for_signature(signature, policy.max_batch_size))
+                  PlainRequestPlan.for_signature(signature, policy.max_batch_size), labels)
+
+
+def output_labels(model_folder: Path, config: ModelConfig, signature: Signature) -> Labels:
+    """The labels of each output ``[labels]`` names, read from its file in the model folder; a ConfigError naming
+    the key when the output or the file does not exist."""
+    labels: dict[str, tuple[str, ...]] = {}
+    for output, file_name in config.labels.items():
+        where = f"{model_folder / CONFIG_FILE}: [labels] {output} = {file_name!r}"
+        if output not in signature.output_datatypes:
+            listed = ", ".join(map(repr, signature.output_name_tuple))
+            raise ConfigError(f"{where}: the model has no output {output!r}; its outputs are {listed}")
+        path = model_folder / file_name
+        try:
+            labels[output] = read_labels(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read the labels file {path}: {exc}") from None
+    return labels
 
 
 def load_generative(name: str, source: VersionSource, model_folder: Path, config: ModelConfig,
@@ -112,7 +140,7 @@ def load_generative(name: str, source: VersionSource, model_folder: Path, config
     log.info("model %s version %d: generative (%s), %d slots of %d tokens", name, source.version,
              source.runtime.name, generation.slots, generation.context)
     return Loaded(runtime.signature, executor, Scheduler(name, executor, policy, output_check(runtime.signature)),
-                  runtime, None, generator)
+                  runtime, None, generator=generator)
 
 
 def execution_timeout(config: ModelConfig, defaults: ServerDefaults) -> float:
@@ -133,15 +161,17 @@ def output_check(signature: Signature) -> OutputCheck:
 
 
 def scheduling_policy(config: ModelConfig, signature: Signature, defaults: ServerDefaults,
-                      runtime_batches: bool = False) -> SchedulingPolicy:
+                      runtime_batches: bool = False, columns_are_rows: bool = False) -> SchedulingPolicy:
     """The model's scheduling: model.toml first, then the server's settings, then the runtime's default
     (``runtime_batches``) for dynamic batching.
 
     The runtime's default applies only when every input has a dimension beyond the first: a free first
     dimension of a one-dimensional input is as likely a sequence (token ids) as a batch, and stacking two
-    requests' sequences would mix them silently."""
-    max_batch = (config.max_batch_size or defaults.max_batch_size) if signature.batched else 0
-    by_default = runtime_batches and all(len(spec.shape) >= 2 for spec in signature.inputs)
+    requests' sequences would mix them silently; unless the runtime knows its one-dimensional inputs are rows
+    (``columns_are_rows``: the embeddings runtime's ``text``, one string per row)."""
+    own = config.max_batch_size
+    max_batch = (defaults.max_batch_size if own is None else own) if signature.batched else 0
+    by_default = runtime_batches and (columns_are_rows or all(len(spec.shape) >= 2 for spec in signature.inputs))
     batching = next(b for b in (config.batching.enabled, defaults.dynamic_batching, by_default) if b is not None)
     levels = config.queue.priority_levels
     return SchedulingPolicy(

@@ -12,8 +12,9 @@ import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -32,6 +33,10 @@ class ServerSettings(BaseSettings):
     """Model repository folder to serve."""
     host: str = "127.0.0.1"
     """Address to bind. Loopback by default: exposing the server is a decision, not an accident."""
+    public_url: str | None = None
+    """The server's base URL as its clients reach it (``https://inferd.example.com``): the links of asynchronous
+    jobs (``status_url``, ``result_url``, ``Location``, callback bodies) start with it. Unset: those links are paths
+    (``/v2/jobs/...``), never built from a request's ``Host`` header."""
     http_port: int = Field(default=8080, ge=0, le=65535)
     """HTTP port (REST: V2, KServe V1, SageMaker, Vertex AI, /metrics, /docs). Vertex AI's ``AIP_HTTP_PORT`` and
     SageMaker's ``SAGEMAKER_BIND_TO_PORT`` set it too."""
@@ -42,6 +47,10 @@ class ServerSettings(BaseSettings):
     strict_readiness: bool = True
     """Report ready (``/v2/health/ready``, ``/ping``, the Vertex health route) only when every model in the
     repository loaded; false: ready once the start-up load is over, whatever failed to load."""
+    require_async: bool = False
+    """Report not ready while asynchronous inference is off (its state folder held by another server, a store
+    that cannot open): for servers that exist to drain the async queue. False: readiness is about the models,
+    and ``/v2/health/ready`` says under ``unavailable`` that async inference is off, and why."""
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1)
     """Rows one request may carry to a batched model, unless its model.toml says otherwise."""
     dynamic_batching: bool | None = None
@@ -67,6 +76,30 @@ class ServerSettings(BaseSettings):
     ``AIP_HEALTH_ROUTE``. Unset: no such route."""
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     """Least severe log records written: ``debug``, ``info``, ``warning``, ``error`` or ``critical`` (any case)."""
+    # -- models on demand (docs/models.md) --
+    model_control: Literal["startup", "on-demand"] = "startup"
+    """When models load. ``startup``: every model in the repository at start (and through the repository API).
+    ``on-demand``: none at start; a request for a model that is not loaded waits while it loads (concurrent
+    requests share one load), under ``memory_budget`` and ``idle_unload_s``."""
+    load_timeout_s: float = Field(default=300.0, ge=0)
+    """With ``on-demand``: longest a load started by a request may take; its waiting requests then get 503 with
+    the reason (the load itself cannot be interrupted: it is unloaded when it ends). 0: no limit."""
+    memory_budget: ByteSize | None = None
+    """With ``on-demand``: memory the loaded models may hold together (bytes, or a size such as ``2GiB``); a load
+    that would pass it first unloads the least recently used idle models. Each model counts its model.toml
+    ``memory_size``, else what its load measured. Unset: no budget."""
+    idle_unload_s: float = Field(default=0.0, ge=0)
+    """With ``on-demand``: unload a model after this many seconds without a request (scale to zero; its next
+    request loads it again), for models whose model.toml does not say. 0: never."""
+    poll_s: float = Field(default=0.0, ge=0)
+    """Look at the repository folder every this many seconds and follow it: new models and versions are
+    picked up, removed ones unloaded once their requests finish, a changed model.toml reloads its model (an
+    invalid one leaves the old versions serving, the error in the repository index). 0: no polling."""
+    cache_bytes: ByteSize = Field(default=ByteSize(64 * 1024 ** 2))
+    """Memory the response cache may hold for every model together (bytes, or a size such as ``256MiB``); the
+    least recently used results go first. Models opt in with model.toml ``[cache] enabled = true``. 0: no cache."""
+    cache_ttl_s: float = Field(default=0.0, ge=0)
+    """Seconds a cached result may be served, for models whose model.toml does not say. 0: no limit."""
     # -- observability (docs/observability.md) --
     log_format: Literal["text", "json"] = "text"
     """``text`` for people at a terminal; ``json``: one JSON object per line (timestamp, level, logger, message,
@@ -101,6 +134,12 @@ class ServerSettings(BaseSettings):
     """Callback URL per model name (JSON in the environment), between the header and the server default."""
     async_callback_max_attempts: int = Field(default=5, ge=1)
     """Delivery attempts per callback."""
+    async_callback_allowed: list[str] = Field(default_factory=list)
+    """Where callbacks may be sent (``Inference-Callback-Url``; JSON list): host names, IP addresses and networks
+    (``hooks.example.com``, ``10.0.0.5``, ``10.0.0.0/24``: any port and path) and URL prefixes
+    (``https://hooks.example.com/inferd/``). Empty: only ``async_callback_url`` and ``async_model_callback_urls``,
+    which always count as listed. Loopback, private, link-local and other non-global addresses, also when a
+    listed name resolves to one, need their address or network listed. Another URL gets 400 at submission."""
     async_input_roots: list[str] = Field(default_factory=list)
     """Folders and URL prefixes ``Inference-Input-Location`` may name; empty: input references are refused."""
     # -- batch jobs (docs/batch.md) --
@@ -143,10 +182,28 @@ class ServerSettings(BaseSettings):
     """Seconds a stopping server (SIGTERM, SIGINT) lets the HTTP requests in progress finish; then it closes the
     connections still busy. Idle connections close at once, and no new ones are accepted."""
 
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"must be an http:// or https:// URL without query or fragment, got {value!r}")
+        return value.rstrip("/")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("memory_budget", "idle_unload_s", mode="after")
+    @classmethod
+    def _needs_on_demand(cls, value: object, info: ValidationInfo) -> object:
+        if value and info.data.get("model_control") != "on-demand":
+            raise ValueError("it unloads models that the next request loads again: it needs "
+                             "--model-control on-demand (INFERD_MODEL_CONTROL=on-demand)")
+        return value
 
     def model_defaults(self) -> ServerDefaults:
         return ServerDefaults(self.max_batch_size, self.dynamic_batching, self.max_queue_delay_us,

@@ -60,6 +60,9 @@ class TensorSpec:
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    may_batch: bool = True
+    """False for a model declared without a batch dimension (``max_batch_size = 0`` in model.toml, as in Triton):
+    a free first dimension is then the model's own, not rows of a batch."""
     _inputs_by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _batched: bool = field(init=False, repr=False, compare=False)
     output_name_tuple: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -76,7 +79,7 @@ class Signature:
             if duplicates:
                 raise ValueError(f"duplicate {kind} names: {', '.join(duplicates)}")
         specs = (*self.inputs, *self.outputs)
-        batched = bool(specs) and all(s.shape and s.shape[0] == FREE for s in specs)
+        batched = self.may_batch and bool(specs) and all(s.shape and s.shape[0] == FREE for s in specs)
         object.__setattr__(self, "_batched", batched)
         # a spec may come from another signature (an override's merge) or serve as an output: mark it for this one
         object.__setattr__(self, "inputs", tuple(_marked(s, batched and s.shape == (FREE,)) for s in self.inputs))
@@ -90,6 +93,10 @@ class Signature:
     def batched(self) -> bool:
         """True when every input and output has a free first dimension, which is then the batch axis."""
         return self._batched
+
+    def without_batch(self) -> Signature:
+        """The same tensors, none of whose first dimensions is a batch (see :attr:`may_batch`)."""
+        return self if not self.may_batch else Signature(self.inputs, self.outputs, may_batch=False)
 
     def input(self, name: str) -> TensorSpec | None:
         return self._inputs_by_name.get(name)

@@ -76,6 +76,15 @@ class ModelStats:
     batches: dict[int, BatchStats] = field(default_factory=dict)
     fail_codes: dict[str, int] = field(default_factory=dict)
     """Failures by error code (``INVALID_ARGUMENT``, ``UNAVAILABLE``, ...)."""
+    cache_hit: Duration = field(default_factory=Duration)
+    """Requests answered from the response cache, and the time they took."""
+    cache_miss: Duration = field(default_factory=Duration)
+    """Requests the response cache did not hold, and the time the lookups took."""
+    load_ns: int = 0
+    """How long loading this version took: what a request that found it unloaded waits, beside its own run."""
+    memory_bytes: int = 0
+    """Memory the version holds: model.toml ``memory_size``, else the server's resident memory after its load
+    less before (0 where that cannot be measured)."""
 
     def record_success(self, batch: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int,
                        output_ns: int, executed_rows: int | None) -> None:
@@ -96,15 +105,22 @@ class ModelStats:
             per_batch = self.batches[executed_rows] = BatchStats()
         per_batch.add(input_ns, infer_ns, output_ns)
 
+    def record_cache_hit(self, batch: int, total_ns: int) -> None:
+        """One request answered from the response cache: a success and an inference, no execution (as Triton)."""
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        self.inference_count += batch
+        self.success.add(total_ns)
+        self.cache_hit.add(total_ns)
+
     def record_failure(self, total_ns: int, code: str = "INTERNAL") -> None:
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.fail.add(total_ns)
         self.fail_codes[code] = self.fail_codes.get(code, 0) + 1
 
-    def to_dict(self) -> dict[str, Any]:
-        """Triton's JSON form of one entry of ``model_stats``."""
-        empty = Duration().to_dict()
-        return {
+    def to_dict(self, load_time: bool = False) -> dict[str, Any]:
+        """Triton's JSON form of one entry of ``model_stats``, the memory held as Triton's ``memory_usage``;
+        ``load_time``: with inferd's ``load_ns`` too (REST; Triton's gRPC message has no such field)."""
+        found = {
             "name": self.name,
             "version": self.version,
             "last_inference": self.last_inference_ms,
@@ -117,8 +133,8 @@ class ModelStats:
                 "compute_input": self.compute_input.to_dict(),
                 "compute_infer": self.compute_infer.to_dict(),
                 "compute_output": self.compute_output.to_dict(),
-                "cache_hit": empty,
-                "cache_miss": empty,
+                "cache_hit": self.cache_hit.to_dict(),
+                "cache_miss": self.cache_miss.to_dict(),
             },
             "batch_stats": [
                 {
@@ -129,4 +145,8 @@ class ModelStats:
                 }
                 for size, stats in sorted(self.batches.items())
             ],
+            "memory_usage": [{"type": "CPU", "id": 0, "byte_size": self.memory_bytes}] if self.memory_bytes else [],
         }
+        if load_time:
+            found["load_ns"] = self.load_ns
+        return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import ml_dtypes
@@ -100,6 +100,8 @@ def _checked_ndarray(name: str, datatype: str, dtype: np.dtype[Any], data: np.nd
 
 
 def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: Any) -> np.ndarray:
+    if not isinstance(data, np.ndarray):
+        _refuse_strings(name, datatype, data)
     try:
         array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -109,11 +111,64 @@ def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: Any) ->
     if dtype.kind == "f" and not np.isfinite(array).all():  # inf or NaN: given as such, or made by the cast?
         if _holds_null(data):  # numpy turns a JSON null into NaN without a word
             raise invalid(f"input {name!r}: the data holds null; {datatype} needs numbers")
-        if dtype == _FP32 and _overflowed(array, data):
-            raise _out_of_range(name, datatype)
+        check_finite(name, datatype, array, data, carried=True)  # gRPC's fp32_contents may carry inf and NaN
     if array.dtype != dtype:  # pragma: no cover - asarray with dtype always returns it
         raise invalid(f"input {name!r}: data does not fit datatype {datatype}")
     return array
+
+
+def _refuse_strings(name: str, datatype: str, data: Any) -> None:
+    """Numeric data must be numbers: numpy would read the strings ``"NaN"``, ``"Infinity"`` or ``"1.5"`` (and
+    ``"False"`` as true), which JSON has no business sending for a number."""
+    if isinstance(data, str | bytes):
+        raise _a_string(name, datatype, data)
+    if not isinstance(data, list):
+        return
+    try:
+        kind = np.asarray(data).dtype.kind
+    except (ValueError, TypeError, OverflowError):
+        return  # ragged or odd: the conversion words the error
+    if kind in "US":
+        raise _a_string(name, datatype, next(_strings(data)))
+    if kind == "O":
+        found = next(_strings(data), None)
+        if found is not None:
+            raise _a_string(name, datatype, found)
+
+
+def _strings(data: Any) -> Iterator[str | bytes]:
+    if isinstance(data, str | bytes):
+        yield data
+    elif isinstance(data, list):
+        for value in data:
+            yield from _strings(value)
+
+
+def _a_string(name: str, datatype: str, value: str | bytes) -> InferError:
+    text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    wanted = "booleans" if datatype == "BOOL" else "numbers"
+    return invalid(f"input {name!r}: {datatype} data must be JSON {wanted}, got the string {shown!r}")
+
+
+def json_numbers(data: Any, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """JSON data (a list of numbers, maybe nested) as an array of ``dtype`` when that is plain: numbers only (no
+    string, no null), into a floating dtype or the very dtype numpy finds for them; None for anything else, which
+    the general conversion (:func:`to_array`) then checks and words. Gives the arrays :func:`to_array` gives."""
+    try:
+        found = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if found.dtype == dtype:
+        return found
+    if found.dtype.kind not in "biuf":
+        return None  # strings, nulls (object), integers too large for int64
+    try:
+        if dtype.kind == "f":
+            return found.astype(dtype)
+        return np.asarray(data, dtype=dtype)  # narrower integers: numpy's own range check
+    except (ValueError, TypeError, OverflowError, RuntimeWarning):  # (the overflow warning, where it is an error)
+        return None
 
 
 def _holds_null(data: Any) -> bool:
@@ -122,13 +177,34 @@ def _holds_null(data: Any) -> bool:
     return isinstance(data, list) and any(_holds_null(value) for value in data)
 
 
-def _overflowed(array: np.ndarray, data: Any) -> bool:
-    """Whether the FP32 cast made a finite value infinite (gRPC's fp32_contents may carry inf and NaN as such)."""
-    return int(np.isfinite(np.asarray(data, dtype=np.float64)).sum()) > int(np.isfinite(array).sum())
+_FLOATING = frozenset({_NUMPY_BY_DATATYPE[t] for t in ("FP16", "FP32", "FP64", "BF16")})
+
+
+def check_finite(name: str, datatype: str, array: np.ndarray, source: Any = None, *, carried: bool = False) -> None:
+    """The one check of floating-point values that came as text (JSON, CSV, batch input files): each must be a
+    finite number within the range of ``datatype``. JSON cannot write NaN or an infinity, so whatever reads a
+    value from text refuses them, and a number too large for the datatype (``1e400``, or ``3.5e38`` for FP32)
+    is refused rather than made infinite. ``source`` holds the values before they were narrowed into ``array``
+    (a list, or a wider array), to tell an overflow from NaN or an infinity given as such (None: ``array``
+    itself). With ``carried``, NaN and the infinities given as such are values (binary transports and gRPC's typed
+    contents carry them) and only an overflow is refused. INVALID_ARGUMENT naming the input."""
+    if array.dtype not in _FLOATING or bool(np.isfinite(array).all()):
+        return
+    wide = array if source is None else np.asarray(source, dtype=np.float64)
+    given = ~np.isfinite(wide)
+    if not carried and given.any():
+        value = float(np.asarray(wide[given], dtype=np.float64).ravel()[0])
+        raise invalid(f"input {name!r}: a value is not a finite number ({value}); {datatype} values from JSON, CSV "
+                      "or a batch file must be finite numbers (NaN and the infinities travel only as binary data)")
+    if int((~np.isfinite(array)).sum()) > int(given.sum()):
+        raise _out_of_range(name, datatype)
+
+
+_LARGEST = {"FP16": "about ±65504", "FP32": "about ±3.4e38", "FP64": "about ±1.8e308", "BF16": "about ±3.4e38"}
 
 
 def _out_of_range(name: str, datatype: str) -> InferError:
-    return invalid(f"input {name!r}: a value is outside the range of {datatype} (about ±3.4e38)")
+    return invalid(f"input {name!r}: a value is outside the range of {datatype} ({_LARGEST.get(datatype, '')})")
 
 
 def _bytes_array(name: str, data: Any) -> np.ndarray:

@@ -49,7 +49,11 @@ server while 13 runs, for certain."""
 
 SIZER = """
 import time
+from pathlib import Path
+
 import numpy as np
+
+RELEASE = Path(__file__).parent / "release"
 
 class Model:
     inputs = [{"name": "x", "datatype": "UINT8", "shape": [1, -1]}]
@@ -58,8 +62,9 @@ class Model:
 
     def predict(self, inputs):
         x = inputs["x"]
-        if x.size < 100:
-            time.sleep(4)   # a small job holds the model while the test uploads a big one
+        deadline = time.monotonic() + 60
+        while x.size < 100 and not RELEASE.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)   # a small job holds the model until the test has uploaded a big one
         return {"n": np.array([x.size], dtype=np.int64), "total": np.array([x.sum(dtype=np.int64)])}
 """
 
@@ -140,9 +145,9 @@ def test_kill_9_mid_backlog_then_restart_every_accepted_job_succeeds_once(tmp_pa
     assert runs[13] == 2  # at-least-once: it ran again after the restart
     assert all(runs[i] >= 1 for i in accepted.values())
     with sqlite3.connect(state / "jobs.db") as conn:
-        rows = conn.execute("SELECT id, status, result_size FROM jobs").fetchall()
+        rows = conn.execute("SELECT public_id, status, result_size FROM jobs").fetchall()
     assert {r[0] for r in rows} >= set(accepted)
-    assert len(rows) == len({r[0] for r in rows})  # one record per id
+    assert len(rows) == len({r[0] for r in rows})  # one record per id (one owner: the server has no keys)
     assert all(status == "succeeded" and size for _, status, size in rows), rows  # each with exactly one result
 
 
@@ -197,6 +202,7 @@ def test_a_256_mib_upload_keeps_server_memory_bounded(tmp_path):
             growth_mib = (max(peak) - baseline) / 1024
             assert client.get(big.json()["status_url"]).json()["status"] == "queued"  # memory was the upload's
             assert growth_mib < 64, f"server RSS grew {growth_mib:.0f} MiB during a 256 MiB upload"
+            (repo / "sizer" / "1" / "release").touch()
             wait_all(client, [small["id"], big.json()["id"]], timeout=60)
             outputs = client.get(big.json()["result_url"]).json()["outputs"]
             assert [o["data"] for o in outputs] == [[size], [size // 256 * sum(range(256))]]
@@ -209,7 +215,8 @@ def jobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     root = tmp_path_factory.mktemp("async-e2e")
     write_model(root / "models", "tripler", TRIPLER)
     env = {"INFERD_ASYNC_RETRY_BACKOFF_S": "0.05", "INFERD_ASYNC_CALLBACK_MAX_ATTEMPTS": "3",
-           "INFERD_ASYNC_CONCURRENCY_PER_MODEL": "1"}
+           "INFERD_ASYNC_CONCURRENCY_PER_MODEL": "1",
+           "INFERD_ASYNC_CALLBACK_ALLOWED": '["127.0.0.1"]'}  # the loopback receivers: allowed explicitly
     server = ServerProcess(root / "models", root / "serve.log", env=env).start()
     yield server
     (root / "models" / "tripler" / "1" / "open").touch()
@@ -238,6 +245,13 @@ def test_callbacks_are_retried_and_recorded_and_never_touch_the_result(jobs_serv
     assert len(failed["attempts"]) == 3
     assert all("ConnectError" in a["error"] for a in failed["attempts"])
     assert client_result(jobs_server, down["id"]) == [10]  # 3 * 3 + 1, whatever the callback did
+
+
+def test_a_callback_to_a_loopback_address_not_listed_is_refused_with_400(jobs_server):
+    reply = httpx.post(f"{jobs_server.url}/v2/models/tripler/infer-async", json=tripler_body(4), timeout=10,
+                       headers={"Inference-Callback-Url": "http://[::1]:27999/internal/admin?x=1"})
+    assert reply.status_code == 400
+    assert "async_callback_allowed" in reply.json()["error"]
 
 
 def client_result(server: ServerProcess, job_id: str) -> list[int]:

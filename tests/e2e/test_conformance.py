@@ -83,7 +83,7 @@ def test_metadata(transport):
 @pytest.mark.parametrize(
     ("model", "inputs", "code", "message"),
     [
-        ("ghost", {"x": ("FP32", np.zeros((1, 1), np.float32))}, "NOT_FOUND", "unknown model 'ghost'"),
+        ("ghost", {"x": ("FP32", np.zeros((1, 1), np.float32))}, "NOT_FOUND", "Request for unknown model: 'ghost' is not found"),
         ("digits", {"input": ("FP32", np.zeros((1, 32), np.float32))}, "INVALID_ARGUMENT",
          "input 'input': expected shape [-1, 64], got [1, 32]"),
         ("digits", {"input": ("FP64", np.zeros((1, 64)))}, "INVALID_ARGUMENT",

@@ -141,6 +141,27 @@ def test_a_body_that_stops_coming_gets_408(server, path):
         assert read_responses(sock, 1)[0][0] == 200
 
 
+def test_a_body_timeout_is_one_info_line_in_the_log_not_an_error_with_a_traceback(server):
+    """The FastAPI routes read the body through Starlette, which raises ClientDisconnect when the body stops
+    coming: that is the client's doing, logged at INFO in one line."""
+    with _connect(server) as sock:
+        sock.sendall(post("/v2/repository/index", ADD)[:-10])
+        assert _read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+    deadline = time.monotonic() + 10
+    while "ClientDisconnect" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    time.sleep(0.2)  # anything else it would log about it comes at once
+    log = server.log()
+    assert "Traceback" not in log
+    assert "ERROR" not in log
+    lines = [line for line in log.splitlines() if "ClientDisconnect" in line]  # (one per stalled body so far)
+    assert lines
+    for line in lines:
+        assert "INFO" in line
+        assert "the client went away before the body of POST /v2/repository/index was read" in line
+
+
 def test_a_slow_but_steady_body_is_answered(server):
     request = post("/v2/models/adder/infer", ADD)
     head_end = request.index(b"\r\n\r\n") + 4

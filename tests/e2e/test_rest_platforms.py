@@ -147,7 +147,7 @@ def test_v1_predict_eta_rows(http, eta_reference):
     ("method", "path", "body", "status", "message"),
     [
         ("GET", "/v1/models/ghost", None, 404, "ghost"),
-        ("POST", "/v1/models/ghost:predict", json.dumps({"instances": [TRIP]}), 404, "unknown model 'ghost'"),
+        ("POST", "/v1/models/ghost:predict", json.dumps({"instances": [TRIP]}), 404, "Request for unknown model: 'ghost' is not found"),
         ("POST", "/v1/models/digits:predict", json.dumps({"instances": [[0.0] * 32]}), 400,
          "input 'input': expected shape [-1, 64], got [1, 32]"),
         ("POST", "/v1/models/digits:predict", json.dumps({"instances": [[0.0] * 64, [0.0] * 63]}), 400,

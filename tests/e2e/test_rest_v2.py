@@ -89,8 +89,10 @@ def test_nested_data_is_accepted(http):
 def test_model_config_in_tritons_form(http):
     config = http.get("/v2/models/digits/config").json()
     assert config["max_batch_size"] > 0
-    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [64]}]
-    assert {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10]} in config["output"]
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [64], "format": "FORMAT_NONE",
+                                "is_shape_tensor": False, "allow_ragged_batch": False, "optional": False}]
+    assert {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10], "is_shape_tensor": False} \
+        in config["output"]
     # an ONNX model without model.toml batches what arrives together, as Triton configures ONNX models itself
     assert config["dynamic_batching"] == {"preferred_batch_size": [], "max_queue_delay_microseconds": 0,
                                           "priority_levels": 1, "default_priority_level": 1}
@@ -199,6 +201,19 @@ def test_null_in_the_data_is_refused_not_made_nan(http):
     still_serving(http)
 
 
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "0.5"])
+@pytest.mark.parametrize("general", [False, True], ids=["plain form", "general path"])
+def test_strings_in_numeric_data_are_refused_naming_the_input(http, text, general):
+    """numpy reads these strings as numbers; JSON data of a numeric input must be numbers, on both decoders."""
+    item = {"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [*ROW[:10], text, *ROW[11:]]}
+    if general:
+        item["parameters"] = {"note": "an input parameter: not the plain form"}
+    response = http.post("/v2/models/digits/infer", json={"inputs": [item]})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == f"input 'input': FP32 data must be JSON numbers, got the string {text!r}"
+    still_serving(http)
+
+
 def test_fp16_in_json_is_refused_clearly(http):
     body = {"inputs": [{"name": "x", "datatype": "FP16", "shape": [1, 1], "data": [1.0]}]}
     response = http.post("/v2/models/echo_fp16/infer", json=body)
@@ -212,7 +227,7 @@ def test_status_codes(http, server):
     assert http.get("/v2/models/digits/versions/9").status_code == 404
     response = http.post("/v2/models/ghost/infer", json=DIGITS)
     assert response.status_code == 404
-    assert response.json() == {"error": "unknown model 'ghost'; served models: " + response.json()["error"].split(": ", 1)[1]}
+    assert response.json()["error"].startswith("Request for unknown model: 'ghost' is not found; served models: ")
     assert http.get("/v2/no/such/route").json()["error"]
     failing = http.post("/v2/models/failing/infer", json={"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [-3]}]})
     assert failing.status_code == 500

@@ -13,12 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
+from callback_receiver import CallbackReceiver
 from fakes import ADDER, FAILING, write_model
 from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.repository import ModelRepository
 from inferd.server.rest.app import build_app
 from inferd.settings import ServerSettings
+from job_fakes import write_v0_store
 
 GATED = """
 import time
@@ -115,7 +117,7 @@ def test_result_is_exactly_what_the_sync_route_returns(api, tmp_path):
             assert submitted.status_code == 202
             reply = submitted.json()
             assert set(reply) == {"id", "status_url", "result_url"}
-            assert submitted.headers["location"] == reply["status_url"] == f"http://inferd/v2/jobs/{reply['id']}"
+            assert submitted.headers["location"] == reply["status_url"] == f"/v2/jobs/{reply['id']}"
             status = await wait_status(client, reply["id"])
             assert (status["status"], status["attempts"], status["error"]) == ("succeeded", 1, None)
             assert status["created_at"] <= status["started_at"] <= status["finished_at"]
@@ -171,15 +173,29 @@ def test_the_same_inference_id_returns_the_same_job(api):
         other = await submit(client, {**ADD, "parameters": {"x": 1}}, headers={"Inference-Id": "order-17"})
         assert (other.status_code, other.json()) == (
             409, {"error": "job 'order-17' already exists with a different request"})
-        # the V2 id field of a JSON body is the key when there is no header
-        v2 = [await submit(client, {**ADD, "id": "v2-id"}) for _ in range(2)]
+        # the V2 id field of a JSON body is the key only when Inference-Id-From-Body asks for it
+        plain = [await submit(client, {**ADD, "id": "v2-id"}) for _ in range(2)]
+        assert [r.status_code for r in plain] == [202, 202]
+        assert "v2-id" not in [r.json()["id"] for r in plain]
+        assert plain[0].json()["id"] != plain[1].json()["id"]
+        from_body = {"Inference-Id-From-Body": "true"}
+        v2 = [await submit(client, {**ADD, "id": "v2-id"}, headers=from_body) for _ in range(2)]
         assert [r.status_code for r in v2] == [202, 200]
         assert v2[0].json()["id"] == "v2-id"
-        bad = await submit(client, ADD, headers={"Inference-Id": "no spaces/slashes"})
-        assert bad.status_code == 400
-        assert "cannot name a job" in bad.json()["error"]
+        for headers, request, message in [
+            (from_body, ADD, 'the body has no string "id" field'),
+            ({**from_body, "Inference-Id": "x"}, {**ADD, "id": "y"}, "not both"),
+            ({"Inference-Id-From-Body": "maybe"}, ADD, "must be true or false"),
+            (from_body, {**ADD, "id": "no spaces"}, "cannot name a job"),
+            (from_body, {**ADD, "id": "v2-id", "pad": "x" * 2000}, "async_inline_payload_bytes"),
+            ({"Inference-Id": "no spaces/slashes"}, ADD, "cannot name a job"),
+        ]:
+            bad = await submit(client, request, headers=headers)
+            assert bad.status_code == 400, bad.text
+            assert message in bad.json()["error"]
+        assert service.files.names() == set()  # the refused large body left no payload file
         listed = (await client.get("/v2/jobs")).json()["jobs"]
-        assert sorted(j["id"] for j in listed) == ["order-17", "v2-id"]
+        assert sorted(j["id"] for j in listed) == sorted(["order-17", "v2-id", *(r.json()["id"] for r in plain)])
         assert (await wait_status(client, "order-17"))["status"] == "succeeded"
         assert (await submit(client, ADD, headers={"Inference-Id": "order-17"})).status_code == 200
 
@@ -269,11 +285,36 @@ def test_input_references_read_files_under_the_allowed_roots(api, tmp_path):
         assert result.content == (await client.post("/v2/models/adder/infer", json=ADD)).content
         outside = await submit(client, b"", headers={"Inference-Input-Location": str(tmp_path / "outside.json")})
         assert outside.status_code == 400
-        assert "not under an allowed root" in outside.json()["error"]
+        assert "outside the folders the async_input_roots setting allows" in outside.json()["error"]
         big = await submit(client, b"", headers={"Inference-Input-Location": str(inputs / "big.json")})
         assert big.status_code == 413
 
     api(body, input_roots=(str(inputs),))
+
+
+def test_an_input_swapped_for_a_symbolic_link_after_submission_fails_the_job_when_it_opens_it(api, repo, tmp_path):
+    """Checked at submission, then (while the job waits behind another) replaced by a link to a file outside the
+    root: the job opens the link, refuses it, and fails with a message naming the path and the setting."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "req.json").write_text(json.dumps(gated(2)))
+    (tmp_path / "secret.json").write_text(json.dumps(gated(3)))
+
+    async def body(client: Client, service: AsyncService) -> None:
+        held = (await submit(client, gated(99), model="gated")).json()
+        await wait_status(client, held["id"], ("running",))
+        job = await submit(client, b"", model="gated", headers={"Inference-Input-Location": str(inputs / "req.json")})
+        assert job.status_code == 202
+        (inputs / "req.json").unlink()
+        (inputs / "req.json").symlink_to(tmp_path / "secret.json")
+        (repo / "gated" / "1" / "open").touch()
+        status = await wait_status(client, job.json()["id"])
+        assert (status["status"], status["attempts"], status["error"]["code"]) == ("failed", 1, "INVALID_ARGUMENT")
+        assert status["error"]["message"] == (
+            f"input location {inputs / 'req.json'} leads to {tmp_path / 'secret.json'}, which is outside the "
+            f"folders the async_input_roots setting allows ({inputs})")
+
+    api(body, input_roots=(str(inputs),), concurrency_per_model=1)
 
 
 def test_input_references_are_refused_without_roots(api, tmp_path):
@@ -309,11 +350,67 @@ def test_callback_urls_are_checked_and_chosen(api):
         bad = await submit(client, ADD, headers={"Inference-Callback-Url": "ftp://x"})
         assert bad.status_code == 400
         assert "http:// or https://" in bad.json()["error"]
+        # the server's own callback URLs are allowed destinations, exactly (not the rest of their host)
+        same = await submit(client, ADD, headers={"Inference-Callback-Url": "http://127.0.0.1:9/adder"})
+        assert same.status_code == 202
+        other = await submit(client, ADD, headers={"Inference-Callback-Url": "http://127.0.0.1:9/admin"})
+        assert other.status_code == 400
         assert service.callback_for("adder", None) == "http://127.0.0.1:9/adder"
         assert service.callback_for("failing", None) == "http://127.0.0.1:9/default"
-        assert service.callback_for("adder", "http://127.0.0.1:9/mine") == "http://127.0.0.1:9/mine"
+        assert service.callback_for("adder", "http://127.0.0.1:9/default") == "http://127.0.0.1:9/default"
 
     api(body, callback_url="http://127.0.0.1:9/default", model_callback_urls={"adder": "http://127.0.0.1:9/adder"})
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:27999/internal/admin?x=1", "http://localhost:8080/", "http://10.0.0.1/", "http://192.168.0.10/",
+    "http://169.254.169.254/latest/meta-data/", "http://[::1]:8080/", "http://[::ffff:127.0.0.1]:8080/",
+    "http://[fe80::1]/", "http://2130706433:8080/", "http://0x7f.1/", "http://0.0.0.0:8080/",
+    "https://hooks.example.com.evil.test/",
+])
+def test_a_callback_destination_not_allowed_is_refused_at_submit_naming_the_setting(api, url):
+    async def body(client: Client, service: AsyncService) -> None:
+        refused = await submit(client, ADD, headers={"Inference-Callback-Url": url})
+        assert refused.status_code == 400
+        assert "Inference-Callback-Url" in refused.json()["error"]
+        assert "async_callback_allowed" in refused.json()["error"]
+        assert (await client.get("/v2/jobs")).json()["jobs"] == []  # nothing stored
+
+    api(body, callback_allowed=("hooks.example.com",))
+
+
+def test_an_allowed_loopback_receiver_gets_its_callback(api):
+    with CallbackReceiver() as receiver:
+        async def body(client: Client, service: AsyncService) -> dict[str, Any]:
+            job = (await submit(client, ADD, headers={"Inference-Callback-Url": receiver.url})).json()
+            await wait_status(client, job["id"])
+            await service.callbacks.idle()
+            return dict((await client.get(job["status_url"])).json())
+
+        status = api(body, callback_allowed=("127.0.0.1",))
+    assert status["callback"]["state"] == "delivered"
+    assert [r["body"]["id"] for r in receiver.received] == [status["id"]]
+    assert receiver.received[0]["body"]["status_url"] == f"/v2/jobs/{status['id']}"
+
+
+@pytest.mark.parametrize("public_url", ["", "https://inferd.example.com/base"])
+def test_job_links_never_come_from_the_host_header(api, public_url):
+    """A forged Host header is not echoed into ``Location`` or the links: they are paths, or start with the
+    ``public_url`` setting."""
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+
+    async def body(client: Client, service: AsyncService) -> None:
+        submitted = await submit(client, ADD, headers=forged)
+        job = submitted.json()
+        links = f"{public_url}/v2/jobs/{job['id']}"
+        assert submitted.headers["location"] == job["status_url"] == links
+        assert job["result_url"] == f"{links}/result"
+        status = (await client.get(f"/v2/jobs/{job['id']}", headers=forged)).json()
+        listed = (await client.get("/v2/jobs", headers=forged)).json()["jobs"]
+        assert status["status_url"] == listed[0]["status_url"] == links
+        assert "evil" not in json.dumps([job, status, listed])
+
+    api(body, public_url=public_url)
 
 
 def test_a_state_folder_in_use_turns_async_off_with_a_clear_503(api, repo, tmp_path):
@@ -332,3 +429,26 @@ def test_a_state_folder_in_use_turns_async_off_with_a_clear_503(api, repo, tmp_p
         assert (await submit(client, ADD)).status_code == 202  # the first is unaffected
 
     api(body)
+
+
+def test_jobs_of_a_store_from_before_per_key_ids_are_still_served(api, tmp_path):
+    """An old state folder (user_version 0, job ids global): its finished job's result and status are served under
+    the same id, and its queued job runs to the same result the synchronous route gives."""
+    request = json.dumps(ADD).encode()
+    base = {"model": "adder", "created_at": 1.0, "updated_at": 1.0, "digest": "d"}
+    write_v0_store(tmp_path / "state", [
+        {**base, "id": "old-done", "status": "succeeded", "attempts": 1, "finished_at": time.time(),
+         "request_size": len(request), "request_inline": request, "result_size": 9, "result_inline": b'{"old":1}'},
+        {**base, "id": "old-queued", "status": "queued", "request_size": len(request), "request_inline": request},
+    ], with_owner=False)
+
+    async def body(client: Client, service: AsyncService) -> None:
+        done = await client.get("/v2/jobs/old-done/result")
+        assert (done.status_code, done.content) == (200, b'{"old":1}')
+        assert (await client.get("/v2/jobs/old-done")).json()["status_url"].endswith("/v2/jobs/old-done")
+        status = await wait_status(client, "old-queued")
+        assert status["status"] == "succeeded"
+        result = await client.get(status["result_url"])
+        assert result.json() == (await client.post("/v2/models/adder/infer", json=ADD)).json()
+
+    api(body, inline_payload_bytes=4096)

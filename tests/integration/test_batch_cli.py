@@ -154,3 +154,45 @@ def test_a_job_that_cannot_start_prints_its_error_alone(tmp_path: Path, args: li
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: ")
     assert message.format(tmp=tmp_path) in line
+
+
+def test_a_damaged_csv_resumed_after_kill_9_gives_byte_identical_output_and_errors(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_python_model(root, "slow", SLOW)  # 40 ms per mini-batch
+    source = write_table(feature_table(500, seed=7), tmp_path / "data" / "a.csv")
+    lines = source.read_text().splitlines()
+    for row in (3, 90, 260, 410):
+        lines[row + 1] = lines[row + 1].rsplit(",", 1)[0]  # a field short
+    for row in (40, 300, 499):
+        fields = lines[row + 1].split(",")
+        fields[3] = "n/a?"  # f2: not a number
+        lines[row + 1] = ",".join(fields)
+    source.write_text("\n".join(lines) + "\n")
+    args = ["batch", "run", str(root), "slow", "--input", str(source), "--batch-size", "20", "--key", "id",
+            "--join", "--map", MAP]
+
+    straight = inferd(*args, "--output", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    killed_out = tmp_path / "killed"
+    process = subprocess.Popen([str(BIN / "inferd"), *args, "--output", str(killed_out)], env=cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while journaled_batches(killed_out) < 6:
+            assert process.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < deadline, "no progress in the journal"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+    assert journaled_batches(killed_out) < 25
+    resumed = inferd(*args, "--output", str(killed_out))
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("a.csv", "_errors.jsonl"):
+        assert (killed_out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    summary = json.loads((killed_out / "_summary.json").read_text())
+    assert (summary["rows_in"], summary["rows_out"], summary["rows_failed"]) == (500, 493, 7)
+    errors = [json.loads(line) for line in (killed_out / "_errors.jsonl").read_text().splitlines()]
+    assert sorted(e.get("line", -1) for e in errors if "line" in e) == [5, 92, 262, 412]

@@ -103,10 +103,20 @@ def test_demo_trains_serves_and_predicts(cli, tmp_path):
     from server_process import free_port
 
     ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
+    from inferd.examples import minilm
+    from inferd.examples.build import installed
+
     result = cli("demo", "--repo", str(tmp_path / "demo"), "--once", *ports, timeout=300)
     assert result.returncode == 0, result.stderr
     for name in ("spam", "eta", "ranker", "digits"):
         assert name in result.stdout
+    with_embeddings = installed(minilm)
+    if with_embeddings:  # the embeddings extra is installed: the demo serves MiniLM too
+        assert "384 dimensions; cosine to 'hello world'" in result.stdout
+        assert "/openai/v1/embeddings" in result.stdout
+    else:
+        assert "Skipping minilm" in result.stdout
+        assert "pip install 'inferd[embeddings]'" in result.stdout
     assert "over HTTP" in result.stdout
     assert "spam (p=" in result.stdout
     assert "ETA" in result.stdout
@@ -117,7 +127,8 @@ def test_demo_trains_serves_and_predicts(cli, tmp_path):
     assert listed.returncode == 0, listed.stdout
     from inferd.examples import smollm2
 
-    assert listed.stdout.count("READY") == 4 + smollm2.available()  # the chat model comes with the llm extra
+    # the embedder comes with the embeddings extra, the chat model with the llm extra
+    assert listed.stdout.count("READY") == 4 + with_embeddings + smollm2.available()
 
 
 def _listening() -> socket.socket:

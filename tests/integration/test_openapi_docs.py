@@ -56,6 +56,15 @@ def test_routes_declare_the_bodies_they_read(schema, path, types):
     assert body_types(schema, path) == types
 
 
+@pytest.mark.parametrize("path", ["/v2/models/{model}/infer-async", "/v2/models/{model}/versions/{version}/infer-async"])
+def test_infer_async_documents_the_headers_it_reads(schema, path):
+    parameters = {p["name"]: p for p in schema["paths"][path]["post"]["parameters"]}
+    assert {"model", "Inference-Id", "Inference-Id-From-Body", "Inference-Callback-Url",
+            "Inference-Input-Location"} <= set(parameters)
+    assert parameters["Inference-Id-From-Body"]["in"] == "header"
+    assert "owner" in {p["name"] for p in schema["paths"]["/v2/jobs/{job_id}"]["get"]["parameters"]}
+
+
 def test_the_batch_job_body_is_the_request_model(schema):
     body = schema["paths"]["/v2/batch/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(body["required"]) == {"model", "input", "output"}

@@ -147,49 +147,90 @@ def test_admin_loads_and_unloads(server):
         assert client.get("/v2/models/spare").status_code == 200  # admin holds read too
 
 
+def wait_result(server: ServerProcess, job_id: str, headers: dict[str, str]) -> httpx.Response:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        result = httpx.get(server.url + f"/v2/jobs/{job_id}/result", headers=headers)
+        if result.status_code != 409:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {result.text}")
+
+
 def test_async_jobs_belong_to_the_key_that_submitted_them(server):
-    """An infer key submits, reads and cancels its own jobs; another key's jobs do not exist for it (404, not
-    in its list); an admin key sees and cancels everyone's; the same id from another key is a conflict."""
+    """Job ids are per key: two keys using the same Inference-Id both get 202 and their own results; another
+    key's job does not exist for a key (404 on status, result and cancel, absent from its list, never 403); an
+    admin key sees both and picks one with ?owner=; the CLI goes through the same routes."""
+    env_key = {"x-api-key": ENV_KEY}
+    other = orjson.dumps({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [5, 5, 5]},
+                                     {"name": "b", "datatype": "FP32", "shape": [1, 3], "data": [1, 1, 1]}]})
     submitted = httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD,
                            headers={**bearer("runner"), "inference-id": "auth-job-1"})
     assert submitted.status_code == 202, submitted.text
     assert httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD).status_code == 401
-    taken = httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD,
-                       headers={"x-api-key": ENV_KEY, "inference-id": "auth-job-1"})
-    assert taken.status_code == 409, taken.text
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        result = httpx.get(server.url + "/v2/jobs/auth-job-1/result", headers=bearer("runner"))
-        if result.status_code == 200:
-            break
-        time.sleep(0.05)
-    assert result.status_code == 200, result.text
-    assert result.json()["outputs"][0]["data"] == [11, 22, 33]
-    for path in ("/v2/jobs/auth-job-1", "/v2/jobs/auth-job-1/result"):
-        assert httpx.get(server.url + path, headers={"x-api-key": ENV_KEY}).status_code == 404
-        assert httpx.get(server.url + path, headers=bearer("boss")).status_code == 200
-        assert httpx.get(server.url + path, headers=bearer("reader")).status_code == 403  # read is not jobs
-    assert httpx.delete(server.url + "/v2/jobs/auth-job-1", headers={"x-api-key": ENV_KEY}).status_code == 404
-    assert httpx.delete(server.url + "/v2/jobs/auth-job-1", headers=bearer("runner")).status_code == 409  # done
-    listed = httpx.get(server.url + "/v2/jobs", headers={"x-api-key": ENV_KEY}).json()["jobs"]
-    assert "auth-job-1" not in [j["id"] for j in listed]
-    assert "auth-job-1" in [j["id"] for j in httpx.get(server.url + "/v2/jobs", headers=bearer("runner")).json()["jobs"]]
-    assert "auth-job-1" in [j["id"] for j in httpx.get(server.url + "/v2/jobs", headers=bearer("boss")).json()["jobs"]]
+    second = httpx.post(server.url + "/v2/models/adder/infer-async", content=other,
+                        headers={**env_key, "inference-id": "auth-job-1"})
+    assert second.status_code == 202, second.text  # not a 409: the id is free for this key
+    assert submitted.json()["id"] == second.json()["id"] == "auth-job-1"
+    again = httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD,
+                       headers={**bearer("runner"), "inference-id": "auth-job-1"})
+    assert again.status_code == 200  # the same key's idempotent retry
+    assert wait_result(server, "auth-job-1", bearer("runner")).json()["outputs"][0]["data"] == [11, 22, 33]
+    assert wait_result(server, "auth-job-1", env_key).json()["outputs"][0]["data"] == [6, 6, 6]
 
-    def jobs_cli(key: str | None) -> subprocess.CompletedProcess[str]:
+    only_runner = httpx.post(server.url + "/v2/models/adder/infer-async", content=ADD,
+                             headers={**bearer("runner"), "inference-id": "auth-job-2"})
+    assert only_runner.status_code == 202
+    for path in ("/v2/jobs/auth-job-2", "/v2/jobs/auth-job-2/result", "/v2/jobs/auth-job-2?owner=runner"):
+        hidden = httpx.get(server.url + path, headers=env_key)
+        assert hidden.status_code == 404, path
+        assert hidden.json() == {"error": "no job 'auth-job-2'"}  # the same as a job that was never submitted
+        assert httpx.get(server.url + path, headers=bearer("boss")).status_code == 200, path
+        assert httpx.get(server.url + path, headers=bearer("reader")).status_code == 403  # read is not jobs
+    assert httpx.get(server.url + "/v2/jobs/never-was", headers=env_key).json() == {"error": "no job 'never-was'"}
+    assert httpx.delete(server.url + "/v2/jobs/auth-job-2", headers=env_key).status_code == 404
+    wait_result(server, "auth-job-2", bearer("runner"))
+    assert httpx.delete(server.url + "/v2/jobs/auth-job-2", headers=bearer("runner")).status_code == 409  # done
+
+    def listed(headers: dict[str, str], query: str = "") -> list[tuple[str, str]]:
+        jobs = httpx.get(server.url + "/v2/jobs" + query, headers=headers).json()["jobs"]
+        return sorted((j["id"], j["owner"]) for j in jobs)
+
+    assert listed(env_key) == [("auth-job-1", "from-env")]
+    assert listed(env_key, "?owner=runner") == [("auth-job-1", "from-env")]  # ?owner= is an admin's filter
+    assert listed(bearer("runner")) == [("auth-job-1", "runner"), ("auth-job-2", "runner")]
+    assert listed(bearer("boss")) == [("auth-job-1", "from-env"), ("auth-job-1", "runner"), ("auth-job-2", "runner")]
+    assert listed(bearer("boss"), "?owner=from-env") == [("auth-job-1", "from-env")]
+    ambiguous = httpx.get(server.url + "/v2/jobs/auth-job-1", headers=bearer("boss"))
+    assert ambiguous.status_code == 409
+    assert "add ?owner=NAME" in ambiguous.json()["error"]
+    picked = httpx.get(server.url + "/v2/jobs/auth-job-1/result?owner=from-env", headers=bearer("boss"))
+    assert picked.json()["outputs"][0]["data"] == [6, 6, 6]
+
+    def jobs_cli(key: str | None, *args: str) -> subprocess.CompletedProcess[str]:
         env = cli_env()
         env.pop("INFERD_API_KEY", None)
         if key:
             env["INFERD_API_KEY"] = key
-        return subprocess.run([str(BIN / "inferd"), "jobs", "show", "auth-job-1", "--url", server.url], env=env,
+        return subprocess.run([str(BIN / "inferd"), "jobs", *args, "--url", server.url], env=env,
                               capture_output=True, text=True, timeout=60, check=False)
 
-    shown = jobs_cli(KEYS["runner"])
+    shown = jobs_cli(KEYS["runner"], "show", "auth-job-1")
     assert shown.returncode == 0, shown.stderr
     assert "succeeded" in shown.stdout
-    refused = jobs_cli(None)
+    assert "runner" in shown.stdout
+    refused = jobs_cli(None, "show", "auth-job-1")
     assert refused.returncode == 1
     assert "HTTP 401" in refused.stderr
+    hidden = jobs_cli(ENV_KEY, "show", "auth-job-2")  # not the batch route's 403 either: simply not there
+    assert (hidden.returncode, hidden.stderr.strip()) == (1, "error: HTTP 404: no asynchronous or batch job "
+                                                             "'auth-job-2'"), hidden.stderr
+    own_list = jobs_cli(ENV_KEY, "list")  # a key without admin lists its own jobs (and no batch jobs)
+    assert own_list.returncode == 0, own_list.stderr
+    assert "auth-job-1" in own_list.stdout
+    assert "auth-job-2" not in own_list.stdout
+    result = jobs_cli(KEYS["boss"], "result", "auth-job-1", "--owner", "from-env")
+    assert json.loads(result.stdout)["outputs"][0]["data"] == [6, 6, 6], result.stderr
 
 
 def test_native_route_refusal_keeps_the_connection_and_drops_the_body(server):

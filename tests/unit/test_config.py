@@ -145,3 +145,21 @@ def test_recycling_needs_process_instances(tmp_path, text):
 def test_a_negative_execution_timeout_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"model.toml:2: key 'instances.execution_timeout_s'"):
         load_model_config(write(tmp_path, "[instances]\nexecution_timeout_s = -1\n"))
+
+
+def test_max_batch_size_zero_cannot_batch(tmp_path):
+    (tmp_path / "model.toml").write_text("max_batch_size = 0\n\n[batching]\nenabled = true\n")
+    with pytest.raises(ConfigError, match="max_batch_size = 0 means the model has no batch dimension"):
+        load_model_config(tmp_path)
+    (tmp_path / "model.toml").write_text("max_batch_size = 0\n")
+    assert load_model_config(tmp_path).max_batch_size == 0
+    assert load_model_config(tmp_path / "none").max_batch_size is None
+
+
+def test_an_input_format_is_triton_s_name(tmp_path):
+    base = '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1, 3, 8, 8]\n'
+    (tmp_path / "model.toml").write_text(base + 'format = "FORMAT_NCHW"\n')
+    assert load_model_config(tmp_path).inputs[0].format == "FORMAT_NCHW"
+    (tmp_path / "model.toml").write_text(base + 'format = "NCHW"\n')
+    with pytest.raises(ConfigError, match="inputs.0.format"):
+        load_model_config(tmp_path)

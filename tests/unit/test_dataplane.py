@@ -53,7 +53,7 @@ def test_explicit_version(dataplane):
     expect_error(dataplane, InferenceRequest("adder", [A, B], model_version="2"), ErrorCode.NOT_FOUND,
                  "model 'adder' has no version 2")
     expect_error(dataplane, InferenceRequest("adder", [A, B], model_version="latest"),
-                 ErrorCode.INVALID_ARGUMENT, "model version must be a positive integer")
+                 ErrorCode.INVALID_ARGUMENT, "failed to get model version from specified version string")
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_explicit_version(dataplane):
         ([A, RequestInput("b", "FP32", [2, 3], [1] * 5)], r"input 'b': shape \[2, 3\] needs 6 elements but the data"),
         ([A, RequestInput("b", "FP32", [1, 3], [1] * 3)], "inputs disagree on the batch size: 'a' has 2, 'b' has 1"),
         ([A, A, B], "input 'a' appears more than once"),
-        ([A, RequestInput("b", "FP32", [2, 3], ["x"] * 6)], "input 'b': data does not fit datatype FP32"),
+        ([A, RequestInput("b", "FP32", [2, 3], ["x"] * 6)], "input 'b': FP32 data must be JSON numbers, got the string 'x'"),
     ],
 )
 def test_invalid_requests_name_the_problem(dataplane, inputs, message):
@@ -76,7 +76,7 @@ def test_invalid_requests_name_the_problem(dataplane, inputs, message):
 
 
 def test_unknown_model(dataplane):
-    expect_error(dataplane, InferenceRequest("nope", [A]), ErrorCode.NOT_FOUND, "unknown model 'nope'")
+    expect_error(dataplane, InferenceRequest("nope", [A]), ErrorCode.NOT_FOUND, "Request for unknown model: 'nope' is not found")
 
 
 def test_model_that_raises_gives_internal_and_the_next_request_works(dataplane):
@@ -316,3 +316,14 @@ def test_a_cancelled_plain_request_still_waiting_never_runs(repo_root, tmp_path)
     assert b'"data":[2.0]' in first[0]
     assert b'"data":[6.0]' in last[0]
     assert calls.read_text().splitlines() == ["[1.0]", "[3.0]"]  # the abandoned request never ran
+
+
+def test_an_empty_batch_is_answered_without_the_model(dataplane):
+    """Triton's answer to a batch of 0: each output with 0 rows and its declared trailing shape and datatype."""
+    empty = [RequestInput(n, "FP32", [0, 3], []) for n in ("a", "b")]
+    before = dataplane.statistics("adder")[0].execution_count
+    response = infer(dataplane, InferenceRequest("adder", empty, outputs=[RequestOutput("total"), RequestOutput("sum")]))
+    assert [(o.name, o.datatype, o.shape, o.data.dtype, o.data.shape) for o in response.outputs] == [
+        ("total", "FP64", [0], np.dtype(np.float64), (0,)), ("sum", "FP32", [0, 3], np.dtype(np.float32), (0, 3))]
+    assert dataplane.statistics("adder")[0].execution_count == before
+    infer(dataplane, InferenceRequest("adder", [A, B]))  # and it still serves

@@ -59,3 +59,15 @@ def test_execution_timeout_comes_from_model_toml_then_the_server():
     assert execution_timeout(ModelConfig(), ServerSettings(execution_timeout_s=5).model_defaults()) == 5.0
     own = ModelConfig(instances=InstancesConfig(execution_timeout_s=0.0))  # 0: no limit, whatever the server says
     assert execution_timeout(own, ServerDefaults(execution_timeout_s=5)) == 0.0
+
+
+def test_max_batch_size_zero_is_no_batch_dimension_and_unset_is_the_servers_default():
+    column = Signature((TensorSpec("s", "BYTES", (-1,)),), (TensorSpec("o", "BYTES", (-1,)),))
+    assert column.batched
+    assert scheduling_policy(ModelConfig(), column, ServerDefaults()).max_batch_size == 4096
+    none = ModelConfig(max_batch_size=0)
+    unbatched = column.without_batch()
+    assert not unbatched.batched
+    assert unbatched.column_inputs == ()  # [n, 1] is no longer another form of [n]
+    policy = scheduling_policy(none, unbatched, ServerDefaults(dynamic_batching=True), runtime_batches=True)
+    assert (policy.max_batch_size, policy.dynamic_batching) == (0, False)

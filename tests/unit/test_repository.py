@@ -38,7 +38,7 @@ def test_missing_root_is_a_clear_error(tmp_path):
 def test_empty_repository_loads_nothing(repo_root):
     repository = ModelRepository(repo_root)
     assert repository.load_all() == []
-    with pytest.raises(InferError, match="unknown model 'x'; served models: none") as info:
+    with pytest.raises(InferError, match="Request for unknown model: 'x' is not found; served models: none") as info:
         repository.get("x")
     assert info.value.code is ErrorCode.NOT_FOUND
 
@@ -169,3 +169,16 @@ def test_user_model_load_receives_its_version_folder(repo_root):
     import numpy as np
 
     assert runtime.predict({"x": np.array([2.0])})["y"].tolist() == [5.0]
+
+
+def test_on_disk_names_only_model_folders_of_the_repository(tmp_path):
+    from inferd.repository import ModelRepository
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "_private").mkdir()
+    (tmp_path / "file").write_text("")
+    repository = ModelRepository(tmp_path)
+    assert repository.on_disk("m")
+    assert not any(repository.on_disk(n) for n in (".hidden", "_private", "file", "..", "m/..", "", "nope"))
+    assert sorted(n for n in ("m", ".hidden", "_private", "file") if repository.on_disk(n)) == repository.names()

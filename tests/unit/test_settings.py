@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from inferd.settings import platform_overrides
+import pytest
+
+from inferd.settings import InvalidSettingsError, load_settings, platform_overrides
 
 
 def test_vertex_variables_set_the_port_and_routes():
@@ -19,3 +21,13 @@ def test_sagemaker_sets_the_port_and_vertex_wins_when_both_do():
 
 def test_empty_variables_set_nothing():
     assert platform_overrides({"AIP_HTTP_PORT": "", "AIP_PREDICT_ROUTE": ""}) == {}
+
+
+def test_memory_budget_and_idle_unload_need_model_control_on_demand():
+    with pytest.raises(InvalidSettingsError) as caught:
+        load_settings({"memory_budget": "2GiB"}, flags=["memory_budget"])
+    assert "--memory-budget" in str(caught.value)
+    assert "--model-control on-demand" in str(caught.value)
+    settings = load_settings({"model_control": "on-demand", "memory_budget": "2GiB", "idle_unload_s": 30})
+    assert settings.memory_budget == 2 * 1024 ** 3
+    assert settings.idle_unload_s == 30

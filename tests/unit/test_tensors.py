@@ -8,7 +8,9 @@ from inferd.errors import ErrorCode, InferError
 from inferd.tensors import (
     DATATYPES,
     as_bytes_array,
+    check_finite,
     datatype_of,
+    json_numbers,
     numpy_dtype,
     shortest_float64,
     to_array,
@@ -60,7 +62,7 @@ def test_ndarray_data_must_have_the_declared_dtype():
     ("datatype", "shape", "data", "message"),
     [
         ("FP32", [2, 3], [1, 2, 3], "shape \\[2, 3\\] needs 6 elements but the data has 3"),
-        ("FP32", [2], ["a", "b"], "does not fit datatype FP32"),
+        ("FP32", [2], ["a", "b"], "FP32 data must be JSON numbers, got the string 'a'"),
         ("UINT8", [1], [300], "does not fit datatype UINT8"),
         ("FP32", [2, 2], [[1, 2], [3]], "does not fit datatype FP32"),
         ("BYTES", [1], [5], "BYTES data must be strings"),
@@ -167,3 +169,56 @@ def test_to_jsonable_gives_the_shortest_form_only_when_asked():
     assert repr(to_jsonable(np.array([0.1], dtype=np.float16), shortest=True)) == "[0.1]"
     assert repr(to_jsonable(np.array([0.1], dtype=ml_dtypes.bfloat16), shortest=True)) == "[0.100097656]"  # FP32's digits
     assert repr(to_jsonable(np.array([0.1], dtype=np.float64), shortest=True)) == "[0.1]"
+
+
+@pytest.mark.parametrize(("datatype", "shape", "data", "shown"), [
+    ("FP32", [1], ["NaN"], "'NaN'"),
+    ("FP32", [2], [1.0, "Infinity"], "'Infinity'"),
+    ("FP32", [2], [1.0, "-Infinity"], "'-Infinity'"),
+    ("FP64", [2, 1], [[1.0], ["2.5"]], "'2.5'"),
+    ("FP32", [], "NaN", "'NaN'"),
+    ("FP32", [2], [None, "nan"], "'nan'"),
+    ("INT64", [1], ["3"], "'3'"),
+    ("BOOL", [1], ["False"], "'False'"),
+])
+def test_strings_are_refused_as_numeric_json_data(datatype, shape, data, shown):
+    """numpy reads "NaN", "Infinity" and "2.5" as numbers (and "False" as true): JSON data must be numbers."""
+    with pytest.raises(InferError) as caught:
+        to_array("pixels", datatype, shape, data)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert caught.value.message.startswith("input 'pixels': ")
+    assert f"got the string {shown}" in caught.value.message
+
+
+@pytest.mark.parametrize("data", [["NaN"], [1.0, None], [[1.0], ["2"]], [[1.0, 2.0], [3.0]], [2**70]])
+def test_json_numbers_leaves_anything_but_plain_numbers_to_the_general_conversion(data):
+    assert json_numbers(data, np.dtype(np.float32)) is None
+
+
+@pytest.mark.parametrize(("datatype", "data"), [("FP32", [[1, 2.5], [3, 4]]), ("FP64", [1.5, 2]), ("INT32", [1, -2]),
+                                                ("INT64", [7]), ("BOOL", [True, False]), ("UINT8", [255, 0])])
+def test_json_numbers_gives_the_arrays_to_array_gives(datatype, data):
+    made = json_numbers(data, numpy_dtype(datatype))
+    expected = to_array("x", datatype, list(np.shape(data)), data)
+    assert made is not None
+    assert made.dtype == expected.dtype
+    np.testing.assert_array_equal(made, expected)
+
+
+@pytest.mark.parametrize(("values", "source", "message"), [
+    (np.array([1.0, np.inf], dtype=np.float32), np.array([1.0, 3.5e38]), "outside the range of FP32"),
+    (np.array([np.nan], dtype=np.float32), None, r"not a finite number \(nan\)"),
+    (np.array([1.0, -np.inf], dtype=np.float32), [1.0, float("-inf")], r"not a finite number \(-inf\)"),
+])
+def test_check_finite_refuses_overflow_nan_and_infinities(values, source, message):
+    with pytest.raises(InferError, match=message) as caught:
+        check_finite("x", "FP32", values, source)
+    assert caught.value.message.startswith("input 'x': ")
+
+
+def test_check_finite_passes_finite_values_and_carried_ones():
+    check_finite("x", "FP32", np.array([1.0, 3.4e38], dtype=np.float32))
+    check_finite("x", "INT64", np.array([1, 2]))
+    check_finite("x", "FP32", np.array([np.nan, np.inf], dtype=np.float32), carried=True)
+    with pytest.raises(InferError, match="outside the range"):
+        check_finite("x", "FP32", np.array([np.inf], dtype=np.float32), [1e39], carried=True)

@@ -80,5 +80,6 @@ class Assembler:
     def _writer(self, index: int) -> OutputWriter:
         if index not in self._writers:
             plan = self._plans[index]
-            self._writers[index] = OutputWriter(plan.format, plan.layout.schema, plan.destination, self._batch_size)
+            self._writers[index] = OutputWriter(plan.format, plan.layout.schema, plan.destination, self._batch_size,
+                                                self._journal.roots)
         return self._writers[index]

@@ -41,7 +41,7 @@ async def _produce(job: Job, queue: asyncio.Queue[MiniBatch | None], workers: in
             count = 0
             while (batch := await loop.run_in_executor(reader, next, batches, None)) is not None:
                 count += 1
-                rows_read += batch.table.num_rows
+                rows_read += batch.rows
                 job.tracker.read_to(done_bytes + batch.bytes_read, rows_read)
                 if not job.is_done(batch.file, batch.index):
                     await queue.put(batch)
@@ -57,7 +57,7 @@ async def _work(job: Job, scorer: Scorer, queue: asyncio.Queue[MiniBatch | None]
     while the worker goes on with the next, with at most one write pending per worker."""
     writing: asyncio.Future[None] | None = None
     while (batch := await queue.get()) is not None:
-        scored = await scorer.score(batch.table, job.plans[batch.file].layout)
+        scored = await scorer.score(batch.table, job.plans[batch.file].layout, batch.rejected)
         if writing is not None:
             await writing
         writing = asyncio.ensure_future(asyncio.to_thread(job.store, batch, scored))

@@ -27,7 +27,7 @@ from inferd.batch.readers import MiniBatch, iter_minibatches
 from inferd.batch.score import Scorer
 
 CPUS_PER_WORKER = 0.5
-_COLUMNS = ("file", "batch", "first_row", "bytes_read", "batches", "payload")
+_COLUMNS = ("file", "batch", "first_row", "bytes_read", "batches", "payload", "notes")
 
 
 def _ray() -> Any:
@@ -100,17 +100,20 @@ def _datasource(ray: Any) -> Any:
             for batch in iter_minibatches(self.plans[file].item, file, self.batch_size):
                 count += 1
                 if (file, batch.index) not in self.done:
-                    yield _block(file, batch.index, batch.first_row, batch.bytes_read, -1, _ipc(batch.table))
-            yield _block(file, -1, 0, 0, count, b"")
+                    yield _block(file, batch.index, batch.first_row, batch.bytes_read, -1, _ipc(batch.table),
+                                 batch.notes())
+            yield _block(file, -1, 0, 0, count, b"", b"")
 
     return MiniBatches
 
 
-def _block(file: int, batch: int, first_row: int, bytes_read: int, batches: int, payload: bytes) -> Any:
+def _block(file: int, batch: int, first_row: int, bytes_read: int, batches: int, payload: bytes,
+           notes: bytes) -> Any:
     import pyarrow as pa
 
     return pa.table({"file": [file], "batch": [batch], "first_row": [first_row], "bytes_read": [bytes_read],
-                     "batches": [batches], "payload": pa.array([payload], pa.binary())})
+                     "batches": [batches], "payload": pa.array([payload], pa.binary()),
+                     "notes": pa.array([notes], pa.binary())})
 
 
 def _ipc(table: Any) -> bytes:
@@ -155,9 +158,9 @@ def _actor_class() -> type:
                 return {**reply, "rows": 0, "failed": 0, "part": b"", "errors": b""}
             table = pa.ipc.open_stream(row["payload"]).read_all()
             plan = self.plans[row["file"]]
-            batch = MiniBatch(row["file"], row["batch"], row["first_row"], table, row["bytes_read"])
-            scored = self.loop.run_until_complete(self.scorer.score(table, plan.layout))
+            batch = MiniBatch(row["file"], row["batch"], row["first_row"], table, row["bytes_read"]).noted(row["notes"])
+            scored = self.loop.run_until_complete(self.scorer.score(table, plan.layout, batch.rejected))
             part, errors, failed = encode_scored(plan, batch, scored)
-            return {**reply, "rows": table.num_rows, "failed": failed, "part": part, "errors": errors}
+            return {**reply, "rows": batch.rows, "failed": failed, "part": part, "errors": errors}
 
     return ScoreActor

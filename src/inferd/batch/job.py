@@ -95,7 +95,8 @@ def plan_files(files: list[InputFile], signature: Signature, options: BatchOptio
 
 def encode_scored(plan: FilePlan, batch: MiniBatch, scored: Scored) -> tuple[bytes, bytes, int]:
     """A scored mini-batch as the bytes of its output part and of its error records, and the count of those."""
-    records = error_records(batch.table, batch.first_row, scored.failures, plan.item.relative, plan.layout.key)
+    records = error_records(batch.table, batch.first_row, scored.failures, plan.item.relative, plan.layout.key,
+                            batch.unparsed)
     return encode_part(scored.output, plan.format), encode_errors(records), len(records)
 
 
@@ -123,13 +124,14 @@ class Job:
     def store(self, batch: MiniBatch, scored: Scored) -> None:
         """Write a scored mini-batch's parts and journal it (blocking: call from a thread)."""
         part, errors, failed = encode_scored(self.plans[batch.file], batch, scored)
-        self.commit(batch.file, batch.index, batch.table.num_rows, part, errors, failed)
+        self.commit(batch.file, batch.index, batch.rows, part, errors, failed)
 
     def commit(self, file: int, index: int, rows: int, part: bytes, errors: bytes, failed: int) -> None:
         """Write the encoded parts of a mini-batch, journal it and count it; :class:`Tripped` past the error
         threshold."""
-        part_bytes = write_atomic(self.journal.part(file, index), [part])
-        error_bytes = write_atomic(self.journal.part(file, index, "errors"), [errors]) if errors else 0
+        roots = self.journal.roots
+        part_bytes = write_atomic(self.journal.part(file, index), [part], roots)
+        error_bytes = write_atomic(self.journal.part(file, index, "errors"), [errors], roots) if errors else 0
         with self._lock:
             self.journal.record(file, index, Done(rows, failed, part_bytes, error_bytes))
             self.tracker.add(rows, failed)
@@ -159,7 +161,8 @@ class Job:
         self.assembler.finish()
         self.assembler.publish()
         summary = self._summary(rows, failed, len(keys), errors_path, "succeeded", "")
-        write_atomic(self.output / SUMMARY_FILE, [orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2)])
+        write_atomic(self.output / SUMMARY_FILE, [orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2)],
+                     self.journal.roots)
         self.journal.record_summary(summary.to_dict())
         self.journal.discard_parts()
         return summary
@@ -167,9 +170,10 @@ class Job:
     def _write_errors(self, keys: list[tuple[int, int]], failed: int) -> str | None:
         path = self.output / ERRORS_FILE
         if not failed:
-            path.unlink(missing_ok=True)
+            self.journal.roots.unlink(path)
             return None
-        concat_files([self.journal.part(*k, kind="errors") for k in keys if self.journal.completed[k].failed], path)
+        concat_files([self.journal.part(*k, kind="errors") for k in keys if self.journal.completed[k].failed], path,
+                     self.journal.roots)
         return str(path)
 
     def _summary(self, rows: int, failed: int, batches: int, errors_path: str | None, state: str,

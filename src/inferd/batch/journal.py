@@ -9,13 +9,16 @@ flight, which the next run scores again. A torn last line is ignored.
 The fingerprint names the inputs (size, modification time, a hash of head and tail), the model (version and
 a hash of its artifact and model.toml) and the options that shape the output. A resumed run whose fingerprint
 differs is refused with a message naming what changed, unless it restarts.
+
+Every journal file is opened through the job's :class:`~inferd.roots.Roots`: a ``.inferd-batch`` that is a
+symbolic link out of ``batch_roots`` is refused, never written through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ import orjson
 
 from inferd.batch.options import BatchError
 from inferd.batch.writers import write_atomic
+from inferd.roots import ANYWHERE, Roots
 
 FOLDER = ".inferd-batch"
 VERSION = 1
@@ -43,9 +47,11 @@ class Done:
 class Journal:
     """Append-only record of completed mini-batches, one per job output folder."""
 
-    def __init__(self, folder: Path, fingerprint: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], roots: Roots = ANYWHERE) -> None:
         self.folder = folder
         self.fingerprint = fingerprint
+        self.roots = roots
+        """Where the journal, the parts and the job's outputs may be written."""
         self.completed: dict[tuple[int, int], Done] = {}
         self.file_batches: dict[int, int] = {}
         """Input file -> how many mini-batches it has (known once it was read to the end)."""
@@ -56,17 +62,19 @@ class Journal:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, output: Path, fingerprint: dict[str, Any], restart: bool) -> Journal:
+    def open(cls, output: Path, fingerprint: dict[str, Any], restart: bool, roots: Roots = ANYWHERE) -> Journal:
         """The job's journal: a new one, or the earlier run's when the fingerprint matches."""
-        journal = cls(output / FOLDER, fingerprint)
-        if restart and journal.folder.exists():
-            shutil.rmtree(journal.folder)
+        journal = cls(output / FOLDER, fingerprint, roots)
+        if restart:
+            roots.remove_tree(journal.folder)
+        roots.makedirs(journal.folder / "parts")
         if journal._path.exists():
             journal._load()
         else:
-            (journal.folder / "parts").mkdir(parents=True, exist_ok=True)
-            write_atomic(journal._path, [orjson.dumps({"journal": VERSION, "fingerprint": fingerprint}) + b"\n"])
-        journal._handle = os.open(journal._path, os.O_WRONLY | os.O_APPEND)
+            write_atomic(journal._path, [orjson.dumps({"journal": VERSION, "fingerprint": fingerprint}) + b"\n"],
+                         roots)
+        journal._handle = roots.open(journal._path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0),
+                                     "journal")
         return journal
 
     def part(self, file: int, batch: int, kind: str = "rows") -> Path:
@@ -86,7 +94,8 @@ class Journal:
         self._append({"summary": summary})
 
     def discard_parts(self) -> None:
-        shutil.rmtree(self.folder / "parts", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.roots.remove_tree(self.folder / "parts")
 
     def close(self) -> None:
         with self._lock:
@@ -102,7 +111,7 @@ class Journal:
             os.fsync(self._handle)
 
     def _load(self) -> None:
-        lines = self._path.read_bytes().split(b"\n")
+        lines = self.roots.read_bytes(self._path, "journal").split(b"\n")
         header = _parse(lines[0])
         if header is None or header.get("journal") != VERSION:
             raise BatchError(f"{self._path} is not a batch journal this version of inferd reads; "

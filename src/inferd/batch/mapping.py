@@ -19,7 +19,7 @@ import numpy as np
 from inferd.batch.options import BatchError
 from inferd.errors import invalid
 from inferd.signature import FREE, Signature, TensorSpec
-from inferd.tensors import numpy_dtype
+from inferd.tensors import check_finite, numpy_dtype
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -105,14 +105,29 @@ def _column(spec: TensorSpec, name: str, column: Any) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray) and column.num_chunks == 1:
         column = column.chunk(0)  # an Array's to_numpy is a view; a ChunkedArray's always copies
     if column.type == target:
-        same: np.ndarray = column.to_numpy()
-        return same.astype(dtype, copy=False)
+        array: np.ndarray = column.to_numpy()
+    else:
+        try:
+            array = pc.cast(column, target).to_numpy()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise invalid(f"column {name!r} does not fit model input {spec.name!r} ({spec.datatype}): {exc}") from None
+    with np.errstate(over="ignore"):  # a value too large for the datatype becomes inf: check_finite words it
+        array = array.astype(dtype, copy=False)
+    if dtype.kind in "fV" and not np.isfinite(array).all():  # the same check as values read from JSON
+        check_finite(spec.name, spec.datatype, array, _as_float64(column))
+    return array
+
+
+def _as_float64(column: Any) -> np.ndarray:
+    """A numeric or text column's values as float64 (a text value too large for it is inf)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     try:
-        cast = pc.cast(column, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise invalid(f"column {name!r} does not fit model input {spec.name!r} ({spec.datatype}): {exc}") from None
-    array: np.ndarray = cast.to_numpy()
-    return array.astype(dtype, copy=False)
+        wide: np.ndarray = pc.cast(column, pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        wide = np.asarray([float(v) for v in column.to_pylist()], dtype=np.float64)
+    return wide
 
 
 def _from_list(spec: TensorSpec, name: str, column: Any, rows: int) -> np.ndarray:

@@ -13,11 +13,11 @@ from inferd.batch.options import BatchError, BatchOptions
 from inferd.batch.progress import Progress, Tracker
 from inferd.batch.readers import count_rows, fingerprint, list_inputs
 from inferd.batch.score import Scorer
-from inferd.calls import parse_version
 from inferd.config import CONFIG_FILE
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.repository import ModelRepository, ModelVersion, why_unavailable
+from inferd.roots import ANYWHERE, OutsideRootsError, Roots
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -55,18 +55,22 @@ def run_batch(repository: str | Path, model: str, input: str | Path, output: str
 
 
 async def run_job(dataplane: DataPlane, model: str, input: str, output: Path, options: BatchOptions,
-                  on_progress: ProgressCallback | None = None) -> BatchSummary:
-    """Run a batch job on a DataPlane that has ``model`` loaded."""
+                  on_progress: ProgressCallback | None = None, roots: Roots = ANYWHERE) -> BatchSummary:
+    """Run a batch job on a DataPlane that has ``model`` loaded; every file it reads and writes must lie under
+    ``roots`` as opened (a :class:`BatchError` names the one that does not)."""
     options = options.validated()
     try:
-        version = dataplane.repository.get(model, parse_version(options.model_version))
+        version = await dataplane.ensure_loaded(model, options.model_version)  # on demand, loads it first
     except InferError as exc:
         raise BatchError(exc.message) from None
     if version.max_batch_size and options.batch_size > version.max_batch_size:
         raise BatchError(f"batch_size {options.batch_size} exceeds model {model!r}'s max_batch_size of "
                          f"{version.max_batch_size}; use a smaller batch size or raise max_batch_size in model.toml")
     folder = dataplane.repository.find(model).folder
-    job = await asyncio.to_thread(_prepare, version, folder, input, output, options)
+    try:
+        job = await asyncio.to_thread(_prepare, version, folder, input, output, options, roots)
+    except OutsideRootsError as exc:
+        raise BatchError(exc.message) from None
     if on_progress is not None:
         job.tracker.listener = on_progress
     try:
@@ -78,9 +82,11 @@ async def run_job(dataplane: DataPlane, model: str, input: str, output: Path, op
             on_progress(job.tracker.snapshot())
         try:
             await _engine(job, scorer, dataplane)
+            return await asyncio.to_thread(job.finish)
         except Tripped:
             raise job.tripped() from None
-        return await asyncio.to_thread(job.finish)
+        except OutsideRootsError as exc:
+            raise BatchError(exc.message) from None
     finally:
         job.close()
 
@@ -97,9 +103,9 @@ async def _engine(job: Job, scorer: Scorer, dataplane: DataPlane) -> None:
 
 
 def _prepare(version: ModelVersion, model_folder: Path, input: str, output: Path,
-             options: BatchOptions) -> Job:
+             options: BatchOptions, roots: Roots) -> Job:
     """List and fingerprint the inputs, plan each file, open (or resume) the journal."""
-    files = list_inputs(input)
+    files = list_inputs(input, roots)
     plans = plan_files(files, version.signature, options, output)
     source = version.source
     assert source is not None, "a ready model version has a source"
@@ -109,8 +115,8 @@ def _prepare(version: ModelVersion, model_folder: Path, input: str, output: Path
                                    model_folder / CONFIG_FILE),
         "options": options.fingerprint(),
     }
-    output.mkdir(parents=True, exist_ok=True)
-    journal = Journal.open(output, identity, options.restart)
+    roots.makedirs(output)
+    journal = Journal.open(output, identity, options.restart, roots)
     counts = [count_rows(f) for f in files]
     rows_total = sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
     tracker = Tracker(rows_total, sum(f.size for f in files))

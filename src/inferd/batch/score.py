@@ -61,9 +61,18 @@ class Scorer:
         self.timeout_s = timeout_s
         self.retries = retries
 
-    async def score(self, table: pa.Table, layout: FileLayout) -> Scored:
+    async def score(self, table: pa.Table, layout: FileLayout, rejected: Sequence[tuple[int, str]] = ()) -> Scored:
+        """The output rows and failures of ``table``; the ``rejected`` rows (offset, why: values the reader could
+        not read) fail as they are, never scored."""
         import pyarrow as pa
 
+        if rejected:
+            bad = {offset for offset, _ in rejected}
+            keep = [i for i in range(table.num_rows) if i not in bad]
+            scored = await self.score(table.take(keep), layout)
+            moved = [(keep[o], code, message) for o, code, message in scored.failures]
+            moved += [(o, ErrorCode.INVALID_ARGUMENT.value, why) for o, why in rejected]
+            return Scored(scored.output, sorted(moved))
         pieces: list[pa.Table] = []
         failures: list[tuple[int, str, str]] = []
         await self._score(table, 0, layout, pieces, failures)
@@ -75,7 +84,7 @@ class Scorer:
         try:
             outputs = await self._attempt(table, layout.bindings)
         except InferError as exc:
-            if exc.code in TRANSIENT or table.num_rows == 1:
+            if exc.code in TRANSIENT or table.num_rows <= 1:  # (0: an empty table, nothing to split)
                 failures.extend((offset + i, exc.code.value, exc.message) for i in range(table.num_rows))
                 return
             half = table.num_rows // 2
@@ -113,9 +122,12 @@ class Scorer:
 
 
 def error_records(table: pa.Table, first_row: int, failures: Sequence[tuple[int, str, str]], source: str,
-                  key: str | None) -> list[dict[str, Any]]:
-    """One JSON-able record per failed row: where it came from, the record itself and the error."""
-    records = []
+                  key: str | None, unparsed: Sequence[tuple[int, str, str]] = ()) -> list[dict[str, Any]]:
+    """One JSON-able record per failed row: where it came from, the record itself and the error. A line the
+    reader could not parse into a row (``unparsed``: line number, why, text) has its line and its text instead."""
+    records: list[dict[str, Any]] = [
+        {"file": source, "line": line, "code": ErrorCode.INVALID_ARGUMENT.value, "error": why, "record": text}
+        for line, why, text in unparsed]
     for offset, code, message in failures:
         row = table.slice(offset, 1).to_pylist()[0]
         record: dict[str, Any] = {"file": source, "row": first_row + offset}

@@ -2,7 +2,10 @@
 DataPlane (one at a time, so real-time traffic keeps its share), their progress kept for status calls.
 
 Input and output paths must lie under one of the configured roots (setting ``batch_roots``): a server must
-not read or write wherever a caller names. With no roots configured, batch jobs are off. Jobs live in memory;
+not read or write wherever a caller names. They are checked at submission, and every file the job then reads
+or writes is checked again where it is opened (:mod:`inferd.roots`), so a symbolic link inside the folders
+(an input file, the output's ``.inferd-batch`` journal) cannot lead out of them. With no roots configured,
+batch jobs are off. Jobs live in memory;
 a job cut short by a server stop keeps its journal, and the same job submitted again resumes it.
 """
 
@@ -21,6 +24,7 @@ from inferd.batch.job import BatchSummary, ThresholdError
 from inferd.batch.options import BatchError, BatchOptions
 from inferd.batch.progress import Progress
 from inferd.dataplane import DataPlane
+from inferd.roots import OutsideRootsError, Roots
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ class BatchJobs:
 
     def __init__(self, dataplane: DataPlane, roots: Sequence[str | Path]) -> None:
         self.dataplane = dataplane
-        self.roots = [Path(r).resolve() for r in roots]
+        self.roots = Roots.of(roots, "batch_roots")
         self._jobs: dict[str, BatchJob] = {}
         self._one_at_a_time = asyncio.Semaphore(1)
 
@@ -82,7 +86,8 @@ class BatchJobs:
         options = options.validated()
         if options.engine != "local":
             raise BatchError("the server runs batch jobs on its own models: engine must be 'local'")
-        self.dataplane.repository.get(model, None)  # NOT_FOUND / UNAVAILABLE, as the infer route says
+        if not self.dataplane.loadable(model):  # on demand, the job's start loads it
+            self.dataplane.repository.get(model, None)  # NOT_FOUND / UNAVAILABLE, as the infer route says
         source, target = self._allowed(input, "input"), self._allowed(output, "output")
         clash = [j.id for j in self._jobs.values() if j.state in ACTIVE and j.output == target]
         if clash:
@@ -107,17 +112,15 @@ class BatchJobs:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _allowed(self, location: str, what: str) -> Path:
-        if not self.roots:
+        if not self.roots.folders:
             raise RefusedError(403, "batch jobs are off on this server: set batch_roots (INFERD_BATCH_ROOTS, a "
                                     "JSON list of folders) to the folders jobs may read and write")
         if "://" in location:
             raise RefusedError(403, f"{what} must be a local path under batch_roots, not a URL")
-        path = Path(location).resolve()
-        if not any(path.is_relative_to(root) for root in self.roots):
-            listed = ", ".join(str(r) for r in self.roots)
-            raise RefusedError(403, f"{what} {location} is outside the folders the batch_roots setting allows "
-                                    f"({listed})")
-        return path
+        try:
+            return self.roots.check(location, what)
+        except OutsideRootsError as exc:
+            raise RefusedError(403, exc.message) from None
 
     async def _run(self, job: BatchJob) -> None:
         from inferd.batch.run import run_job
@@ -129,7 +132,7 @@ class BatchJobs:
             async with self._one_at_a_time:
                 job.state = "running"
                 job.summary = await run_job(self.dataplane, job.model, job.input, job.output, job.options,
-                                            on_progress)
+                                            on_progress, self.roots)
             job.state = "succeeded"
         except asyncio.CancelledError:
             job.state, job.error = "cancelled", "the server stopped; submit the same job again to resume it"

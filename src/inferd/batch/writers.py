@@ -6,6 +6,9 @@ machine or how the work was split: CSV and JSON Lines parts are the final bytes 
 concatenated; Parquet parts are Arrow IPC streams whose rows are re-cut into row groups of ``batch_size`` rows
 when the output is assembled. An interrupted and resumed job therefore writes the same bytes as one that ran
 straight through.
+
+Every file is created, renamed and read through :class:`~inferd.roots.Roots`: a job the server runs writes
+only inside ``batch_roots``, whatever symbolic links its output folder holds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from inferd.batch.readers import InputFile, rebatch
+from inferd.roots import ANYWHERE, Roots
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -58,18 +62,20 @@ def encode_errors(records: Iterable[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r, default=_json_default) + b"\n" for r in records)
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> int:
-    """Write ``chunks`` to ``path`` through a temporary file, fsync, rename. Returns the bytes written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+def write_atomic(path: Path, chunks: Iterable[bytes], roots: Roots = ANYWHERE) -> int:
+    """Write ``chunks`` to ``path`` through a temporary file, fsync, rename, all inside the one folder
+    (checked against ``roots`` as opened). Returns the bytes written."""
+    roots.makedirs(path.parent)
+    temporary = f".{path.name}.tmp"
     size = 0
-    with temporary.open("wb") as handle:
-        for chunk in chunks:
-            handle.write(chunk)
-            size += len(chunk)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with roots.folder(path.parent) as folder:
+        with roots.create(folder, temporary) as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                size += len(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path.name, src_dir_fd=folder, dst_dir_fd=folder)
     return size
 
 
@@ -79,28 +85,30 @@ class OutputWriter:
     Parquet row groups hold ``batch_size`` rows each (the last may hold fewer) whatever the sizes of the parts,
     so the file does not depend on which records failed in which part or on how an engine split the work."""
 
-    def __init__(self, fmt: str, schema: pa.Schema, destination: Path, batch_size: int) -> None:
+    def __init__(self, fmt: str, schema: pa.Schema, destination: Path, batch_size: int,
+                 roots: Roots = ANYWHERE) -> None:
         self.fmt, self.schema, self.destination, self.batch_size = fmt, schema, destination, batch_size
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        self.roots = roots
+        roots.makedirs(destination.parent)
         self._temporary = destination.with_name(f".{destination.name}.tmp")
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._rows = 0
+        with roots.folder(destination.parent) as folder:
+            self._file = roots.create(folder, self._temporary.name)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self._parquet: Any = pq.ParquetWriter(self._temporary, schema, compression="snappy")
-        else:
-            self._file = self._temporary.open("wb")
-            if fmt == "csv":
-                self._file.write(_csv_bytes(schema.empty_table(), header=True))
+            self._parquet: Any = pq.ParquetWriter(self._file, schema, compression="snappy")
+        elif fmt == "csv":
+            self._file.write(_csv_bytes(schema.empty_table(), header=True))
 
     def add(self, part: Path) -> None:
         if self.fmt != "parquet":
-            with part.open("rb") as handle:
+            with self.roots.open_file(part, "part file") as handle:
                 shutil.copyfileobj(handle, self._file, 1 << 20)
             return
-        for batch in _ipc_batches([part]):
+        for batch in _ipc_batches([part], self.roots):
             self._pending.append(batch)
             self._pending_rows += batch.num_rows
             if self._pending_rows >= self.batch_size:
@@ -112,24 +120,21 @@ class OutputWriter:
             self._flush(final=True)
             if not self._rows:
                 self._parquet.write_table(self.schema.empty_table())
-            self._parquet.close()
-            with self._temporary.open("rb+") as handle:
-                os.fsync(handle.fileno())
-        else:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            self._parquet.close()  # the file stays open: it is ours
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
 
     def publish(self) -> None:
-        os.replace(self._temporary, self.destination)
+        self.roots.replace(self._temporary, self.destination)
 
     def abort(self) -> None:
         """Drop the temporary file (closed first when still open)."""
         if self.fmt == "parquet":
             self._parquet.close()
-        elif not self._file.closed:
+        if not self._file.closed:
             self._file.close()
-        self._temporary.unlink(missing_ok=True)
+        self.roots.unlink(self._temporary)
 
     def _flush(self, final: bool) -> None:
         groups = list(rebatch(self._pending, self.batch_size))
@@ -141,9 +146,10 @@ class OutputWriter:
         self._pending_rows = sum(b.num_rows for b in self._pending)
 
 
-def assemble(parts: Sequence[Path], fmt: str, schema: pa.Schema, destination: Path, batch_size: int) -> None:
+def assemble(parts: Sequence[Path], fmt: str, schema: pa.Schema, destination: Path, batch_size: int,
+             roots: Roots = ANYWHERE) -> None:
     """Join the part files, in order, into the output file (atomically)."""
-    writer = OutputWriter(fmt, schema, destination, batch_size)
+    writer = OutputWriter(fmt, schema, destination, batch_size, roots)
     try:
         for part in parts:
             writer.add(part)
@@ -154,22 +160,22 @@ def assemble(parts: Sequence[Path], fmt: str, schema: pa.Schema, destination: Pa
     writer.publish()
 
 
-def concat_files(parts: Sequence[Path], destination: Path) -> None:
-    write_atomic(destination, _concat(parts))
+def concat_files(parts: Sequence[Path], destination: Path, roots: Roots = ANYWHERE) -> None:
+    write_atomic(destination, _concat(parts, roots), roots)
 
 
-def _concat(parts: Sequence[Path]) -> Iterator[bytes]:
+def _concat(parts: Sequence[Path], roots: Roots) -> Iterator[bytes]:
     for part in parts:
-        with part.open("rb") as handle:
+        with roots.open_file(part, "part file") as handle:
             while chunk := handle.read(1 << 20):
                 yield chunk
 
 
-def _ipc_batches(parts: Sequence[Path]) -> Iterator[pa.RecordBatch]:
+def _ipc_batches(parts: Sequence[Path], roots: Roots) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
 
     for part in parts:
-        with pa.memory_map(str(part)) as source, pa.ipc.open_stream(source) as reader:
+        with roots.open_file(part, "part file") as handle, pa.ipc.open_stream(pa.py_buffer(handle.read())) as reader:
             yield from reader
 
 

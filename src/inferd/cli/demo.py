@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,16 +32,18 @@ def demo(
     http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8080].")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port [default: 8081].")] = None,
 ) -> None:
-    """Build the demo model repository (spam filter, ETA regressor, ranker, digits classifier, and the SmolLM2
-    chat model when the llm extra is installed), serve it, and predict with each model over HTTP. Serves until
-    Ctrl-C unless --once."""
+    """Build the demo model repository (spam filter, ETA regressor, ranker, digits classifier; sentence
+    embeddings with the embeddings extra and the SmolLM2 chat model with the llm extra), serve it, and predict with
+    each model over HTTP. Serves until Ctrl-C unless --once."""
     missing = [m for m in DEMO_NEEDS if importlib.util.find_spec(m) is None]
     if missing:
         fail(f"the demo needs {', '.join(missing)}; install them with: pip install 'inferd[demo]'", code=2)
-    from inferd.examples.build import build_demo_repository
+    from inferd.examples.build import OPTIONAL_EXAMPLES, build_demo_repository, installed
 
     repo.mkdir(parents=True, exist_ok=True)
     settings = make_settings(repo, http_port=http_port, grpc_port=grpc_port)  # wrong ports: said before training
+    for note in skip_notes(OPTIONAL_EXAMPLES, installed):
+        console.print(note, markup=False)
     started = time.perf_counter()
     with console.status("training the example models"):
         examples = build_demo_repository(repo, optional=True)
@@ -52,7 +55,7 @@ def demo(
 
     async def show_predictions(dataplane: DataPlane) -> None:
         console.print(await _predict_all(dataplane, settings, examples))
-        _print_next_steps(settings, repo, once)
+        _print_next_steps(settings, repo, once, [e.name for e in examples])
         if once:
             stop.set()
 
@@ -62,6 +65,12 @@ def demo(
             console.print("Stopped.")
     except OSError as exc:  # a port in use says which option chooses another
         fail(f"cannot serve: {exc}")
+
+
+def skip_notes(modules: Sequence[Any], is_installed: Callable[[Any], bool]) -> list[str]:
+    """One line for each optional example that will not be built, naming the extra that builds it."""
+    return [f"Skipping {m.NAME} ({m.DESCRIPTION}): install it with pip install 'inferd[{m.EXTRA}]'"
+            for m in modules if not is_installed(m)]
 
 
 async def _predict_all(dataplane: DataPlane, settings: ServerSettings, examples: list[Any]) -> Table:
@@ -114,8 +123,12 @@ def _as_array(output: dict[str, Any]) -> np.ndarray:
     return np.asarray(output["data"], dtype=numpy_dtype(output["datatype"])).reshape(output["shape"])
 
 
-def _print_next_steps(settings: ServerSettings, repo: Path, once: bool) -> None:
+def _print_next_steps(settings: ServerSettings, repo: Path, once: bool, names: list[str]) -> None:
     base = f"http://{settings.host}:{settings.http_port}"
     console.print(f"Try: [bold]curl {base}/v2/models/digits[/]  ·  [bold]inferd models list {repo}[/]")
+    if "minilm" in names:
+        body = '{"model": "minilm", "input": "hello world"}'
+        console.print(f"Embeddings (OpenAI-compatible): curl {base}/openai/v1/embeddings "
+                      f"-H 'content-type: application/json' -d '{body}'", markup=False, soft_wrap=True)
     if not once:
         console.print(f"Serving {repo} on {base} (gRPC {settings.host}:{settings.grpc_port}); Ctrl-C to stop.")

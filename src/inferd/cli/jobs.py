@@ -21,6 +21,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[str, typer.Option("--url", help="The server's HTTP address [default: $INFERD_URL or "
                                                       f"{DEFAULT_URL}].")]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="Job id (what infer-async answered).")]
+OwnerOption = Annotated[str | None, typer.Option(
+    "--owner", help="With an admin key: the job of this key name, where several keys use the same id.")]
 _COLOURS = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "expired": "dim", "running": "cyan"}
 
 
@@ -28,9 +30,10 @@ def _url(given: str) -> str:
     return (given or os.environ.get("INFERD_URL") or DEFAULT_URL).rstrip("/")
 
 
-def _request(method: str, url: str, missing_ok: bool = False, **kwargs: Any) -> Any:
+def _request(method: str, url: str, missing_ok: bool = False, batch: bool = False, **kwargs: Any) -> Any:
     """One HTTP call; an unreachable server or an error answer ends the command with a clear message (with
-    ``missing_ok``, a 404 answer is returned as None instead)."""
+    ``missing_ok``, a 404 answer is returned as None instead; with ``batch`` too, a 403: batch jobs need an admin
+    key, and a key without one has none to see)."""
     import httpx  # only these commands need an HTTP client
 
     key = os.environ.get("INFERD_API_KEY")
@@ -40,7 +43,7 @@ def _request(method: str, url: str, missing_ok: bool = False, **kwargs: Any) -> 
     except httpx.HTTPError as exc:
         fail(f"cannot reach the inferd server at {url}: {exc or type(exc).__name__} "
              "(is `inferd serve` running? --url or INFERD_URL says where)")
-    if missing_ok and response.status_code == 404:
+    if missing_ok and (response.status_code == 404 or (batch and response.status_code == 403)):
         return None
     if response.status_code >= 400:
         try:
@@ -63,7 +66,7 @@ def list_jobs(
     params: dict[str, Any] = {"limit": limit}
     params.update({k: v for k, v in (("status", status), ("model", model)) if v})
     jobs = _request("GET", f"{_url(url)}/v2/jobs", params=params).json()["jobs"]
-    listed = _request("GET", f"{_url(url)}/v2/batch/jobs", missing_ok=True)
+    listed = _request("GET", f"{_url(url)}/v2/batch/jobs", missing_ok=True, batch=True)
     batch_jobs = [j for j in (listed.json()["jobs"] if listed is not None else [])
                   if (status is None or j["state"] == status) and (model is None or j["model"] == model)]
     if not jobs and not batch_jobs:
@@ -92,18 +95,18 @@ def list_jobs(
 
 
 @app.command("show")
-def show(job_id: IdArg, url: UrlOption = "") -> None:
+def show(job_id: IdArg, url: UrlOption = "", owner: OwnerOption = None) -> None:
     """A job's status, timestamps, attempts, error and callback deliveries (for a batch job: its progress)."""
-    found = _request("GET", f"{_url(url)}/v2/jobs/{job_id}", missing_ok=True)
+    found = _request("GET", f"{_url(url)}/v2/jobs/{job_id}", missing_ok=True, params=_owner(owner))
     if found is None:
-        batch = _request("GET", f"{_url(url)}/v2/batch/jobs/{job_id}", missing_ok=True)
+        batch = _request("GET", f"{_url(url)}/v2/batch/jobs/{job_id}", missing_ok=True, batch=True)
         if batch is None:
             fail(f"HTTP 404: no asynchronous or batch job {job_id!r}")
         _show_batch(batch.json())
         return
     job = found.json()
     table = Table("field", "value", show_header=False)
-    for key in ("id", "model_name", "model_version", "status", "attempts", "created_at", "started_at",
+    for key in ("id", "owner", "model_name", "model_version", "status", "attempts", "created_at", "started_at",
                 "finished_at", "result_url"):
         value = job.get(key)
         table.add_row(key, _status(value) if key == "status" else "" if value is None else escape(str(value)))
@@ -133,11 +136,12 @@ def _show_batch(job: dict[str, Any]) -> None:
 def result(
     job_id: IdArg,
     url: UrlOption = "",
+    owner: OwnerOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file "
                                                                         "instead of standard output.")] = None,
 ) -> None:
     """The job's result: exactly the body the synchronous infer route would have returned."""
-    response = _request("GET", f"{_url(url)}/v2/jobs/{job_id}/result")
+    response = _request("GET", f"{_url(url)}/v2/jobs/{job_id}/result", params=_owner(owner))
     if output is not None:
         output.write_bytes(response.content)
         console.print(f"wrote {len(response.content)} bytes to {output}")
@@ -148,10 +152,14 @@ def result(
 
 
 @app.command("cancel")
-def cancel(job_id: IdArg, url: UrlOption = "") -> None:
+def cancel(job_id: IdArg, url: UrlOption = "", owner: OwnerOption = None) -> None:
     """Cancel a queued job (a running or finished one cannot be)."""
-    job = _request("DELETE", f"{_url(url)}/v2/jobs/{job_id}").json()
+    job = _request("DELETE", f"{_url(url)}/v2/jobs/{job_id}", params=_owner(owner)).json()
     console.print(f"job {escape(job['id'])}: {_status(job['status'])}")
+
+
+def _owner(owner: str | None) -> dict[str, str]:
+    return {"owner": owner} if owner is not None else {}
 
 
 def _status(status: str) -> str:

@@ -21,8 +21,19 @@ RepoArg = Annotated[Path, typer.Argument(metavar="REPO", help="Model repository 
 
 
 @app.command("list")
-def list_models(repo: RepoArg) -> None:
-    """Load every model in REPO and list its versions, runtime and state."""
+def list_models(
+    repo: Annotated[Path | None, typer.Argument(metavar="[REPO]", help="Model repository folder.")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="Ask the running server at this HTTP address instead "
+                                                          "(or INFERD_URL, with no REPO): which models are "
+                                                          "loaded, their size and when last used.")] = None,
+) -> None:
+    """Load every model in REPO and list its versions, runtime and state; or, with --url (or no REPO), list a
+    running server's models: loaded or not, memory held, load time, last used."""
+    if url is not None or repo is None:
+        from inferd.cli.server_models import list_served
+
+        list_served(url or "")
+        return
     repository = open_repository(repo)
     models = repository.load_all()
     if not models:

@@ -33,13 +33,27 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
                                                             "from; makes them required.")] = None,
     allow_unauthenticated: Annotated[bool | None, typer.Option(
         "--allow-unauthenticated", help="Serve without API keys on an address other than loopback.")] = None,
+    model_control: Annotated[str | None, typer.Option(help="startup (load every model at start) or on-demand "
+                                                           "(load a model on its first request) [default: "
+                                                           "startup].")] = None,
+    memory_budget: Annotated[str | None, typer.Option(help="On demand: memory the loaded models may hold, such "
+                                                           "as 2GiB; least recently used idle models make room.")]
+    = None,
+    idle_unload_s: Annotated[float | None, typer.Option(help="On demand: unload a model after so many seconds "
+                                                             "without a request, 0 for never [default: 0.0].")] = None,
+    load_timeout_s: Annotated[float | None, typer.Option(help="On demand: longest a load may take [default: "
+                                                              "300.0].")] = None,
+    poll_s: Annotated[float | None, typer.Option(help="Follow the repository folder's changes, looking every "
+                                                      "so many seconds; 0 for never [default: 0.0].")] = None,
 ) -> None:
     """Serve every model in REPO until Ctrl-C. Settings also come from INFERD_* environment variables."""
     settings = make_settings(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                              max_body_bytes=max_body_bytes, log_level=log_level, state_dir=state_dir,
                              log_format=log_format, access_log=access_log,
                              api_keys_file=api_keys_file, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile,
-                             tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated)
+                             tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated,
+                             model_control=model_control, memory_budget=memory_budget,
+                             idle_unload_s=idle_unload_s, load_timeout_s=load_timeout_s, poll_s=poll_s)
     configure_logging(settings.log_level, settings.log_format)
     from inferd.security.startup import SecurityConfigError
     from inferd.server.runner import run_until_stopped

@@ -44,7 +44,8 @@ class V2Body:
             if read is not None:
                 return read
         request = self.request = decode_payload(self.payload, self.tail, self.model_name, self.model_version)
-        return prepare_request(request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements)
+        return prepare_request(request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements,
+                               loaded.labels)
 
     def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Encoded:
         if type(prepared) is PlainRequest:

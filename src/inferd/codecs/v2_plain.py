@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from inferd.signature import FREE, Signature
-from inferd.tensors import to_raw
+from inferd.tensors import json_numbers, to_raw
 
 Arrays = dict[str, np.ndarray]
 _COUNT = np.count_nonzero
@@ -71,7 +71,8 @@ class PlainRequest:
     priority = None
     timeout_us = None
     parameters = None
-    """The plain form has no scheduling parameter, nor any other."""
+    classes = None
+    """The plain form has no scheduling parameter, nor any other (no classification either)."""
 
     @property
     def answered(self) -> list[str]:
@@ -177,11 +178,8 @@ class PlainRequestPlan:
             spec, count = self._declared(item, max_elements)
             if spec is None or item["name"] in arrays:
                 return None
-            try:
-                array = np.asarray(item["data"], dtype=spec.dtype)
-            except Exception:  # whatever numpy refuses, the general path words the error
-                return None
-            if array.size != count or (spec.floating and _COUNT(np.isfinite(array)) != count):
+            array = json_numbers(item["data"], spec.dtype)  # numbers only; else the general path words why
+            if array is None or array.size != count or (spec.floating and _COUNT(np.isfinite(array)) != count):
                 return None  # a null or an overflow: the general path looks closer
             arrays[item["name"]] = array.reshape(item["shape"])
         return arrays

@@ -3,10 +3,14 @@
 The result is deterministic (every random source is seeded) and needs no network. Each example module
 exposes ``NAME`` and ``build(model_folder) -> Example``; the :class:`Example` it returns carries a real
 request for the model and a function that reads the model's outputs back as one sentence.
+
+Optional examples (:data:`OPTIONAL_EXAMPLES`) need an extra beyond ``demo``; each also exposes ``DESCRIPTION``,
+``EXTRA`` (the extra to install) and ``REQUIRES`` (the modules its build imports, checked without importing them).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,21 +37,30 @@ class Example:
 
 
 # The example modules import Example from here, so they are imported after it is defined.
-from inferd.examples import digits, eta, ranker, smollm2, spam  # noqa: E402
+from inferd.examples import digits, eta, minilm, ranker, smollm2, spam  # noqa: E402
 
 EXAMPLES: tuple[ModuleType, ...] = (spam, eta, ranker, digits)
-OPTIONAL_EXAMPLES: tuple[ModuleType, ...] = (smollm2,)
-"""Served when their extra is installed (``available()``): SmolLM2 with ``inferd[llm]``."""
+OPTIONAL_EXAMPLES: tuple[ModuleType, ...] = (minilm, smollm2)
+"""Built by ``inferd demo`` when their extra is installed (their modules import their frameworks lazily)."""
+
+
+def installed(module: ModuleType) -> bool:
+    """Whether every module an optional example's build needs is installed (its own ``available()`` when it has
+    one: the chat model also needs its packaged weights)."""
+    available = getattr(module, "available", None)
+    if available is not None:
+        return bool(available())
+    return all(importlib.util.find_spec(name) is not None for name in module.REQUIRES)
 
 
 def build_demo_repository(root: Path, optional: bool = False) -> list[Example]:
     """Write every example model under ``root/<name>/``, replacing what is there; return them in order. With
-    ``optional``, also those of :data:`OPTIONAL_EXAMPLES` whose extra is installed (``inferd demo`` asks)."""
+    ``optional``, also the optional examples whose extra is installed, after the others."""
     root.mkdir(parents=True, exist_ok=True)
+    modules = [*EXAMPLES, *(m for m in OPTIONAL_EXAMPLES if optional and installed(m))]
     # The models are small: one BLAS/OpenMP thread each is faster than contending for cores, and the same on
     # every machine.
     with threadpool_limits(limits=1):
-        modules = [*EXAMPLES, *(m for m in OPTIONAL_EXAMPLES if optional and m.available())]
         return [_build_one(module, root / module.NAME) for module in modules]
 
 

@@ -13,6 +13,7 @@ from inferd.examples.build import Example
 NAME = "smollm2"
 DESCRIPTION = "chat model (SmolLM2-135M, llama.cpp): text in, generated text out; also at /openai/v1"
 PROMPT = "The capital of France is"
+EXTRA = "llm"
 
 
 def available() -> bool:

@@ -2,7 +2,9 @@
 there, retrying with exponential backoff. Every attempt is recorded in the store with its HTTP status or error,
 and a callback still pending when the server stops is delivered after it starts again.
 
-A callback never changes the job: an unreachable receiver leaves the result as it is.
+A callback never changes the job: an unreachable receiver leaves the result as it is. Each attempt goes only
+where :class:`~inferd.jobs.destinations.Destinations` allows, to the address it checked; a refused destination
+ends the callback failed at once, and a redirect is an answer like any other non-2xx one (never followed).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from inferd.backoff import doubling_delay
+from inferd.jobs.destinations import Destinations, RefusedDestinationError
 from inferd.jobs.store import CallbackAttempt, CallbackState, Job, JobStore
 
 if TYPE_CHECKING:
@@ -28,18 +31,24 @@ MAX_IN_FLIGHT = 32
 
 
 class CallbackSender:
-    def __init__(self, store: JobStore, *, max_attempts: int = 5, backoff_s: float = 1.0,
-                 max_backoff_s: float = 300.0, timeout_s: float = 10.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: JobStore, destinations: Destinations, *, max_attempts: int = 5,
+                 backoff_s: float = 1.0, max_backoff_s: float = 300.0, timeout_s: float = 10.0,
+                 links_base: str = "") -> None:
+        """``links_base``: what the links of the status document sent start with (the ``public_url`` setting;
+        empty: paths)."""
         self._store = store
+        self._destinations = destinations
+        self._links_base = links_base
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._timeout_s = timeout_s
-        self._clock = clock
-        self._client: httpx.AsyncClient | None = None
-        """Made for the first delivery: httpx and its TLS context cost about 0.2 s, not worth paying at
-        every server start for jobs that may never have a callback."""
+        self._clock: Callable[[], float] = time.time
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        """One per TLS name (and one for addresses): connections are pooled by the checked address, and one
+        opened and verified for one name must not carry a request for another name at the same address. Each
+        is made for its first delivery: httpx and its TLS context cost about 0.2 s, not worth paying at every
+        server start for jobs that may never have a callback."""
         self._started = False
         self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -56,9 +65,9 @@ class CallbackSender:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._started = False
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     def notify(self, job_id: str) -> None:
         """Job ``job_id`` has ended: deliver its callback, if it has one that is pending."""
@@ -88,30 +97,48 @@ class CallbackSender:
             log.exception("callback of job %s failed", job_id)
 
     async def _attempts(self, job: Job, url: str) -> None:
-        body = orjson.dumps(job.to_dict())
+        body = orjson.dumps(job.to_dict(self._links_base))
         done = len(job.callback_attempts)
         for number in range(done + 1, self._max_attempts + 1):
             if number > 1:
                 await asyncio.sleep(self.delay(number - 1))
-            status, error = await self._post(url, body)
+            status, error, refused = await self._post(url, body)
             delivered = status is not None and 200 <= status < 300
-            last = number >= self._max_attempts
+            last = number >= self._max_attempts or refused
             state = (CallbackState.DELIVERED if delivered else CallbackState.FAILED if last
                      else CallbackState.PENDING)
             await self._store.record_callback(job.id, CallbackAttempt(self._clock(), status, error), state)
-            if delivered:
+            if delivered or refused:
                 return
             log.info("callback of job %s to %s, attempt %d: %s", job.id, url, number, error or f"HTTP {status}")
 
-    async def _post(self, url: str, body: bytes) -> tuple[int | None, str | None]:
+    async def _post(self, url: str, body: bytes) -> tuple[int | None, str | None, bool]:
+        """One attempt: (HTTP status or None, error or None, whether the destination is refused)."""
         import httpx
 
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
         async with self._limit:
             try:
-                response = await self._client.post(url, content=body,
-                                                   headers={"content-type": "application/json"})
+                target = await self._destinations.pin(url)  # resolved and checked now: each attempt again
+            except RefusedDestinationError as exc:
+                log.warning("callback refused: %s", exc)
+                return None, f"refused: {exc}", True
+            except OSError as exc:
+                return None, f"ConnectError: {exc}", False
+            headers = {"content-type": "application/json", "host": target.host_header}
+            extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+            client = self._client(target.sni_hostname or "")
+            try:
+                response = await client.post(target.url, content=body, headers=headers, extensions=extensions)
             except httpx.HTTPError as exc:
-                return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+                return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, False
+        if response.is_success:
+            return response.status_code, None, False
+        moved = " (redirects are not followed)" if response.is_redirect else ""
+        return response.status_code, f"HTTP {response.status_code}{moved}", False
+
+    def _client(self, name: str) -> httpx.AsyncClient:
+        import httpx
+
+        if name not in self._clients:
+            self._clients[name] = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
+        return self._clients[name]

@@ -2,8 +2,9 @@
 
 Safe by default: a reference is read only when it lies under one of the configured roots
 (``INFERD_ASYNC_INPUT_ROOTS``); with none configured every reference is refused. Local paths are resolved
-first, so ``..`` and symbolic links cannot leave a root. Other URLs need ``fsspec`` (imported when first
-needed) and must start with a configured URL prefix.
+and checked at submission, and checked again on the file the job opens (:mod:`inferd.roots`), so neither
+``..`` nor a symbolic link, not even one swapped in after submission, can leave a root. Other URLs need
+``fsspec`` (imported when first needed) and must start with a configured URL prefix.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from inferd.errors import ErrorCode, InferError, invalid
+from inferd.roots import OutsideRootsError, Roots
+
+SETTING = "async_input_roots"
 
 
 def _local(location: str) -> Path | None:
@@ -22,6 +26,11 @@ def _local(location: str) -> Path | None:
     if "://" in location:
         return None
     return Path(location)
+
+
+def local_roots(roots: Sequence[str]) -> Roots:
+    """The local folders among ``roots`` (the others are URL prefixes)."""
+    return Roots.of([path for root in roots if (path := _local(root)) is not None], SETTING)
 
 
 def check_location(location: str, roots: Sequence[str]) -> str:
@@ -37,14 +46,13 @@ def check_location(location: str, roots: Sequence[str]) -> str:
         return location
     if not path.is_absolute():
         raise invalid(f"input location {location!r} must be an absolute path")
-    resolved = path.resolve()
-    for root in roots:
-        local_root = _local(root)
-        if local_root is not None and resolved.is_relative_to(local_root.resolve()):
-            if not resolved.is_file():
-                raise invalid(f"input location {location!r} is not a file")
-            return str(resolved)
-    raise invalid(f"input location {location!r} is not under an allowed root (async_input_roots)")
+    try:
+        resolved = local_roots(roots).check(path, "input location")
+    except OutsideRootsError as exc:
+        raise invalid(exc.message) from None
+    if not resolved.is_file():
+        raise invalid(f"input location {location!r} is not a file")
+    return str(resolved)
 
 
 def location_size(location: str) -> int | None:
@@ -53,22 +61,25 @@ def location_size(location: str) -> int | None:
     return path.stat().st_size if path is not None else None
 
 
-async def read_location(location: str, max_bytes: int) -> bytes:
-    """The whole input file; INVALID_ARGUMENT when it is missing or too large."""
-    return await asyncio.to_thread(_read, location, max_bytes)
+async def read_location(location: str, max_bytes: int, roots: Roots) -> bytes:
+    """The whole input file; INVALID_ARGUMENT when it is missing, too large or (a local file) not under
+    ``roots`` as opened now."""
+    return await asyncio.to_thread(_read, location, max_bytes, roots)
 
 
-def _read(location: str, max_bytes: int) -> bytes:
+def _read(location: str, max_bytes: int, roots: Roots) -> bytes:
     path = _local(location)
     try:
         if path is not None:
-            with path.open("rb") as f:
+            with roots.open_file(path, "input location") as f:
                 data = f.read(max_bytes + 1)
         else:
             with _fsspec().open(location, "rb") as f:
                 data = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise invalid(f"input location {location!r} does not exist") from None
+    except OutsideRootsError as exc:
+        raise invalid(exc.message) from None
     except OSError as exc:
         raise InferError(ErrorCode.UNAVAILABLE, f"cannot read input location {location!r}: {exc}") from None
     if len(data) > max_bytes:

@@ -63,9 +63,13 @@ class PayloadFiles:
         return Payload(len(data), file=name)
 
     def _write_all(self, name: str, data: bytes) -> None:
-        with self.path(name).open("wb") as f:
-            f.write(data)
-            self.sync_file(f)
+        try:
+            with self.path(name).open("wb") as f:
+                f.write(data)
+                self.sync_file(f)
+        except BaseException:  # a full disk, say: no half-written file stays behind
+            self.delete([name])
+            raise
 
     def sync_file(self, f: IO[bytes]) -> None:
         if self.fsync:

@@ -13,19 +13,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inferd.backoff import doubling_delay
 from inferd.codecs.v2_body import V2Body
 from inferd.dataplane import DataPlane
-from inferd.errors import unavailable
+from inferd.errors import InferError, invalid, unavailable
 from inferd.jobs.callbacks import CallbackSender
-from inferd.jobs.inputs import read_location
+from inferd.jobs.destinations import Destinations, RefusedDestinationError
+from inferd.jobs.inputs import local_roots, read_location
 from inferd.jobs.payloads import PayloadFiles
 from inferd.jobs.retention import Retention
 from inferd.jobs.sqlite_store import SqliteJobStore
+from inferd.jobs.storage import disk_full_error, is_disk_full
 from inferd.jobs.store import CallbackState, Job, JobStatus, JobStore, NewJob
 from inferd.jobs.worker import RetryPolicy, Worker, WorkerOptions
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+FULL_LOG_INTERVAL_S = 60.0
+"""Least time between two log lines about submissions refused for a full disk."""
+RECOVERY_RETRY_S = 0.5
+"""First wait before trying again to requeue the jobs a dead server left running, when the disk was full."""
+RECOVERY_RETRY_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,9 @@ class AsyncConfig:
     model_callback_urls: Mapping[str, str] = field(default_factory=dict)
     callback_max_attempts: int = 5
     input_roots: tuple[str, ...] = ()
+    callback_allowed: tuple[str, ...] = ()
+    public_url: str = ""
+    """What job links start with; empty: they are paths."""
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> AsyncConfig:
@@ -50,7 +62,8 @@ class AsyncConfig:
                    settings.async_concurrency_per_model, settings.async_max_attempts,
                    settings.async_retry_backoff_s, settings.async_ttl_s, settings.async_callback_url,
                    dict(settings.async_model_callback_urls), settings.async_callback_max_attempts,
-                   tuple(settings.async_input_roots))
+                   tuple(settings.async_input_roots), tuple(settings.async_callback_allowed),
+                   settings.public_url or "")
 
 
 class AsyncService:
@@ -59,9 +72,12 @@ class AsyncService:
         self.config = config
         self.store: JobStore = store or SqliteJobStore(config.state_dir)
         self.files = PayloadFiles(config.state_dir / "payloads")
+        self.input_roots = local_roots(config.input_roots)
         self.retention = Retention(self.store, self.files, config.ttl_s)
-        self.callbacks = CallbackSender(self.store, max_attempts=config.callback_max_attempts,
-                                        backoff_s=config.retry_backoff_s)
+        self.destinations = Destinations(config.callback_allowed,
+                                         [u for u in (config.callback_url, *config.model_callback_urls.values()) if u])
+        self.callbacks = CallbackSender(self.store, self.destinations, max_attempts=config.callback_max_attempts,
+                                        backoff_s=config.retry_backoff_s, links_base=config.public_url)
         options = WorkerOptions(config.concurrency_per_model, RetryPolicy(config.max_attempts, config.retry_backoff_s),
                                 config.inline_payload_bytes)
         self.worker = Worker(self.store, self.files, self._infer, self._load_body, options,
@@ -69,14 +85,16 @@ class AsyncService:
         self.started = False
         self.why_not = "asynchronous inference is starting"
         self._retention_task: asyncio.Task[None] | None = None
+        self._recovery_task: asyncio.Task[None] | None = None
         self._opened = False
+        self._full_logged_at = -FULL_LOG_INTERVAL_S
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
         """Open the store, requeue jobs a dead server left running, delete payload files no job refers to and
         resume pending callbacks. A store that cannot open (a state folder another server holds, a read-only
         disk) leaves asynchronous inference off, logged and said by every async route, rather than the whole
-        server down."""
+        server down; a full disk delays the requeueing until there is space (:meth:`_recover_later`)."""
         try:
             await self.store.open()
         except (OSError, sqlite3.Error) as exc:
@@ -85,12 +103,35 @@ class AsyncService:
             return
         self._opened = True
         self.files.prepare()
-        recovered = await self.store.recover(time.time())
-        if recovered:
-            log.info("asynchronous jobs: %d that were running when the server stopped are queued again", recovered)
+        if not await self._recover():
+            self._recovery_task = asyncio.create_task(self._recover_later(), name="inferd-jobs-recovery")
         orphans = self.files.names() - await self.store.payload_files()
         self.files.delete(orphans)
         await self.callbacks.start()
+
+    async def _recover(self) -> bool:
+        """Queue again the jobs a dead server left running; False when the disk is too full to store that."""
+        try:
+            recovered = await self.store.recover(time.time())
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            return False
+        if recovered:
+            log.info("asynchronous jobs: %d that were running when the server stopped are queued again", recovered)
+        return True
+
+    async def _recover_later(self) -> None:
+        """Recovery on a full disk: the server starts anyway (real-time inference needs no disk), and the jobs
+        left running are queued again as soon as there is space, without a restart."""
+        log.warning("asynchronous jobs left running by the last server cannot be queued again yet: the state "
+                    "folder %s is out of disk space; trying again until there is space", self.config.state_dir)
+        tries = 0
+        while True:
+            tries += 1
+            await asyncio.sleep(doubling_delay(RECOVERY_RETRY_S, tries, RECOVERY_RETRY_MAX_S))
+            if await self._recover():
+                return
 
     def start(self) -> None:
         """Start taking jobs: the worker and retention. Synchronous, so that the server can call it right after
@@ -104,10 +145,11 @@ class AsyncService:
     async def stop(self) -> None:
         self.started = False
         self.why_not = "asynchronous inference is stopping"
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
+        for task in (self._retention_task, self._recovery_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.worker.stop()
         await self.callbacks.stop()
         if self._opened:
@@ -121,12 +163,35 @@ class AsyncService:
 
     # -- what the routes call ------------------------------------------------------------------
     def callback_for(self, model: str, given: str | None) -> str | None:
-        """The job's callback URL: the request's, else the model's, else the server's default."""
+        """The job's callback URL: the request's (which must be an allowed destination: INVALID_ARGUMENT
+        naming ``async_callback_allowed`` otherwise), else the model's, else the server's default."""
+        if given is not None:
+            try:
+                self.destinations.check(given)
+            except RefusedDestinationError as exc:
+                raise invalid(f"Inference-Callback-Url: {exc}") from None
         return given or self.config.model_callback_urls.get(model) or self.config.callback_url
+
+    def disk_full(self, exc: BaseException) -> InferError | None:
+        """The refusal for a write that failed because the state folder's disk is full (None: another failure)."""
+        if not is_disk_full(exc):
+            return None
+        refusal = disk_full_error(self.config.state_dir, exc)
+        now = time.monotonic()
+        if now - self._full_logged_at >= FULL_LOG_INTERVAL_S:  # one line a minute, not one per refused request
+            self._full_logged_at = now
+            log.warning("refusing asynchronous submissions: %s", refusal.message)
+        return refusal
 
     async def submit(self, job: NewJob) -> tuple[Job, bool]:
         self.check()
-        stored, created = await self.store.submit(job, time.time())
+        try:
+            stored, created = await self.store.submit(job, time.time())
+        except Exception as exc:
+            refusal = self.disk_full(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
         if created:
             self.worker.wake(job.model)
         return stored, created
@@ -155,7 +220,7 @@ class AsyncService:
 
     async def _load_body(self, job: Job) -> bytes:
         if job.input_location is not None:
-            return await read_location(job.input_location, self.config.max_body_bytes)
+            return await read_location(job.input_location, self.config.max_body_bytes, self.input_roots)
         if job.request_file is not None:
             return await self.files.read(job.request_file)
         if job.request_inline is not None:  # claim() brought it along

@@ -16,6 +16,7 @@ the same folder gets :class:`StoreLockedError`. Servers that share a queue need 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import queue
@@ -32,8 +33,12 @@ T = TypeVar("T")
 MAX_GROUP = 1024
 """Most writes one transaction carries."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the current schema. 0: a store from before job ids were scoped to their owner
+(``id`` was the caller's id and unique across keys; ``owner`` was absent or NULL)."""
+
+_JOBS_TABLE = """
+CREATE TABLE {name} (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     model TEXT NOT NULL,
@@ -59,8 +64,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_header_length INTEGER,
     callback_url TEXT,
     callback_state TEXT,
-    owner TEXT
-);
+    owner TEXT NOT NULL DEFAULT '',
+    public_id TEXT NOT NULL
+)"""
+"""``id`` is the store's own key; ``public_id`` is what the owner calls the job, unique per ``owner`` (the API
+key's name, ``''`` without keys: never NULL, which a unique index would treat as distinct)."""
+
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_public ON jobs (owner, public_id);
 CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (model, seq) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (seq) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
@@ -74,14 +85,22 @@ CREATE TABLE IF NOT EXISTS callback_attempts (
 CREATE INDEX IF NOT EXISTS callback_attempts_job ON callback_attempts (job_id);
 """
 
+_V0_COLUMNS = ("seq, id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, "
+               "not_before, error_code, error, digest, header_length, input_location, request_size, request_inline, "
+               "request_file, result_size, result_inline, result_file, result_header_length, callback_url, "
+               "callback_state")
 _COLUMNS = ("id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before, "
             "error_code, error, digest, header_length, input_location, request_size, request_file, result_size, "
-            "result_file, result_header_length, callback_url, callback_state, owner")
+            "result_file, result_header_length, callback_url, callback_state, owner, public_id")
 _FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class StoreLockedError(OSError):
     """Another server holds the state folder."""
+
+
+class StoreVersionError(sqlite3.DatabaseError):
+    """The database was made by a newer inferd, with a schema this one does not know."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -141,13 +160,16 @@ class _Writer(threading.Thread):
                 try:
                     outcomes.append((op, op.fn(conn), None))
                 except Exception as exc:
+                    if not conn.in_transaction:  # SQLite rolled it all back itself (disk full, I/O error)
+                        raise
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((op, None, exc))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except Exception as exc:  # the commit itself failed (disk full, I/O error): nothing of the group is stored
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the writer thread must outlive any one commit
+                    conn.execute("ROLLBACK")
             outcomes = [(op, None, exc) for op in group]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, Any, BaseException | None]]] = {}
         for outcome in outcomes:
@@ -185,9 +207,17 @@ class SqliteJobStore:
     def _open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(self.folder / "jobs.lock")
-        writer = connect(self.path)
-        writer.executescript(_SCHEMA)
-        _add_owner_column(writer)
+        try:
+            writer = connect(self.path)
+            try:
+                migrate(writer, self.path)
+            except BaseException:
+                writer.close()
+                raise
+        except BaseException:  # a store that does not open holds nothing (the lock included)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise
         self._writer = _Writer(writer)
         self._writer.start()
         self._reader = connect(self.path)
@@ -228,6 +258,9 @@ class SqliteJobStore:
 
     async def get(self, job_id: str) -> Job | None:
         return await self._read(lambda conn: _get(conn, job_id, with_callbacks=True))
+
+    async def find(self, public_id: str, owner: str | None = None) -> list[Job]:
+        return await self._read(lambda conn: _find(conn, public_id, owner))
 
     async def list_jobs(self, *, status: JobStatus | None = None, model: str | None = None,
                         limit: int = 100, owner: str | None = None) -> list[Job]:
@@ -357,21 +390,21 @@ def _changed(cursor: sqlite3.Cursor) -> bool:
 
 def _submit(conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[Job, bool]:
     body = job.body
+    owner, public_id = job.owner or "", job.public_id or job.id
     cursor = conn.execute(
         "INSERT INTO jobs (id, model, version, status, created_at, updated_at, digest, header_length, "
-        "input_location, request_size, request_inline, request_file, callback_url, owner) "
-        "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        "input_location, request_size, request_inline, request_file, callback_url, owner, public_id) "
+        "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, public_id) DO NOTHING",
         (job.id, job.model, job.version, now, now, job.digest, job.header_length, job.input_location,
          body.size if body else None, body.inline if body else None, body.file if body else None,
-         job.callback_url, job.owner))
+         job.callback_url, owner, public_id))
     created = cursor.rowcount > 0
     if created:  # what was just written; no need to read it back
         return Job(job.id, job.model, job.version, JobStatus.QUEUED, now, now, digest=job.digest,
                    header_length=job.header_length, input_location=job.input_location,
                    request_size=body.size if body else None, request_file=body.file if body else None,
-                   callback_url=job.callback_url, owner=job.owner), True
-    existing = _get(conn, job.id)
-    assert existing is not None
+                   callback_url=job.callback_url, owner=job.owner, public_id=public_id), True
+    (existing,) = _find(conn, public_id, owner)
     return existing, False
 
 
@@ -412,6 +445,15 @@ def _get(conn: sqlite3.Connection, job_id: str, with_callbacks: bool = False) ->
     return _with_callbacks(conn, job) if with_callbacks and job.callback_url else job
 
 
+def _find(conn: sqlite3.Connection, public_id: str, owner: str | None) -> list[Job]:
+    sql = f"SELECT {_COLUMNS} FROM jobs WHERE public_id = ?"
+    params: tuple[str, ...] = (public_id,)
+    if owner is not None:
+        sql, params = sql + " AND owner = ?", (public_id, owner)
+    rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
+    return [_with_callbacks(conn, job) if job.callback_url else job for job in map(_job, rows)]
+
+
 def _with_callbacks(conn: sqlite3.Connection, job: Job) -> Job:
     rows = conn.execute("SELECT at, status_code, error FROM callback_attempts WHERE job_id = ? ORDER BY rowid",
                         (job.id,))
@@ -422,15 +464,41 @@ def _with_callbacks(conn: sqlite3.Connection, job: Job) -> Job:
 def _job(row: tuple[Any, ...]) -> Job:
     (job_id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before,
      error_code, error, digest, header_length, input_location, request_size, request_file, result_size,
-     result_file, result_header_length, callback_url, callback_state, owner) = row
+     result_file, result_header_length, callback_url, callback_state, owner, public_id) = row
     return Job(job_id, model, version, JobStatus(status), created_at, updated_at, started_at, finished_at, attempts,
                not_before, error_code, error, digest, header_length, input_location, request_size, request_file,
                result_size, result_file, result_header_length, callback_url,
-               CallbackState(callback_state) if callback_state else None, owner=owner)
+               CallbackState(callback_state) if callback_state else None, owner=owner or None, public_id=public_id)
 
 
-def _add_owner_column(conn: sqlite3.Connection) -> None:
-    """Stores made before jobs had owners get the column (NULL: visible to admin keys, and to all without keys)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-    if "owner" not in columns:
-        conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the database to :data:`SCHEMA_VERSION` in one transaction, keeping every job: a new database gets
+    the schema; a version-0 one is copied into the new table (``public_id`` = its old ``id``, which stays the
+    store key, so callback attempts keep pointing at their job; a missing or NULL owner becomes ``''``)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(f"{path} has job store schema {version}, newer than this inferd's "
+                                f"{SCHEMA_VERSION}: use a newer inferd or another --state-dir")
+    if version == SCHEMA_VERSION:
+        conn.executescript(_INDEXES)
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if old:
+            conn.execute(_JOBS_TABLE.format(name="jobs_v1"))
+            owner = "COALESCE(owner, '')" if "owner" in old else "''"
+            conn.execute(f"INSERT INTO jobs_v1 ({_V0_COLUMNS}, owner, public_id) "
+                         f"SELECT {_V0_COLUMNS}, {owner}, id FROM jobs")
+            conn.execute("DROP TABLE jobs")  # and its indexes, whose names the new table takes
+            conn.execute("ALTER TABLE jobs_v1 RENAME TO jobs")
+        else:
+            conn.execute(_JOBS_TABLE.format(name="jobs"))
+        for statement in _INDEXES.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

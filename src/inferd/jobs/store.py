@@ -6,8 +6,9 @@ does its blocking work elsewhere (a writer thread, a connection pool) and never 
 
 Rules every implementation keeps:
 
-- ``submit`` returns only once the job is durable (its 202 may then go out); the same id twice returns the
-  job that is already there, untouched.
+- ``submit`` returns only once the job is durable (its 202 may then go out); the same public id from the same
+  owner twice returns the job that is already there, untouched. Public ids are unique per owner, not globally:
+  two API keys may both call a job ``order-17``; ``id`` is the store's own key, unique across owners.
 - ``claim`` moves queued jobs whose ``not_before`` has passed to ``running`` and counts the attempt.
 - ``complete`` and ``fail`` change a job only while it is still ``running`` with the same attempt number, so
   a stale run (one that was recovered and run again) can never store a second result.
@@ -57,6 +58,7 @@ class NewJob:
     """What a submission stores."""
 
     id: str
+    """The store's key for the job, unique across owners (a random one; see ``public_id``)."""
     model: str
     version: str | None
     digest: str
@@ -69,6 +71,8 @@ class NewJob:
     callback_url: str | None = None
     owner: str | None = None
     """Name of the API key that submitted it (None when the server runs without keys)."""
+    public_id: str | None = None
+    """The id the caller uses (its ``Inference-Id``, or ``id`` when None): unique per owner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class Job:
     :meth:`JobStore.inline` fetches small ones."""
 
     id: str
+    """The store's key (what the store's methods take); callers know the job by ``public_id``."""
     model: str
     version: str | None
     status: JobStatus
@@ -118,6 +123,12 @@ class Job:
     """Name of the API key that submitted it: only that key, or an ``admin`` one, sees the job."""
     request_inline: bytes | None = field(default=None, repr=False)
     """The inline request body, filled in only by :meth:`JobStore.claim` (the worker needs it next)."""
+    public_id: str = ""
+    """The id its owner gave it (or was given at submission): unique per owner; ``id`` when empty."""
+
+    def __post_init__(self) -> None:
+        if not self.public_id:
+            self.public_id = self.id
 
     @property
     def has_result(self) -> bool:
@@ -125,14 +136,15 @@ class Job:
 
     def to_dict(self, base_url: str = "") -> dict[str, Any]:
         """The status document (``GET status_url`` and callback body). ``base_url`` makes the links absolute."""
-        links = job_links(self.id, base_url)
+        links = job_links(self.public_id, base_url)
         callback: dict[str, Any] | None = None
         if self.callback_url:
             callback = {"url": self.callback_url, "state": self.callback_state and self.callback_state.value,
                         "attempts": [{"at": iso(a.at), "status_code": a.status_code, "error": a.error}
                                      for a in self.callback_attempts]}
         return {
-            "id": self.id, "model_name": self.model, "model_version": self.version, "status": self.status.value,
+            "id": self.public_id, "owner": self.owner, "model_name": self.model, "model_version": self.version,
+            "status": self.status.value,
             "created_at": iso(self.created_at), "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at), "updated_at": iso(self.updated_at),
             "attempts": self.attempts,
@@ -163,11 +175,16 @@ class JobStore(Protocol):
     async def submit(self, job: NewJob, now: float) -> tuple[Job, bool]:
         """Store a new job durably. Returns the stored job and whether it was created (False: the id existed)."""
 
-    async def get(self, job_id: str) -> Job | None: ...
+    async def get(self, job_id: str) -> Job | None:
+        """The job whose store key is ``job_id``."""
+
+    async def find(self, public_id: str, owner: str | None = None) -> list[Job]:
+        """The jobs their owners call ``public_id``: ``owner``'s (at most one; ``""`` for jobs submitted without
+        a key), or every owner's when None. Oldest first."""
 
     async def list_jobs(self, *, status: JobStatus | None = None, model: str | None = None,
                         limit: int = 100, owner: str | None = None) -> list[Job]:
-        """Newest first; only ``owner``'s jobs when given."""
+        """Newest first; only ``owner``'s jobs when given (``""``: those submitted without a key)."""
 
     async def inline(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
         """The inline bytes of a job's request or result (None when it is kept as a file, or absent)."""

@@ -7,6 +7,10 @@ behind it.
 Execution is at-least-once: a job that was running when the server died is claimed again after a restart
 (:meth:`JobStore.recover`), and an attempt that finishes after its job was claimed again cannot store a second
 result (the store's writes are conditional on the attempt number).
+
+Storing an outcome (the result's payload file, the result, a retry or a failure) that fails, on a full disk
+say, is tried again with backoff until it is stored, so a job whose inference finished ends as soon as there is
+space again, without a restart, rather than staying ``running`` until the next recovery.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from inferd.backoff import doubling_delay
 from inferd.errors import ErrorCode, InferError
 from inferd.jobs.payloads import PayloadFiles
+from inferd.jobs.storage import is_disk_full
 from inferd.jobs.store import Job, JobResult, JobStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRYABLE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED,
                        ErrorCode.RESOURCE_EXHAUSTED})
@@ -56,6 +63,10 @@ class WorkerOptions:
     """Results up to this size stay inline in the store; larger ones go to payload files."""
     poll_s: float = 0.25
     """How often an idle worker looks for retries that came due."""
+    store_retry_s: float = 0.5
+    """Wait before writing a job's outcome again after the write failed (a full disk); it doubles up to
+    ``store_retry_max_s``."""
+    store_retry_max_s: float = 10.0
 
 
 class Worker:
@@ -72,6 +83,9 @@ class Worker:
         self._inline_limit = options.inline_limit
         self._on_finished = on_finished or (lambda _job: None)
         self._poll_s = options.poll_s
+        self._store_retry_s = options.store_retry_s
+        self._store_retry_max_s = options.store_retry_max_s
+        self._claim_failing = False
         self._clock = clock
         self._wake = asyncio.Event()
         self._models: set[str] = set()
@@ -115,14 +129,29 @@ class Worker:
             slots = {m: self._limit - self._running.get(m, 0) for m in self._models}
             try:
                 jobs = await self._store.claim(slots, self._clock())
-            except Exception:  # a store hiccup must not end the worker: log, wait, try again
-                log.exception("claiming jobs failed")
+            except Exception as exc:  # a store hiccup or a full disk must not end the worker: wait, try again
+                self._claim_failed(exc)
                 jobs = []
+            else:
+                if self._claim_failing:
+                    self._claim_failing = False
+                    log.info("claiming asynchronous jobs works again")
             for job in jobs:
                 self._spawn(job)
             if jobs:
                 continue
             await self._idle()
+
+    def _claim_failed(self, exc: Exception) -> None:
+        """Log the first failure of a run of them (with its traceback unless the disk is full), not every poll."""
+        if self._claim_failing:
+            log.debug("claiming jobs failed again: %s", exc)
+            return
+        self._claim_failing = True
+        if is_disk_full(exc):
+            log.warning("claiming jobs failed: %s; trying again until there is space", exc)
+        else:
+            log.error("claiming jobs failed; trying again", exc_info=exc)
 
     async def _idle(self) -> None:
         try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up
@@ -183,11 +212,33 @@ class Worker:
             await self._failed(job, ErrorCode.INTERNAL.value, f"internal error: {type(exc).__name__}: {exc}", True)
             return
         self._free_slot(job)
-        payload = await self._files.store(content, self._inline_limit, "result")
-        if await self._store.complete(job.id, job.attempts, JobResult(payload, header_length), self._clock()):
+        payload = await self._until_stored(job, "result", lambda: self._files.store(content, self._inline_limit,
+                                                                                    "result"))
+        result = JobResult(payload, header_length)
+        if await self._until_stored(job, "result",
+                                    lambda: self._store.complete(job.id, job.attempts, result, self._clock())):
             self._on_finished(job)
         elif payload.file is not None:  # this attempt is stale: the job moved on without it
             self._files.delete([payload.file])
+
+    async def _until_stored(self, job: Job, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """``write()`` until it succeeds: a write that fails (a full disk, an I/O error) is tried again, waiting
+        ``store_retry_s`` doubling up to ``store_retry_max_s``. Ends when it is stored or the worker stops (the
+        job then goes back to the queue like any job running at a stop)."""
+        failures = 0
+        while True:
+            try:
+                stored = await write()
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("job %s: storing its %s failed (%s); trying again until it is stored", job.id,
+                                what, exc, exc_info=None if is_disk_full(exc) else exc)
+                await asyncio.sleep(doubling_delay(self._store_retry_s, failures, self._store_retry_max_s))
+                continue
+            if failures:
+                log.info("job %s: its %s is stored after %d failed tries", job.id, what, failures)
+            return stored
 
     async def _failed(self, job: Job, code: str, message: str, retryable: bool) -> None:
         if not retryable or job.attempts >= self._retry.max_attempts:
@@ -197,8 +248,10 @@ class Worker:
         retry_at = now + self._retry.delay(job.attempts)
         log.info("job %s attempt %d failed (%s: %s); retrying in %.1f s", job.id, job.attempts, code, message,
                  retry_at - now)
-        await self._store.fail(job.id, job.attempts, code, message, retry_at, now)
+        await self._until_stored(job, "retry", lambda: self._store.fail(job.id, job.attempts, code, message,
+                                                                        retry_at, now))
 
     async def _finish_failed(self, job: Job, code: str, message: str) -> None:
-        if await self._store.fail(job.id, job.attempts, code, message, None, self._clock()):
+        if await self._until_stored(job, "failure", lambda: self._store.fail(job.id, job.attempts, code, message,
+                                                                             None, self._clock())):
             self._on_finished(job)

@@ -100,6 +100,8 @@ class InferdCollector(Collector):
             yield _batch_jobs(self._batch_jobs)
         if self._dataplane.capture is not None:
             yield from _capture_metrics(self._dataplane.capture)
+        if self._dataplane.cache is not None:
+            yield from _cache_metrics(versions, self._dataplane.cache.held)
 
 
 def _labels(version: ModelVersion) -> list[str]:
@@ -166,11 +168,19 @@ def _state_metrics(versions: list[ModelVersion]) -> Iterator[Metric]:
     loaded = GaugeMetricFamily("inferd_model_loaded", "1 when the model version is loaded and ready.", labels=_MV)
     restarts = CounterMetricFamily("inferd_worker_restarts", "Worker processes replaced (crashed or stuck).",
                                    labels=_MV)
+    load_time = GaugeMetricFamily("inferd_model_load_seconds", "How long the model version's latest load took "
+                                  "(what a request that found it unloaded waited).", labels=_MV)
+    memory = GaugeMetricFamily("inferd_model_memory_bytes", "Memory the loaded model version holds (model.toml "
+                               "memory_size, else measured at load).", labels=_MV)
     ready = 0
     for version in versions:
         is_ready = version.state is State.READY and version.loaded is not None
         ready += is_ready
         loaded.add_metric(_labels(version), 1.0 if is_ready else 0.0)
+        if version.stats.load_ns:
+            load_time.add_metric(_labels(version), version.stats.load_ns / 1e9)
+        if is_ready:
+            memory.add_metric(_labels(version), version.stats.memory_bytes)
         if version.loaded is not None:
             depth.add_metric(_labels(version), version.loaded.scheduler.queued)
             count = getattr(version.loaded.executor, "restarts", None)
@@ -180,6 +190,23 @@ def _state_metrics(versions: list[ModelVersion]) -> Iterator[Metric]:
     yield loaded
     yield GaugeMetricFamily("inferd_models_loaded", "Model versions loaded and ready.", value=ready)
     yield restarts
+    yield load_time
+    yield memory
+
+
+def _cache_metrics(versions: list[ModelVersion], held: Mapping[str, int]) -> Iterator[Metric]:
+    hits = CounterMetricFamily("inferd_cache_hits", "Requests answered from the response cache.", labels=_MV)
+    misses = CounterMetricFamily("inferd_cache_misses", "Requests the response cache did not hold (the model ran).",
+                                 labels=_MV)
+    for version in versions:
+        if version.cache is not None or version.stats.cache_hit.count or version.stats.cache_miss.count:
+            hits.add_metric(_labels(version), version.stats.cache_hit.count)
+            misses.add_metric(_labels(version), version.stats.cache_miss.count)
+    size = GaugeMetricFamily("inferd_cache_bytes", "Bytes of results the response cache holds, per model.",
+                             labels=["model"])
+    for model, count in sorted(dict(held).items()):
+        size.add_metric([model], count)
+    yield from (hits, misses, size)
 
 
 def _async_jobs(counts: JobCounts) -> Metric:

@@ -27,6 +27,20 @@ class OnnxOptions(_Options):
     ``all``."""
 
 
+class EmbeddingsOptions(_Options):
+    intra_op_threads: int = Field(default=1, ge=0)
+    """Threads one batch of the encoder may use (onnxruntime's ``intra_op_num_threads``); 0 lets onnxruntime use
+    every core."""
+    inter_op_threads: int = Field(default=1, ge=0)
+    """Threads that run independent branches of the encoder's graph at once; 0 lets onnxruntime choose."""
+    max_length: int | None = Field(default=None, ge=1)
+    """Tokens per text, special tokens included: longer texts are truncated to their first ``max_length`` tokens.
+    Default: ``max_seq_length`` of the model's ``sentence_bert_config.json`` (256 for all-MiniLM-L6-v2), else 512."""
+    normalize: bool | None = None
+    """Scale each embedding to unit length; default: whether the model's ``modules.json`` lists a Normalize
+    module."""
+
+
 class SklearnOptions(_Options):
     allow_pickle: bool = False
     """Load a joblib/pickle file. Unpickling runs code stored in the file: only for files you trust."""
@@ -72,6 +86,7 @@ class EchoLLMOptions(_Options):
 
 OPTIONS: dict[str, type[BaseModel]] = {
     "onnx": OnnxOptions,
+    "embeddings": EmbeddingsOptions,
     "sklearn": SklearnOptions,
     "xgboost": XGBoostOptions,
     "lightgbm": LightGBMOptions,

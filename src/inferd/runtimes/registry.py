@@ -37,6 +37,12 @@ class RuntimeInfo:
     generative: bool = False
     """A language model: its module has ``load_engine`` instead of ``load``, and a generation scheduler serves it
     (see :mod:`inferd.generation`)."""
+    columns_are_rows: bool = False
+    """Its one-dimensional ``[-1]`` inputs are one value per row, so ``batches_by_default`` applies to them too
+    (which it does not for other runtimes, where such an input may be a sequence)."""
+    by_file_name: bool = True
+    """Whether its artifact names choose it for a folder whose model.toml names no runtime. The embeddings
+    runtime reads a ``model.onnx`` too, with a tokenizer beside it: model.toml says ``runtime = "embeddings"``."""
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
@@ -44,6 +50,9 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     for info in (
         RuntimeInfo("onnx", "inferd.runtimes.onnx", ("model.onnx",), "onnx", ("onnxruntime",),
                     batches_by_default=True),
+        RuntimeInfo("embeddings", "inferd.runtimes.embeddings", ("model.onnx",), "embeddings",
+                    ("onnxruntime", "tokenizers"), batches_by_default=True, columns_are_rows=True,
+                    by_file_name=False),
         RuntimeInfo("sklearn", "inferd.runtimes.sklearn", ("model.skops", "model.joblib", "model.pkl"),
                     "sklearn", ("sklearn", "skops")),
         RuntimeInfo("xgboost", "inferd.runtimes.xgboost", ("model.json", "model.ubj"), "xgboost", ("xgboost",)),
@@ -56,7 +65,9 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     )
 }
 
-KNOWN_ARTIFACTS: dict[str, RuntimeInfo] = {name: info for info in RUNTIMES.values() for name in info.artifacts}
+KNOWN_ARTIFACTS: dict[str, RuntimeInfo] = {
+    name: info for info in RUNTIMES.values() if info.by_file_name for name in info.artifacts
+}
 
 
 def runtime_named(name: str) -> RuntimeInfo:

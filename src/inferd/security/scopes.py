@@ -76,7 +76,7 @@ class RouteScopes:
         for wanted, pattern, scope in HTTP_ROUTES:
             if (wanted is None or wanted == method) and pattern.match(path):
                 return scope
-        return Scope.READ  # HEAD, OPTIONS, /docs, /openapi.json, job reads, metadata and unknown paths
+        return Scope.READ  # HEAD, OPTIONS, /docs, /openapi.json, metadata and unknown paths
 
 
 def grpc_scope(full_method: str) -> Scope | None:

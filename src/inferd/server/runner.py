@@ -18,7 +18,9 @@ from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.observability.capture import CaptureWriter
 from inferd.observability.request_context import RequestObserver
+from inferd.on_demand import DemandPolicy, ModelControl
 from inferd.repository import ModelRepository
+from inferd.response_cache import ResponseCache
 from inferd.security.auth import Authenticator
 from inferd.security.startup import build_authenticator
 from inferd.security.tls import TLSFiles
@@ -30,7 +32,8 @@ from inferd.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
-EXTENSIONS = ("binary_tensor_data", "model_repository", "model_configuration", "statistics", "generate")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_repository", "model_repository(unload_dependents)",
+              "model_configuration", "statistics", "generate")
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
@@ -64,8 +67,20 @@ def build_front(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncServi
 def build_dataplane(settings: ServerSettings) -> DataPlane:
     repository = ModelRepository(settings.repository, settings.model_defaults())
     capture = CaptureWriter(settings.capture_dir or settings.state_dir / "capture", settings.capture_buffer)
-    return DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
-                     max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True)
+    dataplane = DataPlane(repository, extensions=EXTENSIONS, strict_readiness=settings.strict_readiness,
+                          max_tensor_elements=settings.max_tensor_elements, capture=capture, settle_heap=True,
+                          control=model_control(settings))
+    if settings.cache_bytes:
+        dataplane.cache = ResponseCache(int(settings.cache_bytes), settings.cache_ttl_s)
+    return dataplane
+
+
+def model_control(settings: ServerSettings) -> ModelControl:
+    """How models come and go: on demand (its budget and timeouts), and repository polling."""
+    on_demand = None
+    if settings.model_control == "on-demand":
+        on_demand = DemandPolicy(settings.load_timeout_s, int(settings.memory_budget or 0), settings.idle_unload_s)
+    return ModelControl(on_demand, settings.poll_s)
 
 
 async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
@@ -78,6 +93,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     tls = TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
     dataplane = build_dataplane(settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
+    dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not, settings.require_async)
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
     observer = RequestObserver(settings.access_log)
     front = build_front(dataplane, settings, jobs, batch_jobs, authenticator, observer,
@@ -85,6 +101,8 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     http = HTTPServer(front, settings.host, settings.http_port, tls.ssl_context() if tls is not None else None)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
+    if dataplane.on_demand is None:  # every model loads at start: loading, not unknown, until loaded
+        dataplane.repository.expect_loads(dataplane.repository.names())
     await http.start()
     try:
         grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
@@ -99,7 +117,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
             dataplane.capture.start()
         await dataplane.start()
         jobs.start()  # no await between: async routes work as soon as readiness says so
-        log.info("%s", "ready" if dataplane.ready() else "started, but not every model loaded: not ready")
+        _log_readiness(dataplane, settings.require_async)
         await asyncio.get_running_loop().run_in_executor(None, front.build_app)  # the other routes, now
         heap.settle()  # the app's objects too live as long as the server
         if on_ready is not None:
@@ -112,9 +130,20 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await http.stop(settings.shutdown_grace_s)
         await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
+        await dataplane.stop()
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written
             await asyncio.get_running_loop().run_in_executor(None, dataplane.capture.close)
+
+
+def _log_readiness(dataplane: DataPlane, require_async: bool) -> None:
+    off = dataplane.unavailable_services()
+    if dataplane.ready():
+        log.info("ready%s", " (asynchronous inference is off)" if off else "")
+    elif off and require_async:
+        log.info("started, but not ready: asynchronous inference is off and require_async is set")
+    else:
+        log.info("started, but not every model loaded: not ready")
 
 
 async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authenticator: Authenticator | None,

@@ -31,8 +31,9 @@ def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
         "platform": config.platform,
         "backend": config.platform,
         "max_batch_size": config.max_batch_size,
-        "input": [_tensor(t) for t in config.inputs],
-        "output": [_tensor(t) for t in config.outputs],
+        "input": [{**_tensor(t), "format": t.format, "is_shape_tensor": False, "allow_ragged_batch": False,
+                   "optional": False} for t in config.inputs],
+        "output": [{**_tensor(t), "is_shape_tensor": False} for t in config.outputs],
     }
     batching = config.dynamic_batching
     if batching is not None:

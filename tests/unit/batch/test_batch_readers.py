@@ -114,3 +114,24 @@ def test_reading_parquet_holds_a_bounded_amount_of_memory_whatever_the_file_size
         peak = max(peak, pa.total_allocated_bytes() - baseline)
     assert seen == rows
     assert peak < table.nbytes / 2, f"peak {peak / 2**20:.1f} MiB for a table of {table.nbytes / 2**20:.1f} MiB"
+
+
+def test_rejected_rows_and_unparsed_lines_follow_their_rows_into_mini_batches() -> None:
+    import pyarrow as pa
+
+    from inferd.batch.readers import _Block, _rebatch_blocks
+
+    def block(start: int, rows: int) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pydict({"v": list(range(start, start + rows))})
+
+    blocks = [_Block(block(0, 5), [(1, "one"), (4, "four")], [(3, "short", "x")]),
+              _Block(block(5, 0), [], [(9, "long", "y,y")]),  # a block of damaged lines only
+              _Block(block(5, 2), [(0, "five")], []),
+              _Block(block(7, 0), [], [(12, "last", "z")])]  # lines after the last row
+    cut = list(_rebatch_blocks(blocks, 3))
+    assert [t.column("v").to_pylist() for t, _, _ in cut] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [r for _, r, _ in cut] == [((1, "one"),), ((1, "four"), (2, "five")), ()]
+    assert [[n for n, _, _ in u] for _, _, u in cut] == [[3], [9], [12]]
+    # lines after the last row of a full mini-batch: one more mini-batch, of 0 rows, carries them
+    cut = list(_rebatch_blocks([_Block(block(0, 3), [], []), _Block(block(3, 0), [], [(5, "last", "z")])], 3))
+    assert [(t.num_rows, u) for t, _, u in cut] == [(3, ()), (0, ((5, "last", "z"),))]

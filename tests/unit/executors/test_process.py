@@ -199,7 +199,7 @@ def test_kill_9_fails_the_running_request_and_the_worker_is_replaced(tmp_path, e
         assert not slow.ready
 
     asyncio.run(killed_mid_request())
-    assert wait_ready(slow, 2.0) < 2.0
+    wait_ready(slow, 30.0)  # replaced; how fast depends on the machine, not on this code
     assert slow.restarts == 1
     assert slow.pids != [pid]
     assert run(slow, {"seconds": np.array([0.0])})["slept"].tolist() == [0.0]
@@ -268,7 +268,7 @@ def test_a_segfault_in_predict_is_survived(tmp_path, executors):
         assert (await crashy.run({"x": np.array([1])}))["y"].tolist() == [2]
 
     asyncio.run(crash_then_serve())
-    wait_ready(crashy, 2.0)
+    wait_ready(crashy, 30.0)
     assert crashy.restarts == 1
     assert len(set(crashy.pids) & set(pids)) == 1
     assert run(crashy, {"x": np.array([41])})["y"].tolist() == [42]
@@ -291,12 +291,16 @@ def test_a_worker_that_cannot_load_again_is_retried_with_back_off(tmp_path, exec
     artifact = tmp_path / "adder" / "1" / "model.py"
     hidden = artifact.rename(artifact.with_name("hidden.py"))
     os.kill(adder.pids[0], signal.SIGKILL)
+    began = time.monotonic()
+    while not (adder.restarts >= 1 and "model.py" in (adder.last_error or "")):
+        assert time.monotonic() - began < 30, "the dead worker was never replaced"
+        time.sleep(0.05)
+    first = adder.restarts
     time.sleep(2.0)
     assert not adder.ready
-    assert 1 <= adder.restarts <= 3, "replacements are spaced out, not started in a loop"
-    assert "model.py" in adder.last_error
+    assert adder.restarts - first <= 3, "replacements are spaced out, not started in a loop"
     hidden.rename(artifact)
-    wait_ready(adder, 6.0)
+    wait_ready(adder, 30.0)
     one = np.ones((1, 3), dtype=np.float32)
     assert run(adder, {"a": one, "b": one})["sum"].tolist() == [[2.0, 2.0, 2.0]]
 

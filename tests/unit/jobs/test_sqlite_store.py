@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from inferd.jobs.sqlite_store import SqliteJobStore, StoreLockedError
+from inferd.jobs.sqlite_store import SCHEMA_VERSION, SqliteJobStore, StoreLockedError, StoreVersionError
 from inferd.jobs.store import CallbackAttempt, CallbackState, JobResult, JobStatus, NewJob, Payload
-from job_fakes import new_job
+from job_fakes import new_job, write_v0_store
 
 RESULT = JobResult(Payload(2, inline=b"ok"))
 
@@ -160,20 +160,66 @@ def test_jobs_keep_their_owner_and_lists_filter_by_it(store, run):
     assert claimed.owner == "alice"
 
 
-def test_a_store_made_before_owners_gets_the_column(tmp_path, run):
-    """A state folder from a build without job owners opens, and its jobs have none."""
+def test_ids_are_unique_per_owner_not_across_owners(store, run):
+    """Two keys may use the same public id; the same owner twice is the same job."""
+    alice, created_a = run(store.submit(new_job("k1", owner="alice", public_id="order-17"), 1.0))
+    bob, created_b = run(store.submit(new_job("k2", owner="bob", public_id="order-17"), 2.0))
+    again, created_again = run(store.submit(new_job("k3", owner="alice", public_id="order-17"), 3.0))
+    nobody, created_n = run(store.submit(new_job("k4", public_id="order-17"), 4.0))
+    assert (created_a, created_b, created_again, created_n) == (True, True, False, True)
+    assert (alice.id, bob.id, again.id, nobody.id) == ("k1", "k2", "k1", "k4")
+    assert alice.to_dict()["id"] == bob.to_dict()["id"] == "order-17"
+    assert [j.id for j in run(store.find("order-17", "alice"))] == ["k1"]
+    assert [j.id for j in run(store.find("order-17", "bob"))] == ["k2"]
+    assert [j.id for j in run(store.find("order-17", ""))] == ["k4"]  # submitted without a key
+    assert [j.id for j in run(store.find("order-17"))] == ["k1", "k2", "k4"]
+    assert run(store.find("order-17", "carol")) == []
+    assert [j.id for j in run(store.list_jobs(owner=""))] == ["k4"]
+    assert run(store.get("k4")).owner is None
+
+
+@pytest.mark.parametrize("with_owner", [False, True], ids=["no-owner-column", "owner-column"])
+def test_a_version_0_store_migrates_without_losing_jobs(tmp_path, run, with_owner):
+    """A state folder of an older release (job ids global, user_version 0) opens: every job, result and callback
+    attempt is still there under its id, the queued one still runs, and ids are per owner from then on."""
     folder = tmp_path / "state"
-    first = SqliteJobStore(folder)
-    run(first.open())
-    run(first.submit(new_job("old"), 1.0))
-    run(first.close())
-    with sqlite3.connect(folder / "jobs.db") as conn:
-        conn.execute("ALTER TABLE jobs DROP COLUMN owner")
-    again = SqliteJobStore(folder)
-    run(again.open())
+    base = {"model": "m", "created_at": 1.0, "updated_at": 1.0, "digest": "d"}
+    rows = [{**base, "id": "waiting", "status": "queued", "request_size": 2, "request_inline": b"{}"},
+            {**base, "id": "done", "status": "succeeded", "attempts": 1, "finished_at": 2.0, "result_size": 2,
+             "result_inline": b"ok", "callback_url": "http://127.0.0.1:1/cb", "callback_state": "delivered"}]
+    if with_owner:
+        rows[1]["owner"] = "alice"
+    write_v0_store(folder, rows, with_owner, callback_attempts=[("done", 3.0, 200, None)])
+    store = SqliteJobStore(folder)
+    run(store.open())
     try:
-        assert run(again.get("old")).owner is None
-        run(again.submit(new_job("new", owner="alice"), 2.0))
-        assert run(again.get("new")).owner == "alice"
+        done = run(store.get("done"))
+        assert (done.status, done.public_id, done.owner) == (
+            JobStatus.SUCCEEDED, "done", "alice" if with_owner else None)
+        assert done.callback_attempts == [CallbackAttempt(3.0, 200)]
+        assert run(store.inline("done", "result")) == b"ok"
+        assert [j.id for j in run(store.find("waiting", ""))] == ["waiting"]
+        (claimed,) = run(store.claim({"m": 1}, now=5.0))
+        assert (claimed.id, claimed.request_inline) == ("waiting", b"{}")
+        _, created = run(store.submit(new_job("new", owner="bob", public_id="done"), 6.0))
+        assert created
     finally:
-        run(again.close())
+        run(store.close())
+    with sqlite3.connect(folder / "jobs.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    reopened = SqliteJobStore(folder)  # a second open finds the current schema and changes nothing
+    run(reopened.open())
+    try:
+        assert len(run(reopened.list_jobs())) == 3
+    finally:
+        run(reopened.close())
+
+
+def test_a_store_from_a_newer_release_is_refused(tmp_path, run):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    with sqlite3.connect(folder / "jobs.db") as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreVersionError, match="newer than this inferd's"):
+        run(SqliteJobStore(folder).open())

@@ -2,6 +2,8 @@
 backoff, errors that must not be retried, the per-model concurrency limit, stale attempts, a clean stop."""
 
 import asyncio
+import logging
+import sqlite3
 import time
 
 from inferd.errors import ErrorCode, InferError
@@ -177,3 +179,71 @@ def test_a_job_that_died_with_its_last_attempt_fails(store, run, tmp_path):
     job = run(main())
     assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
     assert job.error == "gave up after 1 attempts: the server stopped while it ran"
+
+
+class FullDiskStore:
+    """The real store, whose writes of outcomes (complete, fail) hit a full disk until ``space()`` is called."""
+
+    def __init__(self, store):
+        self._store = store
+        self.refused: list[str] = []
+        self._full = True
+
+    def space(self):
+        self._full = False
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def _check(self, what):
+        if self._full:
+            self.refused.append(what)
+            raise sqlite3.OperationalError("database or disk is full")
+
+    async def complete(self, *args):
+        self._check("complete")
+        return await self._store.complete(*args)
+
+    async def fail(self, *args):
+        self._check("fail")
+        return await self._store.fail(*args)
+
+
+def test_an_outcome_that_cannot_be_stored_is_retried_until_there_is_space(store, run, tmp_path, caplog):
+    """A full disk when the result, a retry or a failure is stored: the job does not stay running until a restart;
+    it ends as soon as there is space again, with one warning per job rather than one per try."""
+    full = FullDiskStore(store)
+
+    async def infer(job, body):
+        if job.id == "bad":
+            raise InferError(ErrorCode.INVALID_ARGUMENT, "input 'x' is wrong")
+        if job.id == "flaky" and job.attempts == 1:
+            raise InferError(ErrorCode.UNAVAILABLE, "model 'm' is not ready")
+        return b'{"ok":true}', None
+
+    worker, _, finished = make_worker(full, tmp_path, infer, retry=RetryPolicy(3, backoff_s=0.01),
+                                      store_retry_s=0.01, store_retry_max_s=0.05)
+
+    async def main():
+        for job_id in ("good", "bad", "flaky"):
+            await store.submit(new_job(job_id), time.time())
+        worker.start()
+        deadline = time.monotonic() + 10
+        while full.refused.count("complete") < 3 or full.refused.count("fail") < 3:
+            assert time.monotonic() < deadline, full.refused
+            await asyncio.sleep(0.01)
+        assert {j.status for j in await store.list_jobs()} == {JobStatus.RUNNING}  # waiting for space
+        full.space()
+        jobs = await wait_for(store, ["good", "bad", "flaky"])
+        await worker.stop()
+        return jobs
+
+    with caplog.at_level(logging.INFO, logger="inferd.jobs.worker"):
+        good, bad, flaky = run(main())
+    assert (good.status, bad.status, flaky.status) == (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.SUCCEEDED)
+    assert (bad.error, flaky.attempts) == ("input 'x' is wrong", 2)
+    assert sorted(finished) == ["bad", "flaky", "good"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3, warnings  # good's result, bad's failure, flaky's retry: once each
+    assert all("database or disk is full" in w and "trying again until it is stored" in w for w in warnings)
+    assert all(r.exc_info is None for r in caplog.records)  # a full disk is no bug: no traceback

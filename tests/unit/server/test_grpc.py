@@ -134,7 +134,7 @@ def test_health(client):
 
 
 def test_model_ready_with_a_malformed_version_is_invalid(client):
-    with pytest.raises(InferenceServerException, match="model version must be a positive integer") as info:
+    with pytest.raises(InferenceServerException, match="failed to get model version from specified version string") as info:
         client.is_model_ready("adder", "latest")
     assert status_of(info) == "StatusCode.INVALID_ARGUMENT"
 
@@ -158,7 +158,7 @@ def test_model_metadata(client):
 
 
 def test_model_metadata_of_an_unknown_model_is_not_found(client):
-    with pytest.raises(InferenceServerException, match="unknown model 'nope'") as info:
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'nope' is not found") as info:
         client.get_model_metadata("nope")
     assert status_of(info) == "StatusCode.NOT_FOUND"
 
@@ -283,7 +283,7 @@ def test_half_precision_has_no_typed_contents(echo_url, datatype):
 
 # -- errors -------------------------------------------------------------------------------------------------
 def test_unknown_model_is_not_found(client):
-    with pytest.raises(InferenceServerException, match="unknown model 'nope'") as info:
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'nope' is not found") as info:
         client.infer("nope", adder_inputs())
     assert status_of(info) == "StatusCode.NOT_FOUND"
 
@@ -344,7 +344,8 @@ def test_contents_and_raw_contents_together_are_invalid(stub):
     request.inputs[1].contents.fp32_contents.extend([1.0] * 6)
     error = rpc_error(stub.ModelInfer, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details() == "input 'b' has both contents and raw_input_contents; send one or the other"
+    assert error.details() == ("contents field must not be specified when using raw_input_contents for 'b' "
+                               "for model 'adder'; send one or the other")
 
 
 def test_typed_contents_in_the_wrong_field_are_invalid(stub):
@@ -409,7 +410,7 @@ def test_stream_answers_every_request_and_survives_a_bad_one(client):
     np.testing.assert_array_equal(first.as_numpy("sum"), A + B)
     assert isinstance(bad_shape, InferenceServerException)
     assert bad_shape.message() == r"input 'b': expected shape [-1, 3], got [2, 4]"
-    assert "unknown model 'nope'" in unknown.message()
+    assert "Request for unknown model: 'nope' is not found" in unknown.message()
     assert last.get_response().id == "4"
     np.testing.assert_array_equal(last.as_numpy("sum"), B + B)
 
@@ -417,7 +418,7 @@ def test_stream_answers_every_request_and_survives_a_bad_one(client):
 def test_stream_errors_echo_the_request_id(stub):
     responses = list(stub.ModelStreamInfer(iter([service_pb2.ModelInferRequest(model_name="nope", id="r9")])))
     assert len(responses) == 1
-    assert "unknown model 'nope'" in responses[0].error_message
+    assert "Request for unknown model: 'nope' is not found" in responses[0].error_message
     assert (responses[0].infer_response.model_name, responses[0].infer_response.id) == ("nope", "r9")
 
 
@@ -541,10 +542,18 @@ def test_loading_a_model_not_in_the_repository_is_not_found(client):
     assert status_of(info) == "StatusCode.NOT_FOUND"
 
 
-def test_load_parameters_are_refused(client):
-    with pytest.raises(InferenceServerException, match="takes no load parameters, got 'config'") as info:
-        client.load_model("adder", config='{"max_batch_size": 8}')
+def test_a_load_with_a_config_applies_it_for_this_load(client):
+    client.load_model("adder", config='{"max_batch_size": "8"}')  # protobuf's JSON: an int64 may be a string
+    assert client.get_model_config("adder").config.max_batch_size == 8
+    client.load_model("adder")  # without it: the model's own configuration again
+    assert client.get_model_config("adder").config.max_batch_size == 4096
+
+
+def test_a_load_with_unknown_parameters_is_refused(client):
+    with pytest.raises(InferenceServerException, match="failed to load 'adder': unknown load parameter 'x'") as info:
+        client.load_model("adder", files={"x": b"1"})
     assert status_of(info) == "StatusCode.INVALID_ARGUMENT"
+    assert client.is_model_ready("adder")
 
 
 # -- server -------------------------------------------------------------------------------------------------

@@ -124,5 +124,18 @@ def test_config_json_states_a_reshape_as_triton_does():
     config = ModelConfiguration("m", "sklearn", 8, [ConfigTensor.of(signature.inputs[0], batched=True)],
                                 [ConfigTensor.of(signature.outputs[0], batched=True)])
     found = config_to_json(config)
-    assert found["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [1], "reshape": {"shape": []}}]
-    assert found["output"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": []}]  # not marked: an output
+    assert found["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [1], "reshape": {"shape": []},
+                               "format": "FORMAT_NONE", "is_shape_tensor": False, "allow_ragged_batch": False,
+                               "optional": False}]
+    assert found["output"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [],  # not marked: an output
+                                "is_shape_tensor": False}]
+
+
+def test_config_states_an_input_format_in_tritons_message():
+    image = TensorSpec("image", "FP32", (-1, 3, 8, 8))
+    config = ModelConfiguration("m", "onnx", 8, [ConfigTensor.of(image, batched=True, format="FORMAT_NCHW")],
+                                [ConfigTensor.of(image, batched=True)])
+    theirs = json_format.ParseDict(config_to_json(config), triton_config.ModelConfig())
+    assert theirs.input[0].format == triton_config.ModelInput.FORMAT_NCHW
+    assert (theirs.input[0].is_shape_tensor, theirs.input[0].optional) == (False, False)
+    assert list(theirs.input[0].dims) == [3, 8, 8]

@@ -84,7 +84,7 @@ def test_v1_model_metadata_and_listing(client: AppClient):
     assert client.get("/v1/models/adder").json() == {"name": "adder", "ready": True}
     missing = client.get("/v1/models/nope")
     assert missing.status_code == 404
-    assert "unknown model 'nope'" in missing.json()["error"]
+    assert "Request for unknown model: 'nope' is not found" in missing.json()["error"]
     assert client.get("/v1/models").json() == {
         "models": ["adder", "classifier", "failing", "shout", "unbatched"]
     }
@@ -132,7 +132,7 @@ def test_v1_predict_without_batch_dimension(client: AppClient):
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
     [
-        ("/v1/models/nope:predict", b'{"instances": [1]}', 404, "unknown model 'nope'"),
+        ("/v1/models/nope:predict", b'{"instances": [1]}', 404, "Request for unknown model: 'nope' is not found"),
         ("/v1/models/classifier:predict", b'{"instances": [[1, 2, 3]]}', 400,
          "input 'features': expected shape [-1, 4], got [1, 3]"),
         ("/v1/models/classifier:predict", b'{"instances": [[1, 2, 3', 400, "malformed JSON"),
@@ -291,7 +291,7 @@ def test_invocations_without_a_target(plane: DataPlane, python_repo: Path, clien
 @pytest.mark.parametrize(
     ("body", "content_type", "model", "status", "message"),
     [
-        (b"[1]", "application/json", "nope.tar.gz", 404, "unknown model 'nope'"),
+        (b"[1]", "application/json", "nope.tar.gz", 404, "Request for unknown model: 'nope' is not found"),
         (b"1,2,3\n", "text/csv", "classifier", 400, "input 'features': expected shape [-1, 4], got [1, 3]"),
         (b"1,2,3,4\n1,2\n", "text/csv", "classifier", 400, "CSV row 2 has 2 fields but row 1 has 4"),
         (b"a,b,c,d\n", "text/csv", "classifier", 400, "no header row"),

@@ -185,30 +185,37 @@ class InferenceServicer:
     @_answers_errors
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Any) -> pb.RepositoryModelLoadResponse:
-        if request.parameters:
-            listed = ", ".join(map(repr, sorted(request.parameters)))
-            raise invalid(f"inferd loads models from the repository only; it takes no load parameters, got {listed}")
-        await self._dataplane.load(request.model_name)  # a model that did not load raises, with the reasons
-        return pb.RepositoryModelLoadResponse()
+        # Triton's parameters: "config" (string_param), "file:<version>/<name>" (bytes_param)
+        await self._dataplane.load(request.model_name, _repository_parameters(request.parameters))
+        return pb.RepositoryModelLoadResponse()  # a model that did not load raised, with the reasons
 
     @_answers_errors
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Any) -> pb.RepositoryModelUnloadResponse:
-        # parameters: tritonclient always sends unload_dependents; inferd models have no dependents
-        await self._dataplane.unload(request.model_name)
+        # tritonclient always sends unload_dependents; inferd models have no dependents
+        await self._dataplane.unload(request.model_name, _repository_parameters(request.parameters))
         return pb.RepositoryModelUnloadResponse()
+
+
+def _repository_parameters(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:
+    """Repository parameters as plain values (bool, int, str or bytes; None for one with no value)."""
+    return {key: getattr(value, value.WhichOneof("parameter_choice") or "", None) for key, value in parameters.items()}
 
 
 # -- requests ----------------------------------------------------------------------------------------------
 def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
     """A ``ModelInferRequest`` as the DataPlane's :class:`InferenceRequest`."""
     raw = request.raw_input_contents
+    for tensor in request.inputs if raw else ():  # checked first, as Triton does: its clients match on the words
+        if tensor.contents.ListFields():
+            raise _contents_and_raw(tensor.name, request.model_name)
     if raw and len(raw) != len(request.inputs):
         raise invalid(
             f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs)} inputs; "
             "send one entry per input, in the order of the inputs"
         )
-    inputs = [decode_input(tensor, raw[i] if raw else None) for i, tensor in enumerate(request.inputs)]
+    inputs = [decode_input(tensor, raw[i] if raw else None, request.model_name)
+              for i, tensor in enumerate(request.inputs)]
     outputs = [RequestOutput(o.name, decode_parameters(o.parameters)) for o in request.outputs]
     return InferenceRequest(
         model_name=request.model_name,
@@ -220,7 +227,7 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
     )
 
 
-def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> RequestInput:
+def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, model: str) -> RequestInput:
     """One input: an array from its raw bytes, or the list of its typed contents."""
     name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
     if datatype not in DATATYPES:
@@ -228,10 +235,16 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     if raw is None:
         data: Any = typed_contents(tensor)
     elif tensor.contents.ListFields():
-        raise invalid(f"input {name!r} has both contents and raw_input_contents; send one or the other")
+        raise _contents_and_raw(name, model)
     else:
         data = from_raw(name, datatype, shape, raw)
     return RequestInput(name, datatype, shape, data, decode_parameters(tensor.parameters))
+
+
+def _contents_and_raw(name: str, model: str) -> InferError:
+    """Triton's words (grpc_explicit_*_content_client.py match on them), then what to do."""
+    return invalid(f"contents field must not be specified when using raw_input_contents for '{name}' "
+                   f"for model '{model}'; send one or the other")
 
 
 def typed_contents(tensor: pb.ModelInferRequest.InferInputTensor) -> list[Any]:

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from inferd.dataplane import DataPlane
 from inferd.server.openai.completions import completions_router
+from inferd.server.openai.embeddings import embeddings_router
 from inferd.server.openai.errors import OpenAIRoute
 from inferd.server.openai.models import models_router
 from inferd.settings import ServerSettings
@@ -21,6 +22,7 @@ OPENAI_BASE = "/openai/v1"
 def openai_router(dataplane: DataPlane, settings: ServerSettings) -> APIRouter:
     router = APIRouter(prefix=OPENAI_BASE, tags=["OpenAI-compatible API"], route_class=OpenAIRoute)
     router.include_router(models_router(dataplane))
+    router.include_router(embeddings_router(dataplane, settings))
     router.include_router(completions_router(dataplane, settings.max_body_bytes))
     return router
 

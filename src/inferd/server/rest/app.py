@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from inferd.dataplane import DataPlane
@@ -56,6 +56,7 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
     app.add_exception_handler(InferError, _on_infer_error)
     app.add_exception_handler(HTTPError, _on_http_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
+    app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)
     return app
 
@@ -81,6 +82,14 @@ async def _on_starlette_error(request: Request, exc: Exception) -> Response:
     if is_openai_path(request.url.path):  # an unknown path or method under the OpenAI base URL
         return openai_errors.error_response(exc)
     return error_response(exc.status_code, str(exc.detail))
+
+
+async def _on_client_gone(request: Request, _exc: Exception) -> Response:
+    """The client went away (or stopped sending, past ``body_timeout_s``) before its body was read: nothing to
+    answer and nothing broken, so one line at INFO, no traceback. (Its client got the 408 already, if any.)"""
+    log.info("the client went away before the body of %s %s was read (ClientDisconnect)", request.method,
+             request.url.path)
+    return error_response(400, "the client went away before its request body was read")
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

@@ -21,11 +21,14 @@ _CHALLENGE = HTTP_CHALLENGE[ErrorCode.UNAUTHENTICATED]
 class HTTPError(Exception):
     """A failure with its own HTTP status (413 body too large, 415 media type, ...)."""
 
-    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None,
+                 header: tuple[bytes, bytes] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
+        self.header = header
+        """One more response header (``Accept-Encoding`` of a 415 for a content coding)."""
 
 
 def failure_parts(error: BaseException, where: str = "") -> tuple[int, Headers, bytes]:
@@ -36,7 +39,7 @@ def failure_parts(error: BaseException, where: str = "") -> tuple[int, Headers, 
         challenge = HTTP_CHALLENGE.get(error.code)
     elif isinstance(error, HTTPError):
         status, message, retry = error.status, error.message, error.retry_after_s
-        challenge = _CHALLENGE if status == 401 else None
+        challenge = _CHALLENGE if status == 401 else error.header
     else:
         log.error("unexpected error answering %s", where or "a request", exc_info=error)
         return error_parts(500, f"internal server error: {type(error).__name__}: {error}")

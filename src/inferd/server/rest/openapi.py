@@ -93,6 +93,22 @@ ACCEPTED_RESPONSE: dict[str, Any] = {
     }}},
 }
 
+ASYNC_HEADERS: list[dict[str, Any]] = [
+    {"name": "Inference-Id", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Idempotency key and the job's id (1-128 letters, digits, '.', '_', ':', '-'), per API key: "
+                    "the same id again from the same key is the same job (200), with another request 409; "
+                    "another key's jobs are its own."},
+    {"name": "Inference-Id-From-Body", "in": "header", "required": False,
+     "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},  # read by the route: a 400
+     "description": "true: the V2 `id` field of the JSON body is the job's id (bodies up to "
+                    "async_inline_payload_bytes). Otherwise the body's `id` is never the job's key."},
+    {"name": "Inference-Callback-Url", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Where to POST the job's status document when it ends."},
+    {"name": "Inference-Input-Location", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Read the request body from this file or URL (under async_input_roots) instead."},
+]
+"""The request headers ``infer-async`` reads itself (FastAPI sees no parameter to document)."""
+
 V1_REQUEST: dict[str, Any] = {
     "description": "Rows as `instances` (one per row: a list of features, a scalar, a string, or an object of "
                    "input name to value), or columns as `inputs` (the rows of the only input, or an object of "
@@ -131,6 +147,30 @@ REPOSITORY_INDEX_BODY: dict[str, Any] = {
     "required": False,
     "content": {"application/json": {"schema": {
         "type": "object", "properties": {"ready": {"type": "boolean", "description": "Only the ready models."}},
+    }}},
+}
+
+
+REPOSITORY_LOAD_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"parameters": {
+            "type": "object",
+            "description": "Triton's load parameters: \"config\", a model configuration in Triton's JSON form (as "
+                           "text) applied over the model's model.toml for this load; \"file:<version>/<name>\", "
+                           "a file of the model folder in base64 (needs \"config\" beside it).",
+            "additionalProperties": {"type": "string"},
+        }},
+    }}},
+}
+
+REPOSITORY_UNLOAD_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"parameters": {
+            "type": "object", "properties": {"unload_dependents": {
+                "type": "boolean", "description": "Accepted; inferd models have no dependents."}},
+        }},
     }}},
 }
 

@@ -57,7 +57,7 @@ def sagemaker_router(dataplane: DataPlane, settings: ServerSettings) -> APIRoute
         accept = negotiate(request.headers.get("accept"))
         body = await read_body(request, BodyLimit(settings.max_body_bytes, "max_body_bytes"))
         model = target_model(dataplane, settings.default_model, request.headers.get(TARGET_MODEL_HEADER))
-        signature = dataplane.signature(model)
+        signature = (await dataplane.ensure_loaded(model)).signature  # on demand, the first request loads it
         inference, is_v2 = decode_invocation(body, content_type, charset, model, signature)
         response = await dataplane.infer(inference)
         return encode_invocation(response, accept, is_v2, signature.batched)

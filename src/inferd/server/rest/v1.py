@@ -72,7 +72,7 @@ def vertex_router(dataplane: DataPlane, settings: ServerSettings) -> APIRouter:
 async def predict_v1(dataplane: DataPlane, model: str, body: bytes) -> Response:
     """Decode a V1 body for ``model``, infer, and answer with its predictions."""
     payload = v2_json.loads(body)
-    signature = dataplane.signature(model)
+    signature = (await dataplane.ensure_loaded(model)).signature  # on demand, the first request loads it
     response = await dataplane.infer(v1.decode_request(payload, model, signature))
     return json_response(v1.encode_response(response, signature.batched))
 

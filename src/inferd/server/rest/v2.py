@@ -3,6 +3,7 @@ statistics. Each handler translates between HTTP and the DataPlane and nothing m
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,8 +13,15 @@ from starlette.responses import Response
 from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
-from inferd.server.rest.body import BodyLimit, read_body
-from inferd.server.rest.openapi import INFER_BODY, INFER_RESPONSE, REPOSITORY_INDEX_BODY
+from inferd.server.http.coding import compress, response_coding
+from inferd.server.rest.body import INLINE_BYTES, BodyLimit, read_body
+from inferd.server.rest.openapi import (
+    INFER_BODY,
+    INFER_RESPONSE,
+    REPOSITORY_INDEX_BODY,
+    REPOSITORY_LOAD_BODY,
+    REPOSITORY_UNLOAD_BODY,
+)
 from inferd.server.rest.responses import json_response
 from inferd.server.rest.v2_infer import infer as run_infer
 from inferd.server.triton import config_to_json
@@ -38,7 +46,9 @@ def _health_routes(router: APIRouter, dataplane: DataPlane) -> None:
     @router.get("/v2/health/ready", summary="Server ready")
     async def ready() -> Response:
         is_ready = dataplane.ready()
-        return json_response({"ready": is_ready}, 200 if is_ready else 503)
+        missing = dataplane.unavailable_services()
+        body: dict[str, Any] = {"ready": is_ready, "unavailable": missing} if missing else {"ready": is_ready}
+        return json_response(body, 200 if is_ready else 503)
 
     @router.get("/v2", summary="Server metadata")
     async def server_metadata() -> Response:
@@ -54,7 +64,7 @@ def _model_routes(router: APIRouter, dataplane: DataPlane) -> None:
     @router.get("/v2/models/{model}/versions/{version}/stats", summary="Model version statistics")
     async def statistics(model: str | None = None, version: str | None = None) -> Response:
         stats = dataplane.statistics(model, version)
-        return json_response({"model_stats": [s.to_dict() for s in stats]})
+        return json_response({"model_stats": [s.to_dict(load_time=True) for s in stats]})
 
     @router.get("/v2/models/{model}", summary="Model metadata")
     @router.get("/v2/models/{model}/versions/{version}", summary="Model version metadata")
@@ -96,10 +106,14 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> 
         body = await read_body(request, limit)
         header_length = request.headers.get(v2_binary.HEADER_LENGTH)
         content, json_length = await run_infer(dataplane, body, header_length, model, version)
-        if json_length is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type="application/octet-stream",
-                        headers={v2_binary.HEADER_LENGTH: str(json_length)})
+        headers = {} if json_length is None else {v2_binary.HEADER_LENGTH: str(json_length)}
+        coding = response_coding(request.headers.get("accept-encoding"))
+        if coding is not None:  # as the native route answers (v2_infer.answer_parts)
+            content = compress(content, coding) if len(content) <= INLINE_BYTES \
+                else await asyncio.to_thread(compress, content, coding)
+            headers.update({"content-encoding": coding, "vary": "accept-encoding"})
+        media_type = "application/json" if json_length is None else "application/octet-stream"
+        return Response(content, media_type=media_type, headers=headers)
 
 
 
@@ -117,12 +131,26 @@ def _repository_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit
             for e in dataplane.repository_index(ready_only)
         ])
 
-    @router.post("/v2/repository/models/{model}/load", summary="Load or reload a model")
-    async def load(model: str) -> Response:
-        await dataplane.load(model)
+    @router.post("/v2/repository/models/{model}/load", summary="Load or reload a model",
+                 openapi_extra={"requestBody": REPOSITORY_LOAD_BODY})
+    async def load(request: Request, model: str) -> Response:
+        # Triton's parameters: "config" (model configuration JSON), "file:<version>/<name>" (base64 content)
+        await dataplane.load(model, await _parameters(request, limit, "load"))
         return json_response({})
 
-    @router.post("/v2/repository/models/{model}/unload", summary="Unload a model")
-    async def unload(model: str) -> Response:
-        await dataplane.unload(model)
+    @router.post("/v2/repository/models/{model}/unload", summary="Unload a model",
+                 openapi_extra={"requestBody": REPOSITORY_UNLOAD_BODY})
+    async def unload(request: Request, model: str) -> Response:
+        await dataplane.unload(model, await _parameters(request, limit, "unload"))  # unload_dependents
         return json_response({})
+
+
+async def _parameters(request: Request, limit: BodyLimit, call: str) -> dict[str, Any] | None:
+    """The ``parameters`` object of a repository load or unload body (which may be empty)."""
+    body = await read_body(request, limit)
+    payload = v2_json.loads(body) if body.strip() else {}
+    parameters = payload.get("parameters") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or not isinstance(parameters, dict | None):
+        raise InferError(ErrorCode.INVALID_ARGUMENT,
+                         f"a repository {call} body must be a JSON object, with an object of parameters")
+    return parameters

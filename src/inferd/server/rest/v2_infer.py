@@ -10,9 +10,12 @@ connection without ASGI, checked against the same API keys and body limit as eve
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from functools import partial
+
+import orjson
 
 from inferd.codecs import v2_binary
 from inferd.codecs.v2_body import Encoded, V2Body
@@ -20,15 +23,19 @@ from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.security.auth import Authenticator
 from inferd.security.scopes import Scope as AuthScope
+from inferd.server.http.coding import compress, response_coding
 from inferd.server.http.routes import Exchange, Parts
 from inferd.server.http.wire import Headers, header_lines
-from inferd.server.rest.body import BodyLimit
-from inferd.server.rest.errors import failure_parts
+from inferd.server.rest.body import INLINE_BYTES, BodyLimit
+from inferd.server.rest.errors import HTTPError, failure_parts
 
 INFER_PATH = re.compile(rb"^/v2/models/(?P<model>[^/%]+)(?:/versions/(?P<version>[^/%]+))?/infer$")
 """Percent-encoded names go to the FastAPI route, which decodes them."""
 PROBES = frozenset({b"/v2/health/live", b"/v2/health/ready"})
 _HEADER_LENGTH = v2_binary.HEADER_LENGTH.encode()
+_CONTENT_ENCODING = b"content-encoding"
+_ACCEPT_ENCODING = b"accept-encoding"
+_COMPRESSED_HEAD = b"content-encoding: %s\r\nvary: accept-encoding\r\n"
 _JSON_HEAD = b"content-type: application/json\r\ncontent-length: %d\r\n"
 _BINARY_HEAD = b"content-type: application/octet-stream\r\ncontent-length: %d\r\n" + _HEADER_LENGTH + b": %d\r\n"
 _REMEMBERED_PATHS = 1024
@@ -55,20 +62,37 @@ async def infer(dataplane: DataPlane, body: bytes, header_length: str | None, mo
     return await dataplane.infer(V2Body(body, header_length, model, version), is_disconnected)
 
 
-def answer_parts(outcome: Outcome, model: str) -> tuple[int, bytes, bytes]:
-    """Status, header lines and body answering an inference."""
+def answer_parts(outcome: Outcome, model: str, coding: str | None = None) -> tuple[int, bytes, bytes]:
+    """Status, header lines and body answering an inference; a successful one compressed in ``coding`` when the
+    client accepts one (see :func:`~inferd.server.http.coding.response_coding`), as Triton compresses."""
     if type(outcome) is tuple:
         content, json_length = outcome
+        extra = b""
+        if coding is not None:
+            content = compress(content, coding)
+            extra = _COMPRESSED_HEAD % coding.encode()
         if json_length is None:
-            return 200, _JSON_HEAD % len(content), content
-        return 200, _BINARY_HEAD % (len(content), json_length), content
+            return 200, _JSON_HEAD % len(content) + extra, content
+        return 200, _BINARY_HEAD % (len(content), json_length) + extra, content
     assert isinstance(outcome, BaseException)
     status, headers, content = failure_parts(outcome, f"an inference on {model}")
     return status, header_lines(headers), content
 
 
-def _answer(exchange: Exchange, model: str, outcome: Outcome) -> None:
-    exchange.respond(*answer_parts(outcome, model))
+def _answer(exchange: Exchange, model: str, coding: str | None, outcome: Outcome) -> None:
+    if coding is not None and type(outcome) is tuple and len(outcome[0]) > INLINE_BYTES:  # compressed in a thread
+        done = asyncio.get_running_loop().run_in_executor(None, answer_parts, outcome, model, coding)
+        done.add_done_callback(partial(_answer_later, exchange, model))
+        return
+    exchange.respond(*answer_parts(outcome, model, coding))
+
+
+def _answer_later(exchange: Exchange, model: str, done: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
+    try:
+        parts = done.result()
+    except BaseException as exc:  # whatever it is, the client gets an answer
+        parts = answer_parts(exc, model)
+    exchange.respond(*parts)
 
 
 class InferRoute:
@@ -98,13 +122,50 @@ class InferRoute:
         return None
 
     def handle(self, exchange: Exchange, body: bytes) -> None:
-        header_length = None
+        header_length = content_encoding = accept_encoding = None
         for name, value in exchange.headers:
             if name == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
-                break
+            elif name == _CONTENT_ENCODING:
+                content_encoding = value
+            elif name == _ACCEPT_ENCODING:
+                accept_encoding = value
+        coding = None if accept_encoding is None else response_coding(accept_encoding)
+        if content_encoding is not None:
+            try:
+                inflater = self._limit.inflater(content_encoding)
+                if inflater is not None and len(body) > INLINE_BYTES:  # inflated in a thread
+                    done = asyncio.get_running_loop().run_in_executor(None, self._limit.inflate, inflater, body, True)
+                    done.add_done_callback(partial(self._inflated, exchange, header_length, coding))
+                    return
+                if inflater is not None:
+                    body = self._limit.inflate(inflater, body, last=True)
+            except HTTPError as exc:
+                _answer(exchange, self.model, None, exc)
+                return
+        self._start(exchange, body, header_length, coding)
+
+    def _inflated(self, exchange: Exchange, header_length: str | None, coding: str | None,
+                  done: asyncio.Future[bytes]) -> None:
+        try:
+            body = done.result()
+        except BaseException as exc:  # 413 or 400 from inflating, or the server stopping
+            _answer(exchange, self.model, None, exc)
+            return
+        self._start(exchange, body, header_length, coding)
+
+    def _start(self, exchange: Exchange, body: bytes, header_length: str | None, coding: str | None) -> None:
         start_infer(self._dataplane, body, header_length, self.model, self.version, exchange.is_gone,
-                    partial(_answer, exchange, self.model))
+                    partial(_answer, exchange, self.model, coding))
+
+
+def ready_body(dataplane: DataPlane, ok: bool, plain: bytes) -> bytes:
+    """The ready probe's body: ``{"ready": ...}``, and what the server cannot do beside the models (asynchronous
+    inference off, and why) as ``"unavailable"``, when there is something to say."""
+    missing = dataplane.unavailable_services()
+    if not missing:
+        return plain
+    return orjson.dumps({"ready": ok, "unavailable": missing})
 
 
 class ProbeRoute:
@@ -130,6 +191,8 @@ class ProbeRoute:
         else:
             ok, content = self._dataplane.ready(), b'{"ready":%s}'
         content %= b"true" if ok else b"false"
+        if not self._live:
+            content = ready_body(self._dataplane, ok, content)
         exchange.respond(200 if ok else 503, _JSON_HEAD % len(content), content)
 
 

@@ -1,0 +1,57 @@
+"""Python models with the names, datatypes and shapes of Triton's qa models, written as real model folders, for
+the tests that run Triton's client code against inferd."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fakes import write_model
+
+SIMPLE = """
+import numpy as np
+
+class Model:
+    inputs = [{"name": "INPUT0", "datatype": "INT32", "shape": [-1, 16]},
+              {"name": "INPUT1", "datatype": "INT32", "shape": [-1, 16]}]
+    outputs = [{"name": "OUTPUT0", "datatype": "INT32", "shape": [-1, 16]},
+               {"name": "OUTPUT1", "datatype": "INT32", "shape": [-1, 16]}]
+
+    def predict(self, inputs):
+        a, b = inputs["INPUT0"], inputs["INPUT1"]
+        return {"OUTPUT0": a + b, "OUTPUT1": a - b}
+"""
+"""Triton's ``simple``: the sum and the difference of two INT32 [-1, 16] inputs (max_batch_size 8)."""
+
+STRING_IDENTITY = """
+class Model:
+    inputs = [{"name": "INPUT0", "datatype": "BYTES", "shape": [-1]}]
+    outputs = [{"name": "OUTPUT0", "datatype": "BYTES", "shape": [-1]}]
+
+    def predict(self, inputs):
+        return {"OUTPUT0": inputs["INPUT0"]}
+"""
+"""Triton's ``string_identity``: max_batch_size 0, dims [-1]: the one dimension is the model's own."""
+
+IMAGE = """
+class Model:
+    inputs = [{"name": "IMAGE", "datatype": "FP32", "shape": [-1, 3, 4, 4]}]
+    outputs = [{"name": "SCORES", "datatype": "FP32", "shape": [-1, 3]}]
+
+    def predict(self, inputs):
+        return {"SCORES": inputs["IMAGE"].mean(axis=(2, 3))}
+"""
+"""An image model whose model.toml declares its input channels first (FORMAT_NCHW)."""
+
+IMAGE_TOML = """
+[[inputs]]
+name = "IMAGE"
+datatype = "FP32"
+shape = [-1, 3, 4, 4]
+format = "FORMAT_NCHW"
+"""
+
+
+def write_triton_models(root: Path) -> None:
+    write_model(root, "simple", SIMPLE, "max_batch_size = 8\n")
+    write_model(root, "string_identity", STRING_IDENTITY, "max_batch_size = 0\n")
+    write_model(root, "image", IMAGE, IMAGE_TOML)

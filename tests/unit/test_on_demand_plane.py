@@ -1,0 +1,73 @@
+"""OnDemand in process, over a real repository of python models: one load for concurrent requests, the LRU choice
+under the budget, and the answer waiting requests get when the server stops during a load."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from demand_models import loads, write_counted
+from inferd.dataplane import DataPlane
+from inferd.errors import ErrorCode, InferError
+from inferd.inference import InferenceRequest, RequestInput
+from inferd.on_demand import DemandPolicy, ModelControl
+from inferd.repository import ModelRepository, State
+
+
+def _request(name: str, value: float = 1.0) -> InferenceRequest:
+    return InferenceRequest(name, [RequestInput("x", "FP32", [1], [value])])
+
+
+def _plane(root: Path, **policy: object) -> DataPlane:
+    return DataPlane(ModelRepository(root), control=ModelControl(DemandPolicy(**policy)))  # type: ignore[arg-type]
+
+
+def test_concurrent_first_requests_share_one_load_and_each_gets_its_answer(tmp_path):
+    write_counted(tmp_path, "m", delay=0.3)
+    plane = _plane(tmp_path)
+
+    async def main() -> list[float]:
+        await plane.start()
+        responses = await asyncio.gather(*(plane.infer(_request("m", float(i))) for i in range(50)))
+        await plane.stop()
+        return [float(r.outputs[0].data[0]) for r in responses]
+
+    assert asyncio.run(main()) == [2.0 * i for i in range(50)]
+    assert loads(tmp_path, "m") == 1
+    plane.close()
+
+
+def test_the_least_recently_used_idle_model_makes_room(tmp_path):
+    for name in ("a", "b", "c"):
+        write_counted(tmp_path, name, toml='memory_size = "10MiB"\n')
+    plane = _plane(tmp_path, memory_budget=25 * 2**20)
+
+    async def main() -> None:
+        await plane.start()
+        for name in ("a", "b", "a", "c"):  # b is the least recently used when c needs room
+            await plane.infer(_request(name))
+        await plane.stop()
+
+    asyncio.run(main())
+    states = {m.name: m.versions[1].state for m in plane.repository.models()}
+    assert states == {"a": State.READY, "b": State.UNLOADED, "c": State.READY}
+    plane.close()
+
+
+def test_requests_waiting_for_a_load_are_answered_when_the_server_stops(tmp_path):
+    write_counted(tmp_path, "slow", delay=1.0)
+    plane = _plane(tmp_path)
+
+    async def main() -> None:
+        await plane.start()
+        waiting = asyncio.ensure_future(plane.infer(_request("slow")))
+        await asyncio.sleep(0.2)
+        await plane.stop()
+        with pytest.raises(InferError, match="the server is stopping") as info:
+            await waiting
+        assert info.value.code is ErrorCode.UNAVAILABLE
+
+    asyncio.run(main())
+    plane.close()
