@@ -5,10 +5,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
+from asgi_client import AppClient
 from fakes import CLASSIFIER, SHOUT, UNBATCHED, write_model
 from inferd.dataplane import DataPlane
 from inferd.repository import ModelRepository
@@ -25,27 +24,6 @@ def started(root: Path) -> DataPlane:
     plane = DataPlane(ModelRepository(root))
     asyncio.run(plane.start())
     return plane
-
-
-class AppClient:
-    """Synchronous calls into the ASGI app in process, through httpx's ASGI transport."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def request(self, method: str, path: str, **options: Any) -> httpx.Response:
-        async def call() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                return await client.request(method, path, **options)
-
-        return asyncio.run(call())
-
-    def get(self, path: str, **options: Any) -> httpx.Response:
-        return self.request("GET", path, **options)
-
-    def post(self, path: str, **options: Any) -> httpx.Response:
-        return self.request("POST", path, **options)
 
 
 def client_for(plane: DataPlane, root: Path, **settings: Any) -> AppClient:
