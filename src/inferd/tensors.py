@@ -101,6 +101,9 @@ def _checked_ndarray(name: str, datatype: str, dtype: np.dtype[Any], data: np.nd
 
 def _numeric_array(name: str, datatype: str, dtype: np.dtype[Any], data: Any) -> np.ndarray:
     if not isinstance(data, np.ndarray):
+        plain = json_numbers(data, dtype)  # numbers only: converted once, nothing more to check
+        if plain is not None and (dtype.kind != "f" or bool(np.isfinite(plain).all())):
+            return plain
         _refuse_strings(name, datatype, data)
     try:
         array = np.asarray(data, dtype=dtype)
