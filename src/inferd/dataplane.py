@@ -89,7 +89,7 @@ class DataPlane:
         control = control or ModelControl()
         self.on_demand = OnDemand(repository, self._pool, control.on_demand) if control.on_demand else None
         """Model control on-demand: models load on their first request (None: every model loads at start)."""
-        self.poller = (RepositoryPoller(repository, control.poll_s, self._pool, load_new=self.on_demand is None)
+        self.poller = (RepositoryPoller(repository, control.poll_s, self._pool, budget=self.on_demand)
                        if control.poll_s else None)
         """Repository polling: the models follow the folder's changes (None: only through the repository API)."""
 
@@ -222,10 +222,15 @@ class DataPlane:
     async def load(self, name: str, parameters: Mapping[str, Any] | None = None) -> Model:
         """(Re)load a model, with Triton's load parameters if any (``config``, ``file:<path>``; see
         :mod:`inferd.load_parameters`). FAILED_PRECONDITION, with the reasons, when no version of it became ready;
-        INVALID_ARGUMENT for bad parameters, before the model loaded now is touched."""
+        INVALID_ARGUMENT for bad parameters, before the model loaded now is touched. With model control on-demand,
+        the load is under the memory budget like one a request starts (:meth:`OnDemand.within_budget`)."""
         parsed = parse_load_parameters(name, parameters)
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self._pool, self.repository.load, name, parsed)
+
+        def load() -> asyncio.Future[Model]:
+            return loop.run_in_executor(self._pool, self.repository.load, name, parsed)
+
+        model = await (load() if self.on_demand is None else self.on_demand.within_budget(name, load))
         if self.settle_heap:
             await loop.run_in_executor(self._pool, heap.release)  # a reload replaced the old version
         if model.latest_ready() is None:
