@@ -16,7 +16,9 @@ Per launch: **wall** seconds from the launch until ``GET /v2/health/ready`` retu
 **CPU** seconds the server's process tree used by then (utime + stime from /proc). Reported per server: the median
 and the minimum of each over ``--runs`` launches, and the ratio of each median to the floor's. On a shared machine
 the wall time moves with the other load (a busy machine stretches every launch alike, so read the ratio); the CPU
-time moves far less, and shows what the server itself does before it is ready.
+time moves far less, and shows what the server itself does before it is ready. The servers run without
+PYTHONDONTWRITEBYTECODE, so that after the warm-up launch they import from cached bytecode, as an installed package
+does (a checkout run with it set compiles inferd's ~110 modules at every start: about half a second more).
 
 Then, unless ``--no-importtime``, one launch of each under ``python -X importtime``, stopped the moment it is ready:
 the import time before ready, by top-level package (self time summed), to show where the time goes. These are wall
@@ -69,6 +71,7 @@ def launch(spec: ServerSpec, repo: Path, state: Path, timeout: float, importtime
     if importtime is not None:
         argv = [argv[0], "-X", "importtime", *argv[1:]]
     env = {**os.environ, **spec.env, "INFERD_STATE_DIR": str(state / str(http))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached as an installed package has it (see --warmup)
     err = importtime.open("w") if importtime is not None else subprocess.DEVNULL
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
@@ -177,7 +180,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10, help="launches of each server (default 10)")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed launches of each first (default 1)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed launches of each first (default 1): page cache, and .pyc files written")
     ap.add_argument("--server-cmd", action="append", default=[], metavar="[label=]CMD",
                     help="another server to launch in the alternation")
     ap.add_argument("--no-importtime", dest="importtime", action="store_false",

@@ -53,7 +53,7 @@ def bf16_dtype() -> np.dtype[Any]:
         return found
     import ml_dtypes
 
-    dtype = np.dtype(ml_dtypes.bfloat16)
+    dtype: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
     with _BF16_LOCK:
         if "BF16" not in _NUMPY_BY_DATATYPE:  # the sets first: whoever sees the dict entry sees them too
             _FLOATING.add(dtype)
