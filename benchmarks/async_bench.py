@@ -147,7 +147,7 @@ def check_results(server: Server, n: int = 5) -> bool:
     status, listed = http("GET", server.url + f"/v2/jobs?status=succeeded&limit={n}")
     jobs = json.loads(listed)["jobs"] if status == 200 else []
     _, sync = http("POST", server.url + "/v2/models/adder/infer", json.dumps(REQUEST).encode())
-    return bool(jobs) and all(http("GET", job["result_url"]) == (200, sync) for job in jobs)
+    return bool(jobs) and all(http("GET", server.url + job["result_url"]) == (200, sync) for job in jobs)
 
 
 def drain(db: Path, timeout: float) -> tuple[float, int]:

@@ -122,7 +122,8 @@ def test_a_stale_attempt_keeps_no_result(store, run, tmp_path):
         await gate.wait()
         return b"x" * 100, None
 
-    worker, files, finished = make_worker(store, tmp_path, infer, inline_limit=10, concurrency_per_model=1)
+    worker, files, finished = make_worker(store, tmp_path, infer, inline_limit=10, concurrency_per_model=1,
+                                          claim_ahead=1)  # its one claim is taken: the test claims the retry
 
     async def main():
         await store.submit(new_job("a"), time.time())
