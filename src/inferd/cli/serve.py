@@ -25,6 +25,8 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     access_log: Annotated[bool | None, typer.Option("--access-log", help="Log one line per HTTP request.")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="Folder for the asynchronous job store and payloads "
                                                         "[default: .inferd].")] = None,
+    job_store: Annotated[str | None, typer.Option(help="postgresql://... to share one asynchronous queue between "
+                                                       "servers [default: SQLite in --state-dir].")] = None,
     api_keys_file: Annotated[Path | None, typer.Option(help="TOML or JSON file of API key records "
                                                             "(see `inferd keys create`).")] = None,
     tls_certfile: Annotated[Path | None, typer.Option(help="Server certificate (PEM) for HTTPS and gRPC TLS.")] = None,
@@ -49,6 +51,7 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     """Serve every model in REPO until Ctrl-C. Settings also come from INFERD_* environment variables."""
     settings = make_settings(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                              max_body_bytes=max_body_bytes, log_level=log_level, state_dir=state_dir,
+                             job_store=job_store,
                              log_format=log_format, access_log=access_log,
                              api_keys_file=api_keys_file, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile,
                              tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated,

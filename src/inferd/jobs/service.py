@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -24,7 +25,7 @@ from inferd.jobs.payloads import PayloadFiles
 from inferd.jobs.retention import Retention
 from inferd.jobs.sqlite_store import SqliteJobStore
 from inferd.jobs.storage import disk_full_error, is_disk_full
-from inferd.jobs.store import CallbackState, Job, JobStatus, JobStore, NewJob
+from inferd.jobs.store import CallbackState, Job, JobStatus, JobStore, NewJob, StoreOpenError
 from inferd.jobs.worker import RetryPolicy, Worker, WorkerOptions
 from inferd.settings import ServerSettings
 
@@ -60,6 +61,9 @@ class AsyncConfig:
     callback_allowed: tuple[str, ...] = ()
     public_url: str = ""
     """What job links start with; empty: they are paths."""
+    job_store: str | None = None
+    """A PostgreSQL URL, or None for SQLite in ``state_dir``."""
+    job_lease_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> AsyncConfig:
@@ -68,14 +72,25 @@ class AsyncConfig:
                    settings.async_retry_backoff_s, settings.async_ttl_s, settings.async_callback_url,
                    dict(settings.async_model_callback_urls), settings.async_callback_max_attempts,
                    tuple(settings.async_input_roots), tuple(settings.async_callback_allowed),
-                   settings.public_url or "")
+                   settings.public_url or "", settings.job_store or None, settings.job_lease_s)
+
+    def open_store(self) -> JobStore:
+        """The store the settings name. A store that keeps payloads itself gets every body inline (up to the
+        largest body accepted), never a payload file only this server could read."""
+        if self.job_store:  # a postgresql:// URL (the setting checks it)
+            from inferd.jobs.postgres_store import PostgresJobStore
+
+            return PostgresJobStore(self.job_store, lease_s=self.job_lease_s)
+        return SqliteJobStore(self.state_dir)
 
 
 class AsyncService:
     def __init__(self, dataplane: DataPlane, config: AsyncConfig, store: JobStore | None = None) -> None:
         self.dataplane = dataplane
+        self.store: JobStore = store or config.open_store()
+        if self.store.payloads_inline:
+            config = dataclasses.replace(config, inline_payload_bytes=config.max_body_bytes)
         self.config = config
-        self.store: JobStore = store or SqliteJobStore(config.state_dir)
         self.files = PayloadFiles(config.state_dir / "payloads")
         self.input_roots = local_roots(config.input_roots)
         self.retention = Retention(self.store, self.files, config.ttl_s)
@@ -103,7 +118,7 @@ class AsyncService:
         server down; a full disk delays the requeueing until there is space (:meth:`_recover_later`)."""
         try:
             await self.store.open()
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, StoreOpenError) as exc:
             self.why_not = f"asynchronous inference is off: {exc}"
             log.warning("%s", self.why_not)
             return
@@ -111,8 +126,9 @@ class AsyncService:
         self.files.prepare()
         if not await self._recover():
             self._recovery_task = asyncio.create_task(self._recover_later(), name="inferd-jobs-recovery")
-        orphans = self.files.names() - await self.store.payload_files()
-        self.files.delete(orphans)
+        if not self.store.payloads_inline:  # (a shared store's payloads are in it: the folder is not its own)
+            orphans = self.files.names() - await self.store.payload_files()
+            self.files.delete(orphans)
         await self.callbacks.start()
 
     async def _recover(self) -> bool:
@@ -219,7 +235,7 @@ class AsyncService:
             return {}
         try:
             return await self.store.count_by_status()
-        except (RuntimeError, sqlite3.Error) as exc:  # closing under the scrape: no counts this time
+        except (RuntimeError, sqlite3.Error, InferError) as exc:  # closing, or the store away: no counts this time
             log.debug("asynchronous job counts unavailable: %s", exc)
             return {}
 
