@@ -26,7 +26,7 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     state_dir: Annotated[Path | None, typer.Option(help="Folder for the asynchronous job store and payloads "
                                                         "[default: .inferd].")] = None,
     job_store: Annotated[str | None, typer.Option(help="postgresql://... to share one asynchronous queue between "
-                                                       "servers [default: SQLite in --state-dir].")] = None,
+                                                       "servers; without it, SQLite in --state-dir.")] = None,
     api_keys_file: Annotated[Path | None, typer.Option(help="TOML or JSON file of API key records "
                                                             "(see `inferd keys create`).")] = None,
     tls_certfile: Annotated[Path | None, typer.Option(help="Server certificate (PEM) for HTTPS and gRPC TLS.")] = None,
