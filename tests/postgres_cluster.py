@@ -55,8 +55,10 @@ def free_port() -> int:
 
 
 class PostgresCluster:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        """``durable``: fsync as in production (benchmarks); else :data:`SPEED`'s settings (tests)."""
         self.bin_dir = bin_dir
+        self.speed = [] if durable else SPEED
         self.folder = Path(tempfile.mkdtemp(prefix="inferd-pg-"))
         self.data = self.folder / "data"
         self.log_path = self.folder / "postgres.log"
@@ -80,7 +82,7 @@ class PostgresCluster:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*self._as_user, str(self.bin_dir / "postgres"), "-D", str(self.data), "-k", str(self.folder),
-                 "-h", "127.0.0.1", "-p", str(self.port), "-c", "max_connections=200", *SPEED],
+                 "-h", "127.0.0.1", "-p", str(self.port), "-c", "max_connections=200", *self.speed],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -74,10 +74,15 @@ class PostgresJobStore:
 
     payloads_inline = True
 
-    def __init__(self, dsn: str, *, lease_s: float = 30.0, pool_size: int = 10, timeout_s: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, lease_s: float = 30.0, pool_size: int = 32, timeout_s: float = 5.0) -> None:
+        """``pool_size``: connections at most; PostgreSQL flushes the WAL once for the commits that arrive together,
+        so more connections in flight mean more submissions per fsync (10 gave a third of 32's accepts/s).
+        ``timeout_s``: longest wait for a connection before a call is refused as UNAVAILABLE."""
         self.dsn = dsn
         self.lease_s = lease_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """Who holds this server's leases: unique per store opened, so a restarted server never renews the leases
+        of its previous life (those run out and their jobs are taken over as any dead server's)."""
         self._pool_size = pool_size
         self._timeout_s = timeout_s
         self._pool: AsyncConnectionPool[Any] | None = None
@@ -89,7 +94,7 @@ class PostgresJobStore:
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout_s, open=False,
-            check=AsyncConnectionPool.check_connection, kwargs={"connect_timeout": max(int(self._timeout_s), 1)},
+            kwargs={"connect_timeout": max(int(self._timeout_s), 1)},
             name="inferd-jobs")
         try:
             await pool.open(wait=True, timeout=self._timeout_s)
