@@ -37,10 +37,11 @@ RECOVERY_RETRY_S = 0.5
 """First wait before trying again to requeue the jobs a dead server left running, when the disk was full."""
 RECOVERY_RETRY_MAX_S = 10.0
 INTAKE_WHEN_BEHIND = 8
-"""Submissions stored at once while the worker has claimed jobs waiting for a place. One event loop serves both:
-unbounded, a flood of submissions makes every loop turn long, and each step of a job (claim, inference, result)
-waits a turn, so completion fell to about 50 jobs/s while submissions poured in. Bounding the submissions in
-flight keeps the turns short; wrk's 64 connections then share the loop with the worker (benchmarks/async_bench.py)."""
+"""Submissions stored at once while the worker is behind (more queued than it has places for). One event loop
+serves both: unbounded, a flood of submissions makes every loop turn long, and each step of a job (claim,
+inference, result) waits a turn, so completion fell to about 50 jobs/s while submissions poured in. Bounding the
+submissions in flight keeps the turns short; wrk's 64 connections then share the loop with the worker
+(benchmarks/async_bench.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class AsyncService:
         self._opened = False
         self._full_logged_at = -FULL_LOG_INTERVAL_S
         self._intake = asyncio.Semaphore(INTAKE_WHEN_BEHIND)
+        self.worker.flooded = self._intake.locked
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:

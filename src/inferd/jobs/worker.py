@@ -4,11 +4,12 @@ Each model runs at most ``concurrency_per_model`` jobs at once, so a backlog of 
 that many places in the model's scheduler queue and real-time requests interleave with it instead of waiting
 behind it.
 
-The worker claims more than it runs: up to ``claim_ahead`` times ``concurrency_per_model`` jobs per model are
-claimed and wait, already ``running`` in the store, for one of the model's places. A claim is a write that waits
-for its commit; while a flood of submissions keeps the store's writer busy, that round trip takes tens of
-milliseconds, and claiming only as many jobs as there are free places (two) capped completion at about 50 jobs/s
-during a flood against 600+ once it ended. Claiming ahead moves a dozen jobs per round trip instead.
+During a flood of submissions (``flooded()`` true: the service is holding submissions back) the worker claims
+more than it runs, up to ``claim_ahead`` times its places per model: a claim is a write that waits its turn
+behind the flood's, and claiming only as many jobs as there are free places capped completion at about 50 jobs/s
+during a flood against 600+ once it ended. The jobs past the places wait, already ``running`` in the store (so
+no longer cancellable), for a place. :attr:`Worker.behind` tells the service when there is more queued work than
+places, so that it bounds submissions meanwhile (:data:`inferd.jobs.service.INTAKE_WHEN_BEHIND`).
 
 Execution is at-least-once: a job that was running when the server died is claimed again after a restart
 (:meth:`JobStore.recover`), and an attempt that finishes after its job was claimed again cannot store a second
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -74,8 +76,8 @@ class WorkerOptions:
     ``store_retry_max_s``."""
     store_retry_max_s: float = 10.0
     claim_ahead: int = 16
-    """Jobs claimed per model, in units of ``concurrency_per_model``: the ones past the running places wait their
-    turn in this worker (see the module docstring for why)."""
+    """Jobs claimed per model during a flood, in units of ``concurrency_per_model``: the ones past the running
+    places wait their turn in this worker, ``running`` (and not cancellable) meanwhile."""
 
 
 class Worker:
@@ -90,6 +92,10 @@ class Worker:
         self._limit = options.concurrency_per_model
         self._claim_limit = options.concurrency_per_model * max(options.claim_ahead, 1)
         self._waiting = 0
+        self.flooded: Callable[[], bool] = lambda: False
+        """Whether submissions pour in faster than they are stored (set by the service): claim ahead then."""
+        self._backlog = False
+        """The last claim got every job it asked for: more are queued than this worker has places for."""
         self._places: dict[str, asyncio.Semaphore] = {}
         """Per model: the ``concurrency_per_model`` places its claimed jobs take turns at."""
         self._retry = options.retry
@@ -125,8 +131,8 @@ class Worker:
 
     @property
     def behind(self) -> bool:
-        """Whether claimed jobs are waiting for a place: the worker has more work than it gets turns for."""
-        return self._waiting > 0
+        """Whether there is more queued work than places: claimed jobs wait for one, or the last claim was full."""
+        return self._waiting > 0 or self._backlog
 
     async def stop(self) -> None:
         """Stop claiming; jobs still running are cancelled and go back to the queue without losing an attempt."""
@@ -145,7 +151,8 @@ class Worker:
         self._models |= await self._store.queued_models()
         while not self._stopping:
             self._wake.clear()
-            slots = {m: self._claim_limit - self._running.get(m, 0) for m in self._models}
+            limit = self._claim_limit if self.flooded() else self._limit
+            slots = {m: limit - self._running.get(m, 0) for m in self._models}
             try:
                 jobs = await self._store.claim(slots, self._clock())
             except Exception as exc:  # a store hiccup or a full disk must not end the worker: wait, try again
@@ -155,6 +162,9 @@ class Worker:
                 if self._claim_failing:
                     self._claim_failing = False
                     log.info("claiming asynchronous jobs works again")
+            if any(n > 0 for n in slots.values()):
+                got = Counter(job.model for job in jobs)
+                self._backlog = any(got[m] >= n for m, n in slots.items() if n > 0)
             for job in jobs:
                 self._spawn(job)
             if jobs:
