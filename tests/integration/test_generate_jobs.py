@@ -1,7 +1,7 @@
 """Generative models off the synchronous routes, in process (the real app, DataPlane, SQLite job store and worker;
 httpx over ASGI) with the echo language model: ``infer-async`` of a prompt and of a chat request answers what
 ``/generate`` answers, and under model control on-demand ``/openai/v1/models`` lists the models a request would
-load, and a chat completion loads one."""
+load, and a chat completion loads one; ``inferd batch run`` over an OpenAI batch input file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from cli_runner import inferd
 from generative_models import write_echo_llm
 from inferd.dataplane import DataPlane
 from inferd.jobs.service import AsyncConfig, AsyncService
@@ -110,3 +112,19 @@ def test_on_demand_models_are_listed_unloaded_and_a_chat_completion_loads_its_mo
         assert [m["id"] for m in (await client.get("/openai/v1/models")).json()["data"]] == ["echo"]
 
     _serve(root, tmp_path / "state", body, ModelControl(on_demand=DemandPolicy()))
+
+
+def test_inferd_batch_run_answers_an_openai_batch_file_and_says_where(root, tmp_path):
+    requests = tmp_path / "requests.jsonl"
+    lines = [{"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 8}}
+             for i in range(5)]
+    requests.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    done = inferd("batch", "run", str(root), "echo", "--input", str(requests), "--output", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    answers = tmp_path / "out" / "requests_output.jsonl"
+    assert str(answers) in done.stdout.replace("\n", "")
+    written = [orjson.loads(line) for line in answers.read_bytes().splitlines()]
+    assert [w["custom_id"] for w in written] == [f"q{i}" for i in range(5)]
+    assert {w["response"]["status_code"] for w in written} == {200}
+    assert written[0]["response"]["body"]["choices"][0]["message"]["content"] == CHATML[:8]
