@@ -49,11 +49,13 @@ _quiet = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)(
 class LlamaEngine:
     """A GGUF model in llama.cpp with ``slots`` sequences of ``context`` tokens each."""
 
-    def __init__(self, path: Path, *, context: int = 2048, slots: int = 4, threads: int = 0) -> None:
+    def __init__(self, path: Path, *, context: int = 2048, slots: int = 4, threads: int = 0,
+                 extra_buffers: bool = False) -> None:
         lib = self._lib = _llama()
         lib.llama_log_set(_quiet, ctypes.c_void_p(0))
         lib.llama_backend_init()
         model_params = lib.llama_model_default_params()
+        model_params.use_extra_bufts = extra_buffers  # AMX: see LlamaCppOptions.extra_buffers
         model = lib.llama_model_load_from_file(str(path).encode(), model_params)
         if not model:
             raise ValueError(f"{path}: llama.cpp could not load this GGUF file")

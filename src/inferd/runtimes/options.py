@@ -75,6 +75,10 @@ class PythonOptions(_Options):
 class LlamaCppOptions(_Options):
     threads: int = Field(default=0, ge=0)
     """Threads llama.cpp computes with; 0: one per core."""
+    extra_buffers: bool = False
+    """llama.cpp's extra weight buffer types (AMX tiles on Xeons that have them, repacked weights). Off by
+    default: its AMX matrix multiply crashes the process on machines (VMs) whose CPU reports AMX without granting
+    the tile state, on every batch of more than one token."""
 
 
 class EchoLLMOptions(_Options):
