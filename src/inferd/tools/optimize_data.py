@@ -158,6 +158,9 @@ def gate_metric(signature: Signature, held: HeldOut) -> tuple[str, Score]:
     classifier = "label" in names
     output = "label" if classifier else names[0]
     truth = held.truth
+    ranking = output == "score"  # relevance grades are not on a score's scale: the gate compares with the original
+    if ranking:
+        truth = None
     if truth is not None and len(truth) != held.rows:
         raise OptimizeError(f"the labels have {len(truth)} values for {held.rows} rows")
     if truth is not None and not classifier and truth.dtype.kind not in "iufb":
@@ -173,6 +176,8 @@ def gate_metric(signature: Signature, held: HeldOut) -> tuple[str, Score]:
         return metrics.regression(np.asarray(fixed[0], dtype=np.float64).ravel(), values.ravel())["r2"]
 
     name = ("accuracy" if classifier else "r2") + (" vs labels" if truth is not None else " vs original")
+    if ranking and held.truth is not None:
+        name += " (ranking scores; relevance labels are scored by evaluate --task ranking)"
     return name, score
 
 

@@ -1,7 +1,7 @@
 """Reading a whole table (CSV, JSON Lines or Parquet, gzip for the text formats) for the tools.
 
 What ``inferd batch run`` writes reads back as it was scored: a folder of output files is read in path order
-(its ``_errors.jsonl`` and ``_summary.json`` left out), and the JSON text a CSV output holds for a list column
+(its ``_errors.jsonl``, ``_summary.json`` and hidden files such as the job's journal left out), and the JSON text a CSV output holds for a list column
 (``[0.1, 0.9]``) becomes a list column again.
 """
 
@@ -31,7 +31,7 @@ def read_table(path: Path) -> pa.Table:
 
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _format(p) and p.name not in SKIPPED
-                       and not p.name.startswith("."))
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
             raise TableError(f"{path}: no CSV, JSON Lines or Parquet file in this folder")
         tables = [_read_file(p) for p in files]
