@@ -48,14 +48,18 @@ def test_digits_accuracy_matches_scikit_learn(scored):
     assert abs(found["metrics"]["accuracy"] - expected) < 0.001
     assert found["rows"] == len(y_test)
     assert {"macro_f1", "roc_auc", "log_loss"} <= set(found["metrics"])
-    assert len(found["per_class"]) == 10 and len(found["confusion"]) == 10
+    assert len(found["per_class"]) == 10
+    assert len(found["confusion"]) == 10
     png = report / "confusion.png"
     header = png.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", header[16:24])
-    assert width >= 300 and height >= 300
+    assert width >= 300
+    assert height >= 300
     html = (report / "evaluation.html").read_text()
-    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    assert "data:image/png;base64," in html
+    assert "http://" not in html
+    assert "https://" not in html
 
 
 def test_html_report_renders_in_headless_chromium(scored, tmp_path):
@@ -72,7 +76,8 @@ def test_html_report_renders_in_headless_chromium(scored, tmp_path):
                     "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
                     "--window-size=1000,1400", (report / "evaluation.html").as_uri()],
                    capture_output=True, timeout=120, check=False)
-    assert shot.exists() and shot.stat().st_size > 10_000
+    assert shot.exists()
+    assert shot.stat().st_size > 10_000
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
@@ -82,9 +87,11 @@ def test_fail_under_exits_non_zero(scored):
     assert inferd(*args, "--fail-under", "accuracy=0.5").returncode == 0
     failed = inferd(*args, "--fail-under", "accuracy=0.999")
     assert failed.returncode == 1
-    assert "accuracy" in failed.stderr and "under 0.999" in failed.stderr
+    assert "accuracy" in failed.stderr
+    assert "under 0.999" in failed.stderr
     wrong_way = inferd(*args, "--fail-under", "log_loss=0.1")
-    assert wrong_way.returncode == 2 and "--fail-over" in wrong_way.stderr
+    assert wrong_way.returncode == 2
+    assert "--fail-over" in wrong_way.stderr
 
 
 def test_labels_of_another_length(scored, tmp_path):
@@ -92,7 +99,8 @@ def test_labels_of_another_length(scored, tmp_path):
     pc.write_csv(pa.table({"digit": list(range(10))}), short)
     ran = inferd("evaluate", str(scored["preds"]), "--labels", str(short), "--task", "classification")
     assert ran.returncode == 2
-    assert "10 rows" in ran.stderr and "--key" in ran.stderr
+    assert "10 rows" in ran.stderr
+    assert "--key" in ran.stderr
 
 
 def test_labels_of_another_type(scored, tmp_path):
@@ -102,14 +110,16 @@ def test_labels_of_another_type(scored, tmp_path):
     ran = inferd("evaluate", str(scored["preds"]), "--labels", str(words), "--key", "id",
                  "--task", "classification")
     assert ran.returncode == 2
-    assert "text" in ran.stderr and "numbers" in ran.stderr
+    assert "text" in ran.stderr
+    assert "numbers" in ran.stderr
 
 
 def test_regression_labels_that_are_text(tmp_path):
     table = tmp_path / "p.jsonl"
     table.write_text('{"prediction": 1.5, "truth": "a"}\n{"prediction": 2.5, "truth": "b"}\n')
     ran = inferd("evaluate", str(table), "--labels", "truth", "--task", "regression")
-    assert ran.returncode == 2 and "must be numbers" in ran.stderr
+    assert ran.returncode == 2
+    assert "must be numbers" in ran.stderr
 
 
 def test_regression_and_slices_from_columns(tmp_path):
@@ -129,4 +139,5 @@ def test_regression_and_slices_from_columns(tmp_path):
 def test_unknown_labels_column_names_the_columns(scored):
     ran = inferd("evaluate", str(scored["preds"]), "--labels", "nope", "--task", "classification")
     assert ran.returncode == 2
-    assert "'label'" in ran.stderr and "'probabilities'" in ran.stderr
+    assert "'label'" in ran.stderr
+    assert "'probabilities'" in ran.stderr

@@ -14,7 +14,7 @@ GATE_FAILED = 1
 BAD_INPUT = 2
 
 
-def evaluate(
+def evaluate(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     predictions: Annotated[Path, typer.Argument(metavar="PREDICTIONS", help="CSV, JSON Lines or Parquet file (or a "
                                                 "folder of them, as `inferd batch run` writes) with the predictions.")],
     labels: Annotated[str, typer.Option(help="The truth: a column of PREDICTIONS, or a file (CSV/JSONL/Parquet).")],
@@ -33,7 +33,8 @@ def evaluate(
         help="METRIC=VALUE: exit 1 when the metric is below VALUE (repeatable), e.g. accuracy=0.95.")] = None,
     fail_over: Annotated[list[str] | None, typer.Option(
         help="METRIC=VALUE: exit 1 when the metric is above VALUE, e.g. rmse=4.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write evaluation.json, a PNG plot and evaluation.html here.")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Write evaluation.json, a PNG plot and evaluation.html here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Score PREDICTIONS against the truth: accuracy, per-class precision/recall/F1, ROC AUC, log loss and a
@@ -68,18 +69,18 @@ def _limits(given: list[str], option: str) -> dict[str, float]:
     from inferd.tools.evaluate import EvaluateError
     from inferd.tools.metrics import higher_is_better
 
-    limits = {}
+    limits: dict[str, float] = {}
     for item in given:
-        name, _, value = item.partition("=")
+        name, _, text = item.partition("=")
         try:
-            limits[name.strip()] = float(value)
+            limits[name.strip()] = float(text)
         except ValueError:
             raise EvaluateError(f"{option} {item!r}: expected METRIC=NUMBER, e.g. accuracy=0.95") from None
         better = higher_is_better(name.strip())
         if better is not None and better != (option == "--fail-under"):
             other = "--fail-over" if option == "--fail-under" else "--fail-under"
-            raise EvaluateError(f"{option} {item}: {name} is better when {'lower' if option == '--fail-under' else 'higher'}; "
-                                f"use {other}")
+            lower = "lower" if option == "--fail-under" else "higher"
+            raise EvaluateError(f"{option} {item}: {name} is better when {lower}; use {other}")
     return limits
 
 
@@ -103,9 +104,9 @@ def _print(result: object, written: dict[str, Path]) -> None:
             classes.add_row(str(row["class"]), f"{row['precision']:.4f}", f"{row['recall']:.4f}",
                             f"{row['f1']:.4f}", str(row["support"]))
         console.print(classes)
-    for value, scored in result.slices.items():
+    for part, scored in result.slices.items():
         shown = ", ".join(f"{n} {v:.4f}" for n, v in scored["metrics"].items())
-        console.print(f"slice {value} ({scored['rows']} rows): {shown}", highlight=False)
+        console.print(f"slice {part} ({scored['rows']} rows): {shown}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     for kind, path in written.items():

@@ -13,7 +13,7 @@ from inferd.cli.common import console, fail
 BAD_INPUT = 2
 
 
-def optimize(
+def optimize(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     repo: Annotated[Path, typer.Argument(metavar="REPO", help="Model repository folder.")],
     model: Annotated[str, typer.Argument(metavar="MODEL", help="Model name (its folder in REPO).")],
     data: Annotated[Path, typer.Option(help="Held-out rows (CSV, JSON Lines or Parquet), columns as for "
@@ -27,17 +27,20 @@ def optimize(
     objective: Annotated[str, typer.Option(help="latency (batch 1) or throughput (batch 64).")] = "latency",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure and report; write no version.")] = False,
     seconds: Annotated[float, typer.Option(help="Timing per candidate and batch size, in seconds.")] = 0.5,
-    report: Annotated[Path | None, typer.Option(help="Write optimize.json, optimize.png and optimize.html here.")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Write optimize.json, optimize.png and optimize.html here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Try faster versions of MODEL (ONNX conversion, graph optimisation, int8 quantization), compare each with
     the original on DATA, and write the fastest one that passes the accuracy gate as the next version folder."""
+    from inferd.tools.optimize import OptimizeOptions
     from inferd.tools.optimize import optimize as run
     from inferd.tools.optimize_data import OptimizeError
 
     try:
-        result = run(repo, model, data, labels, max_accuracy_drop, version, not dry_run, objective, seconds,
-                     [c.strip() for c in ignore.split(",")] if ignore else [])
+        options = OptimizeOptions(labels, max_accuracy_drop, version, not dry_run, objective, seconds,
+                                  [c.strip() for c in ignore.split(",")] if ignore else [])
+        result = run(repo, model, data, options)
     except OptimizeError as exc:
         fail(str(exc), code=BAD_INPUT)
     written = {}

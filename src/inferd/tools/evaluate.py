@@ -199,15 +199,15 @@ def _join(keys: np.ndarray, label_keys: np.ndarray, path: Path) -> np.ndarray:
 
 
 def column_name(table: pa.Table, name: str, what: str) -> str:
-    if name not in table.schema.names:
+    if name not in list(table.schema.names):
         raise TableError(f"no {what} column {name!r}; the columns are {', '.join(map(repr, table.schema.names))}")
-    return name
+    return str(name)
 
 
 def _only_column(table: pa.Table, key: str | None, path: Path) -> str:
     rest = [n for n in table.schema.names if n != key]
     if len(rest) == 1:
-        return rest[0]
+        return str(rest[0])
     raise EvaluateError(f"{path} has columns {', '.join(map(repr, rest))}: name the labels with --label-column")
 
 

@@ -14,7 +14,8 @@ def write_report(evaluation: Evaluation, folder: Path, title: str = "inferd eval
     """Write the report files into ``folder``; returns them by kind (json, png, html)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = {"json": folder / "evaluation.json"}
-    written["json"].write_bytes(orjson.dumps(evaluation.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    written["json"].write_bytes(orjson.dumps(evaluation.to_dict(), option=options))
     images = []
     if evaluation.task == "classification" and evaluation.confusion:
         images.append(reports.confusion_png(folder / "confusion.png", evaluation.classes, evaluation.confusion,

@@ -47,7 +47,7 @@ def measure(predict: Predict, inputs: Mapping[str, np.ndarray], seconds: float =
     block = rows(inputs, 0, THROUGHPUT_BATCH)
     predict(singles[0])
     predict(block)
-    latencies = []
+    latencies: list[int] = []
     deadline = time.perf_counter() + seconds
     while len(latencies) < min_calls or time.perf_counter() < deadline:
         feed = singles[len(latencies) % len(singles)]

@@ -79,10 +79,7 @@ def parse_drop(text: str, baseline: float) -> float:
     """``"0.5%"``: that share of ``baseline``; ``"0.005"``: that much, absolute."""
     value = text.strip()
     try:
-        if value.endswith("%"):
-            number = float(value[:-1]) / 100.0 * abs(baseline)
-        else:
-            number = float(value)
+        number = float(value[:-1]) / 100.0 * abs(baseline) if value.endswith("%") else float(value)
     except ValueError:
         raise OptimizeError(f"--max-accuracy-drop {text!r}: expected a share such as 0.5% or an absolute "
                             "number such as 0.005") from None
@@ -91,18 +88,35 @@ def parse_drop(text: str, baseline: float) -> float:
     return number
 
 
-def optimize(repo: Path, model: str, data: Path, labels: str | None = None, max_drop: str = "0.5%",
-             version: int | None = None, write: bool = True, objective: str = "latency",
-             seconds: float = 0.5, ignore: Sequence[str] = ()) -> OptimizeReport:
+@dataclass(frozen=True, slots=True)
+class OptimizeOptions:
+    labels: str | None = None
+    """Column of the data with the truth (left out of the inputs)."""
+    max_drop: str = "0.5%"
+    """The gate: ``0.5%`` of the original's metric, or ``0.005`` absolute."""
+    version: int | None = None
+    """The version to start from; default the newest."""
+    write: bool = True
+    objective: str = "latency"
+    """``latency`` (p50 at batch 1) or ``throughput`` (rows/s at batch 64): what "faster" means."""
+    seconds: float = 0.5
+    """Timing per candidate and batch size."""
+    ignore: Sequence[str] = ()
+    """Columns of the data that are not inputs (an id, a group)."""
+
+
+def optimize(repo: Path, model: str, data: Path, options: OptimizeOptions | None = None) -> OptimizeReport:
     """Try the candidates for ``model`` in ``repo`` on ``data`` and write the best one that passes the gate."""
+    options = options or OptimizeOptions()
+    objective = options.objective
     if objective not in OBJECTIVES:
         raise OptimizeError(f"unknown objective {objective!r}; choose {' or '.join(OBJECTIVES)}")
-    original = load_original(repo, model, version)
-    held = read_held_out(data, original.runtime.signature, labels, ignore)
+    original = load_original(repo, model, options.version)
+    held = read_held_out(data, original.runtime.signature, options.labels, options.ignore)
     reference = original.runtime.predict(held.inputs)
     metric_name, score = gate_metric(original.runtime.signature, held)
     baseline = score(reference)
-    allowed = parse_drop(max_drop, baseline)
+    allowed = parse_drop(options.max_drop, baseline)
     report = OptimizeReport(model, original.version, original.runtime_name, held.rows, metric_name, baseline,
                             allowed, [Candidate("original", original.artifact, original.artifact.stat().st_size)])
     report.notes.append("pruning: none tried (onnxruntime, skl2onnx, XGBoost and LightGBM offer no pruning of a "
@@ -116,9 +130,9 @@ def optimize(repo: Path, model: str, data: Path, labels: str | None = None, max_
         for candidate in report.candidates:
             runtime = runtimes.get(candidate.name)
             if runtime is not None:
-                _judge(candidate, runtime, held, reference, score, baseline, allowed, seconds)
+                _judge(candidate, runtime, held, reference, (score, baseline, allowed), options.seconds)
         _choose(report, objective)
-        if report.chosen is not None and write:
+        if report.chosen is not None and options.write:
             report.written = _write(original, report)
         for runtime in runtimes.values():
             runtime.close()
@@ -170,8 +184,9 @@ def _loaded(candidate: Candidate, path: Path | None, original: Any) -> tuple[Can
 
 
 def _judge(candidate: Candidate, runtime: Runtime, held: HeldOut, reference: Mapping[str, np.ndarray],
-           score: Callable[[Mapping[str, np.ndarray]], float], baseline: float, allowed: float,
-           seconds: float) -> None:
+           gate: tuple[Callable[[Mapping[str, np.ndarray]], float], float, float], seconds: float) -> None:
+    """Outputs compared with the original's, the gate's metric (``gate``: score, baseline, allowed drop), speed."""
+    score, baseline, allowed = gate
     outputs = runtime.predict(held.inputs)
     candidate.agreement = compare(reference, outputs)
     candidate.metric = score(outputs)
@@ -214,7 +229,7 @@ def _write(original: Any, report: OptimizeReport) -> Path:
     report.written = final
     (staging / REPORT_FILE).write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
     staging.rename(final)
-    return final
+    return Path(final)
 
 
 def _honest_int8(report: OptimizeReport) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import orjson
@@ -33,7 +34,7 @@ def write_report(report: OptimizeReport, folder: Path) -> dict[str, Path]:
                      c.agreement.get("max_abs_diff", ""), c.agreement.get("argmax_agreement", ""),
                      s.latency_p50_us if s else "", s.latency_p99_us if s else "", s.throughput_rows_s if s else "",
                      c.size_bytes, c.error or ""])
-    notes = "".join(f"<p>{reports.html.escape(n)}</p>" for n in report.notes)
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in report.notes)
     verdict = f"written: {report.written}" if report.written else "written: nothing"
     sections = [("Candidates", reports.table_html(header, rows)), ("Outcome", f"<p>{verdict}</p>{notes}")]
     written["html"] = reports.write_html(folder / "optimize.html", f"inferd optimize: {report.model}", sections,

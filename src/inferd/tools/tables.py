@@ -1,8 +1,8 @@
 """Reading a whole table (CSV, JSON Lines or Parquet, gzip for the text formats) for the tools.
 
 What ``inferd batch run`` writes reads back as it was scored: a folder of output files is read in path order
-(its ``_errors.jsonl``, ``_summary.json`` and hidden files such as the job's journal left out), and the JSON text a CSV output holds for a list column
-(``[0.1, 0.9]``) becomes a list column again.
+(its ``_errors.jsonl``, ``_summary.json`` and hidden files such as the job's journal left out), and the JSON
+text a CSV output holds for a list column (``[0.1, 0.9]``) becomes a list column again.
 """
 
 from __future__ import annotations
