@@ -4,7 +4,8 @@ digits, the quarter of scikit-learn's bundled images the model never saw.
 
 ``python -m inferd.examples.held_out FOLDER`` writes ``eta.csv``, ``digits.csv``, ``spam.csv`` and
 ``ranker.csv`` there. Each has the model's feature columns, then ``id`` and the truth (``minutes``, ``digit``,
-``label``, ``relevance``; the ranker's also ``user``, the query group).
+``label``, ``relevance``; the ranker's also ``user``, the query group). ``NAME-features.csv`` beside each holds
+the feature columns and ``id`` only: the input of ``inferd batch run NAME --key id``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 HELD_OUT_SEED = 1001
+TRUTH = {"eta": ("minutes",), "digits": ("digit",), "spam": ("label",), "ranker": ("relevance", "user")}
 ROWS = 1000
 USERS = 100
 
@@ -50,7 +52,9 @@ def write(folder: Path) -> list[Path]:
         path = folder / f"{name}.csv"
         table = pa.table({k: pa.array(v.tolist() if v.dtype == object else v) for k, v in columns.items()})
         pc.write_csv(table, path)
-        written.append(path)
+        features = folder / f"{name}-features.csv"
+        pc.write_csv(table.drop_columns(list(TRUTH[name])), features)
+        written += [path, features]
     return written
 
 
