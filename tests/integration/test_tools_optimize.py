@@ -15,7 +15,7 @@ import xgboost
 from sklearn.kernel_ridge import KernelRidge
 
 from cli_runner import inferd
-from inferd.examples import eta
+from inferd.examples import eta, spam
 from inferd.examples.held_out import tables
 from server_process import ServerProcess
 
@@ -64,6 +64,26 @@ def test_eta_onnx_version_passes_the_gate_and_serves(repo, held_out, tmp_path):
         assert metadata["platform"].startswith("onnx")
     finally:
         server.stop()
+
+
+def test_spam_text_pipeline_converts_with_a_locale_the_image_has(tmp_path):
+    root = tmp_path / "repo"
+    (root / "spam" / "1").mkdir(parents=True)
+    spam.build(root / "spam")
+    data = tmp_path / "spam.jsonl"
+    columns = tables()["spam"]
+    data.write_text("".join(json.dumps({"text": t, "id": int(i), "label": y}) + "\n"
+                            for t, i, y in zip(columns["text"], columns["id"], columns["label"], strict=True)))
+    ran = inferd("optimize", str(root), "spam", "--data", str(data), "--labels", "label", "--ignore", "id",
+                 "--dry-run", "--seconds", "0.05", "--json")
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    converted = next(c for c in report["candidates"] if c["name"] == "onnx")
+    assert converted["error"] is None
+    assert converted["passed"] is True
+    assert converted["agreement"]["argmax_agreement"] == 1.0
+    assert report["written"] is None  # --dry-run
+    assert sorted(p.name for p in (root / "spam").iterdir()) == ["1"]
 
 
 def test_columns_that_do_not_match_are_named_and_nothing_is_written(repo, tmp_path):

@@ -27,6 +27,9 @@ ONNXMLTOOLS_OPSET = 15
 _ONNX_TYPE = {"FP32": 1, "UINT8": 2, "INT8": 3, "INT32": 6, "INT64": 7, "BYTES": 8, "BOOL": 9, "FP64": 11}
 """V2 datatype -> onnx.TensorProto element type, for the datatypes a converted model gives."""
 TREE_MODULES = ("sklearn.tree", "sklearn.ensemble")
+TEXT_LOCALE = "C.UTF-8"
+"""The locale of a text vectorizer's StringNormalizer (lowercasing). skl2onnx's default, en_US.UTF-8, is missing
+from many images (Debian's included), and onnxruntime then refuses to load the graph; C.UTF-8 is in glibc."""
 
 
 class ConversionError(ValueError):
@@ -86,9 +89,12 @@ def _sklearn(estimator: Any, signature: Signature) -> tuple[onnx.ModelProto, boo
 
     final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     double = signature.inputs[0].datatype != "BYTES" and _has_trees(estimator)
-    options = {id(final): {"zipmap": False}} if hasattr(final, "classes_") else None
+    options: dict[int, dict[str, Any]] = {id(final): {"zipmap": False}} if hasattr(final, "classes_") else {}
+    for step in [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]:
+        if callable(getattr(step, "build_analyzer", None)):
+            options[id(step)] = {"locale": TEXT_LOCALE}
     model: onnx.ModelProto = convert_sklearn(estimator, initial_types=_input_type(signature, double),
-                                             options=options, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+                                             options=options or None, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
     if double:
         model = _cast_input(model, signature)
     return model, double
