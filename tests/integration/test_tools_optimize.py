@@ -9,13 +9,14 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pc
+import pyarrow.parquet as pq
 import pytest
 import skops.io as sio
 import xgboost
 from sklearn.kernel_ridge import KernelRidge
 
 from cli_runner import inferd
-from inferd.examples import eta, spam
+from inferd.examples import digits, eta, spam
 from inferd.examples.held_out import tables
 from server_process import ServerProcess
 
@@ -131,3 +132,25 @@ def test_a_bad_gate_is_refused(repo, held_out):
                  "--max-accuracy-drop", "a lot")
     assert ran.returncode == 2
     assert "--max-accuracy-drop" in ran.stderr
+
+
+def test_digits_onnx_gets_int8_candidates_and_slower_int8_is_said(tmp_path):
+    root = tmp_path / "repo"
+    (root / "digits" / "1").mkdir(parents=True)
+    digits.build(root / "digits")
+    data = tmp_path / "digits.parquet"
+    pq.write_table(pa.table(tables()["digits"]), data)
+    ran = inferd("optimize", str(root), "digits", "--data", str(data), "--labels", "digit", "--ignore", "id",
+                 "--dry-run", "--seconds", "0.1", "--json")
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert {"onnx+graph-optimized", "onnx+int8-dynamic", "onnx+int8-static"} <= set(by_name)
+    fp32 = by_name["onnx+graph-optimized"]["speed"]["latency_p50_us"]
+    for name in ("onnx+int8-dynamic", "onnx+int8-static"):
+        candidate = by_name[name]
+        assert candidate["error"] is None
+        assert candidate["size_bytes"] < by_name["original"]["size_bytes"]
+        assert candidate["agreement"]["argmax_agreement"] > 0.95
+        said = any(note.startswith(f"{name} is slower than fp32") for note in report["notes"])
+        assert said == (candidate["speed"]["latency_p50_us"] > fp32)
