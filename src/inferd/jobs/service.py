@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from inferd.backoff import doubling_delay
+from inferd.codecs import generate as generate_body
 from inferd.codecs.v2_body import V2Body
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError, invalid, unavailable
@@ -256,5 +259,10 @@ class AsyncService:
         return await self.store.inline(job.id, "request") or b""
 
     async def _infer(self, job: Job, body: bytes) -> tuple[bytes, int | None]:
-        """The body the synchronous ``infer`` route would answer (the same call on the same inference path)."""
+        """The body the synchronous route would answer (the same call on the same inference path): ``infer``'s
+        for a V2 request, ``generate``'s for a generate request (``text_input`` or ``messages``)."""
+        if generate_body.is_generate_body(body, job.header_length):
+            request = generate_body.parse(body, job.model, job.version)
+            events = await self.dataplane.generate(request)
+            return orjson.dumps(await generate_body.whole(events, job.model, job.version)), None
         return await self.dataplane.infer(V2Body(body, job.header_length, job.model, job.version))
