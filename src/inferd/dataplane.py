@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -372,31 +373,48 @@ class DataPlane:
         return outcome
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
-        """The one generation path: resolve the generative model the request names, check it, tokenize its
-        prompt (off the event loop) and queue it on the model's generation scheduler. Raises before anything is
-        generated (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE when the queue is full); then the events follow as
-        the tokens come, the last with a finish reason and the usage. Closing the iterator early (a client that
-        went away) frees the request's slot before the next decode step."""
+        """The one generation path: resolve the generative model the request names (loading it first under
+        model control on-demand), check it, tokenize its prompt (off the event loop) and queue it on the model's
+        generation scheduler. Raises before anything is generated (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE when
+        the queue is full); then the events follow as the tokens come, the last with a finish reason and the
+        usage. Closing the iterator early (a client that went away) frees the request's slot before the next
+        decode step. The model version counts the generation in flight until it ends, so that it is never
+        unloaded (idle, or to make room) under it."""
         from inferd.generation.request import output_budget, prompt_tokens
 
         request.check()
-        generator = self.generator(request.model_name, request.model_version)
+        model = await self.ensure_loaded(request.model_name, request.model_version)
+        generator = self._generator_of(model)
         loop = asyncio.get_running_loop()
         tokens = await loop.run_in_executor(None, prompt_tokens, generator.engine, request)
         budget = output_budget(request, generator.limits, generator.context, len(tokens))
         events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
+        release = _Release(model)
 
         def sink(event: GenerationEvent | BaseException) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
+            if isinstance(event, BaseException) or event.finish_reason is not None:
+                loop.call_soon_threadsafe(release)
 
-        ticket = generator.submit(tokens, budget, request.sampling(generator.limits), request.stop, sink)
-        return _events(events, ticket)
+        model.in_flight += 1
+        model.last_use = next(USES)
+        try:
+            ticket = generator.submit(tokens, budget, request.sampling(generator.limits), request.stop, sink)
+        except BaseException:
+            release()
+            raise
+        return _events(events, ticket, release)
 
     def generator(self, name: str, version: str | None = None) -> GenerationScheduler:
         """A generative model's scheduler; INVALID_ARGUMENT naming the model when it is a tensor model."""
-        loaded = self.repository.get(name, parse_version(version)).require_loaded()
+        return self._generator_of(self.repository.get(name, parse_version(version)))
+
+    @staticmethod
+    def _generator_of(model: ModelVersion) -> GenerationScheduler:
+        loaded = model.require_loaded()
         if loaded.generator is None:
-            raise invalid(f"model {name!r} is not a generative model (it takes tensors: use the V2 infer route)")
+            raise invalid(f"model {model.name!r} is not a generative model (it takes tensors: use the V2 infer "
+                          "route)")
         return loaded.generator
 
     def capture_inference(self, model: ModelVersion, signature: Signature, prepared: Prepared,
@@ -494,8 +512,23 @@ class _Waiter:
         self._answer(error)
 
 
-async def _events(events: asyncio.Queue[GenerationEvent | BaseException],
-                  ticket: Ticket) -> AsyncGenerator[GenerationEvent, None]:
+class _Release:
+    """Counts a generation out of its model version's requests in flight, once (when it ends or is dropped)."""
+
+    __slots__ = ("_model",)
+
+    def __init__(self, model: ModelVersion) -> None:
+        self._model: ModelVersion | None = model
+
+    def __call__(self) -> None:
+        if self._model is not None:
+            self._model.in_flight -= 1
+            self._model.stats.last_inference_ms = time.time_ns() // 1_000_000
+            self._model = None
+
+
+async def _events(events: asyncio.Queue[GenerationEvent | BaseException], ticket: Ticket,
+                  release: Callable[[], None]) -> AsyncGenerator[GenerationEvent, None]:
     finished = False
     try:
         while True:
@@ -511,6 +544,7 @@ async def _events(events: asyncio.Queue[GenerationEvent | BaseException],
     finally:
         if not finished:
             ticket.cancel()
+        release()
 
 
 def _left_after_load(name: str, timeout_us: int, waited_us: int) -> int:

@@ -27,6 +27,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "--log-format": ("log_format", str),
     "--access-log": ("access_log", FLAG),
     "--state-dir": ("state_dir", Path),
+    "--job-store": ("job_store", str),
     "--api-keys-file": ("api_keys_file", Path),
     "--tls-certfile": ("tls_certfile", Path),
     "--tls-keyfile": ("tls_keyfile", Path),

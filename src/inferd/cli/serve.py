@@ -23,6 +23,8 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     access_log: Annotated[bool | None, typer.Option("--access-log", help="Log one line per HTTP request.")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="Folder for the asynchronous job store and payloads "
                                                         "[default: .inferd].")] = None,
+    job_store: Annotated[str | None, typer.Option(help="postgresql://... to share one asynchronous queue between "
+                                                       "servers; without it, SQLite in --state-dir.")] = None,
     api_keys_file: Annotated[Path | None, typer.Option(help="TOML or JSON file of API key records "
                                                             "(see `inferd keys create`).")] = None,
     tls_certfile: Annotated[Path | None, typer.Option(help="Server certificate (PEM) for HTTPS and gRPC TLS.")] = None,
@@ -48,7 +50,7 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     from inferd.cli.serving import serve as run
 
     run(repo, host=host, http_port=http_port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
-        log_level=log_level, state_dir=state_dir, log_format=log_format, access_log=access_log,
+        log_level=log_level, state_dir=state_dir, job_store=job_store, log_format=log_format, access_log=access_log,
         api_keys_file=api_keys_file, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile,
         tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated, model_control=model_control,
         memory_budget=memory_budget, idle_unload_s=idle_unload_s, load_timeout_s=load_timeout_s, poll_s=poll_s)

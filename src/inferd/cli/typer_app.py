@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import batch, demo, jobs, keys, models, predict, serve
+from inferd.cli import batch, demo, evaluate, jobs, keys, models, optimize, predict, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app.add_typer(keys.app, name="keys")
 app.command("predict")(predict.predict)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+app.command("optimize")(optimize.optimize)
+app.command("evaluate")(evaluate.evaluate)
 
 
 def _print_version(given: bool) -> None:

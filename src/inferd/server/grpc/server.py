@@ -10,6 +10,7 @@ import grpc
 from inferd.dataplane import DataPlane
 from inferd.observability.request_context import RequestObserver
 from inferd.server.grpc.generated import grpc_service_pb2_grpc
+from inferd.server.grpc.health import add_health_and_reflection
 from inferd.server.grpc.servicer import InferenceServicer
 
 
@@ -24,7 +25,8 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_mess
 
     ``interceptors`` (``grpc.aio.ServerInterceptor``) see every call first, such as the API key check;
     with ``credentials`` (``grpc.ssl_server_credentials``) the port speaks TLS only. ``observer`` gives calls
-    their request ids (the HTTP server's, so ids from both share one sequence).
+    their request ids (the HTTP server's, so ids from both share one sequence). The standard health service and
+    server reflection are served beside it (server/grpc/health.py).
 
     Messages up to ``max_message_bytes`` are taken and sent. The port is not shared with another process
     (no SO_REUSEPORT), so a port in use is an error here rather than a server that never gets requests.
@@ -37,6 +39,7 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_mess
     ])
     register = grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
     register(InferenceServicer(dataplane, observer), server)  # type: ignore[no-untyped-call]  # generated untyped
+    add_health_and_reflection(server, dataplane)
     address = grpc_address(host, port)
     try:
         if credentials is None:
