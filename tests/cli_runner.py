@@ -19,10 +19,11 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def inferd(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``inferd`` command for real."""
+def inferd(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 120,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``inferd`` command for real (``env``: variables added to the environment)."""
     return subprocess.run(
         [str(BIN / "inferd"), *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-        cwd=cwd, env=cli_env(), check=False,
+        cwd=cwd, env={**cli_env(), **(env or {})}, check=False,
     )
 

@@ -25,7 +25,8 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    repository: Path
+    repository: Path | None
+    """None: ``inferd serve`` with no REPO (the repository from the environment)."""
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -46,7 +47,8 @@ class ServerProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> ServerProcess:
-        command = [str(BIN / "inferd"), "serve", str(self.repository), "--host", "127.0.0.1",
+        repo = [] if self.repository is None else [str(self.repository)]
+        command = [str(BIN / "inferd"), "serve", *repo, "--host", "127.0.0.1",
                    "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *self.extra_args]
         if "--state-dir" not in self.extra_args and "INFERD_STATE_DIR" not in self.env:
             # its own job store, beside its log: never the working folder's .inferd/ that other servers share

@@ -1,7 +1,7 @@
 """``inferd serve REPO [options]`` read without Typer and Click: a process that starts to serve does not import the
 CLI framework and the other commands (about 0.1 s of CPU, paid at every scale from zero).
 
-Only a command line this reads with certainty takes this path: ``serve``, one REPO, and options of
+Only a command line this reads with certainty takes this path: ``serve``, at most one REPO, and options of
 :data:`OPTIONS` each given once (``--name value`` or ``--name=value``; flags without a value), every value converting
 to its type. Anything else (``--help``, a root option before ``serve``, an unknown or repeated option, a value that
 does not convert, ``--``) goes to Typer, which answers it exactly as before. :data:`OPTIONS` mirrors the Typer
@@ -42,9 +42,9 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
 """``inferd serve``'s options: option -> (parameter, conversion)."""
 
 
-def parse_serve(args: Sequence[str]) -> tuple[Path, dict[str, Any]] | None:
-    """REPO and the options (every parameter, None where not given) of ``inferd serve ARGS``, or None when Typer
-    should read them."""
+def parse_serve(args: Sequence[str]) -> tuple[Path | None, dict[str, Any]] | None:
+    """REPO (None: not given, as in SageMaker's ``docker run IMAGE serve``) and the options (every parameter, None
+    where not given) of ``inferd serve ARGS``, or None when Typer should read them."""
     repo: Path | None = None
     given: dict[str, Any] = {}
     tokens = list(args)
@@ -57,8 +57,6 @@ def parse_serve(args: Sequence[str]) -> tuple[Path, dict[str, Any]] | None:
             repo = Path(token)
         else:
             return None
-    if repo is None:
-        return None
     return repo, {parameter: given.get(parameter) for parameter, _ in OPTIONS.values()}
 
 

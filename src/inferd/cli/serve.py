@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 
 
 def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
-    repo: Annotated[Path, typer.Argument(metavar="REPO", help="Model repository folder.")],
+    repo: Annotated[Path | None, typer.Argument(
+        metavar="REPO", help="Model repository folder. Without it: INFERD_REPOSITORY, else /opt/ml/model under "
+                             "SageMaker, else Vertex AI's AIP_STORAGE_URI (copied when remote).",
+        show_default=False)] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8080].")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none [default: 8081].")] = None,
@@ -46,7 +49,8 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     poll_s: Annotated[float | None, typer.Option(help="Follow the repository folder's changes, looking every "
                                                       "so many seconds; 0 for never [default: 0.0].")] = None,
 ) -> None:
-    """Serve every model in REPO until Ctrl-C. Settings also come from INFERD_* environment variables."""
+    """Serve every model in REPO until Ctrl-C (SageMaker's `docker run IMAGE serve`: no REPO). Settings also come
+    from INFERD_* environment variables."""
     from inferd.cli.serving import serve as run
 
     run(repo, host=host, http_port=http_port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
@@ -56,7 +60,7 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
         memory_budget=memory_budget, idle_unload_s=idle_unload_s, load_timeout_s=load_timeout_s, poll_s=poll_s)
 
 
-def make_settings(repo: Path, **given: Any) -> ServerSettings:
+def make_settings(repo: Path | None, **given: Any) -> ServerSettings:
     """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave
     (``given``: every option of the command that is a setting, None where not given)."""
     from inferd.cli.serving import make_settings as made

@@ -11,8 +11,9 @@ if TYPE_CHECKING:
     from inferd.settings import ServerSettings
 
 
-def serve(repo: Path, **options: Any) -> None:
-    """Serve every model in ``repo`` until stopped; ``options`` are the command's, None where not given."""
+def serve(repo: Path | None, **options: Any) -> None:
+    """Serve every model in ``repo`` (None: the one the environment names, :mod:`inferd.cli.repository_source`)
+    until stopped; ``options`` are the command's, None where not given."""
     settings = make_settings(repo, **options)
     from inferd.cli.common import configure_logging
 
@@ -29,10 +30,19 @@ def serve(repo: Path, **options: Any) -> None:
         _fail(f"cannot serve: {exc}")
 
 
-def make_settings(repo: Path, **given: Any) -> ServerSettings:
+def make_settings(repo: Path | None, **given: Any) -> ServerSettings:
     """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave
-    (``given``: every option of the command that is a setting, None where not given)."""
+    (``given``: every option of the command that is a setting, None where not given; ``repo`` None: the
+    repository the environment names)."""
     from inferd.settings import InvalidSettingsError, load_settings
+
+    if repo is None:
+        from inferd.cli.repository_source import NoRepositoryError, find_repository
+
+        try:
+            repo = find_repository(state_dir=given.get("state_dir"))
+        except NoRepositoryError as exc:
+            _fail(str(exc), code=2)
 
     if not repo.is_dir():
         _fail(f"model repository {repo} does not exist or is not a folder", code=2)

@@ -37,6 +37,8 @@ def test_the_option_table_is_the_typer_commands():
 
 
 LINES = [
+    [],  # SageMaker's `docker run IMAGE serve`: the repository from the environment
+    ["--http-port", "9000"],
     ["models"],
     ["models", "--http-port", "9000", "--grpc-port=0", "--access-log", "--poll-s", "0.5"],
     ["--host", "0.0.0.0", "models", "--allow-unauthenticated", "--state-dir", "st", "--memory-budget", "2GiB",
@@ -56,7 +58,7 @@ def test_a_command_line_it_reads_gives_serve_what_typer_gives(line, monkeypatch)
 
 
 @pytest.mark.parametrize("line", [
-    [], ["--help"], ["models", "--help"], ["a", "b"], ["models", "--http-port"], ["models", "--http-port", "x"],
+    ["--help"], ["models", "--help"], ["a", "b"], ["models", "--http-port"], ["models", "--http-port", "x"],
     ["models", "--http-port", "-1"], ["models", "--unknown", "1"], ["models", "--poll-s", "1", "--poll-s", "2"],
     ["models", "--access-log=yes"], ["models", "--"], ["", "--host", "h"], ["models", "-h"],
 ], ids=" ".join)
