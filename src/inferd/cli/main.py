@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import batch, demo, evaluate, jobs, keys, models, optimize, predict, serve
+from inferd.cli import batch, bench, demo, evaluate, jobs, keys, models, optimize, predict, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("optimize")(optimize.optimize)
 app.command("evaluate")(evaluate.evaluate)
+app.command("bench")(bench.bench)
 
 
 def _print_version(given: bool) -> None:
