@@ -28,7 +28,7 @@ def bench(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
                                           "repository folder to serve on free loopback ports for the run.")],
     model: Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")],
     route: Annotated[str, typer.Option(help="json, binary, grpc, generate (/v2/models/M/generate) or openai "
-                                       "(/v1/chat/completions).")] = "json",
+                                       "(/openai/v1/chat/completions).")] = "json",
     concurrency: Annotated[str, typer.Option(help="Closed-loop sweep: requests in flight, comma-separated; "
                                              "'' for none.")] = "1,4,16",
     rates: Annotated[str, typer.Option(help="Open-loop sweep: requests per second, comma-separated.")] = "",

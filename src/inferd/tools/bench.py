@@ -24,6 +24,8 @@ import numpy as np
 from inferd.tools.bench_load import LoadResult, run_load_processes
 from inferd.tools.bench_payload import BenchError, Payload, build_payload
 
+__all__ = ["BenchError", "BenchOptions", "BenchReport", "Point", "bench", "bench_url", "parse_price", "read_prices"]
+
 SATURATED = 0.85
 """Load generator CPU, in cores per client process, above which it likely sets the pace, not the server."""
 STAT_KEYS = ("queue", "compute_input", "compute_infer", "compute_output")
@@ -185,7 +187,7 @@ def _server_stats(client: Any, model: str) -> dict[str, int]:
     try:
         answer = client.get(f"/v2/models/{model}/stats")
         entries = answer.json().get("model_stats", []) if answer.status_code == 200 else []
-    except Exception:  # noqa: BLE001 - statistics are a bonus; the client-side figures stand without them
+    except Exception:
         return {}
     total: dict[str, int] = {"success": 0}
     for entry in entries:
@@ -201,7 +203,10 @@ def _point(mode: str, level: float, load: LoadResult, payload: Payload, options:
     lat = np.asarray(load.latencies_s) * 1e6
     wall = max(load.wall_s, 1e-9)
     rps = len(lat) / wall
-    q = (lambda pct: float(np.percentile(lat, pct))) if len(lat) else (lambda pct: 0.0)
+
+    def q(pct: float) -> float:
+        return float(np.percentile(lat, pct)) if len(lat) else 0.0
+
     served = after.get("success", 0) - before.get("success", 0)
     server_us = ({k: (after.get(k, 0) - before.get(k, 0)) / served / 1e3 for k in STAT_KEYS}
                  if served > 0 else {})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 ROUTES = ("json", "binary", "grpc", "generate", "openai")
+JSON_HEADERS = (("content-type", "application/json"),)
 WORDS = ("free", "prize", "meeting", "tomorrow", "call", "now", "winner", "lunch", "report", "claim")
 
 
@@ -43,12 +44,12 @@ def build_payload(model: str, metadata: Mapping[str, Any], route: str, batch: in
     if route not in ROUTES:
         raise BenchError(f"unknown route {route!r}: one of {', '.join(ROUTES)}")
     if route == "generate":
-        body = {"text_input": prompt, "parameters": {"max_tokens": max_tokens, "temperature": 0}}
-        return Payload(route, f"/v2/models/{model}/generate", _json(body), (("content-type", "application/json"),), 1)
+        body: dict[str, Any] = {"text_input": prompt, "parameters": {"max_tokens": max_tokens, "temperature": 0}}
+        return Payload(route, f"/v2/models/{model}/generate", _json(body), JSON_HEADERS, 1)
     if route == "openai":
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                "temperature": 0}
-        return Payload(route, "/v1/chat/completions", _json(body), (("content-type", "application/json"),), 1)
+        chat: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}],
+                                "max_tokens": max_tokens, "temperature": 0}
+        return Payload(route, "/openai/v1/chat/completions", _json(chat), JSON_HEADERS, 1)
     specs = list(metadata.get("inputs") or [])
     if not specs:
         raise BenchError(f"model {model!r} states no inputs in its metadata: give --route generate or openai "
