@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import batch, bench, demo, evaluate, jobs, keys, models, optimize, predict, serve
+from inferd.cli import batch, bench, demo, evaluate, jobs, keys, models, optimize, predict, recommend, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.command("demo")(demo.demo)
 app.command("optimize")(optimize.optimize)
 app.command("evaluate")(evaluate.evaluate)
 app.command("bench")(bench.bench)
+app.command("recommend")(recommend.recommend)
 
 
 def _print_version(given: bool) -> None:
