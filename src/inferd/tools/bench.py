@@ -155,6 +155,9 @@ def bench_url(url: str, model: str, options: BenchOptions) -> BenchReport:
         if p.saturated:
             notes.append(f"{p.mode} {p.level:g}: the load generator used {p.client_cpu_cores:.2f} cores: it, not the "
                          "server, may set this throughput (try --processes 2 or more)")
+        if p.mode == "rate" and p.throughput_rps < 0.9 * p.level:
+            notes.append(f"rate {p.level:g}: answered {p.throughput_rps:,.0f} req/s, below the rate asked: past "
+                         "capacity, latency grows with the backlog")
         if p.errors:
             notes.append(f"{p.mode} {p.level:g}: {p.errors} errors, the first: {p.first_error}")
     return BenchReport(url, model, options.route, options.batch, options.seconds, points, notes)
