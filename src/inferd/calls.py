@@ -72,14 +72,55 @@ class Prepared(Protocol):
         ...
 
 
+ROUTE_VARIANT = "inferd_variant"
+"""The request parameter that forces an endpoint's variant (transports put their headers' value there too)."""
+ROUTE_KEY = "inferd_route_key"
+"""The request parameter of a sticky route key: the same key lands on the same variant while weights stay."""
+
+
+@dataclass(slots=True)
+class Routing:
+    """What a request asks of an endpoint (a forced variant, a route key), and, once the DataPlane resolved an
+    endpoint name, which endpoint and variant answer it."""
+
+    variant: str | None = None
+    key: str | None = None
+    endpoint: str | None = None
+    answered: str | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        """What a V2 response says of its route."""
+        return {"endpoint": self.endpoint, "variant": self.answered}
+
+
+def routing_from(parameters: Any, routing: Routing | None = None) -> Routing:
+    """``routing`` (a new one when None) with what a request's parameters ask for (``inferd_variant``,
+    ``inferd_route_key``) where the transport set nothing."""
+    routing = routing if routing is not None else Routing()
+    if isinstance(parameters, dict) and routing.variant is None and routing.key is None:
+        variant, key = parameters.get(ROUTE_VARIANT), parameters.get(ROUTE_KEY)
+        routing.variant = variant if isinstance(variant, str) else None
+        routing.key = None if key is None else str(key)
+    return routing
+
+
 class Call(Protocol[T_co]):
     """One request on the inference path, and how it is answered (a ``T_co``)."""
+
+    routing: Routing | None
+    """Set by a transport from its headers (forced variant, route key), or by :meth:`route`; the DataPlane
+    records the endpoint and variant that answer here, for the transport's response header."""
 
     @property
     def model_name(self) -> str: ...
 
     @property
     def model_version(self) -> str | None: ...
+
+    def route(self) -> Routing:
+        """:attr:`routing` (made when the transport set none), with what the request's parameters ask for where
+        the transport's headers said nothing (called only for a request naming an endpoint)."""
+        ...
 
     def prepare(self, loaded: Loaded, max_elements: int) -> Prepared:
         """Check the request against the loaded model version and build its arrays; INVALID_ARGUMENT (with what is
@@ -107,10 +148,11 @@ class GeneralPrepared:
 class GeneralCall:
     """The call of an :class:`InferenceRequest`, answered with an :class:`InferenceResponse`."""
 
-    __slots__ = ("request",)
+    __slots__ = ("request", "routing")
 
     def __init__(self, request: InferenceRequest) -> None:
         self.request = request
+        self.routing: Routing | None = None
 
     @property
     def model_name(self) -> str:
@@ -120,13 +162,20 @@ class GeneralCall:
     def model_version(self) -> str | None:
         return self.request.model_version
 
+    def route(self) -> Routing:
+        self.routing = routing_from(self.request.parameters, self.routing)
+        return self.routing
+
     def prepare(self, loaded: Loaded, max_elements: int) -> GeneralPrepared:
         return prepare_request(self.request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements,
                                loaded.labels)
 
     def respond(self, version: str, signature: Signature, prepared: GeneralPrepared,
                 result: RunResult) -> InferenceResponse:
-        return build_response(self.request.model_name, version, signature, prepared, result)
+        response = build_response(self.request.model_name, version, signature, prepared, result)
+        if self.routing is not None and self.routing.endpoint is not None:
+            response.parameters = self.routing.parameters()
+        return response
 
 
 def prepare_request(request: InferenceRequest, signature: Signature, max_batch_size: int,

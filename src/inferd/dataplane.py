@@ -53,6 +53,7 @@ from inferd.signature import Signature
 from inferd.stats import ModelStats
 
 if TYPE_CHECKING:
+    from inferd.endpoints.service import Endpoints
     from inferd.generation.request import GenerationRequest
     from inferd.generation.scheduler import GenerationEvent, GenerationScheduler, Ticket
     from inferd.observability.capture import CaptureWriter
@@ -79,6 +80,8 @@ class DataPlane:
         """Data capture (``[capture]`` in model.toml): where sampled requests and responses go."""
         self.cache: ResponseCache | None = None
         """The response cache of the models whose model.toml enables ``[cache]`` (None: no cache)."""
+        self.endpoints: Endpoints | None = None
+        """The server's endpoints (names in front of model variants), resolved in :meth:`submit`."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
         self._services: list[tuple[str, Callable[[], str], bool]] = []
@@ -193,7 +196,10 @@ class DataPlane:
     async def ensure_loaded(self, name: str, version: str | None = None) -> ModelVersion:
         """The version a request names, loaded first if it has to be (model control on-demand), for the routes and
         jobs that need a model's signature before their inference (KServe V1, SageMaker, batch jobs). Raises as
-        :meth:`submit` answers: NOT_FOUND, UNAVAILABLE, or the load's error."""
+        :meth:`submit` answers: NOT_FOUND, UNAVAILABLE, or the load's error. An endpoint's name: the version a
+        request to it would go to now (its variants are meant to share a signature)."""
+        if self.endpoints is not None and name in self.endpoints.table.endpoints:
+            name, version = self.endpoints.pick_model(name)
         number = parse_version(version)
         try:
             return self.repository.get(name, number)
@@ -249,8 +255,16 @@ class DataPlane:
         run, record the statistics, capture the data the model's ``[capture]`` asks for and give ``answer`` the
         call's answer; or the error (an :class:`InferError`, or any other exception for a bug). ``answer`` is
         called once, maybe before this returns. ``is_disconnected`` tells whether the caller has gone away: a
-        request still queued then is dropped without running."""
+        request still queued then is dropped without running. A call naming an endpoint goes to the variant its
+        endpoint picks (:meth:`~inferd.endpoints.service.Endpoints.route`), counted per variant."""
         started = perf_counter_ns()
+        endpoints = self.endpoints
+        if endpoints is not None and call.model_name in endpoints.table.endpoints:
+            try:
+                call, answer = endpoints.route(call, answer, started)
+            except InferError as exc:
+                answer(exc)
+                return
         try:
             version = call.model_version
             model = self.repository.get(call.model_name, None if version is None else parse_version(version))
@@ -375,7 +389,10 @@ class DataPlane:
         from inferd.generation.request import output_budget, prompt_tokens
 
         request.check()
-        generator = self.generator(request.model_name, request.model_version)
+        name, version = request.model_name, request.model_version
+        if self.endpoints is not None and name in self.endpoints.table.endpoints:
+            name, version = self.endpoints.pick_model(name)
+        generator = self.generator(name, version)
         loop = asyncio.get_running_loop()
         tokens = await loop.run_in_executor(None, prompt_tokens, generator.engine, request)
         budget = output_budget(request, generator.limits, generator.context, len(tokens))

@@ -24,6 +24,8 @@ class ErrorCode(StrEnum):
     """A queue or size limit was hit."""
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     """The operation does not fit the current state (for example loading a model with a broken config)."""
+    ABORTED = "ABORTED"
+    """A change lost a race with another one (an admin change made against a state that moved on)."""
     INTERNAL = "INTERNAL"
     """The model or the server failed while handling a valid request."""
     UNAUTHENTICATED = "UNAUTHENTICATED"

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inferd.calls import GeneralPrepared, Prepared, build_response, prepare_request
+import orjson
+
+from inferd.calls import GeneralPrepared, Prepared, Routing, build_response, prepare_request, routing_from
 from inferd.codecs.v2_binary import binary_outputs, decode_payload, encode_response, split_body
 from inferd.codecs.v2_plain import PlainRequest, PlainRequestPlan
 from inferd.inference import InferenceRequest
@@ -26,7 +28,7 @@ Encoded = tuple[bytes, int | None]
 
 
 class V2Body:
-    __slots__ = ("model_name", "model_version", "payload", "request", "tail")
+    __slots__ = ("model_name", "model_version", "payload", "request", "routing", "tail")
 
     def __init__(self, body: bytes, header_length: str | int | None, model_name: str,
                  model_version: str | None) -> None:
@@ -36,6 +38,19 @@ class V2Body:
         self.model_version = model_version
         self.request: InferenceRequest | None = None
         """The general decoding, for a request not in the plain form."""
+        self.routing: Routing | None = None
+
+    def route(self) -> Routing:
+        """The routing the transport set, with what the body's parameters ask (parsed only when they may)."""
+        routing = self.routing = self.routing if self.routing is not None else Routing()
+        if routing.variant is None and routing.key is None and b'"inferd_' in self.payload:
+            try:
+                payload = orjson.loads(self.payload)
+            except orjson.JSONDecodeError:
+                return routing  # prepare() words the error
+            if isinstance(payload, dict):
+                routing_from(payload.get("parameters"), routing)
+        return routing
 
     def prepare(self, loaded: Loaded, max_elements: int) -> Prepared:
         plan = loaded.plain
@@ -48,9 +63,12 @@ class V2Body:
                                loaded.labels)
 
     def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Encoded:
+        routing = self.routing
+        routed = routing.parameters() if routing is not None and routing.endpoint is not None else None
         if type(prepared) is PlainRequest:
-            return PlainRequestPlan.encode(self.model_name, version, prepared, result)
+            return PlainRequestPlan.encode(self.model_name, version, prepared, result, routed)
         assert isinstance(prepared, GeneralPrepared)
         assert self.request is not None
         response = build_response(self.model_name, version, signature, prepared, result)
+        response.parameters = routed
         return encode_response(response, binary_outputs(self.request, prepared.answered))

@@ -34,6 +34,9 @@ HTTP_ROUTES: tuple[tuple[str | None, re.Pattern[str], Scope | None], ...] = tupl
         ("POST", r"/invocations", Scope.INFER),
         ("POST", r"/openai/v1/(?:completions|chat/completions|embeddings)", Scope.INFER),
         ("POST", r"/v2/repository/index", Scope.READ),
+        ("POST", r"/v2/endpoints/[^/]+/infer", Scope.INFER),
+        ("GET", r"/v2/endpoints(?:/.*)?", Scope.READ),
+        (None, r"/v2/endpoints(?:/.*)?", Scope.ADMIN),
         ("POST", r"/v2/repository/models/[^/]+/(?:load|unload)", Scope.ADMIN),
         (None, r"/v2/batch/jobs(?:/.*)?", Scope.ADMIN),
         ("GET", r"/v2/jobs(?:/.*)?", Scope.INFER),  # a key sees its own jobs; admin sees everyone's

@@ -15,6 +15,7 @@ from typing import Any
 from inferd import heap
 from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
+from inferd.endpoints import Endpoints, EndpointStore
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.observability.capture import CaptureWriter
 from inferd.observability.request_context import RequestObserver
@@ -75,6 +76,14 @@ def build_dataplane(settings: ServerSettings) -> DataPlane:
     return dataplane
 
 
+def open_endpoints(dataplane: DataPlane, settings: ServerSettings) -> Endpoints:
+    """The endpoints (files beside the models, and the store in the state folder), resolved by the DataPlane."""
+    endpoints = Endpoints(dataplane.repository, EndpointStore(settings.state_dir / "endpoints.db"))
+    endpoints.attach(dataplane)
+    endpoints.open()
+    return endpoints
+
+
 def model_control(settings: ServerSettings) -> ModelControl:
     """How models come and go: on demand (its budget and timeouts), and repository polling."""
     on_demand = None
@@ -92,6 +101,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     authenticator = build_authenticator(settings)
     tls = TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
     dataplane = build_dataplane(settings)
+    endpoints = open_endpoints(dataplane, settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
     dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not, settings.require_async)
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
@@ -130,6 +140,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await http.stop(settings.shutdown_grace_s)
         await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
+        await endpoints.stop()  # a running rollout stays "running" in the store: the next start rolls it back
         await dataplane.stop()
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written

@@ -19,12 +19,15 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf import json_format
 
+from inferd.calls import GeneralCall, Routing
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError, internal, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput
 from inferd.observability.request_context import GRPC_KEY, REQUEST_ID, RequestObserver
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
 from inferd.server.grpc.generated import model_config_pb2 as config_pb
+from inferd.server.routing_headers import GRPC_FORCED
+from inferd.server.routing_headers import GRPC_KEY as ROUTE_KEY
 from inferd.server.status import GRPC_STATUS
 from inferd.server.triton import config_to_json
 from inferd.stats import ModelStats
@@ -144,7 +147,7 @@ class InferenceServicer:
     # -- inference -----------------------------------------------------------------------------------------
     @_answers_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await self._infer(request)
+        return await self._infer(request, _routing(context.invocation_metadata()))
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
@@ -168,9 +171,10 @@ class InferenceServicer:
                                      id=request.id)
         return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        response = await self._dataplane.infer(decode_infer_request(request))
-        return encode_infer_response(response)
+    async def _infer(self, request: pb.ModelInferRequest, routing: Routing | None = None) -> pb.ModelInferResponse:
+        call = GeneralCall(decode_infer_request(request))
+        call.routing = routing  # an endpoint's variant then answers in the response's parameters
+        return encode_infer_response(await self._dataplane.infer(call))
 
     # -- model repository ----------------------------------------------------------------------------------
     @_answers_errors
@@ -195,6 +199,19 @@ class InferenceServicer:
         # tritonclient always sends unload_dependents; inferd models have no dependents
         await self._dataplane.unload(request.model_name, _repository_parameters(request.parameters))
         return pb.RepositoryModelUnloadResponse()
+
+
+def _routing(metadata: Any) -> Routing | None:
+    """What a call's metadata asks of an endpoint (the REST headers' names: ``x-inferd-variant``, ...)."""
+    routing = None
+    for key, value in metadata or ():
+        if isinstance(value, str) and (key in GRPC_FORCED or key == ROUTE_KEY):
+            routing = routing or Routing()
+            if key == ROUTE_KEY:
+                routing.key = value
+            else:
+                routing.variant = value
+    return routing
 
 
 def _repository_parameters(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:

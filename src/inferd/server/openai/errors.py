@@ -30,6 +30,7 @@ _RETRY_STATUSES = frozenset({429, 503})
 _KINDS: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.INVALID_ARGUMENT: ("invalid_request_error", None),
     ErrorCode.FAILED_PRECONDITION: ("invalid_request_error", None),
+    ErrorCode.ABORTED: ("invalid_request_error", "conflict"),
     ErrorCode.NOT_FOUND: ("invalid_request_error", "model_not_found"),
     ErrorCode.RESOURCE_EXHAUSTED: ("rate_limit_error", "rate_limit_exceeded"),
     ErrorCode.UNAVAILABLE: ("server_error", "service_unavailable"),

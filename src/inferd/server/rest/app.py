@@ -15,6 +15,7 @@ from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.server.openai import errors as openai_errors
 from inferd.server.openai.router import is_openai_path, openai_router
+from inferd.server.rest.endpoint_routes import endpoint_router
 from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.generate import generate_router
 from inferd.server.rest.openapi import document_honestly
@@ -41,6 +42,7 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
                                      "and OpenAI-compatible (/openai/v1) routes.")
     document_honestly(app)
     app.include_router(v2_router(dataplane, settings.max_body_bytes))
+    app.include_router(endpoint_router(dataplane, settings.max_body_bytes))
     app.include_router(generate_router(dataplane, settings.max_body_bytes))
     if jobs is not None:
         from inferd.server.rest.async_routes import async_router
