@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from inferd.calls import GeneralPrepared, Prepared, Routing, build_response, prepare_request, routing_from
 from inferd.codecs.v2_binary import binary_outputs, decode_payload, encode_response, split_body
 from inferd.codecs.v2_plain import PlainRequest, PlainRequestPlan
@@ -41,15 +39,11 @@ class V2Body:
         self.routing: Routing | None = None
 
     def route(self) -> Routing:
-        """The routing the transport set, with what the body's parameters ask (parsed only when they may)."""
+        """The routing the transport set, with what the body's parameters ask."""
         routing = self.routing = self.routing if self.routing is not None else Routing()
-        if routing.variant is None and routing.key is None and b'"inferd_' in self.payload:
-            try:
-                payload = orjson.loads(self.payload)
-            except orjson.JSONDecodeError:
-                return routing  # prepare() words the error
-            if isinstance(payload, dict):
-                routing_from(payload.get("parameters"), routing)
+        payload = self.payload
+        if routing.variant is None and routing.key is None and isinstance(payload, dict):
+            routing_from(payload.get("parameters"), routing)
         return routing
 
     def prepare(self, loaded: Loaded, max_elements: int) -> Prepared:
