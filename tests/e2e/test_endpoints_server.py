@@ -91,7 +91,8 @@ def test_sticky_keys_never_move_while_weights_stay(client):
 
 def test_v1_sagemaker_async_and_grpc_name_the_endpoint(client, served):
     v1 = client.post("/v1/models/front:predict", json={"instances": [[1, 2, 3]]}, headers={"x-inferd-variant": "blue"})
-    assert v1.status_code == 200 and v1.headers["x-inferd-variant"] == "blue"
+    assert v1.status_code == 200
+    assert v1.headers["x-inferd-variant"] == "blue"
     sagemaker = client.post("/invocations", json={"instances": [[1, 2, 3]]},
                             headers={"X-Amzn-SageMaker-Target-Model": "front",
                                      "X-Amzn-SageMaker-Target-Variant": "green"})
@@ -118,13 +119,17 @@ def test_v1_sagemaker_async_and_grpc_name_the_endpoint(client, served):
 
 def test_bad_endpoint_changes_are_refused(client):
     zero = put(client, "bad", [{"name": "a", "model": "scorer", "weight": 0}])
-    assert zero.status_code == 400 and "sum to a positive number" in zero.text
+    assert zero.status_code == 400
+    assert "sum to a positive number" in zero.text
     unknown = put(client, "bad", [{"name": "a", "model": "nosuch", "weight": 1}])
-    assert unknown.status_code == 404 and "unknown model 'nosuch'" in unknown.text
+    assert unknown.status_code == 404
+    assert "unknown model 'nosuch'" in unknown.text
     no_version = put(client, "bad", [{"name": "a", "model": "scorer", "version": 9, "weight": 1}])
-    assert no_version.status_code == 404 and "no version 9" in no_version.text
+    assert no_version.status_code == 404
+    assert "no version 9" in no_version.text
     clash = put(client, "scorer", [{"name": "a", "model": "scorer", "weight": 1}])
-    assert clash.status_code == 400 and "may not share" in clash.text
+    assert clash.status_code == 400
+    assert "may not share" in clash.text
     assert client.get("/v2/endpoints/bad").status_code == 404
 
 
@@ -164,9 +169,11 @@ def test_a_shadow_that_raises_on_every_request_is_never_noticed(client):
             break
         assert time.monotonic() < deadline, shown
         time.sleep(0.1)
-    assert shown["broken"]["errors"] > 0 and shown["broken"]["shadow_stats"]["compared"] == 0
+    assert shown["broken"]["errors"] > 0
+    assert shown["broken"]["shadow_stats"]["compared"] == 0
     reversed_stats = shown["reversed"]["shadow_stats"]
-    assert reversed_stats["compared"] > 0 and reversed_stats["agreement"] == 0.0  # argmax of 2x vs -x
+    assert reversed_stats["compared"] > 0
+    assert reversed_stats["agreement"] == 0.0
     assert reversed_stats["mean_abs_diff"] == pytest.approx(6.0)  # |2x - (-x)| = 3x, mean of 3, 6, 9
     metrics = client.get("/metrics").text
     assert 'inferd_endpoint_errors_total{endpoint="shadowed",variant="broken"}' in metrics
@@ -224,12 +231,15 @@ def test_a_rollout_to_a_version_failing_30_percent_rolls_back_in_its_first_bake_
     history = events(client, "canary")
     begun = next(e for e in history if e["kind"] == "rollout_started")["at"]
     steps = [e for e in history if e["kind"] == "rollout_step"]
-    assert len(steps) == 1 and rolled["at"] - begun < 4.0, history  # still in the canary's first bake window
+    assert len(steps) == 1, history
+    assert rolled["at"] - begun < 4.0, history  # still in the canary's first bake window
     assert "error rate" in rolled["detail"]["reason"]
     failures = [variant for status, variant in load.answers if status != 200]
-    assert failures and set(failures) == {"scorer-3"}  # no caller saw a failure from the old variant
+    assert failures
+    assert set(failures) == {"scorer-3"}
     shown = client.get("/v2/endpoints/canary").json()
-    assert [v["name"] for v in shown["variants"]] == ["stable"] and shown["rollout"]["state"] == "rolled_back"
+    assert [v["name"] for v in shown["variants"]] == ["stable"]
+    assert shown["rollout"]["state"] == "rolled_back"
 
 
 def test_a_rollout_to_a_good_version_reaches_100_percent(client, served):
@@ -244,7 +254,8 @@ def test_a_rollout_to_a_good_version_reaches_100_percent(client, served):
     assert percents == [25, 50, 75, 100]
     assert {variant_of(client.post("/v2/models/promote/infer", json=BODY)) for _ in range(200)} == {"new"}
     shown = {v["name"]: v for v in client.get("/v2/endpoints/promote").json()["variants"]}
-    assert shown["old"]["traffic_percent"] == 0 and shown["new"]["traffic_percent"] == 100
+    assert shown["old"]["traffic_percent"] == 0
+    assert shown["new"]["traffic_percent"] == 100
 
 
 def test_kill_9_during_a_rollout_then_restart_rolls_back_and_keeps_admin_changes(endpoint_repo, tmp_path):

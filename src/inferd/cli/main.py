@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import batch, demo, jobs, keys, models, predict, serve
+from inferd.cli import batch, demo, endpoints, jobs, keys, models, predict, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(batch.app, name="batch")
 app.add_typer(keys.app, name="keys")
+app.add_typer(endpoints.app, name="endpoints")
 app.command("predict")(predict.predict)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
