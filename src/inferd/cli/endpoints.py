@@ -65,7 +65,7 @@ def _target(text: str, option: str) -> tuple[str, dict[str, Any]]:
 
 
 @app.command("set")
-def set_endpoint(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
+def set_endpoint(
     name: NameArg,
     url: UrlOption = "",
     variant: Annotated[list[str] | None, typer.Option(
