@@ -13,6 +13,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from inferd.calls import Call, Routing
@@ -139,8 +140,6 @@ class Recorder:
         """Told the outcome after the caller got it (the shadow copies)."""
 
     def __call__(self, outcome: Any) -> None:
-        from time import perf_counter_ns
-
         self._stats.record(perf_counter_ns() - self._started, not isinstance(outcome, BaseException))
         self._answer(outcome)
         if self.after is not None:

@@ -230,9 +230,11 @@ class Endpoints:
         routing = call.route()
         variant = compiled.pick(routing.variant, routing.key)
         routing.endpoint, routing.answered = compiled.endpoint.name, variant.name
-        sampled = [s for s in compiled.shadows if s.sample >= 100 or random.random() * 100 < s.sample]
-        tap = Tap() if sampled and self.shadow is not None else None
         recorder = Recorder(self.stats[compiled.endpoint.name, variant.name], started, answer)
+        if not compiled.shadows or self.shadow is None:
+            return RoutedCall(call, variant, routing, None), recorder
+        sampled = [s for s in compiled.shadows if s.sample >= 100 or random.random() * 100 < s.sample]
+        tap = Tap() if sampled else None
         if tap is not None:
             recorder.after = lambda outcome: self._copy(compiled.endpoint.name, sampled, tap, outcome)
         return RoutedCall(call, variant, routing, tap), recorder
