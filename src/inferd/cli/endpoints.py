@@ -95,8 +95,10 @@ def set_endpoint(
         variants[key]["weight"] = float(weight.removesuffix("%"))
     for key in remove or []:
         variants.pop(key, None)
-    headers = {"if-match": f'"{spec["version"]}"'} if current is not None else {}
-    changed = _request("PUT", base, json={"variants": list(variants.values())}, headers=headers).json()
+    body: dict[str, Any] = {"variants": list(variants.values())}
+    if current is not None:
+        body["version"] = spec["version"]  # the version read: a change made meanwhile makes this one 409
+    changed = _request("PUT", base, json=body).json()
     console.print(f"endpoint {name} is at version {changed['version']}", markup=False)
 
 
