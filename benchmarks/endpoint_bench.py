@@ -1,5 +1,6 @@
 """What routing through an endpoint costs: the digits ONNX model called directly and through an endpoint in front
-of it (one variant, weight 100), at 1 and 32 connections, server CPU per request from /proc.
+of it (two variants on digits, 50/50, so the weighted pick runs), at 1 and 32 connections, server CPU per request
+from /proc.
 
 usage: .venv/bin/python benchmarks/endpoint_bench.py [--duration 5] [--warmup 1] [--conc 1,32] [--rounds 2]
                                                      [--out benchmarks/results/endpoint.json]
@@ -63,7 +64,8 @@ def build(root: Path) -> Path:
     models = root / "models"
     (models / digits.NAME / "1").mkdir(parents=True)
     digits.build(models / digits.NAME)
-    (models / "endpoints.toml").write_text('[front]\nvariants = [{name = "only", model = "digits", weight = 100}]\n')
+    (models / "endpoints.toml").write_text('[front]\nvariants = [{name = "a", model = "digits", weight = 50}, '
+                                           '{name = "b", model = "digits", weight = 50}]\n')
     image = digits.load_split()[1][0].astype(float).tolist()
     body = root / "body.json"
     body.write_text(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": image}]}))

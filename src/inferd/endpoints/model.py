@@ -31,6 +31,10 @@ class Variant:
     """Shadow only: the percentage of live requests copied to it."""
 
     @property
+    def version_text(self) -> str | None:
+        return None if self.version is None else str(self.version)
+
+    @property
     def target(self) -> str:
         return self.model if self.version is None else f"{self.model}:{self.version}"
 

@@ -44,9 +44,11 @@ class Compiled:
     bounds: tuple[float, ...]
     """The cumulative share of each live variant, the last exactly 1.0."""
     shadows: tuple[Variant, ...]
+    stats: Mapping[str, VariantStats]
+    """Each variant's statistics, by name (kept by the endpoints across changes)."""
 
     @classmethod
-    def of(cls, endpoint: Endpoint) -> Compiled:
+    def of(cls, endpoint: Endpoint, stats: Mapping[tuple[str, str], VariantStats] | None = None) -> Compiled:
         live = endpoint.live
         total = sum(v.weight for v in live)
         bounds, running = [], 0.0
@@ -54,7 +56,9 @@ class Compiled:
             running += variant.weight
             bounds.append(running / total)
         bounds[-1] = 1.0
-        return cls(endpoint, live, tuple(bounds), endpoint.shadows)
+        found = {v.name: stats[endpoint.name, v.name] if stats is not None else VariantStats()
+                 for v in endpoint.variants}
+        return cls(endpoint, live, tuple(bounds), endpoint.shadows, found)
 
     def pick(self, forced: str | None, key: str | None, draw: Callable[[], float] = random.random) -> Variant:
         """The variant a request goes to: the forced one (NOT_FOUND naming the live variants when it is not
@@ -83,8 +87,9 @@ class RoutingTable:
     endpoints: Mapping[str, Compiled]
 
     @classmethod
-    def of(cls, endpoints: Mapping[str, Endpoint]) -> RoutingTable:
-        return cls({name: Compiled.of(e) for name, e in endpoints.items()})
+    def of(cls, endpoints: Mapping[str, Endpoint],
+           stats: Mapping[tuple[str, str], VariantStats] | None = None) -> RoutingTable:
+        return cls({name: Compiled.of(e, stats) for name, e in endpoints.items()})
 
 
 class Tap:
@@ -100,16 +105,23 @@ class Tap:
 
 class RoutedCall:
     """A request that named an endpoint, on its way to one variant: the inner call, with the variant's model
-    and version. It prepares and answers as the inner call does; a :class:`Tap` keeps a copy for shadows."""
+    and version. It prepares and answers as the inner call does; a :class:`Tap` keeps a copy for shadows. It is
+    also the request's answer callback: it counts the outcome in its variant's statistics, then hands it on
+    (and then to :attr:`after`, the shadow copies)."""
 
-    __slots__ = ("inner", "model_name", "model_version", "routing", "tap")
+    __slots__ = ("_answer", "_started", "_stats", "after", "inner", "model_name", "model_version", "routing", "tap")
 
-    def __init__(self, inner: Call[Any], variant: Variant, routing: Routing, tap: Tap | None) -> None:
+    def __init__(self, inner: Call[Any], variant: Variant, routing: Routing, stats: VariantStats, started: int,
+                 answer: Callable[[Any], None]) -> None:
         self.inner = inner
         self.model_name = variant.model
-        self.model_version = None if variant.version is None else str(variant.version)
+        self.model_version = variant.version_text
         self.routing: Routing | None = routing
-        self.tap = tap
+        self.tap: Tap | None = None
+        self._stats = stats
+        self._started = started
+        self._answer = answer
+        self.after: Callable[[Any], None] | None = None
 
     def route(self) -> Routing:
         assert self.routing is not None
@@ -125,19 +137,6 @@ class RoutedCall:
         if self.tap is not None:
             self.tap.outputs = {name: result.output(name) for name in signature.output_name_tuple}
         return self.inner.respond(version, signature, prepared, result)
-
-
-class Recorder:
-    """Wraps a routed request's answer: counts it in its variant's statistics, then hands it on."""
-
-    __slots__ = ("_answer", "_started", "_stats", "after")
-
-    def __init__(self, stats: VariantStats, started: int, answer: Callable[[Any], None]) -> None:
-        self._stats = stats
-        self._started = started
-        self._answer = answer
-        self.after: Callable[[Any], None] | None = None
-        """Told the outcome after the caller got it (the shadow copies)."""
 
     def __call__(self, outcome: Any) -> None:
         self._stats.record(perf_counter_ns() - self._started, not isinstance(outcome, BaseException))

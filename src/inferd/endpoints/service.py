@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from inferd.calls import Call
 from inferd.endpoints.model import Endpoint, check_against, parse_endpoint
-from inferd.endpoints.router import Recorder, RoutedCall, RoutingTable, Tap
+from inferd.endpoints.router import RoutedCall, RoutingTable, Tap
 from inferd.endpoints.shadow import Copy, ShadowRunner
 from inferd.endpoints.stats import VariantStats
 from inferd.endpoints.store import EndpointStore, Event
@@ -112,7 +112,7 @@ class Endpoints:
         for endpoint in endpoints.values():
             for variant in endpoint.variants:
                 self.stats.setdefault((endpoint.name, variant.name), VariantStats())
-        self.table = RoutingTable.of(endpoints)  # one assignment: a request sees the old table or the new
+        self.table = RoutingTable.of(endpoints, self.stats)  # one assignment: a request sees the old table or the new
 
     # -- reading ---------------------------------------------------------------------------------------
     def get(self, name: str) -> Endpoint:
@@ -222,7 +222,7 @@ class Endpoints:
 
     # -- the inference path ----------------------------------------------------------------------------
     def route(self, call: Call[Any], answer: Callable[[Any], None],
-              started: int) -> tuple[RoutedCall, Recorder]:
+              started: int) -> tuple[RoutedCall, RoutedCall]:
         """The call to the variant this request goes to, and its answer wrapped to count it per variant and,
         when the request is sampled for a shadow, to queue the copy once the caller has its answer. Raises
         NOT_FOUND for a forced variant that is not one of the endpoint's."""
@@ -230,14 +230,14 @@ class Endpoints:
         routing = call.route()
         variant = compiled.pick(routing.variant, routing.key)
         routing.endpoint, routing.answered = compiled.endpoint.name, variant.name
-        recorder = Recorder(self.stats[compiled.endpoint.name, variant.name], started, answer)
+        routed = RoutedCall(call, variant, routing, compiled.stats[variant.name], started, answer)
         if not compiled.shadows or self.shadow is None:
-            return RoutedCall(call, variant, routing, None), recorder
+            return routed, routed
         sampled = [s for s in compiled.shadows if s.sample >= 100 or random.random() * 100 < s.sample]
-        tap = Tap() if sampled else None
-        if tap is not None:
-            recorder.after = lambda outcome: self._copy(compiled.endpoint.name, sampled, tap, outcome)
-        return RoutedCall(call, variant, routing, tap), recorder
+        if sampled:
+            tap = routed.tap = Tap()
+            routed.after = lambda outcome: self._copy(compiled.endpoint.name, sampled, tap, outcome)
+        return routed, routed
 
     def _copy(self, endpoint: str, shadows: list[Variant], tap: Tap, outcome: Any) -> None:
         if isinstance(outcome, BaseException) or tap.arrays is None or tap.outputs is None or self.shadow is None:

@@ -16,6 +16,7 @@ FORCED = frozenset({b"x-inferd-variant", b"x-amzn-sagemaker-target-variant", b"a
 KEY = b"x-inferd-route-key"
 ANSWERED = "x-inferd-variant"
 SAGEMAKER_ANSWERED = "X-Amzn-Invoked-Production-Variant"
+_ANSWERED_LINE = ANSWERED.encode() + b": %s\r\n"
 GRPC_FORCED = frozenset(name.decode() for name in FORCED)
 GRPC_KEY = KEY.decode()
 
@@ -45,4 +46,4 @@ def answered_line(routing: Routing | None) -> bytes:
     """:func:`answered_header` as a header line for the connection's own routes."""
     if routing is None or routing.answered is None:
         return b""
-    return b"%s: %s\r\n" % (ANSWERED.encode(), routing.answered.encode("latin-1", "replace"))
+    return _ANSWERED_LINE % routing.answered.encode("latin-1", "replace")
