@@ -280,3 +280,28 @@ def test_kill_9_during_a_rollout_then_restart_rolls_back_and_keeps_admin_changes
             assert http.get("/v2/endpoints/front").status_code == 200  # the file's endpoint too
     finally:
         assert process.stop() == 0, process.log()
+
+
+def test_the_cli_sets_lists_rolls_out_and_shows_history(served):
+    from cli_runner import inferd
+
+    url = ["--url", served.url]
+    created = inferd("endpoints", "set", "cli", "--variant", "a=scorer:1", "--variant", "b=scorer:2",
+                     "--traffic", "a=70 b=30", *url)
+    assert created.returncode == 0, created.stderr
+    assert "version 1" in created.stdout
+    listed = inferd("endpoints", "list", *url)
+    assert "a=scorer:1 (70%), b=scorer:2 (30%)" in listed.stdout, listed.stdout
+    wrong = inferd("endpoints", "set", "cli", "--traffic", "c=1", *url)
+    assert wrong.returncode != 0
+    assert "not a variant" in wrong.stderr + wrong.stdout
+    started = inferd("endpoints", "rollout", "cli", "--to", "scorer:2", "--variant", "b", "--canary", "50%",
+                     "--bake", "0.2s", "--steps", "75", *url)
+    assert started.returncode == 0, started.stderr
+    assert "50%, 75%, 100%" in started.stdout
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        wait_for_event(http, "cli", "rollout_succeeded")
+    history = inferd("endpoints", "history", "cli", *url)
+    assert "rollout_succeeded" in history.stdout, history.stdout
+    shown = inferd("endpoints", "show", "cli", *url)
+    assert '"state": "succeeded"' in shown.stdout
