@@ -64,8 +64,13 @@ class Endpoints:
                 except InferError as exc:
                     log.error("endpoint %r in the repository's files is refused: %s", name, exc.message)
                     continue
-                self.store.put(name, dict(declared), 0, "declared", {"source": "file"})
-                stored[name] = (dict(declared), 1)
+                try:
+                    self.store.put(name, dict(declared), 0, "declared", {"source": "file"})
+                except InferError as exc:
+                    if exc.code is not ErrorCode.ABORTED:
+                        raise
+                    # another server process on the same state folder (--workers N) declared it first
+        stored = self.store.endpoints()
         for name, (spec, version) in stored.items():
             if spec is None:
                 continue

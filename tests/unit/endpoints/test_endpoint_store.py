@@ -34,3 +34,32 @@ def test_changes_events_and_rollouts_survive_reopening(tmp_path):
     assert row is not None
     assert (row.state, row.step, row.spec) == ("rolled_back", 1, {"to": "m:2"})
     again.start_rollout("e", {"to": "m:3"})  # the last one finished: a new one may start
+
+
+class StaleFirstRead(EndpointStore):
+    """A store whose first read comes before another process's write (what two servers starting at once see)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.reads = 0
+
+    def endpoints(self):
+        self.reads += 1
+        return {} if self.reads == 1 else super().endpoints()
+
+
+def test_two_processes_declaring_the_same_file_endpoint_both_start(tmp_path):
+    """Server processes sharing a state folder (--workers N) start at once: the second finds the first's
+    declaration instead of failing on it."""
+    from fakes import ADDER, write_model
+    from inferd.endpoints.service import Endpoints
+    from inferd.repository import ModelRepository
+
+    root = tmp_path / "models"
+    write_model(root, "adder", ADDER)
+    (root / "endpoints.toml").write_text('[front]\nvariants = [{name = "a", model = "adder", weight = 1}]\n')
+    Endpoints(ModelRepository(root), EndpointStore(tmp_path / "endpoints.db")).open()
+    late = Endpoints(ModelRepository(root), StaleFirstRead(tmp_path / "endpoints.db"))
+    late.open()
+    assert late.get("front").version == 1
+    assert [e.kind for e in late.store.events("front")] == ["declared"]
