@@ -105,12 +105,14 @@ class GeneralPrepared:
 
 
 class GeneralCall:
-    """The call of an :class:`InferenceRequest`, answered with an :class:`InferenceResponse`."""
+    """The call of an :class:`InferenceRequest`, answered with an :class:`InferenceResponse`. ``endpoint`` names
+    how it came, for Triton's wording of a refusal (``ModelInfer RPC doesn't support ...``)."""
 
-    __slots__ = ("request",)
+    __slots__ = ("endpoint", "request")
 
-    def __init__(self, request: InferenceRequest) -> None:
+    def __init__(self, request: InferenceRequest, endpoint: str = "this endpoint") -> None:
         self.request = request
+        self.endpoint = endpoint
 
     @property
     def model_name(self) -> str:

@@ -63,6 +63,9 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     max_file_bytes = 67108864     # start a new file past this size ...
     max_file_seconds = 3600       # ... or this age (and at every hour, which is a folder)
 
+    [model_transaction_policy]    # Triton's name: see docs/decoupled.md
+    decoupled = true              # a Python model whose predict yields any number of responses per request
+
     [cache]                       # response cache: identical inputs answered without running the model
     enabled = true
     ttl_s = 60                    # default: the server's cache_ttl_s (0: no limit)
@@ -256,6 +259,15 @@ class CacheConfig(_Strict):
     """Seconds a cached result may be served; default the server's ``cache_ttl_s``; 0: no limit."""
 
 
+class TransactionPolicyConfig(_Strict):
+    """``[model_transaction_policy]`` (Triton's name): how many responses a request gets."""
+
+    decoupled: bool = False
+    """A decoupled model answers a request with zero, one or many responses: a Python model whose ``predict``
+    is a generator, streamed over gRPC ``ModelStreamInfer`` and HTTP ``generate_stream`` (docs/decoupled.md).
+    It runs on threads (``kind = "thread"``), one request per model call, never from the response cache."""
+
+
 class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
@@ -297,6 +309,8 @@ class ModelConfig(_Strict):
     """A generative model's limits and defaults (the ``[generation]`` table)."""
     cache: CacheConfig = Field(default_factory=CacheConfig)
     """The response cache (the ``[cache]`` table)."""
+    model_transaction_policy: TransactionPolicyConfig = Field(default_factory=TransactionPolicyConfig)
+    """Decoupled models (the ``[model_transaction_policy]`` table, as Triton names it)."""
     pinned: bool = False
     """With ``model_control = "on-demand"``: never unloaded to make room under ``memory_budget``, nor when idle."""
     idle_unload_s: float | None = Field(default=None, ge=0)
@@ -311,12 +325,28 @@ class ModelConfig(_Strict):
         if self.max_batch_size == 0 and self.batching.enabled:
             raise ValueError("max_batch_size = 0 means the model has no batch dimension: it cannot have "
                              "[batching] enabled = true")
+        if self.model_transaction_policy.decoupled:
+            _check_decoupled(self)
         return self
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:
             return None
         return Signature(tuple(t.to_spec() for t in self.inputs), tuple(t.to_spec() for t in self.outputs))
+
+
+def _check_decoupled(config: ModelConfig) -> None:
+    """What a decoupled model cannot have: its responses stream from a generator on one of this process's
+    threads, one request at a time."""
+    if config.batching.enabled:
+        raise ValueError("[model_transaction_policy] decoupled = true: each request runs alone (its responses "
+                         "stream from the model as it makes them); it cannot have [batching] enabled = true")
+    if config.instances.kind == "process":
+        raise ValueError("[model_transaction_policy] decoupled = true needs [instances] kind = \"thread\": "
+                         "responses stream from the model's thread in this process")
+    if config.cache.enabled or config.capture.enabled:
+        raise ValueError("[model_transaction_policy] decoupled = true: a stream of responses is neither cached "
+                         "nor captured; remove [cache] and [capture] enabled = true")
 
 
 def load_model_config(folder: Path) -> ModelConfig:

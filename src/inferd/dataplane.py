@@ -31,6 +31,8 @@ from inferd.calls import (
     empty_outputs,
     parse_version,
 )
+from inferd.decoupled import StreamResponse, decoupled_sender
+from inferd.decoupled import stream as stream_responses
 from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
     ConfigTensor,
@@ -283,6 +285,7 @@ class DataPlane:
         which counts against its timeout (the request's, else the model's queue timeout)."""
         try:
             loaded = model.loaded or model.require_loaded()
+            sender = decoupled_sender(call, model.name) if loaded.decoupled else None  # unary calls: refused
             prepared = call.prepare(loaded, self.max_tensor_elements)
             timeout_us = _left_after_load(model.name, prepared.timeout_us or loaded.scheduler.policy.default_timeout_us,
                                           waited_us) if waited_us else prepared.timeout_us
@@ -294,7 +297,7 @@ class DataPlane:
             answer(exc)
             return
         key = None
-        if model.cache is not None and self.cache is not None:
+        if model.cache is not None and self.cache is not None and sender is None:
             looked = perf_counter_ns()
             key = cache_key(model.cache_scope, prepared.arrays)
             hit = self.cache.get(key)
@@ -310,7 +313,7 @@ class DataPlane:
             return
         model.last_use = next(USES)
         loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
-                                is_disconnected, prepared.key)
+                                is_disconnected, prepared.key, sender)
 
     @staticmethod
     def _answer_empty(waiter: _Waiter, model: ModelVersion, signature: Signature, prepared: Prepared, started: int,
@@ -366,6 +369,15 @@ class DataPlane:
             raise outcome
         return outcome
 
+    def stream(self, request: InferenceRequest,
+               is_disconnected: Callable[[], bool] | None = None) -> AsyncGenerator[StreamResponse, None]:
+        """The one streaming entry (gRPC ``ModelStreamInfer``, HTTP ``generate_stream``): the responses to one
+        request as they come, each with Triton's final flag; a decoupled model's through :meth:`submit`, a
+        generative model's text through :meth:`generate`, any other model's one response through :meth:`infer`.
+        Raises (InferError) where the request fails; closing it early stops the model. See
+        :mod:`inferd.decoupled`."""
+        return stream_responses(self, request, is_disconnected)
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         """The one generation path: resolve the generative model the request names, check it, tokenize its
         prompt (off the event loop) and queue it on the model's generation scheduler. Raises before anything is
@@ -420,6 +432,7 @@ class DataPlane:
             outputs=[ConfigTensor.of(s, batched) for s in signature.outputs],
             description=model.config.description,
             dynamic_batching=_dynamic_batching(chosen.scheduler.policy),
+            decoupled=model.config.model_transaction_policy.decoupled,
         )
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:

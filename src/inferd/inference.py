@@ -107,6 +107,8 @@ class ModelConfiguration:
     description: str = ""
     dynamic_batching: DynamicBatching | None = None
     """Set when the scheduler stacks concurrent requests (Triton's ``dynamic_batching`` section)."""
+    decoupled: bool = False
+    """Triton's ``model_transaction_policy.decoupled``: the model may send any number of responses per request."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from inferd.executors.base import Executor
 from inferd.executors.threads import ThreadExecutor
 from inferd.generation.sampling import SamplingParams
 from inferd.generation.scheduler import GenerationLimits, GenerationScheduler
-from inferd.runtimes.base import Runtime
+from inferd.runtimes.base import Runtime, StreamingRuntime
 from inferd.runtimes.registry import load_engine, load_runtime
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import OutputCheck, Scheduler
@@ -58,6 +58,9 @@ class Loaded:
     """The class labels of the outputs ``[labels]`` names (for the classification extension)."""
     generator: GenerationScheduler | None = None
     """A generative model's continuous batching (None for a tensor model)."""
+    decoupled: bool = False
+    """``[model_transaction_policy] decoupled``: any number of responses per request, streamed (see
+    :mod:`inferd.decoupled`); such a model refuses unary calls."""
 
     def close(self) -> None:
         self.scheduler.close()
@@ -87,6 +90,11 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
     else:
         runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options, override)
         signature = runtime.signature
+        if config.model_transaction_policy.decoupled and not isinstance(runtime, StreamingRuntime):
+            runtime.close()
+            raise ConfigError(f"{model_folder / CONFIG_FILE}: [model_transaction_policy] decoupled = true needs a "
+                              f"runtime that streams responses (python, with a generator predict), not "
+                              f"{source.runtime.name}")
         executor = ThreadExecutor(name, runtime, instances.count, timeout_s=timeout_s)
     if config.max_batch_size == 0:  # as Triton: the model has no batch dimension; its first one is its own
         signature = signature.without_batch()
@@ -102,7 +110,8 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         executor.close()
         raise
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
-                  PlainRequestPlan.for_signature(signature, policy.max_batch_size), labels)
+                  PlainRequestPlan.for_signature(signature, policy.max_batch_size), labels,
+                  decoupled=config.model_transaction_policy.decoupled)
 
 
 def output_labels(model_folder: Path, config: ModelConfig, signature: Signature) -> Labels:
@@ -176,7 +185,8 @@ def scheduling_policy(config: ModelConfig, signature: Signature, defaults: Serve
     levels = config.queue.priority_levels
     return SchedulingPolicy(
         max_batch_size=max_batch,
-        dynamic_batching=bool(batching and max_batch),  # only a model with a batch dimension can be stacked
+        # only a model with a batch dimension can be stacked; a decoupled model's requests each run alone
+        dynamic_batching=bool(batching and max_batch) and not config.model_transaction_policy.decoupled,
         max_queue_delay_us=(config.batching.max_queue_delay_us if config.batching.max_queue_delay_us is not None
                             else defaults.max_queue_delay_us),
         preferred_batch_sizes=tuple(sorted(config.batching.preferred_batch_sizes)),

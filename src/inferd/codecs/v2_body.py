@@ -28,6 +28,9 @@ Encoded = tuple[bytes, int | None]
 class V2Body:
     __slots__ = ("model_name", "model_version", "payload", "request", "tail")
 
+    endpoint = "HTTP end point"
+    """How it came, for Triton's wording of a refusal (a decoupled model: "HTTP end point doesn't support ...")."""
+
     def __init__(self, body: bytes, header_length: str | int | None, model_name: str,
                  model_version: str | None) -> None:
         """INVALID_ARGUMENT when the JSON or the header length is malformed."""

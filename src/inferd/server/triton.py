@@ -34,6 +34,7 @@ def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
         "input": [{**_tensor(t), "format": t.format, "is_shape_tensor": False, "allow_ragged_batch": False,
                    "optional": False} for t in config.inputs],
         "output": [{**_tensor(t), "is_shape_tensor": False} for t in config.outputs],
+        "model_transaction_policy": {"decoupled": config.decoupled},
     }
     batching = config.dynamic_batching
     if batching is not None:

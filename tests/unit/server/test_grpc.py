@@ -457,10 +457,10 @@ def test_a_stream_has_one_request_id(stub):
 
 
 def test_stream_survives_an_unexpected_exception(client, dataplane, monkeypatch):
-    async def broken(request: Any) -> None:
+    def broken(*args: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(dataplane, "infer", broken)
+    monkeypatch.setattr(dataplane, "stream", broken)
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     try:

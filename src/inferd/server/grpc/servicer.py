@@ -14,12 +14,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import json_format
 
+from inferd.calls import GeneralCall
 from inferd.dataplane import DataPlane
+from inferd.decoupled import StreamResponse
 from inferd.errors import ErrorCode, InferError, internal, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput
 from inferd.observability.request_context import GRPC_KEY, REQUEST_ID, RequestObserver
@@ -148,28 +151,38 @@ class InferenceServicer:
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """One response per request, in order; a failed request answers with ``error_message`` and the
-        stream goes on. The stream has one request id."""
+        """The requests one after the other, in order, each answered by :meth:`DataPlane.stream`: one response
+        (a decoupled model: any number, then the final flag), each with Triton's ``triton_final_response``; a
+        failed request answers with ``error_message`` and the stream goes on. The stream has one request id.
+        A client that cancels the stream stops the model (the responses' iterator is closed)."""
         trailing = self.request_id_metadata(context)
         context.set_trailing_metadata(trailing)
         REQUEST_ID.set(trailing[0][1])  # grpc.aio runs each call in a task of its own: this context is the call's
         async for request in requests:
-            yield await self._stream_one(request)
+            async for message in self._stream_one(request):
+                yield message
 
-    async def _stream_one(self, request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+    async def _stream_one(self, request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        empty_final = _wants_empty_final(request)
         try:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            async with aclosing(self._dataplane.stream(decode_infer_request(request))) as responses:
+                async for item in responses:
+                    message = _stream_message(request, item, empty_final)
+                    if message is not None:
+                        yield message
+            return
         except InferError as exc:
-            message = exc.message
+            text = exc.message
         except Exception as exc:  # a bug: answer it on the stream, keep the stream open
             log.exception("gRPC ModelStreamInfer failed")
-            message = _unexpected(exc)
+            text = _unexpected(exc)
         echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
                                      id=request.id)
-        return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+        echo.parameters[FINAL_RESPONSE].bool_param = True
+        yield pb.ModelStreamInferResponse(error_message=text, infer_response=echo)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        response = await self._dataplane.infer(decode_infer_request(request))
+        response = await self._dataplane.infer(GeneralCall(decode_infer_request(request), "ModelInfer RPC"))
         return encode_infer_response(response)
 
     # -- model repository ----------------------------------------------------------------------------------
@@ -195,6 +208,37 @@ class InferenceServicer:
         # tritonclient always sends unload_dependents; inferd models have no dependents
         await self._dataplane.unload(request.model_name, _repository_parameters(request.parameters))
         return pb.RepositoryModelUnloadResponse()
+
+
+FINAL_RESPONSE = "triton_final_response"
+"""Set on every stream response, as Triton does: whether it is the request's last."""
+EMPTY_FINAL = "triton_enable_empty_final_response"
+"""A request parameter (tritonclient's ``enable_empty_final_response``): send the final flag of a decoupled
+model's request as an empty response of its own (else, as Triton, it is not sent)."""
+
+
+def _wants_empty_final(request: pb.ModelInferRequest) -> bool:
+    """Whether the request asks for the empty final response; the parameter is the stream's, not the model's."""
+    if EMPTY_FINAL not in request.parameters:
+        return False
+    wanted = bool(request.parameters[EMPTY_FINAL].bool_param)
+    del request.parameters[EMPTY_FINAL]
+    return wanted
+
+
+def _stream_message(request: pb.ModelInferRequest, item: StreamResponse,
+                    empty_final: bool) -> pb.ModelStreamInferResponse | None:
+    """One stream message; None for the final flag alone unless the request asked for it as an empty response
+    (which echoes the request's model, version and id, as Triton's)."""
+    if item.response is not None:
+        message = encode_infer_response(item.response)
+    elif empty_final:
+        message = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
+                                        id=request.id)
+    else:
+        return None
+    message.parameters[FINAL_RESPONSE].bool_param = item.final
+    return pb.ModelStreamInferResponse(infer_response=message)
 
 
 def _repository_parameters(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:
