@@ -67,10 +67,14 @@ def test_zero_responses_is_only_the_final_flag(plane):
 
 
 async def _fails_then_serves(plane: DataPlane, n: int) -> tuple[list[int], InferError, list[int]]:
-    got = []
-    with pytest.raises(InferError) as info:
+    got: list[StreamResponse] = []
+
+    async def gather() -> None:
         async for item in plane.stream(streamer(n)):
             got.append(item)
+
+    with pytest.raises(InferError) as info:
+        await gather()
     after = await collect(plane, streamer(2))
     return values(got), info.value, values(after)
 
