@@ -1,6 +1,7 @@
 """Decoupled models against a real ``inferd serve``: Triton's ``repeat_int32`` and a streaming fake through
 tritonclient's gRPC stream (the final flag, the empty final response), as server-sent events over httpx, the
-refusal of unary calls in Triton's words, a model that fails mid-stream, cancellation, the bounded queue, and a
+refusal of unary calls in Triton's words (tritonclient gRPC, httpx: tritonclient.http's gevent hub, finalised on
+the gRPC stream's callback thread, raised into later tests), a model that fails mid-stream, cancellation, the bounded queue, and a
 generative model's tokens through the same gRPC stream."""
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from fakes import ADDER, DECOUPLED, STREAMER, write_model
@@ -140,18 +140,13 @@ def test_unary_calls_get_tritons_refusal(client, server):
         client.infer("repeat_int32", repeat_inputs([1]))
     assert str(grpc_info.value.status()) == "StatusCode.UNIMPLEMENTED"
     assert "ModelInfer RPC doesn't support models with decoupled transaction policy" in grpc_info.value.message()
-    inputs = []
-    for name, datatype, dtype in (("IN", "INT32", np.int32), ("DELAY", "UINT32", np.uint32),
-                                  ("WAIT", "UINT32", np.uint32)):
-        http_input = httpclient.InferInput(name, [1], datatype)
-        http_input.set_data_from_numpy(np.array([1], dtype=dtype))
-        inputs.append(http_input)
-    with httpclient.InferenceServerClient(server.url.removeprefix("http://")) as http:
-        with pytest.raises(InferenceServerException) as http_info:
-            http.infer("repeat_int32", inputs)
-        config = http.get_model_config("repeat_int32")
-    assert str(http_info.value.status()) == "501"
-    assert "HTTP end point doesn't support models with decoupled transaction policy" in http_info.value.message()
+    body = {"inputs": [{"name": "IN", "datatype": "INT32", "shape": [1], "data": [1]},
+                       {"name": "DELAY", "datatype": "UINT32", "shape": [1], "data": [0]},
+                       {"name": "WAIT", "datatype": "UINT32", "shape": [1], "data": [0]}]}
+    http = httpx.post(f"{server.url}/v2/models/repeat_int32/infer", json=body, timeout=30)
+    config = httpx.get(f"{server.url}/v2/models/repeat_int32/config", timeout=30).json()
+    assert http.status_code == 501
+    assert http.json()["error"].startswith("HTTP end point doesn't support models with decoupled transaction policy")
     assert config["model_transaction_policy"] == {"decoupled": True}
     assert client.get_model_config("repeat_int32").config.model_transaction_policy.decoupled is True
 

@@ -47,10 +47,9 @@ def generate_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
     @router.post("/v2/models/{model}/versions/{version}/generate_stream", summary="Stream, one version")
     async def generate_stream(request: Request, model: str, version: str | None = None) -> Response:
         raw = await read_body(request, limit)
-        loaded = await dataplane.ensure_loaded(model, version)
-        signature = loaded.signature
-        if (loaded.loaded or loaded.require_loaded()).generator is None:  # a tensor model: its inputs by name
-            inference = tensor_request(raw, model, version, signature)
+        chosen = await dataplane.ensure_loaded(model, version)
+        if (chosen.loaded or chosen.require_loaded()).generator is None:  # a tensor model: its inputs by name
+            inference = tensor_request(raw, model, version, chosen.signature)
             return sse_response(await open_tensor_stream(dataplane, request, inference))
         events = await dataplane.generate(parse(raw, model, version))
         return sse_response(_stream(events, model, version))
