@@ -309,6 +309,10 @@ class DataPlane:
             self._answer_empty(waiter, model, loaded.signature, prepared, started, answer)
             return
         model.last_use = next(USES)
+        if loaded.sequences is not None:  # a stateful model: the request waits its turn in its sequence first
+            loaded.sequences.submit(prepared.arrays, prepared.rows, waiter, prepared.parameters, prepared.priority,
+                                    timeout_us, is_disconnected)
+            return
         loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
                                 is_disconnected, prepared.key)
 
@@ -412,6 +416,7 @@ class DataPlane:
         signature = chosen.signature
         batched = bool(chosen.max_batch_size)
         formats = {t.name: t.format for t in model.config.inputs}
+        sequences = chosen.require_loaded().sequences
         return ModelConfiguration(
             name=name,
             platform=chosen.runtime_name,
@@ -419,7 +424,8 @@ class DataPlane:
             inputs=[ConfigTensor.of(s, batched, formats.get(s.name, "FORMAT_NONE")) for s in signature.inputs],
             outputs=[ConfigTensor.of(s, batched) for s in signature.outputs],
             description=model.config.description,
-            dynamic_batching=_dynamic_batching(chosen.scheduler.policy),
+            dynamic_batching=None if sequences else _dynamic_batching(chosen.scheduler.policy),
+            sequence_batching=sequences.plan.config if sequences else None,
         )
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:
