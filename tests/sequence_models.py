@@ -115,6 +115,7 @@ max_batch_size = 0
 
 [sequence_batching]
 max_sequence_idle_microseconds = 300000
+max_candidate_sequences = 16
 
 [[sequence_batching.state]]
 input_name = "SEEN"

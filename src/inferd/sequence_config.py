@@ -125,9 +125,9 @@ class SequenceBatchingConfig(_Strict):
     """A live sequence with no request for this long is released (its state dropped, its slot freed); a later
     request with its id and no ``sequence_start`` is refused, naming the id."""
     max_candidate_sequences: int | None = Field(default=None, ge=1)
-    """Live sequences at once; a new one beyond them is refused (UNAVAILABLE) until a sequence ends or is
-    released. Default: max_batch_size (1 without a batch dimension) times the instances for ``direct``, 1024 for
-    ``oldest``."""
+    """Sequences that run at once; a sequence started beyond them waits (its requests queued, in Triton's backlog)
+    until one ends or is released. Default: max_batch_size (1 without a batch dimension) times the instances for
+    ``direct``, 1024 for ``oldest``."""
     max_queue_delay_microseconds: int = Field(default=0, ge=0)
     """How long the first request of a batch may wait for other sequences' requests to join it; 0: batch only
     what is ready together."""

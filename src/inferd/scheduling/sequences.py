@@ -151,6 +151,8 @@ class _Sequence:
     queue: deque[_Request] = field(default_factory=deque)
     state: Arrays | None = None
     running: bool = False
+    slotted: bool = False
+    """Holds one of the model's slots (``max_candidate_sequences``); else it waits in the backlog for one."""
     ending: bool = False
     """A request with sequence_end is queued or running: only a new start may follow it."""
     timer: asyncio.TimerHandle | None = None
@@ -165,6 +167,9 @@ class SequenceBatcher:
         self.scheduler = scheduler
         self._live: dict[SequenceId, _Sequence] = {}
         self._released: OrderedDict[SequenceId, None] = OrderedDict()
+        self._backlog: deque[_Sequence] = deque()
+        """Started sequences waiting for a slot, oldest first (Triton's backlog)."""
+        self._slotted = 0
         self._queued = 0
         """Requests waiting in the sequences' own queues (the scheduler's queue holds those handed over)."""
         self._idle_s = plan.config.max_sequence_idle_microseconds / 1e6
@@ -197,7 +202,7 @@ class SequenceBatcher:
         if sequence.timer is not None:
             sequence.timer.cancel()
             sequence.timer = None
-        if not sequence.running:
+        if sequence.slotted and not sequence.running:
             self._next(sequence)
 
     def _check_room(self) -> None:
@@ -212,13 +217,13 @@ class SequenceBatcher:
         if start:
             if sequence is not None:
                 return sequence
-            if len(self._live) >= self.plan.candidates:
-                raise InferError(ErrorCode.UNAVAILABLE,
-                                 f"model {self.name!r} has {len(self._live)} live sequences, its most "
-                                 f"(max_candidate_sequences): sequence {sequence_id!r} can start when one ends or is "
-                                 "released; retry in about 1 s", retry_after_s=1)
             sequence = self._live[sequence_id] = _Sequence(sequence_id, self._corrid(sequence_id))
             self._released.pop(sequence_id, None)
+            if self._slotted < self.plan.candidates:
+                sequence.slotted = True
+                self._slotted += 1
+            else:
+                self._backlog.append(sequence)
             return sequence
         if sequence_id in self._released:
             raise invalid(f"sequence {sequence_id!r} of model {self.name!r} was released after "
@@ -250,7 +255,7 @@ class SequenceBatcher:
         request = self._take(sequence)
         if request is None:
             if sequence.ending:
-                self._live.pop(sequence.id, None)
+                self._drop(sequence)
             else:
                 sequence.timer = asyncio.get_running_loop().call_later(self._idle_s, self._release_idle, sequence)
             return
@@ -306,10 +311,25 @@ class SequenceBatcher:
         sequence.timer = None
         if sequence.running or sequence.queue or self._live.get(sequence.id) is not sequence:
             return
-        del self._live[sequence.id]
+        self._drop(sequence)
         self._released[sequence.id] = None
         while len(self._released) > _REMEMBERED:
             self._released.popitem(last=False)
+
+    def _drop(self, sequence: _Sequence) -> None:
+        """A sequence ended or was released: its slot goes to the oldest sequence of the backlog."""
+        if self._live.get(sequence.id) is sequence:
+            del self._live[sequence.id]
+        if not sequence.slotted:
+            return
+        sequence.slotted = False
+        self._slotted -= 1
+        while self._backlog and self._slotted < self.plan.candidates:
+            waiting = self._backlog.popleft()
+            if self._live.get(waiting.id) is waiting:
+                waiting.slotted = True
+                self._slotted += 1
+                self._next(waiting)
 
     def close(self) -> None:
         """Unloading: every request still waiting in a sequence's queue fails, every sequence is dropped."""
@@ -322,6 +342,8 @@ class SequenceBatcher:
                     request.waiter.set_exception(gone)
             sequence.queue.clear()
         self._live.clear()
+        self._backlog.clear()
+        self._slotted = 0
         self._queued = 0
 
 
