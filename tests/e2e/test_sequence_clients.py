@@ -107,10 +107,12 @@ def test_both_transports_report_sequence_batching_as_triton_does(server):
     http = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
     try:
         config = http.get_model_config("simple_dyna_sequence")
+        assert "sequence" in http.get_server_metadata()["extensions"]
     finally:
         http.close()
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
         message = client.get_model_config("simple_dyna_sequence").config
+        assert "sequence" in client.get_server_metadata().extensions
     assert "dynamic_batching" not in config
     assert config["sequence_batching"]["oldest"]["max_queue_delay_microseconds"] == 10000
     assert [c["name"] for c in config["sequence_batching"]["control_input"]] == ["START", "READY", "END", "CORRID"]

@@ -19,7 +19,7 @@ import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from time import perf_counter_ns
+from time import monotonic, perf_counter_ns
 from typing import Any
 
 import numpy as np
@@ -119,8 +119,8 @@ def sequence_parameters(model: str, parameters: Mapping[str, Any] | None) -> tup
         raise invalid(f"inference request to model {model!r} must specify a non-zero or non-empty correlation ID: "
                       "it is a sequence model, so each request needs the sequence_id parameter (an unsigned "
                       "integer or a string) and sequence_start on the first request of a sequence")
-    if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str) or (
-            isinstance(sequence_id, int) and not 0 < sequence_id < _UINT64_LIMIT):
+    kind = type(sequence_id)
+    if kind is not str and (kind is not int or not 0 < sequence_id < _UINT64_LIMIT):
         raise invalid(f"sequence_id must be an unsigned 64-bit integer or a string, got {sequence_id!r}")
     flags = []
     for key in ("sequence_start", "sequence_end"):
@@ -155,7 +155,8 @@ class _Sequence:
     """Holds one of the model's slots (``max_candidate_sequences``); else it waits in the backlog for one."""
     ending: bool = False
     """A request with sequence_end is queued or running: only a new start may follow it."""
-    timer: asyncio.TimerHandle | None = None
+    idle_since: float = 0.0
+    """When its last request was answered, with none queued (``time.monotonic``)."""
 
 
 class SequenceBatcher:
@@ -173,6 +174,9 @@ class SequenceBatcher:
         self._queued = 0
         """Requests waiting in the sequences' own queues (the scheduler's queue holds those handed over)."""
         self._idle_s = plan.config.max_sequence_idle_microseconds / 1e6
+        self._idle: OrderedDict[SequenceId, _Sequence] = OrderedDict()
+        """The live sequences with nothing to run, the longest idle first: one timer sweeps them, not one each."""
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def live(self) -> int:
@@ -199,9 +203,8 @@ class SequenceBatcher:
         self._queued += 1
         if end or start:
             sequence.ending = end
-        if sequence.timer is not None:
-            sequence.timer.cancel()
-            sequence.timer = None
+        if self._idle:
+            self._idle.pop(sequence_id, None)
         if sequence.slotted and not sequence.running:
             self._next(sequence)
 
@@ -257,7 +260,7 @@ class SequenceBatcher:
             if sequence.ending:
                 self._drop(sequence)
             else:
-                sequence.timer = asyncio.get_running_loop().call_later(self._idle_s, self._release_idle, sequence)
+                self._went_idle(sequence)
             return
         if request.start:
             sequence.state = None
@@ -307,14 +310,30 @@ class SequenceBatcher:
         if not sequence.running and self._live.get(sequence.id) is sequence:
             self._next(sequence)
 
-    def _release_idle(self, sequence: _Sequence) -> None:
-        sequence.timer = None
-        if sequence.running or sequence.queue or self._live.get(sequence.id) is not sequence:
-            return
-        self._drop(sequence)
-        self._released[sequence.id] = None
-        while len(self._released) > _REMEMBERED:
-            self._released.popitem(last=False)
+    def _went_idle(self, sequence: _Sequence) -> None:
+        sequence.idle_since = monotonic()
+        self._idle[sequence.id] = sequence
+        self._idle.move_to_end(sequence.id)
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self._idle_s, self._release_idle)
+
+    def _release_idle(self) -> None:
+        """Release the sequences idle for max_sequence_idle_microseconds; wake again for the next one due."""
+        self._sweep = None
+        now = monotonic()
+        while self._idle:
+            sequence = next(iter(self._idle.values()))
+            due = sequence.idle_since + self._idle_s
+            if due > now:
+                self._sweep = asyncio.get_running_loop().call_later(due - now, self._release_idle)
+                return
+            del self._idle[sequence.id]
+            if sequence.running or sequence.queue or self._live.get(sequence.id) is not sequence:
+                continue
+            self._drop(sequence)
+            self._released[sequence.id] = None
+            while len(self._released) > _REMEMBERED:
+                self._released.popitem(last=False)
 
     def _drop(self, sequence: _Sequence) -> None:
         """A sequence ended or was released: its slot goes to the oldest sequence of the backlog."""
@@ -335,13 +354,14 @@ class SequenceBatcher:
         """Unloading: every request still waiting in a sequence's queue fails, every sequence is dropped."""
         gone = InferError(ErrorCode.UNAVAILABLE, f"model {self.name!r} was unloaded")
         for sequence in self._live.values():
-            if sequence.timer is not None:
-                sequence.timer.cancel()
             for request in sequence.queue:
                 if not request.waiter.done():
                     request.waiter.set_exception(gone)
             sequence.queue.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
         self._live.clear()
+        self._idle.clear()
         self._backlog.clear()
         self._slotted = 0
         self._queued = 0

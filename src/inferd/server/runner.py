@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 EXTENSIONS = ("binary_tensor_data", "classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "statistics", "generate")
+              "model_configuration", "statistics", "generate", "sequence")
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
