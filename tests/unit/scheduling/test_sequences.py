@@ -20,7 +20,7 @@ from inferd.inference import InferenceRequest, RequestInput
 from inferd.repository import ModelRepository
 from inferd.server.grpc.generated import model_config_pb2 as config_pb
 from inferd.server.triton import config_to_json
-from sequence_models import COUNTER, COUNTER_TOML
+from sequence_models import COUNTER, COUNTER_TOML, STRING_DYNA, STRING_DYNA_TOML
 
 ACCUMULATOR = """
 import threading
@@ -307,3 +307,22 @@ def test_the_configuration_shows_sequence_batching_in_tritons_form(sequence_repo
     assert message.WhichOneof("scheduling_choice") == "sequence_batching"
     assert message.sequence_batching.control_input[1].control[0].bool_false_true == [False, True]
     np.testing.assert_array_equal(message.sequence_batching.state[0].dims, [1])
+
+
+def test_state_travels_with_the_request_to_worker_processes(repo_root):
+    """Two worker processes: a sequence's steps may run on either, its state goes with each request."""
+    write_model(repo_root, "acc_workers", STRING_DYNA, STRING_DYNA_TOML + '\n[instances]\nkind = "process"\ncount = 2\n')
+
+    async def scenario(plane):
+        async def one(sequence_id):
+            sums = []
+            for n, step in enumerate([5, 1, 2, 3]):
+                call = InferenceRequest("acc_workers", [RequestInput("INPUT", "INT32", [1, 1], [step])],
+                                        parameters={"sequence_id": sequence_id, "sequence_start": n == 0,
+                                                    "sequence_end": n == 3})
+                sums.append(int((await plane.infer(call)).outputs[0].data.ravel()[0]))
+            return sums
+
+        return await asyncio.gather(*(one(str(s)) for s in (10, 20, 30)))
+
+    assert run(repo_root, scenario) == [[5, 6, 8, 21], [5, 6, 8, 31], [5, 6, 8, 41]]  # the last adds the id
