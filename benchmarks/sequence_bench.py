@@ -1,7 +1,7 @@
 """Benchmark sequence batching: a sequence model's throughput with 8 concurrent sequences against the same model
 called without sequence parameters, in one run; a table, and JSON.
 
-usage: .venv/bin/python benchmarks/sequence_bench.py [--duration 5] [--sequences 8] [--steps 50]
+usage: .venv/bin/python benchmarks/sequence_bench.py [--duration 10] [--rounds 5] [--sequences 8] [--steps 50]
                                                      [--out benchmarks/results/sequence.json]
 
 The models (Triton's ``simple_sequence`` ONNX graph, ``OUTPUT = READY * (INPUT + START)``, built by
@@ -12,7 +12,8 @@ tests/sequence_models.py), served by one ``inferd serve`` subprocess:
              batching with no queue delay); each request sends START and READY itself.
 Load: ``--sequences`` concurrent loops over gRPC ModelInfer (grpc.aio, tritonclient's stubs, one channel), each
 sending one request after the other; for ``sequence`` each loop runs sequences of ``--steps`` requests (start ...
-end) back to back, with its own ids. Each side gets a 1 s warm-up, then ``--duration`` seconds measured.
+end) back to back, with its own ids. Each side gets a 1 s warm-up, then ``--duration`` seconds measured in
+``--rounds`` slices that alternate between the sides, so that the machine's load swings hit both alike.
 Columns: requests/s, latency p50 and p99 (ms, client side), and the server's average batch (inference_count /
 execution_count from the statistics extension, over the measured run). The load generator shares the machine's
 cores with the server: compare the two rows of one run, not runs across machines.
@@ -38,6 +39,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+SIDES = [("plain", "simple_sequence_plain"), ("sequence", "simple_sequence")]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "sequence.json"
 
 
@@ -126,9 +128,15 @@ async def load(grpc_url: str, side: str, sequences: int, steps: int, seconds: fl
         started = time.perf_counter()
         await asyncio.gather(*(one_loop(i) for i in range(sequences)))
         elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {"requests": len(ordered), "rps": len(ordered) / elapsed, "wrong": wrong,
-            "p50_ms": 1000 * ordered[len(ordered) // 2], "p99_ms": 1000 * ordered[int(len(ordered) * 0.99)]}
+    return {"latencies": latencies, "elapsed": elapsed, "wrong": wrong}
+
+
+def summary(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(x for s in slices for x in s["latencies"])
+    elapsed = sum(s["elapsed"] for s in slices)
+    return {"requests": len(ordered), "rps": len(ordered) / elapsed, "wrong": sum(s["wrong"] for s in slices),
+            "p50_ms": 1000 * ordered[len(ordered) // 2], "p99_ms": 1000 * ordered[int(len(ordered) * 0.99)],
+            "slice_rps": [round(len(s["latencies"]) / s["elapsed"]) for s in slices]}
 
 
 def counts(http: int, model: str) -> tuple[int, int]:
@@ -138,7 +146,8 @@ def counts(http: int, model: str) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -149,25 +158,33 @@ def main() -> int:
         build_repository(scratch / "models")
         process, http, grpc_port = start_server(scratch / "models", scratch / "serve.log")
         try:
-            for side, model in (("plain", "simple_sequence_plain"), ("sequence", "simple_sequence")):
-                asyncio.run(load(f"127.0.0.1:{grpc_port}", side, args.sequences, args.steps, 1.0))
-                before = counts(http, model)
-                result = asyncio.run(load(f"127.0.0.1:{grpc_port}", side, args.sequences, args.steps, args.duration))
+            url = f"127.0.0.1:{grpc_port}"
+            for side, _ in SIDES:
+                asyncio.run(load(url, side, args.sequences, args.steps, 1.0))
+            slices: dict[str, list[dict[str, Any]]] = {side: [] for side, _ in SIDES}
+            before = {model: counts(http, model) for _, model in SIDES}
+            for _ in range(args.rounds):
+                for side, _ in SIDES:
+                    slices[side].append(asyncio.run(load(url, side, args.sequences, args.steps,
+                                                         args.duration / args.rounds)))
+            for side, model in SIDES:
                 after = counts(http, model)
-                executions = max(1, after[1] - before[1])
-                rows.append({"side": side, "model": model, **result,
-                             "avg_batch": (after[0] - before[0]) / executions})
+                executions = max(1, after[1] - before[model][1])
+                rows.append({"side": side, "model": model, **summary(slices[side]),
+                             "avg_batch": (after[0] - before[model][0]) / executions})
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"{args.sequences} concurrent loops over gRPC, {args.duration:g} s each\n")
-    print(f"{'side':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'avg batch':>11}{'wrong':>7}")
+    print(f"{args.sequences} concurrent loops over gRPC, {args.duration:g} s per side in {args.rounds} "
+          "alternating slices\n")
+    print(f"{'side':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'avg batch':>11}{'wrong':>7}   req/s per slice")
     for row in rows:
         print(f"{row['side']:<10}{row['rps']:>10,.0f}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
-              f"{row['avg_batch']:>11.2f}{row['wrong']:>7}")
-    ratio = rows[1]["rps"] / rows[0]["rps"]
+              f"{row['avg_batch']:>11.2f}{row['wrong']:>7}   {row['slice_rps']}")
+    by_side = {row["side"]: row for row in rows}
+    ratio = by_side["sequence"]["rps"] / by_side["plain"]["rps"]
     print(f"\nsequence / plain throughput: {ratio:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"sequences": args.sequences, "steps": args.steps, "duration_s": args.duration,
