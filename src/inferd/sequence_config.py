@@ -30,7 +30,7 @@ See docs/sequences.md.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -147,3 +147,64 @@ class SequenceBatchingConfig(_Strict):
         if self.preferred_batch_sizes and self.strategy != "oldest":
             raise ValueError("preferred_batch_sizes applies to strategy \"oldest\"")
         return self
+
+
+def from_triton(section: Any) -> dict[str, Any]:
+    """Triton's ``sequence_batching`` JSON (a load's ``config`` parameter, or what ``/config`` reports) as the
+    ``[sequence_batching]`` table; ValueError naming what cannot be taken. uint64 fields may be strings, as
+    protobuf's JSON writes them."""
+    if not isinstance(section, dict):
+        raise ValueError("sequence_batching must be an object")
+    table: dict[str, Any] = {}
+    if "max_sequence_idle_microseconds" in section:
+        table["max_sequence_idle_microseconds"] = _number(section["max_sequence_idle_microseconds"])
+    for strategy in ("direct", "oldest"):
+        given = section.get(strategy)
+        if isinstance(given, dict):
+            table["strategy"] = strategy
+            if "max_queue_delay_microseconds" in given:
+                table["max_queue_delay_microseconds"] = _number(given["max_queue_delay_microseconds"])
+            if strategy == "oldest" and given.get("max_candidate_sequences"):
+                table["max_candidate_sequences"] = _number(given["max_candidate_sequences"])
+            if strategy == "oldest" and given.get("preferred_batch_size"):
+                table["preferred_batch_sizes"] = [_number(v) for v in given["preferred_batch_size"]]
+    table["control_input"] = [_control_from_triton(c) for c in section.get("control_input") or []]
+    table["state"] = [_state_from_triton(s) for s in section.get("state") or []]
+    return table
+
+
+def _number(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _datatype(value: Any) -> str:
+    name = str(value).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def _control_from_triton(entry: Any) -> dict[str, Any]:
+    controls = entry.get("control") if isinstance(entry, dict) else None
+    if not isinstance(controls, list) or len(controls) != 1 or not isinstance(controls[0], dict):
+        raise ValueError(f"control_input {entry!r}: inferd takes exactly one control per control input")
+    control = controls[0]
+    found: dict[str, Any] = {"name": entry.get("name"), "kind": control.get("kind", "CONTROL_SEQUENCE_START")}
+    for key in ("int32_false_true", "fp32_false_true", "bool_false_true"):
+        if control.get(key):
+            found[key] = list(control[key])
+    if found["kind"] == "CONTROL_SEQUENCE_CORRID":
+        found["datatype"] = _datatype(control.get("data_type", "TYPE_UINT64"))
+    return found
+
+
+def _state_from_triton(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise ValueError(f"state {entry!r} must be an object")
+    if entry.get("initial_state"):
+        raise ValueError(f"state {entry.get('input_name')!r}: inferd starts a state at zeros (no initial_state)")
+    return {"input_name": entry.get("input_name"), "output_name": entry.get("output_name"),
+            "datatype": _datatype(entry.get("data_type")), "shape": [_number(d) if d != -1 else -1
+                                                                      for d in entry.get("dims", [])]}

@@ -5,6 +5,7 @@ limits (live sequences, the bounded queue), restarts, and the configuration chec
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,20 @@ def test_state_travels_with_the_request_to_worker_processes(repo_root):
         return await asyncio.gather(*(one(str(s)) for s in (10, 20, 30)))
 
     assert run(repo_root, scenario) == [[5, 6, 8, 21], [5, 6, 8, 31], [5, 6, 8, 41]]  # the last adds the id
+
+
+def test_a_load_config_takes_sequence_batching_as_config_reports_it():
+    """A model-control client reloads a model with the configuration it read, changed: the sequence batching it
+    read must come back as it was."""
+    from inferd.load_parameters import apply_config
+    from inferd.server.triton import sequence_batching_to_json
+
+    own = ModelConfig.model_validate(tomllib.loads(ACCUMULATOR_TOML))
+    assert own.sequence_batching is not None
+    reported = sequence_batching_to_json(own.sequence_batching)
+    reported["max_sequence_idle_microseconds"] = "70000"  # protobuf's JSON writes uint64 as a string
+    loaded = apply_config("acc", ModelConfig(), {"max_batch_size": 8, "sequence_batching": reported})
+    assert loaded.sequence_batching == own.sequence_batching.model_copy(  # Triton's direct has no candidates field
+        update={"max_sequence_idle_microseconds": 70000, "max_candidate_sequences": None})
+    with pytest.raises(InferError, match="exactly one control per control input"):
+        apply_config("acc", ModelConfig(), {"sequence_batching": {"control_input": [{"name": "S", "control": []}]}})
