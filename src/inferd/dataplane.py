@@ -49,6 +49,7 @@ from inferd.repository import USES, Model, ModelRepository, ModelVersion, State,
 from inferd.response_cache import ResponseCache, cache_key
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import RunResult
+from inferd.shared_memory import SharedMemoryRegistry
 from inferd.signature import Signature
 from inferd.stats import ModelStats
 
@@ -79,6 +80,9 @@ class DataPlane:
         """Data capture (``[capture]`` in model.toml): where sampled requests and responses go."""
         self.cache: ResponseCache | None = None
         """The response cache of the models whose model.toml enables ``[cache]`` (None: no cache)."""
+        self.shared_memory: SharedMemoryRegistry | None = None
+        """The system shared memory regions clients registered (None: the extension is off); the transports
+        give each call its caller's regions."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
         self._services: list[tuple[str, Callable[[], str], bool]] = []
@@ -115,6 +119,8 @@ class DataPlane:
             await self.on_demand.stop()
 
     def close(self) -> None:
+        if self.shared_memory is not None:
+            self.shared_memory.close()
         self.repository.close()
         self._pool.shutdown(wait=True)
 
@@ -400,7 +406,7 @@ class DataPlane:
         if model.capture is None or self.capture is None:
             return
         request = captured_request(model.name, signature, prepared)
-        response = build_response(model.name, model.version_text, signature, prepared, result)
+        response = build_response(model.name, model.version_text, signature, prepared, result, into_regions=False)
         self.capture.offer(model.capture, model.name, model.version, request, response)
 
     # -- configuration and statistics ----------------------------------------------------------
