@@ -103,7 +103,8 @@ class _Region:
         self._lock = threading.Lock()
 
     def check(self, where: str, location: Location) -> None:
-        """INVALID_ARGUMENT, naming the region, unless ``location`` lies within it."""
+        """INVALID_ARGUMENT, naming the region, unless ``location`` lies within it (every read and write is
+        checked by whoever found the region, :meth:`SharedMemoryRegistry.find`)."""
         size = self.status.byte_size
         if location.offset >= size:
             raise invalid(f"{where}: offset {location.offset} is past the end of shared memory region "
@@ -113,22 +114,21 @@ class _Region:
                           f"memory region {location.region!r} ({size} bytes)")
 
     def read(self, where: str, location: Location) -> bytes:
-        self.check(where, location)
-        start = self.status.offset + location.offset
+        """The bytes at ``location`` (checked already)."""
         with self._lock:
             if self._fd < 0:
                 raise _gone(where, location.region)
-            data = os.pread(self._fd, location.byte_size, start)
+            data = os.pread(self._fd, location.byte_size, self.status.offset + location.offset)
         if len(data) != location.byte_size:
             raise invalid(f"{where}: only {len(data)} of {location.byte_size} bytes could be read from shared memory "
                           f"region {location.region!r}: its object {self.status.key!r} was made smaller")
         return data
 
     def write(self, where: str, location: Location, data: bytes) -> None:
+        """Write ``data`` at ``location`` (checked already); INVALID_ARGUMENT when it is larger."""
         if len(data) > location.byte_size:
             raise invalid(f"{where} has {len(data)} bytes, more than the {location.byte_size} bytes given for it "
                           f"in shared memory region {location.region!r} ({BYTE_SIZE})")
-        self.check(where, location)
         start = self.status.offset + location.offset
         with self._lock:
             if self._fd < 0:
