@@ -276,9 +276,10 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
             raise _contents_and_raw(tensor.name, request.model_name)
     shared = [REGION in tensor.parameters for tensor in request.inputs] if raw else []
     if raw and len(raw) != len(request.inputs) - sum(shared):
+        which = " not in shared memory" if any(shared) else ""
         raise invalid(
-            f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs) - sum(shared)} inputs "
-            "not in shared memory; send one entry per such input, in the order of the inputs"
+            f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs) - sum(shared)} inputs"
+            f"{which}; send one entry per such input, in the order of the inputs"
         )
     contents = iter(raw)
     inputs = [decode_input(tensor, next(contents) if raw and not shared[i] else None, request.model_name)
