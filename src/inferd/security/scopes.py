@@ -65,6 +65,13 @@ GRPC_METHODS: dict[str, Scope | None] = {
 }
 """Method names of ``inference.GRPCInferenceService``; any other method needs ``admin``."""
 
+OTHER_GRPC_METHODS: dict[str, Scope | None] = {
+    "/grpc.health.v1.Health/Check": None,  # orchestrators' gRPC probes send no key, as the readiness probes above
+    "/grpc.health.v1.Health/Watch": None,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Scope.READ,  # what services exist: metadata
+}
+"""Methods of the services served beside the inference service (server/grpc/health.py), and their scopes."""
+
 
 class RouteScopes:
     """The HTTP table, plus the Vertex AI routes the settings name (health open, predict ``infer``)."""
@@ -88,6 +95,8 @@ class RouteScopes:
 
 def grpc_scope(full_method: str) -> Scope | None:
     """The scope a gRPC method (``/inference.GRPCInferenceService/ModelInfer``) needs."""
+    if full_method in OTHER_GRPC_METHODS:
+        return OTHER_GRPC_METHODS[full_method]
     service, _, name = full_method.rpartition("/")
     if service != "/inference.GRPCInferenceService":
         return Scope.ADMIN  # reflection, health or anything else registered later: closed unless admin

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -59,6 +60,7 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
     app.add_exception_handler(InferError, _on_infer_error)
     app.add_exception_handler(HTTPError, _on_http_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
+    app.add_exception_handler(RequestValidationError, _on_invalid_parameters)
     app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)
     return app
@@ -85,6 +87,22 @@ async def _on_starlette_error(request: Request, exc: Exception) -> Response:
     if is_openai_path(request.url.path):  # an unknown path or method under the OpenAI base URL
         return openai_errors.error_response(exc)
     return error_response(exc.status_code, str(exc.detail))
+
+
+async def _on_invalid_parameters(request: Request, exc: Exception) -> Response:
+    """A query or path parameter FastAPI could not convert (``?limit=abc``): 400 in the route's protocol's error
+    form naming the parameter, instead of FastAPI's own 422 ``{"detail": [...]}``."""
+    assert isinstance(exc, RequestValidationError)
+    message = "; ".join(_describe(error) for error in exc.errors()) or "invalid request parameters"
+    if is_openai_path(request.url.path):
+        return openai_errors.error_response(HTTPError(400, message))
+    return error_response(400, message)
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "header"))
+    given = error.get("input")
+    return f"parameter '{where}': {error.get('msg', 'invalid')}" + (f" (got {given!r})" if given is not None else "")
 
 
 async def _on_client_gone(request: Request, _exc: Exception) -> Response:
