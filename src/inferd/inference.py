@@ -51,6 +51,9 @@ class ResponseOutput:
     shape: list[int]
     data: np.ndarray
     parameters: dict[str, Any] | None = None
+    in_shared_memory: bool = False
+    """Written into the shared memory region the request named: the response carries no data for it (``data``
+    still holds the array)."""
 
 
 @dataclass(slots=True)
