@@ -22,6 +22,22 @@ class Model:
 """
 """Triton's ``simple``: the sum and the difference of two INT32 [-1, 16] inputs (max_batch_size 8)."""
 
+SIMPLE_STRING = """
+import numpy as np
+
+class Model:
+    inputs = [{"name": "INPUT0", "datatype": "BYTES", "shape": [-1, 16]},
+              {"name": "INPUT1", "datatype": "BYTES", "shape": [-1, 16]}]
+    outputs = [{"name": "OUTPUT0", "datatype": "BYTES", "shape": [-1, 16]},
+               {"name": "OUTPUT1", "datatype": "BYTES", "shape": [-1, 16]}]
+
+    def predict(self, inputs):
+        a, b = (np.array([[int(v) for v in row] for row in inputs[n]], dtype=np.int64) for n in ("INPUT0", "INPUT1"))
+        text = lambda values: np.array([[str(v).encode() for v in row] for row in values], dtype=object)
+        return {"OUTPUT0": text(a + b), "OUTPUT1": text(a - b)}
+"""
+"""Triton's ``simple_string``: ``simple`` on integers written as strings (BYTES [-1, 16], max_batch_size 8)."""
+
 STRING_IDENTITY = """
 class Model:
     inputs = [{"name": "INPUT0", "datatype": "BYTES", "shape": [-1]}]
@@ -87,6 +103,7 @@ decoupled = true
 
 def write_triton_models(root: Path) -> None:
     write_model(root, "simple", SIMPLE, "max_batch_size = 8\n")
+    write_model(root, "simple_string", SIMPLE_STRING, "max_batch_size = 8\n")
     write_model(root, "string_identity", STRING_IDENTITY, "max_batch_size = 0\n")
     write_model(root, "image", IMAGE, IMAGE_TOML)
     write_model(root, "repeat_int32", REPEAT_INT32, DECOUPLED_TOML)

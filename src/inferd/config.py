@@ -69,6 +69,9 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     [cache]                       # response cache: identical inputs answered without running the model
     enabled = true
     ttl_s = 60                    # default: the server's cache_ttl_s (0: no limit)
+
+    [sequence_batching]           # a stateful model: requests in sequences (see inferd.sequence_config)
+    strategy = "direct"           # direct | oldest
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from inferd.sequence_config import SequenceBatchingConfig
 from inferd.signature import Signature, TensorSpec
 from inferd.tensors import DATATYPES
 
@@ -309,6 +313,9 @@ class ModelConfig(_Strict):
     """A generative model's limits and defaults (the ``[generation]`` table)."""
     cache: CacheConfig = Field(default_factory=CacheConfig)
     """The response cache (the ``[cache]`` table)."""
+    sequence_batching: SequenceBatchingConfig | None = None
+    """A stateful model (the ``[sequence_batching]`` table; see docs/sequences.md): requests name their sequence,
+    run in order, and get control tensors and implicit state. Excludes ``[batching]`` and ``[cache]``."""
     model_transaction_policy: TransactionPolicyConfig = Field(default_factory=TransactionPolicyConfig)
     """Decoupled models (the ``[model_transaction_policy]`` table, as Triton names it)."""
     pinned: bool = False
@@ -325,6 +332,9 @@ class ModelConfig(_Strict):
         if self.max_batch_size == 0 and self.batching.enabled:
             raise ValueError("max_batch_size = 0 means the model has no batch dimension: it cannot have "
                              "[batching] enabled = true")
+        if self.sequence_batching is not None and (self.batching.enabled or self.cache.enabled):
+            raise ValueError("a model with [sequence_batching] batches its sequences itself and its answers depend "
+                             "on its state: it cannot have [batching] enabled = true nor [cache] enabled = true")
         if self.model_transaction_policy.decoupled:
             _check_decoupled(self)
         return self

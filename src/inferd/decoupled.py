@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from inferd.calls import Call, GeneralPrepared, build_response, prepare_request
+from inferd.calls import Call, GeneralCall, GeneralPrepared, build_response, prepare_request
 from inferd.errors import ErrorCode, InferError, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 from inferd.runtimes.base import Outputs, ResponseSender
@@ -128,9 +128,12 @@ def decoupled_sender(call: Call[Any], model: str) -> ResponseSender:
                      f"responses; call it with gRPC ModelStreamInfer or POST /v2/models/{model}/generate_stream")
 
 
-async def stream(dataplane: DataPlane, request: InferenceRequest,
+async def stream(dataplane: DataPlane, given: InferenceRequest | GeneralCall,
                  is_disconnected: Callable[[], bool] | None = None) -> AsyncGenerator[StreamResponse, None]:
-    """See the module docstring; what :meth:`DataPlane.stream <inferd.dataplane.DataPlane.stream>` returns."""
+    """See the module docstring; what :meth:`DataPlane.stream <inferd.dataplane.DataPlane.stream>` returns. A
+    :class:`GeneralCall` carries its caller's shared memory regions to a model that answers once."""
+    call = given if isinstance(given, GeneralCall) else GeneralCall(given)
+    request = call.request
     model = await dataplane.ensure_loaded(request.model_name, request.model_version)
     loaded = model.loaded or model.require_loaded()
     if loaded.generator is not None:
@@ -140,7 +143,7 @@ async def stream(dataplane: DataPlane, request: InferenceRequest,
         async for item in _decoupled(dataplane, request, model, loaded.signature, is_disconnected):
             yield item
     else:
-        yield StreamResponse(await dataplane.infer(request, is_disconnected), final=True)
+        yield StreamResponse(await dataplane.infer(call, is_disconnected), final=True)
 
 
 async def _decoupled(dataplane: DataPlane, request: InferenceRequest, model: ModelVersion, signature: Signature,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from inferd.runtimes.base import Runtime, StreamingRuntime
 from inferd.runtimes.registry import load_engine, load_runtime
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import OutputCheck, Scheduler
+from inferd.scheduling.sequences import SequenceBatcher, plan_sequences
 from inferd.signature import Signature, check_outputs
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,15 @@ class Loaded:
     """The class labels of the outputs ``[labels]`` names (for the classification extension)."""
     generator: GenerationScheduler | None = None
     """A generative model's continuous batching (None for a tensor model)."""
+    sequences: SequenceBatcher | None = None
+    """A stateful model's sequences, in front of its scheduler (``[sequence_batching]``; None for the others)."""
     decoupled: bool = False
     """``[model_transaction_policy] decoupled``: any number of responses per request, streamed (see
     :mod:`inferd.decoupled`); such a model refuses unary calls."""
 
     def close(self) -> None:
+        if self.sequences is not None:
+            self.sequences.close()
         self.scheduler.close()
         self.executor.close()
         if self.generator is not None:
@@ -100,18 +105,37 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
         signature = signature.without_batch()
     policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default,
                                source.runtime.columns_are_rows)
-    if policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None:
+    if (policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None
+            and config.sequence_batching is None):
         log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "
                  "default); if its first dimension is not a batch of independent rows, set [batching] "
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
     try:
         labels = output_labels(model_folder, config, signature)
+        if config.sequence_batching is not None:
+            return load_sequences(name, config, signature, executor, runtime, policy, labels)
     except BaseException:
         executor.close()
         raise
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
                   PlainRequestPlan.for_signature(signature, policy.max_batch_size), labels,
                   decoupled=config.model_transaction_policy.decoupled)
+
+
+def load_sequences(name: str, config: ModelConfig, signature: Signature, executor: Executor,
+                   runtime: Runtime | None, policy: SchedulingPolicy, labels: Labels) -> Loaded:
+    """A stateful model (``[sequence_batching]``): clients see its signature without the control and state
+    tensors; its scheduler batches the requests of different sequences (one row each) as dynamic batching does,
+    with the sequence batching's delay and preferred sizes; the model is checked against its whole signature."""
+    sequencing = config.sequence_batching
+    assert sequencing is not None
+    plan = plan_sequences(sequencing, signature, policy.max_batch_size, config.instances.count)
+    policy = replace(policy, dynamic_batching=bool(policy.max_batch_size),
+                     max_queue_delay_us=sequencing.max_queue_delay_microseconds,
+                     preferred_batch_sizes=tuple(sorted(sequencing.preferred_batch_sizes)))
+    scheduler = Scheduler(name, executor, policy, output_check(signature))
+    return Loaded(plan.signature, executor, scheduler, runtime, None, labels,
+                  sequences=SequenceBatcher(name, plan, scheduler))
 
 
 def output_labels(model_folder: Path, config: ModelConfig, signature: Signature) -> Labels:

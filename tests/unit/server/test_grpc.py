@@ -387,7 +387,7 @@ def test_a_message_over_the_limit_is_refused(dataplane):
 
 def test_calls_inferd_does_not_serve_are_unimplemented(client):
     with pytest.raises(InferenceServerException) as info:
-        client.get_system_shared_memory_status()
+        client.get_log_settings()
     assert status_of(info) == "StatusCode.UNIMPLEMENTED"
 
 

@@ -26,10 +26,12 @@ from inferd.decoupled import StreamResponse
 from inferd.errors import ErrorCode, InferError, internal, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput
 from inferd.observability.request_context import GRPC_KEY, REQUEST_ID, RequestObserver
+from inferd.security.auth import Authenticator, key_from_metadata
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
 from inferd.server.grpc.generated import model_config_pb2 as config_pb
 from inferd.server.status import GRPC_STATUS
 from inferd.server.triton import config_to_json
+from inferd.shared_memory import CUDA_REFUSAL, NO_KEY, REGION, Regions, SharedMemoryRegistry
 from inferd.stats import ModelStats
 from inferd.tensors import DATATYPES, from_raw, to_raw
 
@@ -95,9 +97,12 @@ def _unexpected(exc: Exception) -> str:
 class InferenceServicer:
     """Every call of ``inference.GRPCInferenceService`` that inferd serves, over one :class:`DataPlane`."""
 
-    def __init__(self, dataplane: DataPlane, observer: RequestObserver | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, observer: RequestObserver | None = None,
+                 authenticator: Authenticator | None = None) -> None:
         self._dataplane = dataplane
         self._observer = observer or RequestObserver()
+        self._authenticator = authenticator
+        """Who a caller is, for its shared memory regions (the interceptor checked the key already)."""
 
     def request_id_metadata(self, context: Any) -> Metadata:
         """``x-request-id`` for the trailing metadata: the caller's, when usable, else a new one (as over HTTP)."""
@@ -147,7 +152,7 @@ class InferenceServicer:
     # -- inference -----------------------------------------------------------------------------------------
     @_answers_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await self._infer(request)
+        return await self._infer(request, context)
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
@@ -159,13 +164,15 @@ class InferenceServicer:
         context.set_trailing_metadata(trailing)
         REQUEST_ID.set(trailing[0][1])  # grpc.aio runs each call in a task of its own: this context is the call's
         async for request in requests:
-            async for message in self._stream_one(request):
+            async for message in self._stream_one(request, context):
                 yield message
 
-    async def _stream_one(self, request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def _stream_one(self, request: pb.ModelInferRequest,
+                          context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
         empty_final = _wants_empty_final(request)
+        call = GeneralCall(decode_infer_request(request), self._regions(context))
         try:
-            async with aclosing(self._dataplane.stream(decode_infer_request(request))) as responses:
+            async with aclosing(self._dataplane.stream(call)) as responses:
                 async for item in responses:
                     message = _stream_message(request, item, empty_final)
                     if message is not None:
@@ -181,9 +188,68 @@ class InferenceServicer:
         echo.parameters[FINAL_RESPONSE].bool_param = True
         yield pb.ModelStreamInferResponse(error_message=text, infer_response=echo)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        response = await self._dataplane.infer(GeneralCall(decode_infer_request(request), "ModelInfer RPC"))
-        return encode_infer_response(response)
+    async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        call = GeneralCall(decode_infer_request(request), self._regions(context), endpoint="ModelInfer RPC")
+        return encode_infer_response(await self._dataplane.infer(call))
+
+    def _regions(self, context: Any) -> Regions | None:
+        registry = self._dataplane.shared_memory
+        if registry is None or self._authenticator is None:
+            return None if registry is None else registry.shared
+        return registry.caller(functools.partial(self._owner, context))
+
+    def _owner(self, context: Any) -> str:
+        """The name of the caller's API key: the owner of its shared memory regions."""
+        if self._authenticator is None:
+            return NO_KEY
+        return self._authenticator.principal(key_from_metadata(context.invocation_metadata())).name
+
+    # -- shared memory -------------------------------------------------------------------------------------
+    @_answers_errors
+    async def SystemSharedMemoryStatus(self, request: pb.SystemSharedMemoryStatusRequest,
+                                       context: Any) -> pb.SystemSharedMemoryStatusResponse:
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self._registry().status(self._owner(context), request.name):
+            response.regions[region.name].CopyFrom(pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size))
+        return response
+
+    @_answers_errors
+    async def SystemSharedMemoryRegister(self, request: pb.SystemSharedMemoryRegisterRequest,
+                                         context: Any) -> pb.SystemSharedMemoryRegisterResponse:
+        self._registry().register(self._owner(context), request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_answers_errors
+    async def SystemSharedMemoryUnregister(self, request: pb.SystemSharedMemoryUnregisterRequest,
+                                           context: Any) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._registry().unregister(self._owner(context), request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    def _registry(self) -> SharedMemoryRegistry:
+        if self._dataplane.shared_memory is None:
+            raise invalid("system shared memory is not enabled on this server")
+        return self._dataplane.shared_memory
+
+    # As Triton built without GPU support: no CUDA region is ever registered, so the status is empty and
+    # unregistering has nothing to do (Triton's examples unregister everything first); registering is refused.
+    @_answers_errors
+    async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest,
+                                     context: Any) -> pb.CudaSharedMemoryStatusResponse:
+        if request.name:
+            raise InferError(ErrorCode.NOT_FOUND, f"Unable to find cuda shared memory region: {request.name!r}; "
+                             f"{CUDA_REFUSAL}")
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @_answers_errors
+    async def CudaSharedMemoryRegister(self, request: pb.CudaSharedMemoryRegisterRequest,
+                                       context: Any) -> pb.CudaSharedMemoryRegisterResponse:
+        raise invalid(f"failed to register CUDA shared memory region {request.name!r}: {CUDA_REFUSAL}")
+
+    @_answers_errors
+    async def CudaSharedMemoryUnregister(self, request: pb.CudaSharedMemoryUnregisterRequest,
+                                         context: Any) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     # -- model repository ----------------------------------------------------------------------------------
     @_answers_errors
@@ -251,14 +317,17 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
     """A ``ModelInferRequest`` as the DataPlane's :class:`InferenceRequest`."""
     raw = request.raw_input_contents
     for tensor in request.inputs if raw else ():  # checked first, as Triton does: its clients match on the words
-        if tensor.contents.ListFields():
+        if tensor.contents.ListFields() and REGION not in tensor.parameters:
             raise _contents_and_raw(tensor.name, request.model_name)
-    if raw and len(raw) != len(request.inputs):
+    shared = [REGION in tensor.parameters for tensor in request.inputs] if raw else []
+    if raw and len(raw) != len(request.inputs) - sum(shared):
+        which = " not in shared memory" if any(shared) else ""
         raise invalid(
-            f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs)} inputs; "
-            "send one entry per input, in the order of the inputs"
+            f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs) - sum(shared)} inputs"
+            f"{which}; send one entry per such input, in the order of the inputs"
         )
-    inputs = [decode_input(tensor, raw[i] if raw else None, request.model_name)
+    contents = iter(raw)
+    inputs = [decode_input(tensor, next(contents) if raw and not shared[i] else None, request.model_name)
               for i, tensor in enumerate(request.inputs)]
     outputs = [RequestOutput(o.name, decode_parameters(o.parameters)) for o in request.outputs]
     return InferenceRequest(
@@ -276,6 +345,11 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
     if datatype not in DATATYPES:
         raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
+    if REGION in tensor.parameters:  # read from its region on the one inference path
+        if tensor.contents.ListFields():
+            raise invalid(f"unexpected 'content' provided when using shared memory for input tensor '{name}' "
+                          f"for model '{model}'; send one or the other")
+        return RequestInput(name, datatype, shape, None, decode_parameters(tensor.parameters))
     if raw is None:
         data: Any = typed_contents(tensor)
     elif tensor.contents.ListFields():
@@ -324,7 +398,8 @@ def encode_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
     for output in response.outputs:
         tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         encode_parameters(output.parameters, tensor.parameters)
-        message.raw_output_contents.append(to_raw(output.data))
+        # an output written into shared memory has an empty entry, as Triton's: clients find outputs by index
+        message.raw_output_contents.append(b"" if output.in_shared_memory else to_raw(output.data))
     return message
 
 

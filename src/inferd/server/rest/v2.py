@@ -23,6 +23,7 @@ from inferd.server.rest.openapi import (
     REPOSITORY_UNLOAD_BODY,
 )
 from inferd.server.rest.responses import json_response
+from inferd.server.rest.shared_memory import owner
 from inferd.server.rest.v2_infer import infer as run_infer
 from inferd.server.triton import config_to_json
 
@@ -105,7 +106,8 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> 
         # app runs under another server.
         body = await read_body(request, limit)
         header_length = request.headers.get(v2_binary.HEADER_LENGTH)
-        content, json_length = await run_infer(dataplane, body, header_length, model, version)
+        regions = None if dataplane.shared_memory is None else dataplane.shared_memory.caller(owner(request.scope))
+        content, json_length = await run_infer(dataplane, body, header_length, model, version, regions=regions)
         headers = {} if json_length is None else {v2_binary.HEADER_LENGTH: str(json_length)}
         coding = response_coding(request.headers.get("accept-encoding"))
         if coding is not None:  # as the native route answers (v2_infer.answer_parts)
