@@ -32,6 +32,8 @@ class ErrorCode(StrEnum):
     """The call needs an API key and came with none, or with one the server does not know."""
     PERMISSION_DENIED = "PERMISSION_DENIED"
     """The call's API key is valid but lacks the scope the call needs."""
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    """The way the call came cannot serve it (Triton's UNSUPPORTED: a decoupled model asked for one answer)."""
 
 
 class InferError(Exception):

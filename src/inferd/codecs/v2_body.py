@@ -20,20 +20,26 @@ from inferd.signature import Signature
 if TYPE_CHECKING:
     from inferd.loading import Loaded
     from inferd.scheduling.scheduler import RunResult
+    from inferd.shared_memory import Regions
 
 Encoded = tuple[bytes, int | None]
 """A response body and its JSON header's length (None: no output goes as binary data)."""
 
 
 class V2Body:
-    __slots__ = ("model_name", "model_version", "payload", "request", "routing", "tail")
+    __slots__ = ("model_name", "model_version", "payload", "regions", "request", "routing", "tail")
+
+    endpoint = "HTTP end point"
+    """How it came, for Triton's wording of a refusal (a decoupled model: "HTTP end point doesn't support ...")."""
 
     def __init__(self, body: bytes, header_length: str | int | None, model_name: str,
-                 model_version: str | None) -> None:
-        """INVALID_ARGUMENT when the JSON or the header length is malformed."""
+                 model_version: str | None, regions: Regions | None = None) -> None:
+        """INVALID_ARGUMENT when the JSON or the header length is malformed. ``regions``: the shared memory
+        regions the caller may name (None: tensors in shared memory are refused)."""
         self.payload, self.tail = split_body(body, header_length)
         self.model_name = model_name
         self.model_version = model_version
+        self.regions = regions
         self.request: InferenceRequest | None = None
         """The general decoding, for a request not in the plain form."""
         self.routing: Routing | None = None
@@ -54,7 +60,7 @@ class V2Body:
                 return read
         request = self.request = decode_payload(self.payload, self.tail, self.model_name, self.model_version)
         return prepare_request(request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements,
-                               loaded.labels)
+                               loaded.labels, self.regions)
 
     def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Encoded:
         routing = self.routing

@@ -72,7 +72,8 @@ class PlainRequest:
     timeout_us = None
     parameters = None
     classes = None
-    """The plain form has no scheduling parameter, nor any other (no classification either)."""
+    shared_outputs = None
+    """The plain form has no scheduling parameter, nor any other (no classification, no shared memory either)."""
 
     @property
     def answered(self) -> list[str]:

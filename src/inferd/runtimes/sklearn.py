@@ -69,6 +69,12 @@ def load(artifact: Path, options: Options, override: Signature | None) -> Sklear
     return SklearnRuntime(estimator, signature)
 
 
+def read_estimator(artifact: Path, options: Options) -> Any:
+    """The estimator in ``artifact``, read as the runtime reads it (skops trust, pickles only when allowed):
+    for tools that need the scikit-learn object itself (``inferd optimize`` converts it to ONNX)."""
+    return _read(artifact, options)
+
+
 def _read(artifact: Path, options: Options) -> Any:
     if artifact.suffix in PICKLE_SUFFIXES:
         if not options.allow_pickle:

@@ -33,6 +33,7 @@ HTTP_ROUTES: tuple[tuple[str | None, re.Pattern[str], Scope | None], ...] = tupl
         ("POST", r"/v1/models/[^/]+:predict", Scope.INFER),
         ("POST", r"/invocations", Scope.INFER),
         ("POST", r"/openai/v1/(?:completions|chat/completions|embeddings)", Scope.INFER),
+        (None, r"/v2/(?:system|cuda)sharedmemory(?:/.*)?", Scope.INFER),  # a key's own regions, for its inferences
         ("POST", r"/v2/repository/index", Scope.READ),
         ("POST", r"/v2/endpoints/[^/]+/infer", Scope.INFER),
         ("GET", r"/v2/endpoints(?:/.*)?", Scope.READ),
@@ -58,8 +59,21 @@ GRPC_METHODS: dict[str, Scope | None] = {
     "ModelStreamInfer": Scope.INFER,
     "RepositoryModelLoad": Scope.ADMIN,
     "RepositoryModelUnload": Scope.ADMIN,
+    "SystemSharedMemoryStatus": Scope.INFER,
+    "SystemSharedMemoryRegister": Scope.INFER,
+    "SystemSharedMemoryUnregister": Scope.INFER,
+    "CudaSharedMemoryStatus": Scope.INFER,
+    "CudaSharedMemoryRegister": Scope.INFER,
+    "CudaSharedMemoryUnregister": Scope.INFER,
 }
 """Method names of ``inference.GRPCInferenceService``; any other method needs ``admin``."""
+
+OTHER_GRPC_METHODS: dict[str, Scope | None] = {
+    "/grpc.health.v1.Health/Check": None,  # orchestrators' gRPC probes send no key, as the readiness probes above
+    "/grpc.health.v1.Health/Watch": None,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Scope.READ,  # what services exist: metadata
+}
+"""Methods of the services served beside the inference service (server/grpc/health.py), and their scopes."""
 
 
 class RouteScopes:
@@ -84,6 +98,8 @@ class RouteScopes:
 
 def grpc_scope(full_method: str) -> Scope | None:
     """The scope a gRPC method (``/inference.GRPCInferenceService/ModelInfer``) needs."""
+    if full_method in OTHER_GRPC_METHODS:
+        return OTHER_GRPC_METHODS[full_method]
     service, _, name = full_method.rpartition("/")
     if service != "/inference.GRPCInferenceService":
         return Scope.ADMIN  # reflection, health or anything else registered later: closed unless admin

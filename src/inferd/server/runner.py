@@ -29,12 +29,13 @@ from inferd.server.http import HTTPLimits, HTTPServer
 from inferd.server.http.protocol import Front
 from inferd.server.rest.v2_infer import RESTRouter
 from inferd.settings import ServerSettings
+from inferd.shared_memory import SharedMemoryRegistry
 
 log = logging.getLogger(__name__)
 
 
 EXTENSIONS = ("binary_tensor_data", "classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "statistics", "generate")
+              "model_configuration", "system_shared_memory", "statistics", "generate", "sequence")
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
@@ -73,6 +74,7 @@ def build_dataplane(settings: ServerSettings) -> DataPlane:
                           control=model_control(settings))
     if settings.cache_bytes:
         dataplane.cache = ResponseCache(int(settings.cache_bytes), settings.cache_ttl_s)
+    dataplane.shared_memory = SharedMemoryRegistry()
     return dataplane
 
 
@@ -169,7 +171,7 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authentica
 
         interceptors.append(AuthInterceptor(authenticator, observer))
     return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes,
-                                   interceptors=interceptors,
+                                   interceptors=interceptors, authenticator=authenticator,
                                    credentials=tls.grpc_credentials() if tls is not None else None,
                                    observer=observer)
 

@@ -15,6 +15,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DEADLINE_EXCEEDED: 504,
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.UNIMPLEMENTED: 501,
 }
 
 HTTP_CHALLENGE: dict[ErrorCode, tuple[bytes, bytes]] = {
@@ -33,5 +34,6 @@ GRPC_STATUS: dict[ErrorCode, str] = {
     ErrorCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
     ErrorCode.UNAUTHENTICATED: "UNAUTHENTICATED",
     ErrorCode.PERMISSION_DENIED: "PERMISSION_DENIED",
+    ErrorCode.UNIMPLEMENTED: "UNIMPLEMENTED",
 }
 """Names of ``grpc.StatusCode`` members: names, so that this module (and the HTTP side) never imports grpc."""

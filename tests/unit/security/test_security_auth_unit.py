@@ -51,7 +51,16 @@ def test_route_table(method: str, path: str, scope: Scope | None):
 ])
 def test_grpc_table(method: str, scope: Scope | None):
     assert grpc_scope(f"/inference.GRPCInferenceService/{method}") is scope
-    assert grpc_scope(f"/grpc.health.v1.Health/{method}") is Scope.ADMIN
+    assert grpc_scope(f"/some.OtherService/{method}") is Scope.ADMIN
+    assert grpc_scope(f"/grpc.health.v1.Health/{method}") is Scope.ADMIN  # only Check and Watch are open
+
+
+@pytest.mark.parametrize(("method", "scope"), [
+    ("/grpc.health.v1.Health/Check", None), ("/grpc.health.v1.Health/Watch", None),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Scope.READ),
+])
+def test_grpc_health_is_open_and_reflection_is_metadata(method: str, scope: Scope | None):
+    assert grpc_scope(method) is scope
 
 
 def test_key_from_headers_and_metadata():

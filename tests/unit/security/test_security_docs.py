@@ -45,6 +45,9 @@ HTTP_SAMPLES = [
     ("GET", "/docs", "`/docs`"),
     ("POST", "/v2/repository/models/m/load", "repository load and unload"),
     ("POST", "/v2/batch/jobs", "batch jobs (`/v2/batch/jobs...`)"),
+    ("POST", "/v2/systemsharedmemory/region/r/register", "`/v2/systemsharedmemory/...`"),
+    ("GET", "/v2/systemsharedmemory/status", "`/v2/systemsharedmemory/...`"),
+    ("POST", "/v2/cudasharedmemory/unregister", "`/v2/cudasharedmemory/...`"),
 ]
 
 
@@ -59,7 +62,8 @@ def test_the_table_puts_each_route_in_the_row_of_the_scope_the_code_asks(method,
 
 @pytest.mark.parametrize(("method", "words"), [("ModelInfer", "`ModelInfer`"), ("ServerLive", "`ServerLive`"),
                                                 ("ModelMetadata", "gRPC metadata"),
-                                                ("RepositoryModelLoad", "`RepositoryModelLoad`")])
+                                                ("RepositoryModelLoad", "`RepositoryModelLoad`"),
+                                                ("SystemSharedMemoryRegister", "`SystemSharedMemory*`")])
 def test_grpc_methods_are_in_the_row_of_their_scope(method, words):
     assert words in scope_rows()[grpc_scope(f"/inference.GRPCInferenceService/{method}")]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -321,12 +322,24 @@ def test_an_app_that_fails_mid_response_has_its_connection_closed():
 def test_malformed_http_gets_400_and_the_connection_closes():
     async def body(served: Served) -> Any:
         reader, writer = await served.open()
-        writer.write(b"POST /echo HTTP/1.1\r\ncontent-length: nope\r\n\r\n")
+        writer.write(b"POST /echo HTTP/1.1\r\nx-request-id: mine-1\r\ncontent-length: nope\r\n\r\n")
         return await reader.read()
 
     answer = run(body)
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"connection: close" in answer
+    assert b"x-request-id: mine-1\r\n" in answer  # a refusal is traceable as every answer is
+
+
+def test_a_refusal_before_any_header_gets_a_new_request_id():
+    async def body(served: Served) -> Any:
+        reader, writer = await served.open()
+        writer.write(b"NOT-HTTP\r\n\r\n")
+        return await reader.read()
+
+    answer = run(body)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert re.search(rb"\r\nx-request-id: [0-9a-f]+\r\n", answer) is not None
 
 
 def test_pipelining_past_the_read_ahead_limit_pauses_reading_and_answers_all():

@@ -269,8 +269,13 @@ class HTTPConnection(asyncio.Protocol):
         """Answer with ``status`` and close the connection, whatever the request was."""
         if self.refused or self.transport.is_closing():
             return
-        self.transport.write(b"".join((status_line(status), header_lines(headers), CONNECTION_CLOSE, b"\r\n",
-                                       content)))
+        # Refused before (or while) its request was read, the answer still carries a request id as every other
+        # does: the one the client sent if its header got that far, else a new one, so the refusal can be traced.
+        reading = self.reading
+        request_id = reading.request_id if reading is not None and reading.request_id \
+            else self.front.observer.request_id(self.given_id)
+        self.transport.write(b"".join((status_line(status), header_lines(headers), _REQUEST_ID, request_id.encode(),
+                                       b"\r\n", CONNECTION_CLOSE, b"\r\n", content)))
         self._linger()
 
     def _linger(self) -> None:

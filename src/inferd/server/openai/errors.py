@@ -38,6 +38,7 @@ _KINDS: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.INTERNAL: ("server_error", None),
     ErrorCode.UNAUTHENTICATED: ("authentication_error", "invalid_api_key"),
     ErrorCode.PERMISSION_DENIED: ("permission_error", None),
+    ErrorCode.UNIMPLEMENTED: ("invalid_request_error", None),
 }
 """OpenAI's error ``type`` and ``code`` for each neutral code (the status comes from ``HTTP_STATUS``)."""
 

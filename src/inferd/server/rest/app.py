@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -15,12 +16,14 @@ from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.server.openai import errors as openai_errors
 from inferd.server.openai.router import is_openai_path, openai_router
+from inferd.server.rest.body import BodyLimit
 from inferd.server.rest.endpoint_routes import endpoint_router
 from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.generate import generate_router
 from inferd.server.rest.openapi import document_honestly
 from inferd.server.rest.responses import error_response, failure_response
 from inferd.server.rest.sagemaker import sagemaker_router
+from inferd.server.rest.shared_memory import shared_memory_router
 from inferd.server.rest.v1 import v1_router, vertex_router
 from inferd.server.rest.v2 import v2_router
 from inferd.settings import ServerSettings
@@ -42,6 +45,7 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
                                      "and OpenAI-compatible (/openai/v1) routes.")
     document_honestly(app)
     app.include_router(v2_router(dataplane, settings.max_body_bytes))
+    app.include_router(shared_memory_router(dataplane, BodyLimit(settings.max_body_bytes, "max_body_bytes")))
     app.include_router(endpoint_router(dataplane, settings.max_body_bytes))
     app.include_router(generate_router(dataplane, settings.max_body_bytes))
     if jobs is not None:
@@ -58,6 +62,7 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
     app.add_exception_handler(InferError, _on_infer_error)
     app.add_exception_handler(HTTPError, _on_http_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
+    app.add_exception_handler(RequestValidationError, _on_invalid_parameters)
     app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)
     return app
@@ -84,6 +89,22 @@ async def _on_starlette_error(request: Request, exc: Exception) -> Response:
     if is_openai_path(request.url.path):  # an unknown path or method under the OpenAI base URL
         return openai_errors.error_response(exc)
     return error_response(exc.status_code, str(exc.detail))
+
+
+async def _on_invalid_parameters(request: Request, exc: Exception) -> Response:
+    """A query or path parameter FastAPI could not convert (``?limit=abc``): 400 in the route's protocol's error
+    form naming the parameter, instead of FastAPI's own 422 ``{"detail": [...]}``."""
+    assert isinstance(exc, RequestValidationError)
+    message = "; ".join(_describe(error) for error in exc.errors()) or "invalid request parameters"
+    if is_openai_path(request.url.path):
+        return openai_errors.error_response(HTTPError(400, message))
+    return error_response(400, message)
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "header"))
+    given = error.get("input")
+    return f"parameter '{where}': {error.get('msg', 'invalid')}" + (f" (got {given!r})" if given is not None else "")
 
 
 async def _on_client_gone(request: Request, _exc: Exception) -> Response:

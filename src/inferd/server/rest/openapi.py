@@ -176,7 +176,7 @@ REPOSITORY_UNLOAD_BODY: dict[str, Any] = {
 
 
 def document_honestly(app: FastAPI) -> None:
-    """Make ``app`` serve its OpenAPI document without the 422 answers it never sends (see below)."""
+    """Make ``app`` serve its OpenAPI document with the errors it sends: no 422 (see below)."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -184,21 +184,29 @@ def document_honestly(app: FastAPI) -> None:
             validated = {(route.path_format, method.lower()) for route in app.routes
                          if isinstance(route, APIRoute) and route.body_field is not None
                          for method in route.methods or ()}
-            app.openapi_schema = drop_unsent_422(build(), validated)
+            app.openapi_schema = replace_422(build(), validated)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its schema
 
 
-def drop_unsent_422(schema: dict[str, Any], validated: set[tuple[str, str]]) -> dict[str, Any]:
-    """Remove the ``422 Validation Error`` that FastAPI documents for every route with a parameter, where it is
-    never sent: a route whose body FastAPI does not validate (``validated`` lists the ``(path, method)`` of
-    those it does) and whose parameters are all strings that are in the path or optional. Such a request
-    always reaches its handler, which answers bad input with its own 400 or 404."""
+INVALID_PARAMETERS: dict[str, Any] = {
+    "description": "A parameter or body FastAPI could not read, in the route's error form "
+                   "(`{\"error\": message}` naming the parameter)",
+}
+
+
+def replace_422(schema: dict[str, Any], validated: set[tuple[str, str]]) -> dict[str, Any]:
+    """FastAPI documents a ``422 Validation Error`` for every route with a parameter; the app answers such
+    failures with a 400 in its own error form instead (app._on_invalid_parameters). Where the route can send it (a
+    body FastAPI validates: ``validated`` lists the ``(path, method)`` of those; or a parameter that is not an
+    optional or path string), document that 400; drop the 422 everywhere."""
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
-            if (path, method) not in validated and all(map(_never_invalid, operation.get("parameters", []))):
-                operation.get("responses", {}).pop("422", None)
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None and (
+                    (path, method) in validated or not all(map(_never_invalid, operation.get("parameters", [])))):
+                responses.setdefault("400", INVALID_PARAMETERS)
     for name in ("HTTPValidationError", "ValidationError"):  # the first refers to the second
         _drop_if_unused(schema, name)
     return schema

@@ -24,6 +24,7 @@ from inferd.server.rest.openapi import (
     REPOSITORY_UNLOAD_BODY,
 )
 from inferd.server.rest.responses import json_response
+from inferd.server.rest.shared_memory import owner
 from inferd.server.rest.v2_infer import infer as run_infer
 from inferd.server.routing_headers import answered_header, routing_from_headers
 from inferd.server.triton import config_to_json
@@ -108,7 +109,9 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> 
         body = await read_body(request, limit)
         header_length = request.headers.get(v2_binary.HEADER_LENGTH)
         routing = routing_from_headers(request.headers.raw) or Routing()
-        content, json_length = await run_infer(dataplane, body, header_length, model, version, routing=routing)
+        regions = None if dataplane.shared_memory is None else dataplane.shared_memory.caller(owner(request.scope))
+        content, json_length = await run_infer(dataplane, body, header_length, model, version, regions=regions,
+                                               routing=routing)
         headers = {} if json_length is None else {v2_binary.HEADER_LENGTH: str(json_length)}
         headers.update(answered_header(routing))
         coding = response_coding(request.headers.get("accept-encoding"))

@@ -1,7 +1,7 @@
 """V2 inference over REST: the one function every way of arriving goes through, and the routes the connection
 answers itself.
 
-:func:`start_infer` hands a request body to the DataPlane as a :class:`~inferd.codecs.v2_body.V2Body` and
+:meth:`InferRoute.handle` hands a request body to the DataPlane as a :class:`~inferd.codecs.v2_body.V2Body` and
 :func:`answer_parts` turns its outcome into a response; :func:`infer` is the same for a coroutine (the FastAPI
 route that documents the path). :class:`InferRoute` and :class:`ProbeRoute` are the native routes of
 :class:`RESTRouter`: ``POST /v2/models/{m}[/versions/{v}]/infer`` and the V2 health probes, answered on the
@@ -22,7 +22,7 @@ from inferd.codecs import v2_binary
 from inferd.codecs.v2_body import Encoded, V2Body
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
-from inferd.security.auth import Authenticator
+from inferd.security.auth import Authenticator, key_from_headers
 from inferd.security.scopes import Scope as AuthScope
 from inferd.server.http.coding import compress, response_coding
 from inferd.server.http.routes import Exchange, Parts
@@ -30,6 +30,7 @@ from inferd.server.http.wire import Headers, header_lines
 from inferd.server.rest.body import INLINE_BYTES, BodyLimit
 from inferd.server.rest.errors import HTTPError, failure_parts
 from inferd.server.routing_headers import FORCED, KEY, answered_line, routing_from_headers
+from inferd.shared_memory import Regions
 
 INFER_PATH = re.compile(rb"^/v2/models/(?P<model>[^/%]+)(?:/versions/(?P<version>[^/%]+))?/infer$")
 """Percent-encoded names go to the FastAPI route, which decodes them."""
@@ -46,23 +47,13 @@ Outcome = Encoded | BaseException
 """How an inference ends: the response body and its JSON header's length, or the error."""
 
 
-def start_infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,
-                is_disconnected: Callable[[], bool] | None, answer: Callable[[Outcome], None]) -> None:
-    """Answer one V2 inference request (JSON, or the binary tensor extension): ``answer`` gets the outcome once,
-    maybe before this returns."""
-    try:
-        call = V2Body(body, header_length, model, version)
-    except InferError as exc:  # malformed JSON or header length
-        answer(exc)
-        return
-    dataplane.submit(call, answer, is_disconnected)
-
-
-async def infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,
-                is_disconnected: Callable[[], bool] | None = None, routing: Routing | None = None) -> Encoded:
-    """:func:`start_infer` for a coroutine: the outcome, or its error raised. ``routing``: what the request asks
-    of an endpoint; the DataPlane records in it the variant that answered."""
-    call = V2Body(body, header_length, model, version)
+async def infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,  # noqa: PLR0913, PLR0917
+                is_disconnected: Callable[[], bool] | None = None, regions: Regions | None = None,
+                routing: Routing | None = None) -> Encoded:
+    """One V2 inference request (JSON, or the binary tensor extension) through the DataPlane: the outcome, or its
+    error raised. ``regions``: the caller's shared memory regions; ``routing``: what the request asks of an
+    endpoint (the DataPlane records in it the variant that answered)."""
+    call = V2Body(body, header_length, model, version, regions)
     call.routing = routing
     return await dataplane.infer(call, is_disconnected)
 
@@ -174,13 +165,26 @@ class InferRoute:
 
     def _start(self, exchange: Exchange, body: bytes, header_length: str | None, coding: str | None,
                routing: Routing | None) -> None:
+        """Answer one request: the answer gets the outcome once, maybe before this returns."""
         try:
-            call = V2Body(body, header_length, self.model, self.version)
+            call = V2Body(body, header_length, self.model, self.version, self._regions(exchange.headers))
         except InferError as exc:  # malformed JSON or header length
             _answer(exchange, self.model, None, exc)
             return
         call.routing = routing
         self._dataplane.submit(call, partial(_answer_call, exchange, self.model, coding, call), exchange.is_gone)
+
+    def _regions(self, headers: Headers) -> Regions | None:
+        """The caller's shared memory regions; with API keys, whose they are is found only if a tensor names one."""
+        registry = self._dataplane.shared_memory
+        if registry is None or self._auth is None:
+            return None if registry is None else registry.shared
+        return registry.caller(partial(_owner, self._auth, headers))
+
+
+def _owner(authenticator: Authenticator, headers: Headers) -> str:
+    """The name of the caller's API key (checked already, by :meth:`InferRoute.refusal`)."""
+    return authenticator.principal(key_from_headers(headers)).name
 
 
 def ready_body(dataplane: DataPlane, ok: bool, plain: bytes) -> bytes:
