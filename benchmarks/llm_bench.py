@@ -57,6 +57,24 @@ def gguf_path(given: str | None) -> Path:
     return found
 
 
+FTYPES = {"q8_0": 7, "q4_0": 2}
+"""llama.cpp file types (LLAMA_FTYPE_MOSTLY_*) that --requantize offers."""
+
+
+def requantize(gguf: Path, work: Path, kind: str) -> Path:
+    """The model requantized (llama_model_quantize, in this process): on x86, Q8_0 weights take llama.cpp's GEMM
+    kernels for a batch of several sequences where Q4_1 takes one dot product per row and sequence."""
+    import llama_cpp
+
+    target = work / f"{gguf.stem}.{kind}.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FTYPES[kind]
+    params.allow_requantize = True
+    if llama_cpp.llama_model_quantize(str(gguf).encode(), str(target).encode(), params) != 0:
+        sys.exit(f"could not requantize {gguf} to {kind}")
+    return target
+
+
 def start_inferd(gguf: Path, work: Path, slots: int, threads: int, context: int) -> tuple[subprocess.Popen[bytes], str]:
     folder = work / "models" / "llm"
     folder.mkdir(parents=True)
@@ -73,9 +91,24 @@ def start_inferd(gguf: Path, work: Path, slots: int, threads: int, context: int)
     return process, f"http://127.0.0.1:{port}/openai/v1"
 
 
+PEER_WITHOUT_EXTRA_BUFFERS = """
+import runpy, llama_cpp.llama_cpp as c
+defaults = c.llama_model_default_params
+def without_extra_buffers():
+    params = defaults()
+    params.use_extra_bufts = False
+    return params
+c.llama_model_default_params = without_extra_buffers
+runpy.run_module("llama_cpp.server", run_name="__main__")
+"""
+"""The peer as ``python -m llama_cpp.server``, with llama.cpp's extra weight buffers off as inferd has them by
+default (its AMX matrix multiply crashes on machines whose CPU reports AMX without the VM granting it; it has no
+command-line option for them)."""
+
+
 def start_peer(python: str, gguf: Path, work: Path, threads: int, context: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    command = [python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "llm", "--host",
+    command = [python, "-c", PEER_WITHOUT_EXTRA_BUFFERS, "--model", str(gguf), "--model_alias", "llm", "--host",
                "127.0.0.1", "--port", str(port), "--n_ctx", str(context), "--n_threads", str(threads),
                "--n_threads_batch", str(threads),
                "--interrupt_requests", "false"]  # its default cuts a running stream off when the next one arrives
@@ -175,8 +208,11 @@ def main() -> None:
                         help="interpreter with llama-cpp-python[server]; 'none' to skip the peer")
     parser.add_argument("--conc", default="1,4,8")
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="llama.cpp threads of both servers (default: inferd's own, one per core but one)")
     parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--requantize", choices=sorted(FTYPES),
+                        help="serve (both servers) the GGUF requantized to this type, e.g. q8_0")
     parser.add_argument("--out", default="llm_bench.json")
     args = parser.parse_args()
     gguf = gguf_path(args.gguf)
@@ -184,6 +220,8 @@ def main() -> None:
     context = 1024
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
+        if args.requantize:
+            gguf = requantize(gguf, work, args.requantize)
         servers = [("inferd", lambda: start_inferd(gguf, work, args.slots, args.threads, context))]
         if args.peer_python != "none":
             servers.append(("llama_cpp.server",

@@ -13,6 +13,7 @@ from cli_runner import inferd
 from fakes import ADDER, FAILING, write_model
 from inferd.dataplane import DataPlane
 from inferd.repository import ModelRepository
+from postgres_cluster import postgres_cluster, postgres_dsn  # noqa: F401  (fixtures: a throw-away PostgreSQL)
 
 
 @pytest.fixture

@@ -10,6 +10,29 @@ from typing import Any
 from inferd.jobs.store import NewJob, Payload
 
 
+def committed_jobs(store: Any) -> list[tuple[str, str]]:
+    """(id, status) of every job, read on a connection of its own: what another process would find."""
+    from inferd.jobs.sqlite_store import SqliteJobStore
+
+    if isinstance(store, SqliteJobStore):
+        with sqlite3.connect(store.path) as conn:
+            return conn.execute("SELECT id, status FROM jobs ORDER BY seq").fetchall()
+    import psycopg
+
+    with psycopg.connect(store.dsn) as conn:
+        return conn.execute("SELECT id, status FROM inferd_jobs ORDER BY seq").fetchall()
+
+
+async def set_callback_urls(store: Any, url: str) -> None:
+    """Point every job's callback at ``url`` (a receiver started after the jobs were stored)."""
+    from inferd.jobs.sqlite_store import SqliteJobStore
+
+    if isinstance(store, SqliteJobStore):
+        await store._write(lambda conn: conn.execute("UPDATE jobs SET callback_url = ?", (url,)))
+    else:
+        await store._execute("UPDATE inferd_jobs SET callback_url = %s", (url,))
+
+
 def new_job(job_id: str, model: str = "m", body: bytes = b"{}", **kwargs: Any) -> NewJob:
     return NewJob(job_id, model, None, f"digest-{job_id}-{body!r}", Payload(len(body), inline=body), **kwargs)
 

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ByteSize
 
 from inferd.config import ConfigError, load_model_config
 from inferd.errors import ErrorCode, InferError, internal, unavailable
-from inferd.repository import Model, ModelRepository, State, close_loaded, why_unavailable
+from inferd.repository import Model, ModelRepository, State, close_loaded, take_out, why_unavailable
+
+if TYPE_CHECKING:
+    from inferd.loading import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +79,10 @@ class OnDemand:
         """Models whose load passed the load timeout and still runs: new requests get this message at once."""
         self._sizes: dict[str, int] = {}
         """The largest size each model was measured at, to make room before it loads again."""
-        self._reserved: dict[str, int] = {}
-        """Room made for loads under way: counted as used, so two loads at once do not both take the same room."""
+        self._reserved: dict[int, int] = {}
+        """Room made for loads under way (one key per load): counted as used, so two loads at once do not both
+        take the same room."""
+        self._keys = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -139,17 +145,29 @@ class OnDemand:
                     log.exception("answering a request that waited for model %s failed", name)
 
     async def _load_within_budget(self, name: str) -> InferError | None:
-        need = self._expected_size(name)
-        await self._make_room(name, need)
-        self._reserved[name] = need
-        try:
-            model = await self._load_bounded(name)
-        finally:
-            self._reserved.pop(name, None)
+        model = await self.within_budget(name, lambda: self._load_bounded(name))
         if model.latest_ready() is None:
             return unavailable(f"model {name!r} failed to load: {why_unavailable(model)}")
-        await self._fit_after_load(model)
         return None
+
+    async def within_budget(self, name: str, load: Callable[[], Awaitable[Model]]) -> Model:
+        """Run ``load`` (a load of ``name`` on a thread) under the memory budget: every load goes through here,
+        whether a request, the repository API or repository polling asked for it. Room for the model's expected
+        size is made first (least recently used idle models unloaded; InferError when nothing can go, or when the
+        model is larger than the whole budget), and held while it loads; once loaded, its measured size is
+        remembered and others make room for it if it turned out larger. A model loaded aside (not installed in
+        the repository yet: a polling reload) keeps its room until this returns; install it at once after."""
+        need = self._expected_size(name)
+        await self._make_room(name, need)
+        key = next(self._keys)
+        self._reserved[key] = need
+        try:
+            model = await load()
+            if model.latest_ready() is not None:
+                await self._fit_after_load(model, key)
+        finally:
+            self._reserved.pop(key, None)
+        return model
 
     async def _load_bounded(self, name: str) -> Model:
         loop = asyncio.get_running_loop()
@@ -202,15 +220,18 @@ class OnDemand:
                 raise self._budget_full(name, need, used)
             await self._close(victim.name, f"to make room for model {name!r} under the memory budget")
 
-    async def _fit_after_load(self, model: Model) -> None:
+    async def _fit_after_load(self, model: Model, key: int) -> None:
         """After a load: remember its size; past the budget, unload others (or, alone past it, this one)."""
         size = sum(v.stats.memory_bytes for v in model.versions.values() if v.loaded is not None)
         self._sizes[model.name] = max(size, self._sizes.get(model.name, 0))
+        aside = self.repository.known(model.name) is not model
+        self._reserved[key] = size if aside else 0  # installed, it counts itself
         budget = self.policy.memory_budget
         if not budget:
             return
         if size > budget:
-            await self._close(model.name, "it is larger than the whole memory budget")
+            taken = take_out(model) if aside else self.repository.detach(model.name)
+            await self._close_taken(model.name, taken, "it is larger than the whole memory budget")
             raise InferError(ErrorCode.FAILED_PRECONDITION,
                              f"model {model.name!r} holds {size_text(size)} once loaded (measured), more than the "
                              f"whole memory budget {size_text(budget)} (memory_budget): raise the budget")
@@ -238,7 +259,10 @@ class OnDemand:
 
     # -- unloading -------------------------------------------------------------------------------
     async def _close(self, name: str, why: str = "") -> None:
-        taken = self.repository.detach(name)
+        await self._close_taken(name, self.repository.detach(name), why)
+
+    async def _close_taken(self, name: str, taken: list[Loaded], why: str) -> None:
+        """Close what was taken out of service (:meth:`ModelRepository.detach`, :func:`take_out`), on a thread."""
         if not taken:
             return
         if why:

@@ -7,6 +7,10 @@
 - A change that cannot be served (an invalid model.toml, no version that loads) leaves the old versions serving;
   the error is logged and shown in the repository index (the rows' ``reason``) until the folder changes again.
 - A removed model folder: new requests get NOT_FOUND; its requests in flight finish, then it is unloaded.
+- Under a memory budget (model control on-demand), a reload is a load like any other
+  (:meth:`OnDemand.within_budget`): the new versions load beside the old ones, so room for them is made first;
+  when none can be made, the old versions keep serving with the budget's message as the error, and the next poll
+  tries again.
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from inferd.errors import ErrorCode, InferError
 from inferd.repository import Model, ModelRepository, close_loaded, take_out
+
+if TYPE_CHECKING:
+    from inferd.on_demand import OnDemand
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +60,19 @@ def scan(repository: ModelRepository) -> dict[str, Fingerprint]:
 
 
 class RepositoryPoller:
-    """Follows the repository folder every ``interval_s``. ``load_new``: load new models at once (model control
-    startup); else they wait for their first request, and a changed model that is not loaded is only forgotten
-    (its next request reads it afresh)."""
+    """Follows the repository folder every ``interval_s``. Without ``budget`` (model control startup) new models
+    load at once; with it (model control on-demand) they wait for their first request, a changed model that is not
+    loaded is only forgotten (its next request reads it afresh), and reloads load under its memory budget."""
 
     def __init__(self, repository: ModelRepository, interval_s: float, pool: ThreadPoolExecutor,
-                 load_new: bool) -> None:
+                 budget: OnDemand | None = None) -> None:
         self.repository = repository
         self.interval_s = interval_s
         self._pool = pool
-        self._load_new = load_new
+        self._budget = budget
+        self._load_new = budget is None
+        self._no_room: set[str] = set()
+        """Models whose change waits for room under the memory budget (tried again at every poll)."""
         self._seen: dict[str, Fingerprint] = {}
         self._task: asyncio.Task[None] | None = None
         self._draining: set[asyncio.Task[None]] = set()
@@ -94,8 +106,8 @@ class RepositoryPoller:
         for name in sorted(set(before) - set(now)):
             self._removed(name)
         for name in sorted(now):
-            if before.get(name) != now[name]:
-                await self._changed(name, new=name not in before)
+            if before.get(name) != now[name] and not await self._changed(name, new=name not in before):
+                self._seen[name] = before.get(name, ())  # not followed yet (no room now): the next poll retries
 
     def _removed(self, name: str) -> None:
         model = self.repository.forget(name)
@@ -103,24 +115,44 @@ class RepositoryPoller:
         if model is not None:
             self._drain(model)
 
-    async def _changed(self, name: str, new: bool) -> None:
+    async def _changed(self, name: str, new: bool) -> bool:
+        """Follow a new or changed model folder; False when it has to wait: the memory budget is full (of models
+        pinned or busy), which the next poll may find otherwise."""
         current = self.repository.known(name)
         serving = current is not None and current.latest_ready() is not None
         if not serving and not self._load_new:
             self.repository.forget(name)  # on demand and not serving: its next request reads the folder afresh
-            return
-        log.info("model %s: %s; loading it", name, "new folder" if new else "its folder changed")
-        model = await asyncio.get_running_loop().run_in_executor(self._pool, self.repository.read_aside, name)
+            return True
+        if name not in self._no_room:
+            log.info("model %s: %s; loading it", name, "new folder" if new else "its folder changed")
+        try:
+            model = await self._read_aside(name)
+        except InferError as exc:  # under the memory budget (model control on-demand, so this model serves)
+            if current is not None:
+                _keep_serving(current, exc.message)
+            if exc.code is ErrorCode.UNAVAILABLE:  # the budget is full now; larger than all of it: for good
+                self._no_room.add(name)
+                return False
+            self._no_room.discard(name)
+            return True
+        self._no_room.discard(name)
         if model.latest_ready() is None and current is not None and serving:
-            error = model.reason or "; ".join(f"version {v.version}: {v.reason}" for v in model.versions.values()
-                                              if v.reason) or "no version loads"
-            current.reload_error = f"its folder changed but cannot be served, the previous versions still are: {error}"
-            log.warning("model %s: %s", name, current.reload_error)
+            _keep_serving(current, model.reason or "; ".join(
+                f"version {v.version}: {v.reason}" for v in model.versions.values() if v.reason) or "no version loads")
             self._drain(model)  # whatever of it did load
-            return
+            return True
         previous = self.repository.install(model)
         if previous is not None:
             self._drain(previous)
+        return True
+
+    async def _read_aside(self, name: str) -> Model:
+        loop = asyncio.get_running_loop()
+
+        def read() -> asyncio.Future[Model]:
+            return loop.run_in_executor(self._pool, self.repository.read_aside, name)
+
+        return await (read() if self._budget is None else self._budget.within_budget(name, read))
 
     def _drain(self, model: Model) -> None:
         task = asyncio.get_running_loop().create_task(self._retire(model))
@@ -134,3 +166,11 @@ class RepositoryPoller:
         taken = take_out(model)
         if taken:
             await asyncio.get_running_loop().run_in_executor(self._pool, close_loaded, model.name, taken)
+
+
+def _keep_serving(current: Model, error: str) -> None:
+    """A change of the model's folder could not be served: the versions serving now go on, with the error shown."""
+    message = f"its folder changed but cannot be served, the previous versions still are: {error}"
+    if message != current.reload_error:  # said once, not at every poll that tries again
+        log.warning("model %s: %s", current.name, message)
+    current.reload_error = message

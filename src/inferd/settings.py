@@ -116,6 +116,14 @@ class ServerSettings(BaseSettings):
     state_dir: Path = Path(".inferd")
     """Folder for the server's durable state: the job store (``jobs.db``) and large payloads (``payloads/``).
     One server per folder."""
+    job_store: str | None = None
+    """Where asynchronous jobs are kept. Empty: SQLite in ``state_dir``, for one server. A PostgreSQL URL
+    (``postgresql://user:password@host:5432/db``; needs the ``postgres`` extra): one queue that any number of
+    servers share, every payload kept in the database (docs/async.md)."""
+    job_lease_s: float = Field(default=30.0, gt=0)
+    """With a shared job store: how long a job a server claimed stays its own without the server renewing the
+    lease (it renews every third of this while it lives). A job of a server that died runs again elsewhere
+    after at most this long."""
     async_max_body_bytes: int = Field(default=1024 ** 3, ge=1024)
     """Largest request body (or referenced input file) accepted by ``infer-async``; bigger ones get 413."""
     async_inline_payload_bytes: int = Field(default=1024 * 1024, ge=0)
@@ -191,6 +199,13 @@ class ServerSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"must be an http:// or https:// URL without query or fragment, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("job_store")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and value.split("://", 1)[0] not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql://user:password@host:port/database URL, or empty for SQLite")
+        return value or None
 
     @field_validator("log_level", mode="before")
     @classmethod

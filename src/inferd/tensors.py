@@ -1,17 +1,18 @@
 """V2 datatypes and their numpy counterparts, and turning wire data into arrays.
 
 BYTES tensors are numpy object arrays whose elements are ``bytes``. BF16 maps to ``ml_dtypes.bfloat16``,
-a real numpy dtype, so BF16 tensors keep their precision end to end instead of being widened silently.
+a real numpy dtype, so BF16 tensors keep their precision end to end instead of being widened silently (ml_dtypes
+is imported when BF16 is first met: :func:`bf16_dtype`).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import orjson
 
@@ -30,13 +31,44 @@ _NUMPY_BY_DATATYPE: dict[str, np.dtype[Any]] = {
     "FP16": np.dtype(np.float16),
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
     "BYTES": np.dtype(object),
 }
+"""BF16 joins when first needed (:func:`bf16_dtype`)."""
 _DATATYPE_BY_NUMPY: dict[np.dtype[Any], str] = {v: k for k, v in _NUMPY_BY_DATATYPE.items()}
 
-DATATYPES: tuple[str, ...] = tuple(_NUMPY_BY_DATATYPE)
+DATATYPES: tuple[str, ...] = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                              "FP16", "FP32", "FP64", "BF16", "BYTES")
 """Every V2 datatype inferd accepts, in the order of the Open Inference Protocol's table."""
+
+_BF16_LOCK = threading.Lock()
+
+
+def bf16_dtype() -> np.dtype[Any]:
+    """``ml_dtypes.bfloat16``, imported on first use and then known to every table here. Importing ml_dtypes
+    registers a dozen dtypes with numpy, which costs more CPU than the rest of ``inferd serve``'s start-up; a
+    server without a BF16 tensor never pays it. (A bfloat16 array cannot exist before ml_dtypes is imported, so
+    every dtype test here that meets one can register it first.)"""
+    found = _NUMPY_BY_DATATYPE.get("BF16")
+    if found is not None:
+        return found
+    import ml_dtypes
+
+    dtype: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+    with _BF16_LOCK:
+        if "BF16" not in _NUMPY_BY_DATATYPE:  # the sets first: whoever sees the dict entry sees them too
+            _FLOATING.add(dtype)
+            _NARROW_FLOATS.add(dtype)
+            _LITTLE_ENDIAN["BF16"] = dtype.newbyteorder("<")
+            _DATATYPE_BY_NUMPY[dtype] = "BF16"
+            _NUMPY_BY_DATATYPE["BF16"] = dtype
+    return dtype
+
+
+def is_bf16(dtype: np.dtype[Any]) -> bool:
+    """Whether ``dtype`` is ml_dtypes' bfloat16 (then registered: see :func:`bf16_dtype`)."""
+    if dtype.kind != "V" or dtype.name != "bfloat16":
+        return False
+    return dtype == bf16_dtype()
 
 
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
@@ -44,6 +76,8 @@ def numpy_dtype(datatype: str) -> np.dtype[Any]:
     try:
         return _NUMPY_BY_DATATYPE[datatype]
     except KeyError:
+        if datatype == "BF16":
+            return bf16_dtype()
         raise invalid(f"unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}") from None
 
 
@@ -54,6 +88,8 @@ def datatype_of(dtype: np.dtype[Any]) -> str:
         return found
     if dtype.kind in "OUS":
         return "BYTES"
+    if is_bf16(dtype):
+        return "BF16"
     raise ValueError(f"numpy dtype {dtype} has no V2 datatype")
 
 
@@ -180,7 +216,8 @@ def _holds_null(data: Any) -> bool:
     return isinstance(data, list) and any(_holds_null(value) for value in data)
 
 
-_FLOATING = frozenset({_NUMPY_BY_DATATYPE[t] for t in ("FP16", "FP32", "FP64", "BF16")})
+_FLOATING: set[np.dtype[Any]] = {_NUMPY_BY_DATATYPE[t] for t in ("FP16", "FP32", "FP64")}
+"""The floating dtypes (BF16's joins with it: :func:`bf16_dtype`)."""
 
 
 def check_finite(name: str, datatype: str, array: np.ndarray, source: Any = None, *, carried: bool = False) -> None:
@@ -191,7 +228,7 @@ def check_finite(name: str, datatype: str, array: np.ndarray, source: Any = None
     (a list, or a wider array), to tell an overflow from NaN or an infinity given as such (None: ``array``
     itself). With ``carried``, NaN and the infinities given as such are values (binary transports and gRPC's typed
     contents carry them) and only an overflow is refused. INVALID_ARGUMENT naming the input."""
-    if array.dtype not in _FLOATING or bool(np.isfinite(array).all()):
+    if (array.dtype not in _FLOATING and not is_bf16(array.dtype)) or bool(np.isfinite(array).all()):
         return
     wide = array if source is None else np.asarray(source, dtype=np.float64)
     given = ~np.isfinite(wide)
@@ -251,16 +288,17 @@ def to_jsonable(array: np.ndarray, shortest: bool = False) -> list[Any]:
     flat = array.ravel()
     if flat.dtype == object:
         return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in flat]
-    if shortest and flat.dtype in _NARROW_FLOATS:
+    if shortest and (flat.dtype in _NARROW_FLOATS or is_bf16(flat.dtype)):
         flat = shortest_float64(flat)
-    elif flat.dtype == _NUMPY_BY_DATATYPE["BF16"]:
+    elif is_bf16(flat.dtype):
         flat = flat.astype(np.float32)
     values: list[Any] = flat.tolist()
     return values
 
 
-_NARROW_FLOATS = frozenset({_NUMPY_BY_DATATYPE["FP32"], _NUMPY_BY_DATATYPE["FP16"], _NUMPY_BY_DATATYPE["BF16"]})
-"""Floating dtypes narrower than a Python float, which print with digits they never had when widened."""
+_NARROW_FLOATS: set[np.dtype[Any]] = {_NUMPY_BY_DATATYPE["FP32"], _NUMPY_BY_DATATYPE["FP16"]}
+"""Floating dtypes narrower than a Python float, which print with digits they never had when widened (and BF16,
+once it is known: :func:`bf16_dtype`)."""
 
 
 def shortest_float64(array: np.ndarray) -> np.ndarray:
@@ -296,7 +334,8 @@ def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memory
         return _bytes_from_raw(name, count, raw).reshape(shape)
     dtype = _LITTLE_ENDIAN.get(datatype)
     if dtype is None:
-        dtype = numpy_dtype(datatype)  # raises: not a datatype of the protocol
+        numpy_dtype(datatype)  # raises: not a datatype of the protocol (BF16 the first time: now known)
+        dtype = _LITTLE_ENDIAN[datatype]
     expected = count * dtype.itemsize
     if len(raw) != expected:
         raise invalid(

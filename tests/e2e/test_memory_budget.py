@@ -1,17 +1,20 @@
 """The memory budget of model control on-demand, served by a real ``inferd serve``: a load past the budget first
 unloads the least recently used idle model; a model with a request in flight, or pinned, is never the one; with
 nothing to unload the request gets 503 with Retry-After naming the budget; a model larger than the whole budget
-(declared or measured) gets a clear error at load."""
+(declared or measured) gets a clear error at load. Loads through the repository API (REST and gRPC) and reloads by
+repository polling are held to the budget in the same way."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from demand_models import infer_body, loads, write_counted
 from server_process import ServerProcess
@@ -104,6 +107,82 @@ def test_a_model_larger_than_the_whole_budget_is_a_clear_error_at_load(budget_se
     assert measured.status_code == 400
     assert "once loaded (measured), more than the whole memory budget 100.0MiB" in measured.json()["error"]
     assert _states(budget_server)["measured_huge"] == "UNLOADED"
+
+
+def _load(server: ServerProcess, name: str) -> httpx.Response:
+    return httpx.post(server.url + f"/v2/repository/models/{name}/load", json={}, timeout=60)
+
+
+def test_a_load_through_the_repository_api_unloads_the_least_recently_used_idle_model(budget_server):
+    assert _infer(budget_server, "a").status_code == 200
+    assert _infer(budget_server, "b").status_code == 200
+    loaded = _load(budget_server, "c")
+    assert loaded.status_code == 200, loaded.text
+    states = _states(budget_server)
+    assert (states["a"], states["b"], states["c"]) == ("UNLOADED", "READY", "READY")
+    with grpcclient.InferenceServerClient(budget_server.grpc_url) as client:
+        client.load_model("a")  # over gRPC too: b is the least recently used now
+    states = _states(budget_server)
+    assert (states["a"], states["b"], states["c"]) == ("READY", "UNLOADED", "READY")
+
+
+def test_a_load_through_the_repository_api_with_nothing_to_unload_is_refused_naming_the_budget(budget_server):
+    assert _infer(budget_server, "pinned").status_code == 200
+    assert _infer(budget_server, "a").status_code == 200
+    slow: list[httpx.Response] = []
+    call = _start_slow(budget_server, "a", slow)
+    try:
+        refused = _load(budget_server, "b")
+        assert refused.status_code == 503, refused.text
+        assert "Retry-After" in refused.headers
+        assert "memory budget 100.0MiB (memory_budget) is full" in refused.json()["error"]
+        with grpcclient.InferenceServerClient(budget_server.grpc_url) as client, \
+                pytest.raises(InferenceServerException) as info:
+            client.load_model("b")
+        assert info.value.status() == "StatusCode.UNAVAILABLE"
+        assert "memory budget 100.0MiB (memory_budget) is full" in str(info.value.message())
+    finally:
+        call.join()
+    assert slow[0].status_code == 200
+    assert loads(budget_server.repository, "b") == 0  # refused before it loaded
+    huge = _load(budget_server, "huge")
+    assert huge.status_code == 400
+    assert "more than the whole memory budget 100.0MiB (memory_budget)" in huge.json()["error"]
+
+
+def test_a_reload_by_polling_waits_for_room_under_the_budget(tmp_path):
+    """A changed model loads its new version beside the old one: with the rest of the budget pinned it keeps
+    serving the old one, the budget named in the index, and follows the change once there is room."""
+    root = tmp_path / "models"
+    write_counted(root, "pinned", toml=SIZE + "pinned = true\n")
+    write_counted(root, "a", toml=SIZE)
+    server = ServerProcess(root, tmp_path / "serve.log", extra_args=[
+        "--model-control", "on-demand", "--memory-budget", "100MiB", "--poll-s", "0.2"])
+    try:
+        server.start()
+        assert _infer(server, "pinned").status_code == 200
+        assert _infer(server, "a").status_code == 200
+        write_counted(root, "a", toml=SIZE, version=2, factor=3)  # 40 MiB more while version 1 still serves
+        _until(server, lambda: "memory budget 100.0MiB (memory_budget) is full" in _reason(server, "a"))
+        assert _infer(server, "a").json()["outputs"][0]["data"] == [2.0]  # version 1 serves on
+        assert loads(root, "a") == 1
+        assert httpx.post(server.url + "/v2/repository/models/pinned/unload", json={}).status_code == 200
+        _until(server, lambda: _infer(server, "a").json()["outputs"][0]["data"] == [3.0])  # the next poll
+        assert _reason(server, "a") == ""
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def _reason(server: ServerProcess, name: str) -> str:
+    rows = httpx.post(server.url + "/v2/repository/index", json={}).json()
+    return " ".join(row.get("reason", "") for row in rows if row["name"] == name)
+
+
+def _until(server: ServerProcess, check: Callable[[], bool], within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
 
 
 def _workers(server_pid: int) -> set[int]:

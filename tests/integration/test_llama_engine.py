@@ -44,10 +44,11 @@ def test_a_batched_decode_gives_each_sequence_what_it_gets_alone_and_free_clears
         engine.free(0)
     last = [int(np.argmax(engine.prefill(slot, tokens))) for slot, tokens in enumerate(prompts)]
     together = [[t] for t in last]
-    for _ in range(6):
-        logits = engine.decode([(slot, together[slot][-1]) for slot in range(3)])
-        for slot in range(3):
-            together[slot].append(int(np.argmax(logits[slot])))
+    for step in range(6):
+        order = [2, 0, 1] if step % 2 else [0, 1, 2]  # rows come back in the batch's order, whatever the slots'
+        logits = engine.decode([(slot, together[slot][-1]) for slot in order])
+        for row, slot in enumerate(order):
+            together[slot].append(int(np.argmax(logits[row])))
     assert together == alone
     for slot in range(3):
         engine.free(slot)

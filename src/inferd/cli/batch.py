@@ -26,7 +26,9 @@ def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
                                                 "fsspec URL (CSV, JSON Lines, Parquet; .gz for text).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
     batch_size: Annotated[int, typer.Option(help="Rows per mini-batch.")] = 1024,
-    concurrency: Annotated[int, typer.Option(help="Mini-batches in flight (ray: model actors).")] = 2,
+    concurrency: Annotated[int | None, typer.Option(help="Mini-batches in flight (ray: model actors); default 2. "
+                                                    "OpenAI batch lines: requests in flight; default the model's "
+                                                    "slots.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per mini-batch before it is retried; 0 for none.")] = 300,
     retries: Annotated[int, typer.Option(help="Retries of a mini-batch that failed for a transient reason.")] = 2,
     max_errors: Annotated[str | None, typer.Option(help="Failed records allowed: a count (10; 0 fails the job on "
@@ -45,10 +47,15 @@ def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     restart: Annotated[bool, typer.Option(help="Discard an earlier, interrupted run in OUTPUT, start over.")] = False,
 ) -> None:
     """Score every record of --input with MODEL from REPO into --output. Run the same command again after an
-    interruption to resume where it stopped."""
+    interruption to resume where it stopped. A JSON Lines file of OpenAI batch requests (custom_id, method, url,
+    body) or of chat/completion bodies (messages or prompt) gets one OpenAI batch output line per line, in
+    OUTPUT/<name>_output.jsonl."""
     from inferd.batch import BatchError, BatchOptions, ThresholdError, run_batch
 
-    options = _options(BatchOptions, batch_size=batch_size, concurrency=concurrency, timeout_s=timeout or None,
+    if _openai_lines(input_location):
+        _run_openai(repo, model, Path(input_location), output, concurrency, restart)
+        return
+    options = _options(BatchOptions, batch_size=batch_size, concurrency=concurrency or 2, timeout_s=timeout or None,
                        retries=retries, max_errors=max_errors, join=join, key=key, mapping=mapping,
                        output_format=output_format, engine=engine, restart=restart, model_version=version)
     with _progress_bar() as bar:
@@ -63,6 +70,34 @@ def run(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
             fail(str(exc))
     _print_summary(summary)
     console.print(_outcome(summary), highlight=False, soft_wrap=True)  # one line, its path whole
+
+
+def _openai_lines(location: str) -> bool:
+    """Whether --input is a local JSON Lines file of OpenAI batch requests (see ``inferd.server.openai.batch``)."""
+    path = Path(location)
+    if not path.is_file() or not path.name.endswith((".jsonl", ".json")):
+        return False
+    from inferd.batch.lines import request_lines
+    from inferd.server.openai.batch import is_openai_lines
+
+    first = next(request_lines(path), None)
+    return first is not None and is_openai_lines(first)
+
+
+def _run_openai(repo: Path, model: str, input: Path, output: Path, concurrency: int | None, restart: bool) -> None:
+    from inferd.batch import BatchError
+    from inferd.server.openai.batch import run_openai_batch
+
+    with _progress_bar() as bar:
+        try:
+            summary = run_openai_batch(repo, model, input, output, concurrency=concurrency or 0,
+                                       restart=restart, on_progress=bar.show)
+        except BatchError as exc:
+            bar.stop()
+            fail(str(exc))
+    _print_summary(summary)
+    console.print(f"batch job {summary.state}: {summary.rows_out:,} request lines answered, "
+                  f"{summary.rows_failed:,} failed, in {summary.outputs[0]}", highlight=False, soft_wrap=True)
 
 
 def _options(factory: type[BatchOptions], *, max_errors: str | None, mapping: list[str] | None,

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-import typer
 from rich.console import Console
 from rich.text import Text
 
@@ -41,6 +40,8 @@ errors = _console(stderr=True)
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: MESSAGE`` on stderr and exit. The message is plain text, never Rich markup: reasons such
     as ``pip install 'inferd[onnx]'`` or ``[options]`` print as written."""
+    import typer  # here: ``inferd serve`` reads its command line without Typer (inferd.cli.fast)
+
     errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     raise typer.Exit(code)
 

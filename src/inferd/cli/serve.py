@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from inferd.cli.common import configure_logging, fail
-
 if TYPE_CHECKING:
     from inferd.settings import ServerSettings
 
@@ -25,6 +23,8 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
     access_log: Annotated[bool | None, typer.Option("--access-log", help="Log one line per HTTP request.")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="Folder for the asynchronous job store and payloads "
                                                         "[default: .inferd].")] = None,
+    job_store: Annotated[str | None, typer.Option(help="postgresql://... to share one asynchronous queue between "
+                                                       "servers; without it, SQLite in --state-dir.")] = None,
     api_keys_file: Annotated[Path | None, typer.Option(help="TOML or JSON file of API key records "
                                                             "(see `inferd keys create`).")] = None,
     tls_certfile: Annotated[Path | None, typer.Option(help="Server certificate (PEM) for HTTPS and gRPC TLS.")] = None,
@@ -47,35 +47,18 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
                                                       "so many seconds; 0 for never [default: 0.0].")] = None,
 ) -> None:
     """Serve every model in REPO until Ctrl-C. Settings also come from INFERD_* environment variables."""
-    settings = make_settings(repo, host=host, http_port=http_port, grpc_port=grpc_port,
-                             max_body_bytes=max_body_bytes, log_level=log_level, state_dir=state_dir,
-                             log_format=log_format, access_log=access_log,
-                             api_keys_file=api_keys_file, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile,
-                             tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated,
-                             model_control=model_control, memory_budget=memory_budget,
-                             idle_unload_s=idle_unload_s, load_timeout_s=load_timeout_s, poll_s=poll_s)
-    configure_logging(settings.log_level, settings.log_format)
-    from inferd.security.startup import SecurityConfigError
-    from inferd.server.runner import run_until_stopped
-    from inferd.server.runner import serve as run
+    from inferd.cli.serving import serve as run
 
-    try:
-        run_until_stopped(run(settings))
-    except SecurityConfigError as exc:
-        fail(f"cannot serve: {exc}", code=2)
-    except OSError as exc:
-        fail(f"cannot serve: {exc}")
+    run(repo, host=host, http_port=http_port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
+        log_level=log_level, state_dir=state_dir, job_store=job_store, log_format=log_format, access_log=access_log,
+        api_keys_file=api_keys_file, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile,
+        tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated, model_control=model_control,
+        memory_budget=memory_budget, idle_unload_s=idle_unload_s, load_timeout_s=load_timeout_s, poll_s=poll_s)
 
 
 def make_settings(repo: Path, **given: Any) -> ServerSettings:
     """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave
     (``given``: every option of the command that is a setting, None where not given)."""
-    from inferd.settings import InvalidSettingsError, load_settings
+    from inferd.cli.serving import make_settings as made
 
-    if not repo.is_dir():
-        fail(f"model repository {repo} does not exist or is not a folder", code=2)
-    options = {k: v for k, v in given.items() if v is not None}
-    try:
-        return load_settings({**options, "repository": repo}, flags=given)
-    except InvalidSettingsError as exc:
-        fail(str(exc).replace("\n", "\nerror: "), code=2)
+    return made(repo, **given)

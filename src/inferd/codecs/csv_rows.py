@@ -32,7 +32,7 @@ import numpy as np
 from inferd.errors import InferError, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput
 from inferd.signature import FREE, Signature, TensorSpec
-from inferd.tensors import numpy_dtype
+from inferd.tensors import is_bf16, numpy_dtype
 
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
@@ -186,7 +186,7 @@ def _cells(array: np.ndarray) -> list[str]:
         return [_text(value) for value in flat]
     if flat.dtype == np.bool_:
         return ["true" if value else "false" for value in flat.tolist()]
-    if flat.dtype == numpy_dtype("BF16"):
+    if is_bf16(flat.dtype):
         flat = flat.astype(np.float32)
     cells: list[str] = flat.astype(str).tolist()
     return cells

@@ -10,6 +10,7 @@ ends the callback failed at once, and a redirect is an answer like any other non
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 32
 """Deliveries sent at once; more wait."""
+RESUME_EVERY_S = 30.0
+"""How often pending callbacks nobody delivers (their server died, a store failure ended a delivery) are taken up."""
 
 
 class CallbackSender:
@@ -52,14 +55,33 @@ class CallbackSender:
         self._started = False
         self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._resumer: asyncio.Task[None] | None = None
+        self.resume_every_s = RESUME_EVERY_S
 
     async def start(self) -> None:
-        """Take deliveries, and resume the callbacks a previous run left pending."""
+        """Take deliveries, and resume the callbacks a previous run (or a server that died) left pending."""
         self._started = True
+        await self._resume()
+        self._resumer = asyncio.create_task(self._resume_periodically(), name="inferd-callbacks-resume")
+
+    async def _resume(self) -> None:
         for job in await self._store.pending_callbacks():
             self.notify(job.id)
 
+    async def _resume_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.resume_every_s)
+            try:
+                await self._resume()
+            except Exception as exc:  # the store is away: the next round tries again
+                log.warning("resuming pending callbacks failed: %s", exc)
+
     async def stop(self) -> None:
+        if self._resumer is not None:
+            self._resumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resumer
+            self._resumer = None
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()
@@ -87,8 +109,8 @@ class CallbackSender:
 
     async def _deliver(self, job_id: str) -> None:
         try:
-            job = await self._store.get(job_id)
-            if job is None or job.callback_url is None or job.callback_state is not CallbackState.PENDING:
+            job = await self._store.claim_callback(job_id, self._clock())  # None: not pending, or another server's
+            if job is None or job.callback_url is None:
                 return
             await self._attempts(job, job.callback_url)
         except asyncio.CancelledError:

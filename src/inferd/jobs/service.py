@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -13,7 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from inferd.backoff import doubling_delay
+from inferd.codecs import generate as generate_body
 from inferd.codecs.v2_body import V2Body
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError, invalid, unavailable
@@ -24,7 +28,7 @@ from inferd.jobs.payloads import PayloadFiles
 from inferd.jobs.retention import Retention
 from inferd.jobs.sqlite_store import SqliteJobStore
 from inferd.jobs.storage import disk_full_error, is_disk_full
-from inferd.jobs.store import CallbackState, Job, JobStatus, JobStore, NewJob
+from inferd.jobs.store import CallbackState, Job, JobStatus, JobStore, NewJob, StoreOpenError
 from inferd.jobs.worker import RetryPolicy, Worker, WorkerOptions
 from inferd.settings import ServerSettings
 
@@ -35,6 +39,12 @@ FULL_LOG_INTERVAL_S = 60.0
 RECOVERY_RETRY_S = 0.5
 """First wait before trying again to requeue the jobs a dead server left running, when the disk was full."""
 RECOVERY_RETRY_MAX_S = 10.0
+INTAKE_WHEN_BEHIND = 8
+"""Submissions stored at once while the worker is behind (more queued than it has places for). One event loop
+serves both: unbounded, a flood of submissions makes every loop turn long, and each step of a job (claim,
+inference, result) waits a turn, so completion fell to about 50 jobs/s while submissions poured in. Bounding the
+submissions in flight keeps the turns short; wrk's 64 connections then share the loop with the worker
+(benchmarks/async_bench.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,9 @@ class AsyncConfig:
     callback_allowed: tuple[str, ...] = ()
     public_url: str = ""
     """What job links start with; empty: they are paths."""
+    job_store: str | None = None
+    """A PostgreSQL URL, or None for SQLite in ``state_dir``."""
+    job_lease_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> AsyncConfig:
@@ -63,14 +76,25 @@ class AsyncConfig:
                    settings.async_retry_backoff_s, settings.async_ttl_s, settings.async_callback_url,
                    dict(settings.async_model_callback_urls), settings.async_callback_max_attempts,
                    tuple(settings.async_input_roots), tuple(settings.async_callback_allowed),
-                   settings.public_url or "")
+                   settings.public_url or "", settings.job_store or None, settings.job_lease_s)
+
+    def open_store(self) -> JobStore:
+        """The store the settings name. A store that keeps payloads itself gets every body inline (up to the
+        largest body accepted), never a payload file only this server could read."""
+        if self.job_store:  # a postgresql:// URL (the setting checks it)
+            from inferd.jobs.postgres_store import PostgresJobStore
+
+            return PostgresJobStore(self.job_store, lease_s=self.job_lease_s)
+        return SqliteJobStore(self.state_dir)
 
 
 class AsyncService:
     def __init__(self, dataplane: DataPlane, config: AsyncConfig, store: JobStore | None = None) -> None:
         self.dataplane = dataplane
+        self.store: JobStore = store or config.open_store()
+        if self.store.payloads_inline:
+            config = dataclasses.replace(config, inline_payload_bytes=config.max_body_bytes)
         self.config = config
-        self.store: JobStore = store or SqliteJobStore(config.state_dir)
         self.files = PayloadFiles(config.state_dir / "payloads")
         self.input_roots = local_roots(config.input_roots)
         self.retention = Retention(self.store, self.files, config.ttl_s)
@@ -88,6 +112,8 @@ class AsyncService:
         self._recovery_task: asyncio.Task[None] | None = None
         self._opened = False
         self._full_logged_at = -FULL_LOG_INTERVAL_S
+        self._intake = asyncio.Semaphore(INTAKE_WHEN_BEHIND)
+        self.worker.flooded = self._intake.locked
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -97,7 +123,7 @@ class AsyncService:
         server down; a full disk delays the requeueing until there is space (:meth:`_recover_later`)."""
         try:
             await self.store.open()
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, StoreOpenError) as exc:
             self.why_not = f"asynchronous inference is off: {exc}"
             log.warning("%s", self.why_not)
             return
@@ -105,8 +131,9 @@ class AsyncService:
         self.files.prepare()
         if not await self._recover():
             self._recovery_task = asyncio.create_task(self._recover_later(), name="inferd-jobs-recovery")
-        orphans = self.files.names() - await self.store.payload_files()
-        self.files.delete(orphans)
+        if not self.store.payloads_inline:  # (a shared store's payloads are in it: the folder is not its own)
+            orphans = self.files.names() - await self.store.payload_files()
+            self.files.delete(orphans)
         await self.callbacks.start()
 
     async def _recover(self) -> bool:
@@ -186,7 +213,11 @@ class AsyncService:
     async def submit(self, job: NewJob) -> tuple[Job, bool]:
         self.check()
         try:
-            stored, created = await self.store.submit(job, time.time())
+            if self.worker.behind or self._intake.locked():
+                async with self._intake:
+                    stored, created = await self.store.submit(job, time.time())
+            else:
+                stored, created = await self.store.submit(job, time.time())
         except Exception as exc:
             refusal = self.disk_full(exc)
             if refusal is None:
@@ -209,7 +240,7 @@ class AsyncService:
             return {}
         try:
             return await self.store.count_by_status()
-        except (RuntimeError, sqlite3.Error) as exc:  # closing under the scrape: no counts this time
+        except (RuntimeError, sqlite3.Error, InferError) as exc:  # closing, or the store away: no counts this time
             log.debug("asynchronous job counts unavailable: %s", exc)
             return {}
 
@@ -228,5 +259,10 @@ class AsyncService:
         return await self.store.inline(job.id, "request") or b""
 
     async def _infer(self, job: Job, body: bytes) -> tuple[bytes, int | None]:
-        """The body the synchronous ``infer`` route would answer (the same call on the same inference path)."""
+        """The body the synchronous route would answer (the same call on the same inference path): ``infer``'s
+        for a V2 request, ``generate``'s for a generate request (``text_input`` or ``messages``)."""
+        if generate_body.is_generate_body(body, job.header_length):
+            request = generate_body.parse(body, job.model, job.version)
+            events = await self.dataplane.generate(request)
+            return orjson.dumps(await generate_body.whole(events, job.model, job.version)), None
         return await self.dataplane.infer(V2Body(body, job.header_length, job.model, job.version))

@@ -27,7 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from inferd.jobs.store import CallbackAttempt, CallbackState, Job, JobResult, JobStatus, NewJob
+from inferd.jobs.store import (
+    JOB_COLUMNS,
+    CallbackAttempt,
+    CallbackState,
+    Job,
+    JobResult,
+    JobStatus,
+    NewJob,
+    job_from_row,
+)
 
 T = TypeVar("T")
 MAX_GROUP = 1024
@@ -89,9 +98,7 @@ _V0_COLUMNS = ("seq, id, model, version, status, created_at, updated_at, started
                "not_before, error_code, error, digest, header_length, input_location, request_size, request_inline, "
                "request_file, result_size, result_inline, result_file, result_header_length, callback_url, "
                "callback_state")
-_COLUMNS = ("id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before, "
-            "error_code, error, digest, header_length, input_location, request_size, request_file, result_size, "
-            "result_file, result_header_length, callback_url, callback_state, owner, public_id")
+_COLUMNS = JOB_COLUMNS
 _FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -192,6 +199,8 @@ def _resolve(done: list[tuple[_Op, Any, BaseException | None]]) -> None:
 class SqliteJobStore:
     """:class:`~inferd.jobs.store.JobStore` over ``<folder>/jobs.db``."""
 
+    payloads_inline = False
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / "jobs.db"
@@ -276,7 +285,7 @@ class SqliteJobStore:
             params.append(model)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?"
-        return await self._read(lambda conn: [_job(r) for r in conn.execute(sql, (*params, limit))])
+        return await self._read(lambda conn: [job_from_row(r) for r in conn.execute(sql, (*params, limit))])
 
     async def inline(self, job_id: str, which: Literal["request", "result"]) -> bytes | None:
         column = "request_inline" if which == "request" else "result_inline"
@@ -346,9 +355,13 @@ class SqliteJobStore:
     async def pending_callbacks(self) -> list[Job]:
         def run(conn: sqlite3.Connection) -> list[Job]:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE callback_state = 'pending' ORDER BY seq")
-            return [_with_callbacks(conn, _job(r)) for r in rows.fetchall()]
+            return [_with_callbacks(conn, job_from_row(r)) for r in rows.fetchall()]
 
         return await self._read(run)
+
+    async def claim_callback(self, job_id: str, now: float) -> Job | None:
+        job = await self.get(job_id)  # one server per store: nobody else delivers it
+        return job if job is not None and job.callback_state is CallbackState.PENDING else None
 
     async def record_callback(self, job_id: str, attempt: CallbackAttempt, state: CallbackState) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -416,7 +429,7 @@ def _claim(conn: sqlite3.Connection, slots: Mapping[str, int], now: float) -> li
             f"WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND model = ? AND not_before <= ? "
             f"ORDER BY seq LIMIT ?) RETURNING {_COLUMNS}, request_inline", (now, now, model, now, count)).fetchall()
         for row in rows:
-            job = _job(row[:-1])
+            job = job_from_row(row[:-1])
             job.request_inline = row[-1]
             claimed.append(job)
     return claimed
@@ -441,7 +454,7 @@ def _get(conn: sqlite3.Connection, job_id: str, with_callbacks: bool = False) ->
     row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         return None
-    job = _job(row)
+    job = job_from_row(row)
     return _with_callbacks(conn, job) if with_callbacks and job.callback_url else job
 
 
@@ -451,7 +464,7 @@ def _find(conn: sqlite3.Connection, public_id: str, owner: str | None) -> list[J
     if owner is not None:
         sql, params = sql + " AND owner = ?", (public_id, owner)
     rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
-    return [_with_callbacks(conn, job) if job.callback_url else job for job in map(_job, rows)]
+    return [_with_callbacks(conn, job) if job.callback_url else job for job in map(job_from_row, rows)]
 
 
 def _with_callbacks(conn: sqlite3.Connection, job: Job) -> Job:
@@ -459,16 +472,6 @@ def _with_callbacks(conn: sqlite3.Connection, job: Job) -> Job:
                         (job.id,))
     job.callback_attempts = [CallbackAttempt(at, code, error) for at, code, error in rows]
     return job
-
-
-def _job(row: tuple[Any, ...]) -> Job:
-    (job_id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before,
-     error_code, error, digest, header_length, input_location, request_size, request_file, result_size,
-     result_file, result_header_length, callback_url, callback_state, owner, public_id) = row
-    return Job(job_id, model, version, JobStatus(status), created_at, updated_at, started_at, finished_at, attempts,
-               not_before, error_code, error, digest, header_length, input_location, request_size, request_file,
-               result_size, result_file, result_header_length, callback_url,
-               CallbackState(callback_state) if callback_state else None, owner=owner or None, public_id=public_id)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

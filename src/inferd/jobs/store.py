@@ -22,6 +22,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
+JOB_COLUMNS = ("id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before, "
+               "error_code, error, digest, header_length, input_location, request_size, request_file, result_size, "
+               "result_file, result_header_length, callback_url, callback_state, owner, public_id")
+"""The columns of a job record that :func:`job_from_row` reads, in its order (the same in every SQL store)."""
+
+
+class StoreOpenError(Exception):
+    """The job store cannot be opened (a schema this inferd cannot use, a database it cannot reach): asynchronous
+    inference stays off, saying why."""
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -164,8 +174,23 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    """A :class:`Job` from the :data:`JOB_COLUMNS` of a row."""
+    (job_id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before,
+     error_code, error, digest, header_length, input_location, request_size, request_file, result_size,
+     result_file, result_header_length, callback_url, callback_state, owner, public_id) = row
+    return Job(job_id, model, version, JobStatus(status), created_at, updated_at, started_at, finished_at, attempts,
+               not_before, error_code, error, digest, header_length, input_location, request_size, request_file,
+               result_size, result_file, result_header_length, callback_url,
+               CallbackState(callback_state) if callback_state else None, owner=owner or None, public_id=public_id)
+
+
 class JobStore(Protocol):
     """Durable state of the asynchronous queue (see the module docstring for the rules)."""
+
+    payloads_inline: bool
+    """True when the store keeps every body in itself (a store shared by servers on several machines, which
+    cannot read one another's payload files); False: large bodies go to the state folder's payload files."""
 
     async def open(self) -> None:
         """Create or open the store."""
@@ -215,7 +240,12 @@ class JobStore(Protocol):
     async def recover(self, now: float) -> int:
         """At start: jobs left running by a server that died go back to the queue, their attempts counted."""
 
-    async def pending_callbacks(self) -> list[Job]: ...
+    async def pending_callbacks(self) -> list[Job]:
+        """Jobs whose callback is pending and held by no other live server."""
+
+    async def claim_callback(self, job_id: str, now: float) -> Job | None:
+        """Take the delivery of a job's pending callback (with its attempts so far), or None when it is not
+        pending or another live server delivers it: each final status is sent by one server."""
 
     async def record_callback(self, job_id: str, attempt: CallbackAttempt, state: CallbackState) -> None:
         """Record one delivery attempt and the callback's state after it."""

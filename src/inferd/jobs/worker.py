@@ -4,6 +4,13 @@ Each model runs at most ``concurrency_per_model`` jobs at once, so a backlog of 
 that many places in the model's scheduler queue and real-time requests interleave with it instead of waiting
 behind it.
 
+During a flood of submissions (``flooded()`` true: the service is holding submissions back) the worker claims
+more than it runs, up to ``claim_ahead`` times its places per model: a claim is a write that waits its turn
+behind the flood's, and claiming only as many jobs as there are free places capped completion at about 50 jobs/s
+during a flood against 600+ once it ended. The jobs past the places wait, already ``running`` in the store (so
+no longer cancellable), for a place. :attr:`Worker.behind` tells the service when there is more queued work than
+places, so that it bounds submissions meanwhile (:data:`inferd.jobs.service.INTAKE_WHEN_BEHIND`).
+
 Execution is at-least-once: a job that was running when the server died is claimed again after a restart
 (:meth:`JobStore.recover`), and an attempt that finishes after its job was claimed again cannot store a second
 result (the store's writes are conditional on the attempt number).
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -67,6 +75,9 @@ class WorkerOptions:
     """Wait before writing a job's outcome again after the write failed (a full disk); it doubles up to
     ``store_retry_max_s``."""
     store_retry_max_s: float = 10.0
+    claim_ahead: int = 16
+    """Jobs claimed per model during a flood, in units of ``concurrency_per_model``: the ones past the running
+    places wait their turn in this worker, ``running`` (and not cancellable) meanwhile."""
 
 
 class Worker:
@@ -79,6 +90,14 @@ class Worker:
         self._infer = infer
         self._load_body = load_body
         self._limit = options.concurrency_per_model
+        self._claim_limit = options.concurrency_per_model * max(options.claim_ahead, 1)
+        self._waiting = 0
+        self.flooded: Callable[[], bool] = lambda: False
+        """Whether submissions pour in faster than they are stored (set by the service): claim ahead then."""
+        self._backlog = False
+        """The last claim got every job it asked for: more are queued than this worker has places for."""
+        self._places: dict[str, asyncio.Semaphore] = {}
+        """Per model: the ``concurrency_per_model`` places its claimed jobs take turns at."""
         self._retry = options.retry
         self._inline_limit = options.inline_limit
         self._on_finished = on_finished or (lambda _job: None)
@@ -90,8 +109,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._models: set[str] = set()
         self._running: dict[str, int] = {}
+        """Per model: jobs claimed whose inference has not returned yet (running or waiting for a place)."""
         self._holding: set[str] = set()
-        """Jobs that hold one of their model's slots (until their inference returns)."""
+        """Jobs that count in ``_running`` (until their inference returns)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -108,6 +128,11 @@ class Worker:
     @property
     def running(self) -> int:
         return len(self._tasks)
+
+    @property
+    def behind(self) -> bool:
+        """Whether there is more queued work than places: claimed jobs wait for one, or the last claim was full."""
+        return self._waiting > 0 or self._backlog
 
     async def stop(self) -> None:
         """Stop claiming; jobs still running are cancelled and go back to the queue without losing an attempt."""
@@ -126,7 +151,8 @@ class Worker:
         self._models |= await self._store.queued_models()
         while not self._stopping:
             self._wake.clear()
-            slots = {m: self._limit - self._running.get(m, 0) for m in self._models}
+            limit = self._claim_limit if self.flooded() else self._limit
+            slots = {m: limit - self._running.get(m, 0) for m in self._models}
             try:
                 jobs = await self._store.claim(slots, self._clock())
             except Exception as exc:  # a store hiccup or a full disk must not end the worker: wait, try again
@@ -136,6 +162,9 @@ class Worker:
                 if self._claim_failing:
                     self._claim_failing = False
                     log.info("claiming asynchronous jobs works again")
+            if any(n > 0 for n in slots.values()):
+                got = Counter(job.model for job in jobs)
+                self._backlog = any(got[m] >= n for m, n in slots.items() if n > 0)
             for job in jobs:
                 self._spawn(job)
             if jobs:
@@ -185,8 +214,8 @@ class Worker:
             self._free_slot(job)
 
     def _free_slot(self, job: Job) -> None:
-        """The model may take another job. Called as soon as inference returns, so that storing this job's
-        outcome and claiming the next one share a commit."""
+        """The worker may claim another job of the model. Called as soon as inference returns, so that storing
+        this job's outcome and claiming the next one share a commit."""
         if job.id in self._holding:
             self._holding.discard(job.id)
             self._running[job.model] -= 1
@@ -199,9 +228,17 @@ class Worker:
                                       f"gave up after {job.attempts - 1} attempts: {cause}")
             return
         try:
-            body = await self._load_body(job)
-            content, header_length = await self._infer(job, body)
-            del body  # the request is held only while inference needs it
+            self._waiting += 1
+            try:
+                await self._place(job.model).acquire()
+            finally:
+                self._waiting -= 1
+            try:
+                body = await self._load_body(job)
+                content, header_length = await self._infer(job, body)
+                del body  # the request is held only while inference needs it
+            finally:
+                self._place(job.model).release()
         except InferError as exc:
             self._free_slot(job)
             await self._failed(job, exc.code.value, exc.message, exc.code in RETRYABLE)
@@ -220,6 +257,12 @@ class Worker:
             self._on_finished(job)
         elif payload.file is not None:  # this attempt is stale: the job moved on without it
             self._files.delete([payload.file])
+
+    def _place(self, model: str) -> asyncio.Semaphore:
+        place = self._places.get(model)
+        if place is None:
+            place = self._places[model] = asyncio.Semaphore(self._limit)
+        return place
 
     async def _until_stored(self, job: Job, what: str, write: Callable[[], Awaitable[T]]) -> T:
         """``write()`` until it succeeds: a write that fails (a full disk, an I/O error) is tried again, waiting

@@ -10,4 +10,5 @@ from inferd.runtimes.options import LlamaCppOptions
 
 
 def load_engine(artifact: Path, options: LlamaCppOptions, context: int, slots: int) -> LlamaEngine:
-    return LlamaEngine(artifact, context=context, slots=slots, threads=options.threads)
+    return LlamaEngine(artifact, context=context, slots=slots, threads=options.threads,
+                       extra_buffers=options.extra_buffers)

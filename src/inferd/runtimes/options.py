@@ -74,7 +74,14 @@ class PythonOptions(_Options):
 
 class LlamaCppOptions(_Options):
     threads: int = Field(default=0, ge=0)
-    """Threads llama.cpp computes with; 0: one per core."""
+    """Threads llama.cpp computes with; 0: for decode steps one per core but one (at least one), which stays for
+    the server's own Python (event loop, the engine thread's sampling, streaming); for prefill one per core. A decode
+    step's threads meet at a barrier per layer, so one of them preempted stalls the step: on 2 busy cores, 8
+    sequences decoded 2.6x faster with 1 thread than with 2 (benchmarks/llm_engine_bench.py)."""
+    extra_buffers: bool = False
+    """llama.cpp's extra weight buffer types (AMX tiles on Xeons that have them, repacked weights). Off by
+    default: its AMX matrix multiply crashes the process on machines (VMs) whose CPU reports AMX without granting
+    the tile state, on every batch of more than one token."""
 
 
 class EchoLLMOptions(_Options):

@@ -1,4 +1,6 @@
-"""A real SQLite job store in a temporary folder, on one event loop per test."""
+"""Real job stores on one event loop per test: ``store`` is each implementation in turn (SQLite in a temporary
+folder, PostgreSQL in a database of its own on the session's throw-away cluster), so the protocol's tests run
+against both; ``sqlite_store`` is SQLite alone, for the tests of its own mechanics (lock file, group commit)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from inferd.jobs.sqlite_store import SqliteJobStore
+from inferd.jobs.store import JobStore
 
 
 @pytest.fixture
@@ -21,8 +24,22 @@ def run() -> Iterator[Callable[[Awaitable[Any]], Any]]:
 
 
 @pytest.fixture
-def store(tmp_path: Path, run: Callable[[Awaitable[Any]], Any]) -> Iterator[SqliteJobStore]:
+def sqlite_store(tmp_path: Path, run: Callable[[Awaitable[Any]], Any]) -> Iterator[SqliteJobStore]:
     opened = SqliteJobStore(tmp_path / "state")
+    run(opened.open())
+    yield opened
+    run(opened.close())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, run: Callable[[Awaitable[Any]], Any]) -> Iterator[JobStore]:
+    opened: JobStore
+    if request.param == "sqlite":
+        opened = SqliteJobStore(tmp_path / "state")
+    else:
+        from inferd.jobs.postgres_store import PostgresJobStore
+
+        opened = PostgresJobStore(request.getfixturevalue("postgres_dsn"))
     run(opened.open())
     yield opened
     run(opened.close())

@@ -11,7 +11,7 @@ from callback_receiver import CallbackReceiver
 from inferd.jobs.callbacks import CallbackSender
 from inferd.jobs.destinations import Destinations
 from inferd.jobs.store import CallbackState, JobResult, JobStatus, Payload
-from job_fakes import new_job
+from job_fakes import new_job, set_callback_urls
 from server_process import free_port
 
 LOOPBACK = Destinations(["127.0.0.1"])
@@ -82,7 +82,7 @@ def test_pending_callbacks_resume_at_start_and_count_earlier_attempts(store, run
         run(before_restart())
         assert run(store.get("a")).callback_state is CallbackState.PENDING
         # the receiver's URL is the job's from now on: the restarted server delivers there
-        run(store._write(lambda conn: conn.execute("UPDATE jobs SET callback_url = ?", (receiver.url,))))
+        run(set_callback_urls(store, receiver.url))
         second = CallbackSender(store, LOOPBACK, max_attempts=2, backoff_s=0.01)
 
         async def after_restart():

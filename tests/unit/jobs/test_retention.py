@@ -8,7 +8,7 @@ from inferd.jobs.store import JobResult, JobStatus, NewJob
 
 
 def test_sweep_deletes_payload_files_of_jobs_past_the_ttl(store, run, tmp_path):
-    files = PayloadFiles(store.folder / "payloads", fsync=False)
+    files = PayloadFiles(tmp_path / "payloads", fsync=False)
     files.prepare()
     now = [1000.0]
     retention = Retention(store, files, ttl_s=60, clock=lambda: now[0])
@@ -39,8 +39,8 @@ def test_sweep_interval_follows_the_ttl_within_bounds():
     assert sweep_interval(86400) == 300
 
 
-def test_run_sweeps_periodically(store, run):
-    files = PayloadFiles(store.folder / "payloads")
+def test_run_sweeps_periodically(store, run, tmp_path):
+    files = PayloadFiles(tmp_path / "payloads")
     calls = []
 
     class Counting(Retention):

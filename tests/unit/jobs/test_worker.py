@@ -122,7 +122,8 @@ def test_a_stale_attempt_keeps_no_result(store, run, tmp_path):
         await gate.wait()
         return b"x" * 100, None
 
-    worker, files, finished = make_worker(store, tmp_path, infer, inline_limit=10, concurrency_per_model=1)
+    worker, files, finished = make_worker(store, tmp_path, infer, inline_limit=10, concurrency_per_model=1,
+                                          claim_ahead=1)  # its one claim is taken: the test claims the retry
 
     async def main():
         await store.submit(new_job("a"), time.time())
@@ -247,3 +248,40 @@ def test_an_outcome_that_cannot_be_stored_is_retried_until_there_is_space(store,
     assert len(warnings) == 3, warnings  # good's result, bad's failure, flaky's retry: once each
     assert all("database or disk is full" in w and "trying again until it is stored" in w for w in warnings)
     assert all(r.exc_info is None for r in caplog.records)  # a full disk is no bug: no traceback
+
+
+def test_during_a_flood_the_worker_claims_ahead_but_runs_only_its_places(store, run, tmp_path):
+    gate = asyncio.Event()
+    inside = []
+
+    async def infer(job, body):
+        inside.append(job.id)
+        await gate.wait()
+        return b"{}", None
+
+    worker, _, _ = make_worker(store, tmp_path, infer, concurrency_per_model=2, claim_ahead=4)
+    flooding = [False]
+    worker.flooded = lambda: flooding[0]
+
+    async def main():
+        for i in range(12):
+            await store.submit(new_job(f"j{i}"), time.time())
+        worker.start()
+        await wait_for(store, ["j0", "j1"], {JobStatus.RUNNING})
+        await asyncio.sleep(0.1)
+        calm = sorted(j.id for j in await store.list_jobs(status=JobStatus.RUNNING))
+        flooding[0] = True
+        worker.wake("m")
+        await wait_for(store, [f"j{i}" for i in range(8)], {JobStatus.RUNNING})
+        flooded = sorted(j.id for j in await store.list_jobs(status=JobStatus.RUNNING))
+        assert len(inside) == 2  # still only its two places infer
+        gate.set()
+        await wait_for(store, [f"j{i}" for i in range(12)])
+        await worker.stop()
+        return calm, flooded
+
+    calm, flooded = run(main())
+    assert calm == ["j0", "j1"]  # no flood: only as many claimed as run, the rest stay queued (cancellable)
+    assert len(flooded) == 8  # 4 x 2 claimed ahead
+    assert sorted(inside[:2]) == ["j0", "j1"]  # the two claimed first run first, in either order
+    assert len(inside) == 12

@@ -73,14 +73,28 @@ async def _complete(dataplane: DataPlane, request: Request, body: JSONObject, ch
     generation = chat_request(body) if chat else completion_request(body)
     stream = bool(field_bool(body, "stream"))
     usage_chunk = _stream_options(body, stream)
-    try:
-        events = await dataplane.generate(generation)
-    except InferError as exc:
-        raise _openai(exc, generation.model_name) from None
+    events = await _start(dataplane, generation)
     shape = _Shape(chat, generation.model_name)
     if stream:
         return sse_response(_stream(events, shape, usage_chunk))
     return json_response(await unless_disconnected(request, _whole(events, shape)))
+
+
+async def complete(dataplane: DataPlane, body: JSONObject, chat: bool) -> dict[str, Any]:
+    """The whole answer to a (chat) completion request body that does not stream, as the route answers it (the
+    lines of an OpenAI batch file)."""
+    if field_bool(body, "stream"):
+        raise invalid_request("'stream' must be false or absent here: a batch request is answered whole", "stream")
+    generation = chat_request(body) if chat else completion_request(body)
+    _stream_options(body, False)
+    return await _whole(await _start(dataplane, generation), _Shape(chat, generation.model_name))
+
+
+async def _start(dataplane: DataPlane, generation: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+    try:
+        return await dataplane.generate(generation)
+    except InferError as exc:
+        raise _openai(exc, generation.model_name) from None
 
 
 def _openai(error: InferError, model: str) -> Exception:

@@ -79,17 +79,21 @@ def embeddings_router(dataplane: DataPlane, settings: ServerSettings) -> APIRout
 
     @router.post("/embeddings", summary="Create embeddings (OpenAI)")
     async def create_embeddings(request: Request) -> Response:
-        parsed = parse_request(await read_object(request, settings.max_body_bytes))
-        embedder = embedder_for(dataplane, parsed.model)
-        if parsed.dimensions is not None and parsed.dimensions != embedder.dimension:
-            raise invalid_request(f"'dimensions' must be the model's own, {embedder.dimension}, if given: model "
-                                  f"{parsed.model!r} cannot shorten its embeddings", "dimensions",
-                                  "unsupported_value")
-        vectors, tokens = await embed(dataplane, parsed.model, parsed.texts, embedder)
-        body = response_body(parsed.model, vectors, tokens, parsed.encoding_format)
+        body = await create(dataplane, await read_object(request, settings.max_body_bytes))
         return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
 
     return router
+
+
+async def create(dataplane: DataPlane, request: JSONObject) -> dict[str, Any]:
+    """The answer to an embeddings request body (for the route, and for the lines of an OpenAI batch file)."""
+    parsed = parse_request(request)
+    embedder = await embedder_for(dataplane, parsed.model)
+    if parsed.dimensions is not None and parsed.dimensions != embedder.dimension:
+        raise invalid_request(f"'dimensions' must be the model's own, {embedder.dimension}, if given: model "
+                              f"{parsed.model!r} cannot shorten its embeddings", "dimensions", "unsupported_value")
+    vectors, tokens = await embed(dataplane, parsed.model, parsed.texts, embedder)
+    return response_body(parsed.model, vectors, tokens, parsed.encoding_format)
 
 
 def parse_request(body: JSONObject) -> EmbeddingsRequest:
@@ -136,11 +140,11 @@ def _text(value: str, where: str) -> bytes:
         raise invalid_request(f"{where} is not valid Unicode text: {exc.reason}", "input") from None
 
 
-def embedder_for(dataplane: DataPlane, model: str) -> Embedder:
-    """The model named ``model`` as an embeddings model: 404 when unknown, 503 when not ready, 400 when its
-    signature is not an embeddings model's."""
+async def embedder_for(dataplane: DataPlane, model: str) -> Embedder:
+    """The model named ``model`` as an embeddings model (loaded first under model control on-demand): 404 when
+    unknown, 503 when not ready, 400 when its signature is not an embeddings model's."""
     try:
-        signature = dataplane.signature(model)
+        signature = (await dataplane.ensure_loaded(model)).signature
         max_batch_size = dataplane.model_config(model).max_batch_size
     except InferError as exc:
         if exc.code is ErrorCode.NOT_FOUND:

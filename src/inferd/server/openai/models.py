@@ -1,4 +1,6 @@
-"""``GET /models`` and ``GET /models/{id}`` in OpenAI's shape: the models this server can answer now.
+"""``GET /models`` and ``GET /models/{id}`` in OpenAI's shape: the models this server can answer now, and under
+model control on-demand those in the repository that a request would load (without loading them: a listing must
+not fill the memory budget).
 
 A model's ``id`` is its name in the repository (the newest ready version answers); ``created`` is when its folder
 last changed (Unix seconds), ``owned_by`` is ``inferd``.
@@ -24,7 +26,8 @@ def models_router(dataplane: DataPlane) -> APIRouter:
 
     @router.get("/models", summary="List models (OpenAI)")
     async def list_models() -> Response:
-        names = sorted({entry.name for entry in dataplane.repository_index(ready_only=True)})
+        names = sorted({entry.name for entry in dataplane.repository_index(ready_only=True)}
+                       | {name for name in dataplane.repository.names() if dataplane.loadable(name)})
         return json_response({"object": "list", "data": [model_card(dataplane, name) for name in names]})
 
     @router.get("/models/{model:path}", summary="Retrieve a model (OpenAI)")
@@ -36,8 +39,10 @@ def models_router(dataplane: DataPlane) -> APIRouter:
 
 
 def resolve(dataplane: DataPlane, model: str) -> None:
-    """Check that ``model`` names a served, ready model: 404 in OpenAI's form when it is unknown, 503 when it is
-    not ready (with why)."""
+    """Check that ``model`` names a served, ready model (or one a request would load, on demand): 404 in OpenAI's
+    form when it is unknown, 503 when it is not ready (with why)."""
+    if dataplane.loadable(model):
+        return
     try:
         dataplane.signature(model)
     except InferError as exc:

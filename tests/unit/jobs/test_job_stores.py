@@ -1,5 +1,6 @@
-"""The SQLite job store on real database files: submissions, claims, conditional results, recovery, retention,
-callbacks, the lock on the state folder, and group commit."""
+"""The job stores on real databases (each test that takes ``store`` runs on SQLite and on PostgreSQL): submissions,
+claims, conditional results, recovery, retention, callbacks; and SQLite's own mechanics (``sqlite_store``): the
+lock on the state folder, group commit, its schema migration."""
 
 import asyncio
 import sqlite3
@@ -8,7 +9,7 @@ import pytest
 
 from inferd.jobs.sqlite_store import SCHEMA_VERSION, SqliteJobStore, StoreLockedError, StoreVersionError
 from inferd.jobs.store import CallbackAttempt, CallbackState, JobResult, JobStatus, NewJob, Payload
-from job_fakes import new_job, write_v0_store
+from job_fakes import committed_jobs, new_job, write_v0_store
 
 RESULT = JobResult(Payload(2, inline=b"ok"))
 
@@ -21,9 +22,7 @@ def test_submit_is_durable_and_idempotent(store, run, tmp_path):
     assert not created
     assert again.digest == job.digest  # the stored job, untouched by the second submission
     assert run(store.inline("a", "request")) == b"first"
-    # committed: a fresh connection (another process would see the same) finds it
-    with sqlite3.connect(tmp_path / "state" / "jobs.db") as conn:
-        assert conn.execute("SELECT id, status FROM jobs").fetchall() == [("a", "queued")]
+    assert committed_jobs(store) == [("a", "queued")]  # what a fresh connection (another process) finds
 
 
 def test_claim_takes_the_oldest_due_jobs_up_to_each_models_slots(store, run):
@@ -116,14 +115,15 @@ def test_callbacks_are_pending_when_a_job_ends_and_attempts_are_recorded(store, 
                                                         "error": "HTTP 500"}
 
 
-def test_one_server_per_state_folder(store, run, tmp_path):
+def test_one_server_per_state_folder(sqlite_store, run, tmp_path):
     second = SqliteJobStore(tmp_path / "state")
     with pytest.raises(StoreLockedError, match="another inferd server .* uses the state folder"):
         run(second.open())
 
 
-def test_concurrent_submissions_share_commits(store, run, tmp_path):
+def test_concurrent_submissions_share_commits(sqlite_store, run, tmp_path):
     """Group commit: 500 submissions awaited together take far fewer transactions than 500."""
+    store = sqlite_store
     commits = []
 
     async def submit_all() -> None:
@@ -137,7 +137,8 @@ def test_concurrent_submissions_share_commits(store, run, tmp_path):
     assert 1 <= len(commits) < 100, len(commits)
 
 
-def test_a_failing_write_does_not_undo_the_others_in_its_commit(store, run):
+def test_a_failing_write_does_not_undo_the_others_in_its_commit(sqlite_store, run):
+    store = sqlite_store
     async def mixed() -> list[object]:
         bad = store._write(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
         good = store.submit(new_job("ok"), now=1.0)

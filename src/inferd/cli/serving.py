@@ -1,0 +1,49 @@
+"""What ``inferd serve`` does once its command line is read, free of Typer and Click: :mod:`inferd.cli.serve` (the
+Typer command) and :mod:`inferd.cli.fast` (the same command line read without Typer, for a faster start) both call
+:func:`serve`. Errors go through :func:`inferd.cli.common.fail`, imported when there is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from inferd.settings import ServerSettings
+
+
+def serve(repo: Path, **options: Any) -> None:
+    """Serve every model in ``repo`` until stopped; ``options`` are the command's, None where not given."""
+    settings = make_settings(repo, **options)
+    from inferd.cli.common import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    from inferd.security.startup import SecurityConfigError
+    from inferd.server.runner import run_until_stopped
+    from inferd.server.runner import serve as run
+
+    try:
+        run_until_stopped(run(settings))
+    except SecurityConfigError as exc:
+        _fail(f"cannot serve: {exc}", code=2)
+    except OSError as exc:
+        _fail(f"cannot serve: {exc}")
+
+
+def make_settings(repo: Path, **given: Any) -> ServerSettings:
+    """Defaults, then INFERD_* variables, then the platform variables, then what the command line gave
+    (``given``: every option of the command that is a setting, None where not given)."""
+    from inferd.settings import InvalidSettingsError, load_settings
+
+    if not repo.is_dir():
+        _fail(f"model repository {repo} does not exist or is not a folder", code=2)
+    options = {k: v for k, v in given.items() if v is not None}
+    try:
+        return load_settings({**options, "repository": repo}, flags=given)
+    except InvalidSettingsError as exc:
+        _fail(str(exc).replace("\n", "\nerror: "), code=2)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    from inferd.cli.common import fail
+
+    fail(message, code)
