@@ -54,8 +54,14 @@ SCENARIOS = {
     "json-1": ("digits", 1, "json"),
     "json-32-unbatched": ("digits_unbatched", 32, "json"),
     "binary-32": ("digits", 32, "binary"),
+    "endpoint-json-32": ("front", 32, "json"),  # the endpoint "front" in front of digits (two variants on it, 50/50)
+    "endpoint-json-1": ("front", 1, "json"),
 }
 WARM_ROUNDS = 30
+ENDPOINTS_TOML = ('[front]\nvariants = [{name = "a", model = "digits", weight = 50}, '
+                  '{name = "b", model = "digits", weight = 50}]\n')
+ENDPOINT_MODELS = {"front": "digits"}
+"""The endpoint scenarios' endpoint, and the model whose statistics count its requests."""
 BUCKETS = (("python", "libpython"), ("numpy", "_multiarray_umath"), ("onnxruntime", "onnxruntime"),
            ("orjson", "orjson"), ("httptools", "httptools"), ("uvloop", "uvloop"), ("libc", "libc.so"))
 
@@ -100,11 +106,12 @@ def request_bytes(model: str, body_path: Path, header_length: int | None) -> byt
 
 
 async def harness(repo: Path, state: Path, model: str, conns: int, rounds: int, request: bytes) -> dict[str, Any]:
-    from inferd.server.runner import build_dataplane
+    from inferd.server.runner import build_dataplane, open_endpoints
     from inferd.settings import ServerSettings
 
     settings = ServerSettings(repository=repo, grpc_port=0, state_dir=state)
     dataplane = build_dataplane(settings)
+    open_endpoints(dataplane, settings)  # as inferd serve does: every request's name is looked up among them
     await dataplane.start()
     for entry in dataplane.repository.models():
         for version in entry.versions.values():
@@ -116,7 +123,7 @@ async def harness(repo: Path, state: Path, model: str, conns: int, rounds: int, 
     for _ in range(rounds):
         await one_round(connections, request)
     cpu = time.process_time() - cpu
-    stats = dataplane.statistics(model)[0]
+    stats = dataplane.statistics(ENDPOINT_MODELS.get(model, model))[0]
     dataplane.close()
     return {"requests": conns * rounds, "cpu_us_per_request": cpu / (conns * rounds) * 1e6,
             "inferences": stats.inference_count, "executions": stats.execution_count}
@@ -163,6 +170,7 @@ def inner(args: argparse.Namespace) -> None:
 # -- the driver ---------------------------------------------------------------------------------------------------
 def prepare(work: Path) -> None:
     payload = build_repository(work)
+    (work / "repo" / "endpoints.toml").write_text(ENDPOINTS_TOML)
     bodies = {name: {"file": body.path.name, "header_length": body.header_length}
               for name, body in payload.bodies.items()}
     (work / "bodies.json").write_text(json.dumps(bodies))

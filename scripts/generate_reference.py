@@ -112,17 +112,23 @@ def model_toml_section() -> Iterator[str]:
            "are errors that name the file, line and key.")
     yield ""
     yield from table("Top-level keys", ModelConfig, skip_tables=True)
-    for name, field in ModelConfig.model_fields.items():
-        schema = _model_of(field)
-        if schema is not None:
-            header = f"[[{name}]]" if typing.get_origin(field.annotation) is list else f"[{name}]"
-            yield from table(f"`{header}`", schema)
+    yield from _tables("", ModelConfig)
     yield "### `[options]` by runtime"
     yield ""
     yield "Checked by the model's runtime: a key another runtime takes is an error."
     yield ""
     for runtime, schema in OPTIONS.items():
         yield from table(f"`[options]` of the `{runtime}` runtime", schema, level="####")
+
+
+def _tables(prefix: str, parent: type[BaseModel]) -> Iterator[str]:
+    """A table per table key of ``parent``, then those nested in it (``[a]``, ``[[a.b]]``)."""
+    for name, field in parent.model_fields.items():
+        schema = _model_of(field)
+        if schema is not None:
+            header = f"[[{prefix}{name}]]" if typing.get_origin(field.annotation) is list else f"[{prefix}{name}]"
+            yield from table(f"`{header}`", schema, skip_tables=True)
+            yield from _tables(f"{prefix}{name}.", schema)
 
 
 def table(title: str, schema: type[BaseModel], skip_tables: bool = False, level: str = "###") -> Iterator[str]:
@@ -147,6 +153,8 @@ def table(title: str, schema: type[BaseModel], skip_tables: bool = False, level:
 def _model_of(field: FieldInfo) -> type[BaseModel] | None:
     """The model a field holds (or holds a list of): a table of model.toml."""
     annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # an optional table: X | None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(annotation) is list:
         annotation = typing.get_args(annotation)[0]
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None

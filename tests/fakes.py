@@ -83,3 +83,40 @@ class Model:
     def predict(self, inputs):
         return {"doubled": inputs["m"] * 2}
 """
+
+STREAMER = """
+import time
+import numpy as np
+
+class Model:
+    inputs = [{"name": "n", "datatype": "INT32", "shape": [1]}]
+    outputs = [{"name": "i", "datatype": "INT32", "shape": [1]}]
+
+    def load(self, path):
+        self.closed = path / "closed"
+
+    def predict(self, inputs):
+        n = int(inputs["n"][0])
+        k = 0
+        try:
+            while n < 0 or k < n:
+                if n == -2 and k == 2:
+                    raise ValueError("broke after two responses")
+                if n == -3:
+                    yield {"i": np.zeros((2, 2), dtype=np.int32)}
+                yield {"i": np.array([k], dtype=np.int32)}
+                k += 1
+                if n == -1:
+                    time.sleep(0.01)
+        finally:
+            if n == -1:
+                self.closed.write_text(str(k))
+"""
+"""A decoupled model: ``n`` responses ``i = 0 .. n-1``; -1: one every 10 ms until its caller goes away (then it
+writes the count to ``closed`` in its version folder); -2: two, then it raises; -3: a response of the wrong
+shape."""
+
+DECOUPLED = """
+[model_transaction_policy]
+decoupled = true
+"""

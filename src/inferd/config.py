@@ -63,9 +63,15 @@ Every key is optional: a model folder with a bare artifact needs no ``model.toml
     max_file_bytes = 67108864     # start a new file past this size ...
     max_file_seconds = 3600       # ... or this age (and at every hour, which is a folder)
 
+    [model_transaction_policy]    # Triton's name: see docs/decoupled.md
+    decoupled = true              # a Python model whose predict yields any number of responses per request
+
     [cache]                       # response cache: identical inputs answered without running the model
     enabled = true
     ttl_s = 60                    # default: the server's cache_ttl_s (0: no limit)
+
+    [sequence_batching]           # a stateful model: requests in sequences (see inferd.sequence_config)
+    strategy = "direct"           # direct | oldest
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from inferd.sequence_config import SequenceBatchingConfig
 from inferd.signature import Signature, TensorSpec
 from inferd.tensors import DATATYPES
 
@@ -256,6 +263,15 @@ class CacheConfig(_Strict):
     """Seconds a cached result may be served; default the server's ``cache_ttl_s``; 0: no limit."""
 
 
+class TransactionPolicyConfig(_Strict):
+    """``[model_transaction_policy]`` (Triton's name): how many responses a request gets."""
+
+    decoupled: bool = False
+    """A decoupled model answers a request with zero, one or many responses: a Python model whose ``predict``
+    is a generator, streamed over gRPC ``ModelStreamInfer`` and HTTP ``generate_stream`` (docs/decoupled.md).
+    It runs on threads (``kind = "thread"``), one request per model call, never from the response cache."""
+
+
 class ModelConfig(_Strict):
     """A model folder's ``model.toml``."""
 
@@ -297,6 +313,11 @@ class ModelConfig(_Strict):
     """A generative model's limits and defaults (the ``[generation]`` table)."""
     cache: CacheConfig = Field(default_factory=CacheConfig)
     """The response cache (the ``[cache]`` table)."""
+    sequence_batching: SequenceBatchingConfig | None = None
+    """A stateful model (the ``[sequence_batching]`` table; see docs/sequences.md): requests name their sequence,
+    run in order, and get control tensors and implicit state. Excludes ``[batching]`` and ``[cache]``."""
+    model_transaction_policy: TransactionPolicyConfig = Field(default_factory=TransactionPolicyConfig)
+    """Decoupled models (the ``[model_transaction_policy]`` table, as Triton names it)."""
     pinned: bool = False
     """With ``model_control = "on-demand"``: never unloaded to make room under ``memory_budget``, nor when idle."""
     idle_unload_s: float | None = Field(default=None, ge=0)
@@ -311,12 +332,31 @@ class ModelConfig(_Strict):
         if self.max_batch_size == 0 and self.batching.enabled:
             raise ValueError("max_batch_size = 0 means the model has no batch dimension: it cannot have "
                              "[batching] enabled = true")
+        if self.sequence_batching is not None and (self.batching.enabled or self.cache.enabled):
+            raise ValueError("a model with [sequence_batching] batches its sequences itself and its answers depend "
+                             "on its state: it cannot have [batching] enabled = true nor [cache] enabled = true")
+        if self.model_transaction_policy.decoupled:
+            _check_decoupled(self)
         return self
 
     def signature_override(self) -> Signature | None:
         if not self.inputs and not self.outputs:
             return None
         return Signature(tuple(t.to_spec() for t in self.inputs), tuple(t.to_spec() for t in self.outputs))
+
+
+def _check_decoupled(config: ModelConfig) -> None:
+    """What a decoupled model cannot have: its responses stream from a generator on one of this process's
+    threads, one request at a time."""
+    if config.batching.enabled:
+        raise ValueError("[model_transaction_policy] decoupled = true: each request runs alone (its responses "
+                         "stream from the model as it makes them); it cannot have [batching] enabled = true")
+    if config.instances.kind == "process":
+        raise ValueError("[model_transaction_policy] decoupled = true needs [instances] kind = \"thread\": "
+                         "responses stream from the model's thread in this process")
+    if config.cache.enabled or config.capture.enabled:
+        raise ValueError("[model_transaction_policy] decoupled = true: a stream of responses is neither cached "
+                         "nor captured; remove [cache] and [capture] enabled = true")
 
 
 def load_model_config(folder: Path) -> ModelConfig:

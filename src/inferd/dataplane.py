@@ -32,6 +32,8 @@ from inferd.calls import (
     empty_outputs,
     parse_version,
 )
+from inferd.decoupled import StreamResponse, decoupled_sender
+from inferd.decoupled import stream as stream_responses
 from inferd.errors import ErrorCode, InferError, invalid, not_found
 from inferd.inference import (
     ConfigTensor,
@@ -50,10 +52,12 @@ from inferd.repository import USES, Model, ModelRepository, ModelVersion, State,
 from inferd.response_cache import ResponseCache, cache_key
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import RunResult
+from inferd.shared_memory import SharedMemoryRegistry
 from inferd.signature import Signature
 from inferd.stats import ModelStats
 
 if TYPE_CHECKING:
+    from inferd.endpoints.service import Endpoints
     from inferd.generation.request import GenerationRequest
     from inferd.generation.scheduler import GenerationEvent, GenerationScheduler, Ticket
     from inferd.observability.capture import CaptureWriter
@@ -80,6 +84,11 @@ class DataPlane:
         """Data capture (``[capture]`` in model.toml): where sampled requests and responses go."""
         self.cache: ResponseCache | None = None
         """The response cache of the models whose model.toml enables ``[cache]`` (None: no cache)."""
+        self.endpoints: Endpoints | None = None
+        """The server's endpoints (names in front of model variants), resolved in :meth:`submit`."""
+        self.shared_memory: SharedMemoryRegistry | None = None
+        """The system shared memory regions clients registered (None: the extension is off); the transports
+        give each call its caller's regions."""
         self._extensions = list(extensions)
         self._strict_readiness = strict_readiness
         self._services: list[tuple[str, Callable[[], str], bool]] = []
@@ -116,6 +125,8 @@ class DataPlane:
             await self.on_demand.stop()
 
     def close(self) -> None:
+        if self.shared_memory is not None:
+            self.shared_memory.close()
         self.repository.close()
         self._pool.shutdown(wait=True)
 
@@ -194,7 +205,10 @@ class DataPlane:
     async def ensure_loaded(self, name: str, version: str | None = None) -> ModelVersion:
         """The version a request names, loaded first if it has to be (model control on-demand), for the routes and
         jobs that need a model's signature before their inference (KServe V1, SageMaker, batch jobs). Raises as
-        :meth:`submit` answers: NOT_FOUND, UNAVAILABLE, or the load's error."""
+        :meth:`submit` answers: NOT_FOUND, UNAVAILABLE, or the load's error. An endpoint's name: the version a
+        request to it would go to now (its variants are meant to share a signature)."""
+        if self.endpoints is not None and name in self.endpoints.table.endpoints:
+            name, version = self.endpoints.pick_model(name)
         number = parse_version(version)
         try:
             return self.repository.get(name, number)
@@ -255,8 +269,16 @@ class DataPlane:
         run, record the statistics, capture the data the model's ``[capture]`` asks for and give ``answer`` the
         call's answer; or the error (an :class:`InferError`, or any other exception for a bug). ``answer`` is
         called once, maybe before this returns. ``is_disconnected`` tells whether the caller has gone away: a
-        request still queued then is dropped without running."""
+        request still queued then is dropped without running. A call naming an endpoint goes to the variant its
+        endpoint picks (:meth:`~inferd.endpoints.service.Endpoints.route`), counted per variant."""
         started = perf_counter_ns()
+        endpoints = self.endpoints
+        if endpoints is not None and call.model_name in endpoints.table.endpoints:
+            try:
+                call, answer = endpoints.route(call, answer, started)
+            except InferError as exc:
+                answer(exc)
+                return
         try:
             version = call.model_version
             model = self.repository.get(call.model_name, None if version is None else parse_version(version))
@@ -289,6 +311,7 @@ class DataPlane:
         which counts against its timeout (the request's, else the model's queue timeout)."""
         try:
             loaded = model.loaded or model.require_loaded()
+            sender = decoupled_sender(call, model.name) if loaded.decoupled else None  # unary calls: refused
             prepared = call.prepare(loaded, self.max_tensor_elements)
             timeout_us = _left_after_load(model.name, prepared.timeout_us or loaded.scheduler.policy.default_timeout_us,
                                           waited_us) if waited_us else prepared.timeout_us
@@ -300,7 +323,7 @@ class DataPlane:
             answer(exc)
             return
         key = None
-        if model.cache is not None and self.cache is not None:
+        if model.cache is not None and self.cache is not None and sender is None:
             looked = perf_counter_ns()
             key = cache_key(model.cache_scope, prepared.arrays)
             hit = self.cache.get(key)
@@ -315,8 +338,12 @@ class DataPlane:
             self._answer_empty(waiter, model, loaded.signature, prepared, started, answer)
             return
         model.last_use = next(USES)
+        if loaded.sequences is not None:  # a stateful model: the request waits its turn in its sequence first
+            loaded.sequences.submit(prepared.arrays, prepared.rows, waiter, prepared.parameters, prepared.priority,
+                                    timeout_us, is_disconnected)
+            return
         loaded.scheduler.submit(prepared.arrays, prepared.rows, waiter, prepared.priority, timeout_us,
-                                is_disconnected, prepared.key)
+                                is_disconnected, prepared.key, sender)
 
     @staticmethod
     def _answer_empty(waiter: _Waiter, model: ModelVersion, signature: Signature, prepared: Prepared, started: int,
@@ -372,6 +399,15 @@ class DataPlane:
             raise outcome
         return outcome
 
+    def stream(self, request: InferenceRequest | GeneralCall,
+               is_disconnected: Callable[[], bool] | None = None) -> AsyncGenerator[StreamResponse, None]:
+        """The one streaming entry (gRPC ``ModelStreamInfer``, HTTP ``generate_stream``): the responses to one
+        request as they come, each with Triton's final flag; a decoupled model's through :meth:`submit`, a
+        generative model's text through :meth:`generate`, any other model's one response through :meth:`infer`.
+        Raises (InferError) where the request fails; closing it early stops the model. See
+        :mod:`inferd.decoupled`."""
+        return stream_responses(self, request, is_disconnected)
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         """The one generation path: resolve the generative model the request names (loading it first under
         model control on-demand), check it, tokenize its prompt (off the event loop) and queue it on the model's
@@ -383,7 +419,10 @@ class DataPlane:
         from inferd.generation.request import output_budget, prompt_tokens
 
         request.check()
-        model = await self.ensure_loaded(request.model_name, request.model_version)
+        name, version = request.model_name, request.model_version
+        if self.endpoints is not None and name in self.endpoints.table.endpoints:
+            name, version = self.endpoints.pick_model(name)
+        model = await self.ensure_loaded(name, version)
         generator = self._generator_of(model)
         loop = asyncio.get_running_loop()
         tokens = await loop.run_in_executor(None, prompt_tokens, generator.engine, request)
@@ -423,7 +462,7 @@ class DataPlane:
         if model.capture is None or self.capture is None:
             return
         request = captured_request(model.name, signature, prepared)
-        response = build_response(model.name, model.version_text, signature, prepared, result)
+        response = build_response(model.name, model.version_text, signature, prepared, result, into_regions=False)
         self.capture.offer(model.capture, model.name, model.version, request, response)
 
     # -- configuration and statistics ----------------------------------------------------------
@@ -435,6 +474,7 @@ class DataPlane:
         signature = chosen.signature
         batched = bool(chosen.max_batch_size)
         formats = {t.name: t.format for t in model.config.inputs}
+        sequences = chosen.require_loaded().sequences
         return ModelConfiguration(
             name=name,
             platform=chosen.runtime_name,
@@ -442,7 +482,9 @@ class DataPlane:
             inputs=[ConfigTensor.of(s, batched, formats.get(s.name, "FORMAT_NONE")) for s in signature.inputs],
             outputs=[ConfigTensor.of(s, batched) for s in signature.outputs],
             description=model.config.description,
-            dynamic_batching=_dynamic_batching(chosen.scheduler.policy),
+            dynamic_batching=None if sequences else _dynamic_batching(chosen.scheduler.policy),
+            sequence_batching=sequences.plan.config if sequences else None,
+            decoupled=model.config.model_transaction_policy.decoupled,
         )
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:

@@ -24,12 +24,16 @@ class ErrorCode(StrEnum):
     """A queue or size limit was hit."""
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     """The operation does not fit the current state (for example loading a model with a broken config)."""
+    ABORTED = "ABORTED"
+    """A change lost a race with another one (an admin change made against a state that moved on)."""
     INTERNAL = "INTERNAL"
     """The model or the server failed while handling a valid request."""
     UNAUTHENTICATED = "UNAUTHENTICATED"
     """The call needs an API key and came with none, or with one the server does not know."""
     PERMISSION_DENIED = "PERMISSION_DENIED"
     """The call's API key is valid but lacks the scope the call needs."""
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    """The way the call came cannot serve it (Triton's UNSUPPORTED: a decoupled model asked for one answer)."""
 
 
 class InferError(Exception):

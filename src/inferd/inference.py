@@ -8,11 +8,14 @@ turns it into an array of the declared shape and checks it against the model's s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from inferd.signature import TensorSpec
+
+if TYPE_CHECKING:
+    from inferd.sequence_config import SequenceBatchingConfig
 
 
 @dataclass(slots=True)
@@ -48,6 +51,9 @@ class ResponseOutput:
     shape: list[int]
     data: np.ndarray
     parameters: dict[str, Any] | None = None
+    in_shared_memory: bool = False
+    """Written into the shared memory region the request named: the response carries no data for it (``data``
+    still holds the array)."""
 
 
 @dataclass(slots=True)
@@ -107,6 +113,10 @@ class ModelConfiguration:
     description: str = ""
     dynamic_batching: DynamicBatching | None = None
     """Set when the scheduler stacks concurrent requests (Triton's ``dynamic_batching`` section)."""
+    sequence_batching: SequenceBatchingConfig | None = None
+    """Set for a stateful model (Triton's ``sequence_batching`` section; never with ``dynamic_batching``)."""
+    decoupled: bool = False
+    """Triton's ``model_transaction_policy.decoupled``: the model may send any number of responses per request."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from inferd.config import ModelConfig, problem
 from inferd.errors import InferError, invalid
+from inferd.sequence_config import from_triton as sequence_from_triton
 
 FILE_PREFIX = "file:"
 _TRITON_DATATYPES = {
@@ -41,9 +42,9 @@ _NO_EFFECT = frozenset({
     "default_model_filename", "cc_model_filenames", "metric_tags", "model_operations", "model_repository_agents",
 })
 """Fields of Triton's model configuration that say nothing inferd acts on: accepted and left alone."""
-_NOT_SUPPORTED = frozenset({"sequence_batching", "ensemble_scheduling", "batch_input", "batch_output"})
+_NOT_SUPPORTED = frozenset({"ensemble_scheduling", "batch_input", "batch_output"})
 _APPLIED = frozenset({"max_batch_size", "input", "output", "dynamic_batching", "instance_group", "version_policy",
-                      "model_transaction_policy"})
+                      "model_transaction_policy", "sequence_batching"})
 _SAFE_PART = re.compile(r"^[^/\\\x00]+$")
 
 
@@ -138,6 +139,11 @@ def apply_config(name: str, base: ModelConfig, triton: Mapping[str, Any]) -> Mod
             merged[key] = [_tensor(name, triton_key, t, batched) for t in _list(name, triton_key, given[triton_key])]
     if "dynamic_batching" in given:
         _dynamic_batching(name, given["dynamic_batching"], merged)
+    if "sequence_batching" in given:  # a stateful model (see inferd.sequence_config)
+        try:
+            merged["sequence_batching"] = sequence_from_triton(given["sequence_batching"])
+        except ValueError as exc:
+            raise failed(name, f"{where}: sequence_batching: {exc}") from None
     if "instance_group" in given:
         merged["instances"]["count"] = _instance_count(name, given["instance_group"])
     if "version_policy" in given:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,11 @@ from inferd.executors.base import Executor
 from inferd.executors.threads import ThreadExecutor
 from inferd.generation.sampling import SamplingParams
 from inferd.generation.scheduler import GenerationLimits, GenerationScheduler
-from inferd.runtimes.base import Runtime
+from inferd.runtimes.base import Runtime, StreamingRuntime
 from inferd.runtimes.registry import load_engine, load_runtime
 from inferd.scheduling.policy import SchedulingPolicy
 from inferd.scheduling.scheduler import OutputCheck, Scheduler
+from inferd.scheduling.sequences import SequenceBatcher, plan_sequences
 from inferd.signature import Signature, check_outputs
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,15 @@ class Loaded:
     """The class labels of the outputs ``[labels]`` names (for the classification extension)."""
     generator: GenerationScheduler | None = None
     """A generative model's continuous batching (None for a tensor model)."""
+    sequences: SequenceBatcher | None = None
+    """A stateful model's sequences, in front of its scheduler (``[sequence_batching]``; None for the others)."""
+    decoupled: bool = False
+    """``[model_transaction_policy] decoupled``: any number of responses per request, streamed (see
+    :mod:`inferd.decoupled`); such a model refuses unary calls."""
 
     def close(self) -> None:
+        if self.sequences is not None:
+            self.sequences.close()
         self.scheduler.close()
         self.executor.close()
         if self.generator is not None:
@@ -87,22 +95,47 @@ def load(name: str, source: VersionSource, model_folder: Path, config: ModelConf
     else:
         runtime = load_runtime(source.runtime, source.artifact, model_folder, config.options, override)
         signature = runtime.signature
+        if config.model_transaction_policy.decoupled and not isinstance(runtime, StreamingRuntime):
+            runtime.close()
+            raise ConfigError(f"{model_folder / CONFIG_FILE}: [model_transaction_policy] decoupled = true needs a "
+                              f"runtime that streams responses (python, with a generator predict), not "
+                              f"{source.runtime.name}")
         executor = ThreadExecutor(name, runtime, instances.count, timeout_s=timeout_s)
     if config.max_batch_size == 0:  # as Triton: the model has no batch dimension; its first one is its own
         signature = signature.without_batch()
     policy = scheduling_policy(config, signature, defaults, source.runtime.batches_by_default,
                                source.runtime.columns_are_rows)
-    if policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None:
+    if (policy.dynamic_batching and config.batching.enabled is None and defaults.dynamic_batching is None
+            and config.sequence_batching is None):
         log.info("model %s version %d: requests that arrive together run as one batch (the %s runtime's "
                  "default); if its first dimension is not a batch of independent rows, set [batching] "
                  "enabled = false in its model.toml", name, source.version, source.runtime.name)
     try:
         labels = output_labels(model_folder, config, signature)
+        if config.sequence_batching is not None:
+            return load_sequences(name, config, signature, executor, runtime, policy, labels)
     except BaseException:
         executor.close()
         raise
     return Loaded(signature, executor, Scheduler(name, executor, policy, output_check(signature)), runtime,
-                  PlainRequestPlan.for_signature(signature, policy.max_batch_size), labels)
+                  PlainRequestPlan.for_signature(signature, policy.max_batch_size), labels,
+                  decoupled=config.model_transaction_policy.decoupled)
+
+
+def load_sequences(name: str, config: ModelConfig, signature: Signature, executor: Executor,
+                   runtime: Runtime | None, policy: SchedulingPolicy, labels: Labels) -> Loaded:
+    """A stateful model (``[sequence_batching]``): clients see its signature without the control and state
+    tensors; its scheduler batches the requests of different sequences (one row each) as dynamic batching does,
+    with the sequence batching's delay and preferred sizes; the model is checked against its whole signature."""
+    sequencing = config.sequence_batching
+    assert sequencing is not None
+    plan = plan_sequences(sequencing, signature, policy.max_batch_size, config.instances.count)
+    policy = replace(policy, dynamic_batching=bool(policy.max_batch_size),
+                     max_queue_delay_us=sequencing.max_queue_delay_microseconds,
+                     preferred_batch_sizes=tuple(sorted(sequencing.preferred_batch_sizes)))
+    scheduler = Scheduler(name, executor, policy, output_check(signature))
+    return Loaded(plan.signature, executor, scheduler, runtime, None, labels,
+                  sequences=SequenceBatcher(name, plan, scheduler))
 
 
 def output_labels(model_folder: Path, config: ModelConfig, signature: Signature) -> Labels:
@@ -176,7 +209,8 @@ def scheduling_policy(config: ModelConfig, signature: Signature, defaults: Serve
     levels = config.queue.priority_levels
     return SchedulingPolicy(
         max_batch_size=max_batch,
-        dynamic_batching=bool(batching and max_batch),  # only a model with a batch dimension can be stacked
+        # only a model with a batch dimension can be stacked; a decoupled model's requests each run alone
+        dynamic_batching=bool(batching and max_batch) and not config.model_transaction_policy.decoupled,
         max_queue_delay_us=(config.batching.max_queue_delay_us if config.batching.max_queue_delay_us is not None
                             else defaults.max_queue_delay_us),
         preferred_batch_sizes=tuple(sorted(config.batching.preferred_batch_sizes)),

@@ -269,9 +269,9 @@ def test_a_load_body_that_is_not_json_config_fails_over_raw_http(server, http):
     assert answer.status_code == 400
     assert answer.json()["error"].startswith("failed to load 'simple': load parameter 'config' is not valid JSON")
     answer = httpx.post(f"{server.url}/v2/repository/models/simple/load",
-                        json={"parameters": {"config": json.dumps({"max_batch_size": 4, "sequence_batching": {}})}})
+                        json={"parameters": {"config": json.dumps({"max_batch_size": 4, "ensemble_scheduling": {}})}})
     assert (answer.status_code, answer.json()["error"]) == (
-        400, "failed to load 'simple': load parameter 'config': inferd does not support sequence_batching")
+        400, "failed to load 'simple': load parameter 'config': inferd does not support ensemble_scheduling")
     answer = httpx.post(f"{server.url}/v2/repository/models/simple/unload", json={"parameters": {"purge": True}})
     assert answer.status_code == 400
     assert http.is_model_ready("simple")

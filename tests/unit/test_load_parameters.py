@@ -80,7 +80,7 @@ def test_without_a_batch_dimension_dims_are_the_shape():
     ({"max_batch_size": "many"}, "max_batch_size must be an integer"),
     ({"max_batch_size": -1}, "max_batch_size: Input should be greater than or equal to 0"),
     ({"colour": "red"}, "unknown field 'colour'"),
-    ({"sequence_batching": {}}, "does not support sequence_batching"),
+    ({"ensemble_scheduling": {}}, "does not support ensemble_scheduling"),
     ({"model_transaction_policy": {"decoupled": True}}, "does not serve decoupled models"),
     ({"input": [{"name": "x", "data_type": "TYPE_FP8", "dims": [1]}]}, "data_type must be one of"),
     ({"input": [{"name": "x", "data_type": ["TYPE_FP32"], "dims": [1]}]}, "data_type must be one of"),

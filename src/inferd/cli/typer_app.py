@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli import batch, demo, evaluate, jobs, keys, models, optimize, predict, serve
+from inferd.cli import batch, bench, demo, endpoints, evaluate, jobs, keys, models, optimize, predict, recommend, serve
 from inferd.cli.common import configure_logging
 
 app = typer.Typer(
@@ -27,11 +27,14 @@ app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(batch.app, name="batch")
 app.add_typer(keys.app, name="keys")
+app.add_typer(endpoints.app, name="endpoints")
 app.command("predict")(predict.predict)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("optimize")(optimize.optimize)
 app.command("evaluate")(evaluate.evaluate)
+app.command("bench")(bench.bench)
+app.command("recommend")(recommend.recommend)
 
 
 def _print_version(given: bool) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from inferd.codecs import v2_json
 from inferd.errors import InferError, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
+from inferd.shared_memory import REGION
 from inferd.tensors import from_raw, to_jsonable, to_raw
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -98,17 +99,23 @@ def decode_payload(payload: Any, tail: memoryview | None, model_name: str,
 
 def _mark_binary_inputs(payload: Any) -> set[int] | None:
     """Give each binary input without ``data`` a placeholder, so the JSON codec accepts it; returns their
-    indexes (None when there are none). Anything malformed is left for the JSON codec to report."""
+    indexes (None when there are none). An input in shared memory gets the placeholder too, unmarked (the one
+    inference path reads it from its region). Anything malformed is left for the JSON codec to report."""
     inputs = payload.get("inputs") if isinstance(payload, dict) else None
     if not isinstance(inputs, list):
         return None
     marked: set[int] | None = None
     for index, item in enumerate(inputs):
-        if isinstance(item, dict) and "data" not in item and _binary_size_given(item.get("parameters")):
+        if not isinstance(item, dict) or "data" in item:
+            continue
+        parameters = item.get("parameters")
+        if _binary_size_given(parameters):
             item["data"] = None
             if marked is None:
                 marked = set()
             marked.add(index)
+        elif isinstance(parameters, dict) and REGION in parameters:
+            item["data"] = None
     return marked
 
 
@@ -147,7 +154,7 @@ def _binary_size(item: RequestInput) -> int:
 
 
 def _check_json_input(item: RequestInput) -> None:
-    if item.datatype in NO_JSON_FORM:
+    if item.datatype in NO_JSON_FORM and not (item.parameters and REGION in item.parameters):
         raise invalid(f"{item.datatype} input {item.name!r} must be sent as binary data")
 
 
@@ -191,7 +198,8 @@ def encode_response(response: InferenceResponse, binary: set[str]) -> tuple[byte
     """The response body and the JSON header's length, which is None when no output went binary (then the
     body is exactly the V2 JSON body). ``binary`` names the outputs to send as binary data, usually from
     :func:`binary_outputs`; FP16/BF16 and non-UTF-8 BYTES outputs go binary regardless."""
-    chosen = {o.name for o in response.outputs if o.name in binary or o.datatype in NO_JSON_FORM}
+    chosen = {o.name for o in response.outputs
+              if (o.name in binary or o.datatype in NO_JSON_FORM) and not o.in_shared_memory}
     if not chosen:
         try:
             return v2_json.dumps(v2_json.encode_response(response)), None
@@ -202,7 +210,7 @@ def encode_response(response: InferenceResponse, binary: set[str]) -> tuple[byte
 
 
 def _json_safe(output: ResponseOutput) -> bool:
-    if output.data.dtype != object:
+    if output.data.dtype != object or output.in_shared_memory:
         return True
     try:
         to_jsonable(output.data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inferd.calls import GeneralPrepared, Prepared, build_response, prepare_request
+from inferd.calls import GeneralPrepared, Prepared, Routing, build_response, prepare_request, routing_from
 from inferd.codecs.v2_binary import binary_outputs, decode_payload, encode_response, split_body
 from inferd.codecs.v2_plain import PlainRequest, PlainRequestPlan
 from inferd.inference import InferenceRequest
@@ -20,22 +20,37 @@ from inferd.signature import Signature
 if TYPE_CHECKING:
     from inferd.loading import Loaded
     from inferd.scheduling.scheduler import RunResult
+    from inferd.shared_memory import Regions
 
 Encoded = tuple[bytes, int | None]
 """A response body and its JSON header's length (None: no output goes as binary data)."""
 
 
 class V2Body:
-    __slots__ = ("model_name", "model_version", "payload", "request", "tail")
+    __slots__ = ("model_name", "model_version", "payload", "regions", "request", "routing", "tail")
+
+    endpoint = "HTTP end point"
+    """How it came, for Triton's wording of a refusal (a decoupled model: "HTTP end point doesn't support ...")."""
 
     def __init__(self, body: bytes, header_length: str | int | None, model_name: str,
-                 model_version: str | None) -> None:
-        """INVALID_ARGUMENT when the JSON or the header length is malformed."""
+                 model_version: str | None, regions: Regions | None = None) -> None:
+        """INVALID_ARGUMENT when the JSON or the header length is malformed. ``regions``: the shared memory
+        regions the caller may name (None: tensors in shared memory are refused)."""
         self.payload, self.tail = split_body(body, header_length)
         self.model_name = model_name
         self.model_version = model_version
+        self.regions = regions
         self.request: InferenceRequest | None = None
         """The general decoding, for a request not in the plain form."""
+        self.routing: Routing | None = None
+
+    def route(self) -> Routing:
+        """The routing the transport set, with what the body's parameters ask."""
+        routing = self.routing = self.routing if self.routing is not None else Routing()
+        payload = self.payload
+        if routing.variant is None and routing.key is None and isinstance(payload, dict):
+            routing_from(payload.get("parameters"), routing)
+        return routing
 
     def prepare(self, loaded: Loaded, max_elements: int) -> Prepared:
         plan = loaded.plain
@@ -45,12 +60,15 @@ class V2Body:
                 return read
         request = self.request = decode_payload(self.payload, self.tail, self.model_name, self.model_version)
         return prepare_request(request, loaded.signature, loaded.scheduler.policy.max_batch_size, max_elements,
-                               loaded.labels)
+                               loaded.labels, self.regions)
 
     def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Encoded:
+        routing = self.routing
+        routed = routing.parameters() if routing is not None and routing.endpoint is not None else None
         if type(prepared) is PlainRequest:
-            return PlainRequestPlan.encode(self.model_name, version, prepared, result)
+            return PlainRequestPlan.encode(self.model_name, version, prepared, result, routed)
         assert isinstance(prepared, GeneralPrepared)
         assert self.request is not None
         response = build_response(self.model_name, version, signature, prepared, result)
+        response.parameters = routed
         return encode_response(response, binary_outputs(self.request, prepared.answered))

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from inferd.errors import invalid
-from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, RequestOutput
+from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, RequestOutput, ResponseOutput
 from inferd.signature import FREE, Signature
 from inferd.tensors import to_jsonable
 
@@ -131,8 +131,14 @@ def encode_response(response: InferenceResponse) -> dict[str, Any]:
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = response.parameters
-    body["outputs"] = [_encode_output(o.name, o.datatype, o.shape, o.data, o.parameters) for o in response.outputs]
+    body["outputs"] = [_encode_output(o.name, o.datatype, o.shape, o.data, o.parameters) if not o.in_shared_memory
+                       else _shared_output(o) for o in response.outputs]
     return body
+
+
+def _shared_output(output: ResponseOutput) -> dict[str, Any]:
+    """An output written into a shared memory region: its datatype and shape, no data (as Triton answers)."""
+    return {"name": output.name, "datatype": output.datatype, "shape": output.shape}
 
 
 def _encode_output(name: str, datatype: str, shape: list[int], data: np.ndarray,

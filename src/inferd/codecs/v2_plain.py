@@ -72,7 +72,8 @@ class PlainRequest:
     timeout_us = None
     parameters = None
     classes = None
-    """The plain form has no scheduling parameter, nor any other (no classification either)."""
+    shared_outputs = None
+    """The plain form has no scheduling parameter, nor any other (no classification, no shared memory either)."""
 
     @property
     def answered(self) -> list[str]:
@@ -220,12 +221,14 @@ class PlainRequestPlan:
 
     @staticmethod
     def encode(model_name: str, model_version: str, request: PlainRequest, result: Answer,
-               ) -> tuple[bytes, int | None]:
+               parameters: dict[str, Any] | None = None) -> tuple[bytes, int | None]:
         """The response body and, when an output goes as binary data, the JSON header's length: what the general
-        encoder writes. ``result`` gives each output's array, or its elements."""
+        encoder writes. ``result`` gives each output's array, or its elements; ``parameters``, the response's."""
         body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
         if request.id is not None:
             body["id"] = request.id
+        if parameters is not None:
+            body["parameters"] = parameters
         entries = []
         chunks = []
         for name, datatype, binary in request.outputs:

@@ -4,9 +4,11 @@ never more batches at once than the executor has instances."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from inferd.runtimes.base import ResponseSender
 
 
 class Executor(Protocol):
@@ -32,3 +34,13 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingExecutor(Protocol):
+    """An executor that can run a decoupled model's request (in-process threads; worker processes cannot)."""
+
+    async def stream(self, inputs: dict[str, np.ndarray], sender: ResponseSender) -> None:
+        """Run the model on one request's arrays, its responses sent to ``sender`` as it makes them; returns when
+        the model has finished (raises InferError when it failed, after the responses it sent)."""
+        ...

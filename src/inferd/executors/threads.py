@@ -27,7 +27,7 @@ import numpy as np
 
 from inferd.errors import ErrorCode, InferError, internal, unavailable
 from inferd.executors.daemon_threads import DaemonThreads
-from inferd.runtimes.base import Runtime
+from inferd.runtimes.base import ResponseSender, Runtime, StreamingRuntime
 from inferd.signature import as_declared
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,25 @@ class ThreadExecutor:
             raise InferError(ErrorCode.DEADLINE_EXCEEDED,
                              f"model {self.name!r} did not answer within its execution timeout of "
                              f"{self.timeout_s:g} s") from None
+
+    async def stream(self, inputs: dict[str, np.ndarray], sender: ResponseSender) -> None:
+        """A decoupled model's request, on one of the model's threads. The execution timeout does not apply (a
+        stream may rightly last long); the caller going away stops the model at its next response."""
+        if self._overrunning:
+            raise unavailable(self.not_ready_reason)
+        runtime = self.runtime
+        if not isinstance(runtime, StreamingRuntime):
+            raise internal(f"model {self.name!r} is decoupled but its runtime cannot stream responses")
+        await asyncio.wrap_future(self._pool.submit(copy_context().run, self._streamed, runtime, inputs, sender))
+
+    def _streamed(self, runtime: StreamingRuntime, inputs: dict[str, np.ndarray], sender: ResponseSender) -> None:
+        try:
+            runtime.stream(as_declared(self._columns, inputs) if self._columns else inputs, sender)
+        except InferError:
+            raise
+        except Exception as exc:  # the model's own failure: report it, keep serving
+            log.warning("model %s raised %s: %s", self.name, type(exc).__name__, exc)
+            raise internal(f"model {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
 
     def _overran(self, future: Future[Any]) -> None:
         with self._lock:

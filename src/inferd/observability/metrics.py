@@ -26,6 +26,7 @@ inferd_capture_dropped_total             counter    model, version (capture queu
 inferd_capture_errors_total              counter    model, version (records the writer could not write)
 =======================================  =========  ==================================================
 
+Endpoints add theirs, per endpoint and variant: see :mod:`inferd.observability.endpoint_metrics`.
 Generative models add their own (time to first token, inter-token latency, tokens per second, running and
 waiting sequences, token counters): see :mod:`inferd.observability.generation_metrics`.
 
@@ -41,6 +42,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferd.observability.endpoint_metrics import endpoint_metrics
 from inferd.observability.generation_metrics import generation_metrics
 from inferd.repository import ModelVersion, State
 from inferd.stats import DURATION_BOUNDS_NS, HistogramDuration
@@ -102,6 +104,8 @@ class InferdCollector(Collector):
             yield from _capture_metrics(self._dataplane.capture)
         if self._dataplane.cache is not None:
             yield from _cache_metrics(versions, self._dataplane.cache.held)
+        if self._dataplane.endpoints is not None:
+            yield from endpoint_metrics(self._dataplane.endpoints)
 
 
 def _labels(version: ModelVersion) -> list[str]:

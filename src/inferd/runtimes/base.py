@@ -37,6 +37,24 @@ class Runtime(Protocol):
     def close(self) -> None: ...
 
 
+class ResponseSender(Protocol):
+    """Where a decoupled model's responses go, one call per response, from the thread the model runs on."""
+
+    def send(self, outputs: Outputs) -> bool:
+        """Hand one response on; False once its caller has gone away: the model should stop making more."""
+        ...
+
+
+@runtime_checkable
+class StreamingRuntime(Protocol):
+    """A runtime that can serve a decoupled model (``[model_transaction_policy] decoupled = true``): ``stream``
+    sends each response of one request as the model makes it, and returns when the model has finished."""
+
+    signature: Signature
+
+    def stream(self, inputs: Inputs, sender: ResponseSender) -> None: ...
+
+
 class NoOptions(BaseModel):
     """For runtimes that take no ``[options]``: any key is an error naming the file and line."""
 

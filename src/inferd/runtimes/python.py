@@ -13,6 +13,11 @@
         def predict(self, inputs):     # dict of name -> numpy array, checked against the signature
             return {"y": inputs["x"].sum(axis=1)}
 
+A decoupled model (``[model_transaction_policy] decoupled = true`` in model.toml) writes ``predict`` as a
+generator: each ``yield`` of an output dict is one response, sent at once; returning ends the request (Triton's
+final flag), after zero, one or many responses. Its caller going away closes the generator (``GeneratorExit`` at
+the ``yield``), so ``try``/``finally`` in ``predict`` runs. See docs/decoupled.md.
+
 ``model.py`` runs as code from the repository folder: serve only repositories you trust.
 """
 
@@ -25,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from inferd.runtimes.base import Inputs, Outputs
+from inferd.runtimes.base import Inputs, Outputs, ResponseSender
 from inferd.runtimes.options import PythonOptions as Options
 from inferd.signature import Signature, TensorSpec, merge_override
 
@@ -44,6 +49,22 @@ class PythonRuntime:
             result = self._postprocess(result)
         outputs: Outputs = result
         return outputs
+
+    def stream(self, inputs: Inputs, sender: ResponseSender) -> None:
+        """A decoupled model's request: each output dict its generator yields goes to ``sender`` at once (through
+        ``postprocess``); the generator is closed early when the caller has gone away."""
+        payload: Any = self._preprocess(inputs) if self._preprocess else inputs
+        produced = self._instance.predict(payload)
+        if not inspect.isgenerator(produced):
+            raise TypeError("a decoupled model's predict must be a generator: yield each response's outputs "
+                            f"(it returned {type(produced).__name__})")
+        try:
+            for outputs in produced:
+                response: Any = self._postprocess(outputs) if self._postprocess else outputs
+                if not sender.send(response):
+                    return
+        finally:
+            produced.close()
 
     def close(self) -> None:
         close = getattr(self._instance, "close", None)

@@ -36,7 +36,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from inferd.errors import ErrorCode, InferError, internal
-from inferd.executors.base import Executor
+from inferd.executors.base import Executor, StreamingExecutor
+from inferd.runtimes.base import ResponseSender
 from inferd.scheduling.policy import SchedulingPolicy
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class _Pending:
     """Resolved with the request's RunResult, or failed."""
     is_disconnected: Callable[[], bool] | None = None
     timer: asyncio.TimerHandle | None = field(default=None)
+    sender: ResponseSender | None = None
+    """A decoupled model's request: where its responses go (it always runs alone)."""
 
     def gone(self) -> bool:
         """Finished (cancelled, expired) or its caller went away: it must not run."""
@@ -192,22 +195,24 @@ class Scheduler:
         else:
             self._dispatch()
 
-    def submit(self, inputs: Arrays, rows: int, waiter: Waiter, priority: object = None,
+    def submit(self, inputs: Arrays, rows: int, waiter: Waiter, priority: object = None,  # noqa: PLR0913, PLR0917
                timeout_us: int | None = None, is_disconnected: Callable[[], bool] | None = None,
-               key: tuple[object, ...] | None = None) -> None:
+               key: tuple[object, ...] | None = None, sender: ResponseSender | None = None) -> None:
         """Run one request's (validated) inputs; ``rows`` is its batch size (1 for an unbatched model). ``waiter``
         (an asyncio future will do) is told the result or the error, maybe before this returns (a refusal always
         is: the queue is full, or the priority is not one of the model's levels). ``is_disconnected`` tells
         whether the caller has gone away; a request still queued is then dropped. ``key``, when the caller knows
-        it, is what :func:`batch_key` would make of ``inputs``."""
+        it, is what :func:`batch_key` would make of ``inputs``. ``sender``: a decoupled model's request, whose
+        responses go there as the model makes them; its result then only says the model has finished."""
         try:
             level = self._default_level if priority is None else self.policy.priority_level(priority)
             if not self._queued and self._runs_now():  # a busy turn's requests skip the call
                 self._busy += 1
-                self._run([_Pending(inputs, rows, (), perf_counter_ns(), waiter)])
+                self._run([_Pending(inputs, rows, (), perf_counter_ns(), waiter, sender=sender)])
                 return
-            self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us, is_disconnected, key,
-                          waiter)
+            queued = self._enqueue(inputs, rows, level, timeout_us or self.policy.default_timeout_us,
+                                   is_disconnected, key, waiter)
+            queued.sender = sender
         except InferError as exc:
             _settle(_Pending(inputs, rows, (), 0, waiter), exc)
             return
@@ -252,6 +257,11 @@ class Scheduler:
         else on a task."""
         inputs = batch[0].inputs if len(batch) == 1 else _stack([p.inputs for p in batch])
         rows = sum(p.rows for p in batch)
+        if batch[0].sender is not None:  # decoupled models never batch (see ModelConfig)
+            task = asyncio.get_running_loop().create_task(self._run_streamed(batch[0], batch[0].sender))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            return
         if not self.executor.inline(rows):
             task = asyncio.get_running_loop().create_task(self._run_later(batch, inputs, rows))
             self._running.add(task)
@@ -279,6 +289,23 @@ class Scheduler:
         finally:
             self._release(rows, perf_counter_ns() - started)
         self._answer(batch, outputs, rows, started)
+
+    async def _run_streamed(self, item: _Pending, sender: ResponseSender) -> None:
+        """A decoupled model's request: its responses went to its sender; its result says the model finished."""
+        started = perf_counter_ns()
+        try:
+            if not isinstance(self.executor, StreamingExecutor):
+                raise internal(f"model {self.name!r} is decoupled, and its instances cannot stream responses")
+            await self.executor.stream(item.inputs, sender)
+        except BaseException as exc:
+            _fail([item], exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._release(item.rows, perf_counter_ns() - started)
+        if not item.future.done():
+            _settle(item, RunResult({}, started - item.enqueued_ns, perf_counter_ns() - started, item.rows))
 
     def _answer(self, batch: list[_Pending], outputs: Mapping[str, np.ndarray], rows: int, started: int) -> None:
         """Check what the model returned and give each caller still waiting its rows."""

@@ -33,7 +33,11 @@ HTTP_ROUTES: tuple[tuple[str | None, re.Pattern[str], Scope | None], ...] = tupl
         ("POST", r"/v1/models/[^/]+:predict", Scope.INFER),
         ("POST", r"/invocations", Scope.INFER),
         ("POST", r"/openai/v1/(?:completions|chat/completions|embeddings)", Scope.INFER),
+        (None, r"/v2/(?:system|cuda)sharedmemory(?:/.*)?", Scope.INFER),  # a key's own regions, for its inferences
         ("POST", r"/v2/repository/index", Scope.READ),
+        ("POST", r"/v2/endpoints/[^/]+/infer", Scope.INFER),
+        ("GET", r"/v2/endpoints(?:/.*)?", Scope.READ),
+        (None, r"/v2/endpoints(?:/.*)?", Scope.ADMIN),
         ("POST", r"/v2/repository/models/[^/]+/(?:load|unload)", Scope.ADMIN),
         (None, r"/v2/batch/jobs(?:/.*)?", Scope.ADMIN),
         ("GET", r"/v2/jobs(?:/.*)?", Scope.INFER),  # a key sees its own jobs; admin sees everyone's
@@ -55,6 +59,12 @@ GRPC_METHODS: dict[str, Scope | None] = {
     "ModelStreamInfer": Scope.INFER,
     "RepositoryModelLoad": Scope.ADMIN,
     "RepositoryModelUnload": Scope.ADMIN,
+    "SystemSharedMemoryStatus": Scope.INFER,
+    "SystemSharedMemoryRegister": Scope.INFER,
+    "SystemSharedMemoryUnregister": Scope.INFER,
+    "CudaSharedMemoryStatus": Scope.INFER,
+    "CudaSharedMemoryRegister": Scope.INFER,
+    "CudaSharedMemoryUnregister": Scope.INFER,
 }
 """Method names of ``inference.GRPCInferenceService``; any other method needs ``admin``."""
 

@@ -15,6 +15,7 @@ from typing import Any
 from inferd import heap
 from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
+from inferd.endpoints import Endpoints, EndpointStore
 from inferd.jobs.service import AsyncConfig, AsyncService
 from inferd.observability.capture import CaptureWriter
 from inferd.observability.request_context import RequestObserver
@@ -28,12 +29,13 @@ from inferd.server.http import HTTPLimits, HTTPServer
 from inferd.server.http.protocol import Front
 from inferd.server.rest.v2_infer import RESTRouter
 from inferd.settings import ServerSettings
+from inferd.shared_memory import SharedMemoryRegistry
 
 log = logging.getLogger(__name__)
 
 
 EXTENSIONS = ("binary_tensor_data", "classification", "model_repository", "model_repository(unload_dependents)",
-              "model_configuration", "statistics", "generate")
+              "model_configuration", "system_shared_memory", "statistics", "generate", "sequence")
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
@@ -72,7 +74,16 @@ def build_dataplane(settings: ServerSettings) -> DataPlane:
                           control=model_control(settings))
     if settings.cache_bytes:
         dataplane.cache = ResponseCache(int(settings.cache_bytes), settings.cache_ttl_s)
+    dataplane.shared_memory = SharedMemoryRegistry()
     return dataplane
+
+
+def open_endpoints(dataplane: DataPlane, settings: ServerSettings) -> Endpoints:
+    """The endpoints (files beside the models, and the store in the state folder), resolved by the DataPlane."""
+    endpoints = Endpoints(dataplane.repository, EndpointStore(settings.state_dir / "endpoints.db"))
+    endpoints.attach(dataplane)
+    endpoints.open()
+    return endpoints
 
 
 def model_control(settings: ServerSettings) -> ModelControl:
@@ -92,6 +103,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     authenticator = build_authenticator(settings)
     tls = TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
     dataplane = build_dataplane(settings)
+    endpoints = open_endpoints(dataplane, settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
     dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not, settings.require_async)
     batch_jobs = BatchJobs(dataplane, settings.batch_roots)
@@ -130,6 +142,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await http.stop(settings.shutdown_grace_s)
         await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
+        await endpoints.stop()  # a running rollout stays "running" in the store: the next start rolls it back
         await dataplane.stop()
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written
@@ -158,7 +171,7 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authentica
 
         interceptors.append(AuthInterceptor(authenticator, observer))
     return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes,
-                                   interceptors=interceptors,
+                                   interceptors=interceptors, authenticator=authenticator,
                                    credentials=tls.grpc_credentials() if tls is not None else None,
                                    observer=observer)
 

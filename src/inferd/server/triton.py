@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferd.inference import ConfigTensor, ModelConfiguration
+from inferd.sequence_config import SequenceBatchingConfig
 
 TRITON_DATA_TYPE: dict[str, str] = {
     "BOOL": "TYPE_BOOL",
@@ -34,6 +35,7 @@ def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
         "input": [{**_tensor(t), "format": t.format, "is_shape_tensor": False, "allow_ragged_batch": False,
                    "optional": False} for t in config.inputs],
         "output": [{**_tensor(t), "is_shape_tensor": False} for t in config.outputs],
+        "model_transaction_policy": {"decoupled": config.decoupled},
     }
     batching = config.dynamic_batching
     if batching is not None:
@@ -43,7 +45,33 @@ def config_to_json(config: ModelConfiguration) -> dict[str, Any]:
             "priority_levels": batching.priority_levels,
             "default_priority_level": batching.default_priority,
         }
+    if config.sequence_batching is not None:
+        found["sequence_batching"] = sequence_batching_to_json(config.sequence_batching)
     return found
+
+
+def sequence_batching_to_json(config: SequenceBatchingConfig) -> dict[str, Any]:
+    """``[sequence_batching]`` as Triton's ``sequence_batching`` section (one ``control`` per control input)."""
+    strategy: dict[str, Any] = {"max_queue_delay_microseconds": config.max_queue_delay_microseconds}
+    if config.strategy == "oldest":
+        strategy.update(max_candidate_sequences=config.max_candidate_sequences or 1024,
+                        preferred_batch_size=list(config.preferred_batch_sizes), preserve_ordering=False)
+    else:
+        strategy["minimum_slot_utilization"] = 0.0
+    controls = []
+    for control in config.control_input:
+        kind: dict[str, Any] = {"kind": control.kind}
+        if control.datatype is not None:
+            kind["data_type"] = TRITON_DATA_TYPE[str(control.datatype)]
+        for key in ("int32_false_true", "fp32_false_true", "bool_false_true"):
+            if getattr(control, key) is not None:
+                kind[key] = list(getattr(control, key))
+        controls.append({"name": control.name, "control": [kind]})
+    states = [{"input_name": s.input_name, "output_name": s.output_name, "data_type": TRITON_DATA_TYPE[s.datatype],
+               "dims": list(s.shape), "initial_state": [], "use_same_buffer_for_input_output": False,
+               "use_growable_memory": False} for s in config.state]
+    return {"max_sequence_idle_microseconds": config.max_sequence_idle_microseconds, config.strategy: strategy,
+            "control_input": controls, "state": states, "iterative_sequence": False}
 
 
 def _tensor(tensor: ConfigTensor) -> dict[str, Any]:

@@ -38,6 +38,7 @@ def imported_by(*args: str) -> tuple[int, set[str]]:
 @pytest.mark.parametrize("args", [
     ("--help",), ("--version",), ("serve", "--help"), ("demo", "--help"), ("predict", "--help"),
     ("batch", "run", "--help"), ("models", "list", "--help"), ("jobs", "list", "--help"), ("keys", "create", "--help"),
+    ("endpoints", "rollout", "--help"),
 ], ids=" ".join)
 def test_help_does_not_import_what_inference_needs(args):
     code, modules = imported_by(*args)

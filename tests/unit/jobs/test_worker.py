@@ -283,5 +283,5 @@ def test_during_a_flood_the_worker_claims_ahead_but_runs_only_its_places(store, 
     calm, flooded = run(main())
     assert calm == ["j0", "j1"]  # no flood: only as many claimed as run, the rest stay queued (cancellable)
     assert len(flooded) == 8  # 4 x 2 claimed ahead
-    assert inside[:2] == ["j0", "j1"]
+    assert sorted(inside[:2]) == ["j0", "j1"]  # the two claimed first run first, in either order
     assert len(inside) == 12

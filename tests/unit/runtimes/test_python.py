@@ -123,3 +123,41 @@ def test_two_models_with_the_same_class_name_do_not_collide(repo_root):
     first = load(write_model(repo_root, "one", ADDER))
     second = load(write_model(repo_root, "two", FAILING))
     assert first.signature != second.signature
+
+
+class _Sender:
+    """Takes ``room`` responses, then says the caller has gone away."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent: list[int] = []
+
+    def send(self, outputs) -> bool:
+        if len(self.sent) == self.room:
+            return False
+        self.sent.append(int(outputs["i"][0]))
+        return True
+
+
+def test_a_decoupled_predict_streams_through_postprocess_and_is_closed_when_the_caller_leaves(repo_root):
+    from fakes import STREAMER
+
+    source = STREAMER.replace("    def predict(self, inputs):",
+                              "    def postprocess(self, outputs):\n        return {'i': outputs['i'] * 10}\n\n"
+                              "    def predict(self, inputs):")
+    folder = write_model(repo_root, "streamer", source)
+    runtime = load(folder)
+    everything = _Sender(room=10)
+    runtime.stream({"n": np.array([3], dtype=np.int32)}, everything)
+    assert everything.sent == [0, 10, 20]
+    leaving = _Sender(room=2)
+    runtime.stream({"n": np.array([-1], dtype=np.int32)}, leaving)  # forever, until the sender refuses
+    assert leaving.sent == [0, 10]
+    assert (folder / "1" / "closed").read_text() == "2"  # its finally ran: the generator was closed
+
+
+def test_a_decoupled_call_of_a_predict_that_is_no_generator_is_a_type_error(repo_root):
+    folder = write_model(repo_root, "lengths", WITH_HOOKS, toml=TOML)
+    runtime = load(folder, override=override_from(folder))
+    with pytest.raises(TypeError, match="a decoupled model's predict must be a generator"):
+        runtime.stream({"text": np.array([b"abc"], dtype=object)}, _Sender(room=1))

@@ -37,10 +37,17 @@ HTTP_SAMPLES = [
     ("DELETE", "/v2/jobs/abc", "`DELETE /v2/jobs/{id}`"),
     ("POST", "/invocations", "`/invocations`"),
     ("POST", "/v2/repository/index", "`POST /v2/repository/index`"),
+    ("POST", "/v2/endpoints/e/infer", "`POST /v2/endpoints/{e}/infer`"),
+    ("GET", "/v2/endpoints/e/history", "`GET /v2/endpoints...`"),
+    ("PUT", "/v2/endpoints/e", "`PUT`/`DELETE /v2/endpoints/{e}`"),
+    ("POST", "/v2/endpoints/e/rollout", "`POST /v2/endpoints/{e}/rollout`"),
     ("GET", "/metrics", "`/metrics`"),
     ("GET", "/docs", "`/docs`"),
     ("POST", "/v2/repository/models/m/load", "repository load and unload"),
     ("POST", "/v2/batch/jobs", "batch jobs (`/v2/batch/jobs...`)"),
+    ("POST", "/v2/systemsharedmemory/region/r/register", "`/v2/systemsharedmemory/...`"),
+    ("GET", "/v2/systemsharedmemory/status", "`/v2/systemsharedmemory/...`"),
+    ("POST", "/v2/cudasharedmemory/unregister", "`/v2/cudasharedmemory/...`"),
 ]
 
 
@@ -55,7 +62,8 @@ def test_the_table_puts_each_route_in_the_row_of_the_scope_the_code_asks(method,
 
 @pytest.mark.parametrize(("method", "words"), [("ModelInfer", "`ModelInfer`"), ("ServerLive", "`ServerLive`"),
                                                 ("ModelMetadata", "gRPC metadata"),
-                                                ("RepositoryModelLoad", "`RepositoryModelLoad`")])
+                                                ("RepositoryModelLoad", "`RepositoryModelLoad`"),
+                                                ("SystemSharedMemoryRegister", "`SystemSharedMemory*`")])
 def test_grpc_methods_are_in_the_row_of_their_scope(method, words):
     assert words in scope_rows()[grpc_scope(f"/inference.GRPCInferenceService/{method}")]
 

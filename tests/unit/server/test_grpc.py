@@ -387,7 +387,7 @@ def test_a_message_over_the_limit_is_refused(dataplane):
 
 def test_calls_inferd_does_not_serve_are_unimplemented(client):
     with pytest.raises(InferenceServerException) as info:
-        client.get_system_shared_memory_status()
+        client.get_log_settings()
     assert status_of(info) == "StatusCode.UNIMPLEMENTED"
 
 
@@ -457,10 +457,10 @@ def test_a_stream_has_one_request_id(stub):
 
 
 def test_stream_survives_an_unexpected_exception(client, dataplane, monkeypatch):
-    async def broken(request: Any) -> None:
+    def broken(*args: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(dataplane, "infer", broken)
+    monkeypatch.setattr(dataplane, "stream", broken)
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     try:

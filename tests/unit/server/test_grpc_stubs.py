@@ -91,7 +91,7 @@ def test_every_call_matches_tritonclient():
         return (method.input_type.full_name, method.output_type.full_name, method.client_streaming,
                 method.server_streaming)
 
-    assert len(ours.methods) == 12
+    assert len(ours.methods) == 18
     for method in ours.methods:
         assert shape(method) == shape(theirs.methods_by_name[method.name]), method.name
 

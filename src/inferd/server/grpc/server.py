@@ -9,6 +9,7 @@ import grpc
 
 from inferd.dataplane import DataPlane
 from inferd.observability.request_context import RequestObserver
+from inferd.security.auth import Authenticator
 from inferd.server.grpc.generated import grpc_service_pb2_grpc
 from inferd.server.grpc.health import add_health_and_reflection
 from inferd.server.grpc.servicer import InferenceServicer
@@ -18,14 +19,16 @@ class GrpcBindError(OSError):
     """The gRPC server could not listen on the address it was given."""
 
 
-async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_message_bytes: int, *,
+async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_message_bytes: int, *,  # noqa: PLR0913
                             interceptors: Sequence[Any] = (), credentials: Any = None,
-                            observer: RequestObserver | None = None) -> grpc.aio.Server:
+                            observer: RequestObserver | None = None,
+                            authenticator: Authenticator | None = None) -> grpc.aio.Server:
     """Serve ``dataplane`` over gRPC on ``host:port``; return the started server.
 
     ``interceptors`` (``grpc.aio.ServerInterceptor``) see every call first, such as the API key check;
     with ``credentials`` (``grpc.ssl_server_credentials``) the port speaks TLS only. ``observer`` gives calls
-    their request ids (the HTTP server's, so ids from both share one sequence). The standard health service and
+    their request ids (the HTTP server's, so ids from both share one sequence). ``authenticator`` (the
+    interceptor's) tells the servicer whose shared memory regions a call names. The standard health service and
     server reflection are served beside it (server/grpc/health.py).
 
     Messages up to ``max_message_bytes`` are taken and sent. The port is not shared with another process
@@ -38,7 +41,7 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_mess
         ("grpc.so_reuseport", 0),
     ])
     register = grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
-    register(InferenceServicer(dataplane, observer), server)  # type: ignore[no-untyped-call]  # generated untyped
+    register(InferenceServicer(dataplane, observer, authenticator), server)  # type: ignore[no-untyped-call]  # generated untyped
     add_health_and_reflection(server, dataplane)
     address = grpc_address(host, port)
     try:

@@ -14,19 +14,26 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import json_format
 
+from inferd.calls import GeneralCall, Routing
 from inferd.dataplane import DataPlane
+from inferd.decoupled import StreamResponse
 from inferd.errors import ErrorCode, InferError, internal, invalid
 from inferd.inference import InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput
 from inferd.observability.request_context import GRPC_KEY, REQUEST_ID, RequestObserver
+from inferd.security.auth import Authenticator, key_from_metadata
 from inferd.server.grpc.generated import grpc_service_pb2 as pb
 from inferd.server.grpc.generated import model_config_pb2 as config_pb
+from inferd.server.routing_headers import GRPC_FORCED
+from inferd.server.routing_headers import GRPC_KEY as ROUTE_KEY
 from inferd.server.status import GRPC_STATUS
 from inferd.server.triton import config_to_json
+from inferd.shared_memory import CUDA_REFUSAL, NO_KEY, REGION, Regions, SharedMemoryRegistry
 from inferd.stats import ModelStats
 from inferd.tensors import DATATYPES, from_raw, to_raw
 
@@ -92,9 +99,12 @@ def _unexpected(exc: Exception) -> str:
 class InferenceServicer:
     """Every call of ``inference.GRPCInferenceService`` that inferd serves, over one :class:`DataPlane`."""
 
-    def __init__(self, dataplane: DataPlane, observer: RequestObserver | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, observer: RequestObserver | None = None,
+                 authenticator: Authenticator | None = None) -> None:
         self._dataplane = dataplane
         self._observer = observer or RequestObserver()
+        self._authenticator = authenticator
+        """Who a caller is, for its shared memory regions (the interceptor checked the key already)."""
 
     def request_id_metadata(self, context: Any) -> Metadata:
         """``x-request-id`` for the trailing metadata: the caller's, when usable, else a new one (as over HTTP)."""
@@ -144,33 +154,105 @@ class InferenceServicer:
     # -- inference -----------------------------------------------------------------------------------------
     @_answers_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await self._infer(request)
+        return await self._infer(request, context)
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """One response per request, in order; a failed request answers with ``error_message`` and the
-        stream goes on. The stream has one request id."""
+        """The requests one after the other, in order, each answered by :meth:`DataPlane.stream`: one response
+        (a decoupled model: any number, then the final flag), each with Triton's ``triton_final_response``; a
+        failed request answers with ``error_message`` and the stream goes on. The stream has one request id.
+        A client that cancels the stream stops the model (the responses' iterator is closed)."""
         trailing = self.request_id_metadata(context)
         context.set_trailing_metadata(trailing)
         REQUEST_ID.set(trailing[0][1])  # grpc.aio runs each call in a task of its own: this context is the call's
         async for request in requests:
-            yield await self._stream_one(request)
+            async for message in self._stream_one(request, context):
+                yield message
 
-    async def _stream_one(self, request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+    async def _stream_one(self, request: pb.ModelInferRequest,
+                          context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        empty_final = _wants_empty_final(request)
+        call = GeneralCall(decode_infer_request(request), self._regions(context))
         try:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            async with aclosing(self._dataplane.stream(call)) as responses:
+                async for item in responses:
+                    message = _stream_message(request, item, empty_final)
+                    if message is not None:
+                        yield message
+            return
         except InferError as exc:
-            message = exc.message
+            text = exc.message
         except Exception as exc:  # a bug: answer it on the stream, keep the stream open
             log.exception("gRPC ModelStreamInfer failed")
-            message = _unexpected(exc)
+            text = _unexpected(exc)
         echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
                                      id=request.id)
-        return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+        echo.parameters[FINAL_RESPONSE].bool_param = True
+        yield pb.ModelStreamInferResponse(error_message=text, infer_response=echo)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        response = await self._dataplane.infer(decode_infer_request(request))
-        return encode_infer_response(response)
+    async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        call = GeneralCall(decode_infer_request(request), self._regions(context), endpoint="ModelInfer RPC")
+        call.routing = _routing(context.invocation_metadata())  # an endpoint's variant answers in the parameters
+        return encode_infer_response(await self._dataplane.infer(call))
+
+    def _regions(self, context: Any) -> Regions | None:
+        registry = self._dataplane.shared_memory
+        if registry is None or self._authenticator is None:
+            return None if registry is None else registry.shared
+        return registry.caller(functools.partial(self._owner, context))
+
+    def _owner(self, context: Any) -> str:
+        """The name of the caller's API key: the owner of its shared memory regions."""
+        if self._authenticator is None:
+            return NO_KEY
+        return self._authenticator.principal(key_from_metadata(context.invocation_metadata())).name
+
+    # -- shared memory -------------------------------------------------------------------------------------
+    @_answers_errors
+    async def SystemSharedMemoryStatus(self, request: pb.SystemSharedMemoryStatusRequest,
+                                       context: Any) -> pb.SystemSharedMemoryStatusResponse:
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self._registry().status(self._owner(context), request.name):
+            response.regions[region.name].CopyFrom(pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size))
+        return response
+
+    @_answers_errors
+    async def SystemSharedMemoryRegister(self, request: pb.SystemSharedMemoryRegisterRequest,
+                                         context: Any) -> pb.SystemSharedMemoryRegisterResponse:
+        self._registry().register(self._owner(context), request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_answers_errors
+    async def SystemSharedMemoryUnregister(self, request: pb.SystemSharedMemoryUnregisterRequest,
+                                           context: Any) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._registry().unregister(self._owner(context), request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    def _registry(self) -> SharedMemoryRegistry:
+        if self._dataplane.shared_memory is None:
+            raise invalid("system shared memory is not enabled on this server")
+        return self._dataplane.shared_memory
+
+    # As Triton built without GPU support: no CUDA region is ever registered, so the status is empty and
+    # unregistering has nothing to do (Triton's examples unregister everything first); registering is refused.
+    @_answers_errors
+    async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest,
+                                     context: Any) -> pb.CudaSharedMemoryStatusResponse:
+        if request.name:
+            raise InferError(ErrorCode.NOT_FOUND, f"Unable to find cuda shared memory region: {request.name!r}; "
+                             f"{CUDA_REFUSAL}")
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @_answers_errors
+    async def CudaSharedMemoryRegister(self, request: pb.CudaSharedMemoryRegisterRequest,
+                                       context: Any) -> pb.CudaSharedMemoryRegisterResponse:
+        raise invalid(f"failed to register CUDA shared memory region {request.name!r}: {CUDA_REFUSAL}")
+
+    @_answers_errors
+    async def CudaSharedMemoryUnregister(self, request: pb.CudaSharedMemoryUnregisterRequest,
+                                         context: Any) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     # -- model repository ----------------------------------------------------------------------------------
     @_answers_errors
@@ -197,6 +279,50 @@ class InferenceServicer:
         return pb.RepositoryModelUnloadResponse()
 
 
+def _routing(metadata: Any) -> Routing | None:
+    """What a call's metadata asks of an endpoint (the REST headers' names: ``x-inferd-variant``, ...)."""
+    routing = None
+    for key, value in metadata or ():
+        if isinstance(value, str) and (key in GRPC_FORCED or key == ROUTE_KEY):
+            routing = routing or Routing()
+            if key == ROUTE_KEY:
+                routing.key = value
+            else:
+                routing.variant = value
+    return routing
+
+
+FINAL_RESPONSE = "triton_final_response"
+"""Set on every stream response, as Triton does: whether it is the request's last."""
+EMPTY_FINAL = "triton_enable_empty_final_response"
+"""A request parameter (tritonclient's ``enable_empty_final_response``): send the final flag of a decoupled
+model's request as an empty response of its own (else, as Triton, it is not sent)."""
+
+
+def _wants_empty_final(request: pb.ModelInferRequest) -> bool:
+    """Whether the request asks for the empty final response; the parameter is the stream's, not the model's."""
+    if EMPTY_FINAL not in request.parameters:
+        return False
+    wanted = bool(request.parameters[EMPTY_FINAL].bool_param)
+    del request.parameters[EMPTY_FINAL]
+    return wanted
+
+
+def _stream_message(request: pb.ModelInferRequest, item: StreamResponse,
+                    empty_final: bool) -> pb.ModelStreamInferResponse | None:
+    """One stream message; None for the final flag alone unless the request asked for it as an empty response
+    (which echoes the request's model, version and id, as Triton's)."""
+    if item.response is not None:
+        message = encode_infer_response(item.response)
+    elif empty_final:
+        message = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
+                                        id=request.id)
+    else:
+        return None
+    message.parameters[FINAL_RESPONSE].bool_param = item.final
+    return pb.ModelStreamInferResponse(infer_response=message)
+
+
 def _repository_parameters(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:
     """Repository parameters as plain values (bool, int, str or bytes; None for one with no value)."""
     return {key: getattr(value, value.WhichOneof("parameter_choice") or "", None) for key, value in parameters.items()}
@@ -207,14 +333,17 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferenceRequest:
     """A ``ModelInferRequest`` as the DataPlane's :class:`InferenceRequest`."""
     raw = request.raw_input_contents
     for tensor in request.inputs if raw else ():  # checked first, as Triton does: its clients match on the words
-        if tensor.contents.ListFields():
+        if tensor.contents.ListFields() and REGION not in tensor.parameters:
             raise _contents_and_raw(tensor.name, request.model_name)
-    if raw and len(raw) != len(request.inputs):
+    shared = [REGION in tensor.parameters for tensor in request.inputs] if raw else []
+    if raw and len(raw) != len(request.inputs) - sum(shared):
+        which = " not in shared memory" if any(shared) else ""
         raise invalid(
-            f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs)} inputs; "
-            "send one entry per input, in the order of the inputs"
+            f"the request has {len(raw)} raw_input_contents entries for {len(request.inputs) - sum(shared)} inputs"
+            f"{which}; send one entry per such input, in the order of the inputs"
         )
-    inputs = [decode_input(tensor, raw[i] if raw else None, request.model_name)
+    contents = iter(raw)
+    inputs = [decode_input(tensor, next(contents) if raw and not shared[i] else None, request.model_name)
               for i, tensor in enumerate(request.inputs)]
     outputs = [RequestOutput(o.name, decode_parameters(o.parameters)) for o in request.outputs]
     return InferenceRequest(
@@ -232,6 +361,11 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
     if datatype not in DATATYPES:
         raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
+    if REGION in tensor.parameters:  # read from its region on the one inference path
+        if tensor.contents.ListFields():
+            raise invalid(f"unexpected 'content' provided when using shared memory for input tensor '{name}' "
+                          f"for model '{model}'; send one or the other")
+        return RequestInput(name, datatype, shape, None, decode_parameters(tensor.parameters))
     if raw is None:
         data: Any = typed_contents(tensor)
     elif tensor.contents.ListFields():
@@ -280,7 +414,8 @@ def encode_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
     for output in response.outputs:
         tensor = message.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         encode_parameters(output.parameters, tensor.parameters)
-        message.raw_output_contents.append(to_raw(output.data))
+        # an output written into shared memory has an empty entry, as Triton's: clients find outputs by index
+        message.raw_output_contents.append(b"" if output.in_shared_memory else to_raw(output.data))
     return message
 
 

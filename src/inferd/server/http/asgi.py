@@ -148,11 +148,12 @@ class ASGIExchange:
                 return self._next_piece()
             if self.response_complete:
                 return _DISCONNECT
-            self.wakeup = asyncio.get_running_loop().create_future()
+            wakeup = self.wakeup = asyncio.get_running_loop().create_future()
             try:
-                await self.wakeup
+                await wakeup
             finally:
-                self.wakeup = None
+                if self.wakeup is wakeup:  # a receive() cancelled late must not drop the next one's wakeup
+                    self.wakeup = None
 
     def _next_piece(self) -> Message:
         data = self.body[0] if len(self.body) == 1 else b"".join(self.body)

@@ -30,6 +30,7 @@ _RETRY_STATUSES = frozenset({429, 503})
 _KINDS: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.INVALID_ARGUMENT: ("invalid_request_error", None),
     ErrorCode.FAILED_PRECONDITION: ("invalid_request_error", None),
+    ErrorCode.ABORTED: ("invalid_request_error", "conflict"),
     ErrorCode.NOT_FOUND: ("invalid_request_error", "model_not_found"),
     ErrorCode.RESOURCE_EXHAUSTED: ("rate_limit_error", "rate_limit_exceeded"),
     ErrorCode.UNAVAILABLE: ("server_error", "service_unavailable"),
@@ -37,6 +38,7 @@ _KINDS: dict[ErrorCode, tuple[str, str | None]] = {
     ErrorCode.INTERNAL: ("server_error", None),
     ErrorCode.UNAUTHENTICATED: ("authentication_error", "invalid_api_key"),
     ErrorCode.PERMISSION_DENIED: ("permission_error", None),
+    ErrorCode.UNIMPLEMENTED: ("invalid_request_error", None),
 }
 """OpenAI's error ``type`` and ``code`` for each neutral code (the status comes from ``HTTP_STATUS``)."""
 

@@ -16,11 +16,14 @@ from inferd.dataplane import DataPlane
 from inferd.errors import InferError
 from inferd.server.openai import errors as openai_errors
 from inferd.server.openai.router import is_openai_path, openai_router
+from inferd.server.rest.body import BodyLimit
+from inferd.server.rest.endpoint_routes import endpoint_router
 from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.generate import generate_router
 from inferd.server.rest.openapi import document_honestly
 from inferd.server.rest.responses import error_response, failure_response
 from inferd.server.rest.sagemaker import sagemaker_router
+from inferd.server.rest.shared_memory import shared_memory_router
 from inferd.server.rest.v1 import v1_router, vertex_router
 from inferd.server.rest.v2 import v2_router
 from inferd.settings import ServerSettings
@@ -42,6 +45,8 @@ def build_app(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService
                                      "and OpenAI-compatible (/openai/v1) routes.")
     document_honestly(app)
     app.include_router(v2_router(dataplane, settings.max_body_bytes))
+    app.include_router(shared_memory_router(dataplane, BodyLimit(settings.max_body_bytes, "max_body_bytes")))
+    app.include_router(endpoint_router(dataplane, settings.max_body_bytes))
     app.include_router(generate_router(dataplane, settings.max_body_bytes))
     if jobs is not None:
         from inferd.server.rest.async_routes import async_router

@@ -143,7 +143,10 @@ def _job_routes(router: APIRouter, service: AsyncService) -> None:
 
 def _check_model(dataplane: DataPlane, model: str, version: str | None) -> None:
     """NOT_FOUND (nothing stored) for an unknown model or version, with the synchronous route's message. A
-    known model that is not ready now is accepted: its job retries while it is unavailable."""
+    known model that is not ready now is accepted: its job retries while it is unavailable. An endpoint's name
+    is accepted: its variant is picked when the job runs."""
+    if dataplane.endpoints is not None and model in dataplane.endpoints.table.endpoints:
+        return
     try:
         dataplane.repository.get(model, parse_version(version))
     except InferError as exc:

@@ -3,7 +3,8 @@
 
 The body (``text_input`` or ``messages``, and ``parameters``) and the answer are read and written by
 :mod:`inferd.codecs.generate`. Errors are ``{"error": "..."}`` (the V2 form); one that
-happens mid-stream is sent as such an event."""
+happens mid-stream is sent as such an event. ``generate_stream`` on a tensor model (a decoupled one: any number of
+responses) maps fields to inputs by name instead: see :mod:`inferd.server.rest.generate_tensors`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from inferd.errors import InferError
 from inferd.generation.scheduler import GenerationEvent
 from inferd.server.rest.body import BodyLimit, read_body
 from inferd.server.rest.errors import failure_parts
+from inferd.server.rest.generate_tensors import open_tensor_stream, tensor_request
 from inferd.server.rest.responses import json_response
 from inferd.server.rest.sse import event, sse_response, unless_disconnected
 
@@ -33,10 +35,16 @@ def generate_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         events = await dataplane.generate(parse(await read_body(request, limit), model, version))
         return json_response(await unless_disconnected(request, whole(events, model, version)))
 
-    @router.post("/v2/models/{model}/generate_stream", summary="Generate text as server-sent events")
-    @router.post("/v2/models/{model}/versions/{version}/generate_stream", summary="Stream text, one version")
+    @router.post("/v2/models/{model}/generate_stream", summary="Generate text, or stream a model's responses, "
+                 "as server-sent events")
+    @router.post("/v2/models/{model}/versions/{version}/generate_stream", summary="Stream, one version")
     async def generate_stream(request: Request, model: str, version: str | None = None) -> Response:
-        events = await dataplane.generate(parse(await read_body(request, limit), model, version))
+        raw = await read_body(request, limit)
+        chosen = await dataplane.ensure_loaded(model, version)
+        if (chosen.loaded or chosen.require_loaded()).generator is None:  # a tensor model: its inputs by name
+            inference = tensor_request(raw, model, version, chosen.signature)
+            return sse_response(await open_tensor_stream(dataplane, request, inference))
+        events = await dataplane.generate(parse(raw, model, version))
         return sse_response(_stream(events, model, version))
 
     return router

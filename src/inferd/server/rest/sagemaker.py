@@ -22,6 +22,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.calls import GeneralCall
 from inferd.codecs import csv_rows, v1, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import invalid
@@ -31,6 +32,7 @@ from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.openapi import INVOCATIONS_BODY
 from inferd.server.rest.responses import JSON, error_response, json_response
 from inferd.server.rest.v1 import DEFAULT_MODEL_VARIABLE, default_model
+from inferd.server.routing_headers import ANSWERED, SAGEMAKER_ANSWERED, routing_from_headers
 from inferd.settings import ServerSettings
 from inferd.signature import Signature
 
@@ -59,8 +61,13 @@ def sagemaker_router(dataplane: DataPlane, settings: ServerSettings) -> APIRoute
         model = target_model(dataplane, settings.default_model, request.headers.get(TARGET_MODEL_HEADER))
         signature = (await dataplane.ensure_loaded(model)).signature  # on demand, the first request loads it
         inference, is_v2 = decode_invocation(body, content_type, charset, model, signature)
-        response = await dataplane.infer(inference)
-        return encode_invocation(response, accept, is_v2, signature.batched)
+        call = GeneralCall(inference)
+        call.routing = routing_from_headers(request.headers.raw)
+        response = await dataplane.infer(call)
+        answer = encode_invocation(response, accept, is_v2, signature.batched)
+        if call.routing is not None and call.routing.answered is not None:
+            answer.headers.update({ANSWERED: call.routing.answered, SAGEMAKER_ANSWERED: call.routing.answered})
+        return answer
 
     return router
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.calls import GeneralCall, Routing
 from inferd.codecs import v1, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import not_found
@@ -23,6 +24,7 @@ from inferd.server.rest.body import BodyLimit, read_body
 from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.openapi import V1_BODY, V1_RESPONSE
 from inferd.server.rest.responses import json_response
+from inferd.server.routing_headers import answered_header, routing_from_headers
 from inferd.settings import ServerSettings
 
 DEFAULT_MODEL_VARIABLE = "INFERD_DEFAULT_MODEL"
@@ -43,7 +45,8 @@ def v1_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
 
     @router.post("/v1/models/{model}:predict", summary="Predict", openapi_extra=PREDICT_DOCS)
     async def predict(request: Request, model: str) -> Response:
-        return await predict_v1(dataplane, model, await read_body(request, BodyLimit(max_body_bytes, "max_body_bytes")))
+        body = await read_body(request, BodyLimit(max_body_bytes, "max_body_bytes"))
+        return await predict_v1(dataplane, model, body, routing_from_headers(request.headers.raw))
 
     return router
 
@@ -69,12 +72,15 @@ def vertex_router(dataplane: DataPlane, settings: ServerSettings) -> APIRouter:
     return router
 
 
-async def predict_v1(dataplane: DataPlane, model: str, body: bytes) -> Response:
-    """Decode a V1 body for ``model``, infer, and answer with its predictions."""
+async def predict_v1(dataplane: DataPlane, model: str, body: bytes, routing: Routing | None = None) -> Response:
+    """Decode a V1 body for ``model``, infer, and answer with its predictions (``routing``: what the request's
+    headers ask of an endpoint; the answer names the variant)."""
     payload = v2_json.loads(body)
     signature = (await dataplane.ensure_loaded(model)).signature  # on demand, the first request loads it
-    response = await dataplane.infer(v1.decode_request(payload, model, signature))
-    return json_response(v1.encode_response(response, signature.batched))
+    call = GeneralCall(v1.decode_request(payload, model, signature))
+    call.routing = routing
+    response = await dataplane.infer(call)
+    return json_response(v1.encode_response(response, signature.batched), headers=answered_header(call.routing))
 
 
 def served_models(dataplane: DataPlane) -> list[str]:

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.calls import Routing
 from inferd.codecs import v2_binary, v2_json
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
@@ -23,7 +24,9 @@ from inferd.server.rest.openapi import (
     REPOSITORY_UNLOAD_BODY,
 )
 from inferd.server.rest.responses import json_response
+from inferd.server.rest.shared_memory import owner
 from inferd.server.rest.v2_infer import infer as run_infer
+from inferd.server.routing_headers import answered_header, routing_from_headers
 from inferd.server.triton import config_to_json
 
 
@@ -105,8 +108,12 @@ def _infer_routes(router: APIRouter, dataplane: DataPlane, limit: BodyLimit) -> 
         # app runs under another server.
         body = await read_body(request, limit)
         header_length = request.headers.get(v2_binary.HEADER_LENGTH)
-        content, json_length = await run_infer(dataplane, body, header_length, model, version)
+        routing = routing_from_headers(request.headers.raw) or Routing()
+        regions = None if dataplane.shared_memory is None else dataplane.shared_memory.caller(owner(request.scope))
+        content, json_length = await run_infer(dataplane, body, header_length, model, version, regions=regions,
+                                               routing=routing)
         headers = {} if json_length is None else {v2_binary.HEADER_LENGTH: str(json_length)}
+        headers.update(answered_header(routing))
         coding = response_coding(request.headers.get("accept-encoding"))
         if coding is not None:  # as the native route answers (v2_infer.answer_parts)
             content = compress(content, coding) if len(content) <= INLINE_BYTES \

@@ -1,7 +1,7 @@
 """V2 inference over REST: the one function every way of arriving goes through, and the routes the connection
 answers itself.
 
-:func:`start_infer` hands a request body to the DataPlane as a :class:`~inferd.codecs.v2_body.V2Body` and
+:meth:`InferRoute.handle` hands a request body to the DataPlane as a :class:`~inferd.codecs.v2_body.V2Body` and
 :func:`answer_parts` turns its outcome into a response; :func:`infer` is the same for a coroutine (the FastAPI
 route that documents the path). :class:`InferRoute` and :class:`ProbeRoute` are the native routes of
 :class:`RESTRouter`: ``POST /v2/models/{m}[/versions/{v}]/infer`` and the V2 health probes, answered on the
@@ -17,17 +17,20 @@ from functools import partial
 
 import orjson
 
+from inferd.calls import Routing
 from inferd.codecs import v2_binary
 from inferd.codecs.v2_body import Encoded, V2Body
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
-from inferd.security.auth import Authenticator
+from inferd.security.auth import Authenticator, key_from_headers
 from inferd.security.scopes import Scope as AuthScope
 from inferd.server.http.coding import compress, response_coding
 from inferd.server.http.routes import Exchange, Parts
 from inferd.server.http.wire import Headers, header_lines
 from inferd.server.rest.body import INLINE_BYTES, BodyLimit
 from inferd.server.rest.errors import HTTPError, failure_parts
+from inferd.server.routing_headers import FORCED, KEY, answered_line, routing_from_headers
+from inferd.shared_memory import Regions
 
 INFER_PATH = re.compile(rb"^/v2/models/(?P<model>[^/%]+)(?:/versions/(?P<version>[^/%]+))?/infer$")
 """Percent-encoded names go to the FastAPI route, which decodes them."""
@@ -44,22 +47,15 @@ Outcome = Encoded | BaseException
 """How an inference ends: the response body and its JSON header's length, or the error."""
 
 
-def start_infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,
-                is_disconnected: Callable[[], bool] | None, answer: Callable[[Outcome], None]) -> None:
-    """Answer one V2 inference request (JSON, or the binary tensor extension): ``answer`` gets the outcome once,
-    maybe before this returns."""
-    try:
-        call = V2Body(body, header_length, model, version)
-    except InferError as exc:  # malformed JSON or header length
-        answer(exc)
-        return
-    dataplane.submit(call, answer, is_disconnected)
-
-
-async def infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,
-                is_disconnected: Callable[[], bool] | None = None) -> Encoded:
-    """:func:`start_infer` for a coroutine: the outcome, or its error raised."""
-    return await dataplane.infer(V2Body(body, header_length, model, version), is_disconnected)
+async def infer(dataplane: DataPlane, body: bytes, header_length: str | None, model: str, version: str | None,  # noqa: PLR0913, PLR0917
+                is_disconnected: Callable[[], bool] | None = None, regions: Regions | None = None,
+                routing: Routing | None = None) -> Encoded:
+    """One V2 inference request (JSON, or the binary tensor extension) through the DataPlane: the outcome, or its
+    error raised. ``regions``: the caller's shared memory regions; ``routing``: what the request asks of an
+    endpoint (the DataPlane records in it the variant that answered)."""
+    call = V2Body(body, header_length, model, version, regions)
+    call.routing = routing
+    return await dataplane.infer(call, is_disconnected)
 
 
 def answer_parts(outcome: Outcome, model: str, coding: str | None = None) -> tuple[int, bytes, bytes]:
@@ -79,20 +75,29 @@ def answer_parts(outcome: Outcome, model: str, coding: str | None = None) -> tup
     return status, header_lines(headers), content
 
 
-def _answer(exchange: Exchange, model: str, coding: str | None, outcome: Outcome) -> None:
+def _answer(exchange: Exchange, model: str, coding: str | None, outcome: Outcome,
+            routing: Routing | None = None) -> None:
     if coding is not None and type(outcome) is tuple and len(outcome[0]) > INLINE_BYTES:  # compressed in a thread
         done = asyncio.get_running_loop().run_in_executor(None, answer_parts, outcome, model, coding)
-        done.add_done_callback(partial(_answer_later, exchange, model))
+        done.add_done_callback(partial(_answer_later, exchange, model, routing))
         return
-    exchange.respond(*answer_parts(outcome, model, coding))
+    status, head, content = answer_parts(outcome, model, coding)
+    if routing is not None:
+        head += answered_line(routing)
+    exchange.respond(status, head, content)
 
 
-def _answer_later(exchange: Exchange, model: str, done: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
+def _answer_later(exchange: Exchange, model: str, routing: Routing | None,
+                  done: asyncio.Future[tuple[int, bytes, bytes]]) -> None:
     try:
-        parts = done.result()
+        status, head, content = done.result()
     except BaseException as exc:  # whatever it is, the client gets an answer
-        parts = answer_parts(exc, model)
-    exchange.respond(*parts)
+        status, head, content = answer_parts(exc, model)
+    exchange.respond(status, head + answered_line(routing), content)
+
+
+def _answer_call(exchange: Exchange, model: str, coding: str | None, call: V2Body, outcome: Outcome) -> None:
+    _answer(exchange, model, coding, outcome, call.routing)
 
 
 class InferRoute:
@@ -123,6 +128,7 @@ class InferRoute:
 
     def handle(self, exchange: Exchange, body: bytes) -> None:
         header_length = content_encoding = accept_encoding = None
+        routed = False
         for name, value in exchange.headers:
             if name == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
@@ -130,33 +136,55 @@ class InferRoute:
                 content_encoding = value
             elif name == _ACCEPT_ENCODING:
                 accept_encoding = value
+            elif name in FORCED or name == KEY:
+                routed = True
+        routing = routing_from_headers(exchange.headers) if routed else None
         coding = None if accept_encoding is None else response_coding(accept_encoding)
         if content_encoding is not None:
             try:
                 inflater = self._limit.inflater(content_encoding)
                 if inflater is not None and len(body) > INLINE_BYTES:  # inflated in a thread
                     done = asyncio.get_running_loop().run_in_executor(None, self._limit.inflate, inflater, body, True)
-                    done.add_done_callback(partial(self._inflated, exchange, header_length, coding))
+                    done.add_done_callback(partial(self._inflated, exchange, header_length, coding, routing))
                     return
                 if inflater is not None:
                     body = self._limit.inflate(inflater, body, last=True)
             except HTTPError as exc:
                 _answer(exchange, self.model, None, exc)
                 return
-        self._start(exchange, body, header_length, coding)
+        self._start(exchange, body, header_length, coding, routing)
 
-    def _inflated(self, exchange: Exchange, header_length: str | None, coding: str | None,
+    def _inflated(self, exchange: Exchange, header_length: str | None, coding: str | None, routing: Routing | None,
                   done: asyncio.Future[bytes]) -> None:
         try:
             body = done.result()
         except BaseException as exc:  # 413 or 400 from inflating, or the server stopping
             _answer(exchange, self.model, None, exc)
             return
-        self._start(exchange, body, header_length, coding)
+        self._start(exchange, body, header_length, coding, routing)
 
-    def _start(self, exchange: Exchange, body: bytes, header_length: str | None, coding: str | None) -> None:
-        start_infer(self._dataplane, body, header_length, self.model, self.version, exchange.is_gone,
-                    partial(_answer, exchange, self.model, coding))
+    def _start(self, exchange: Exchange, body: bytes, header_length: str | None, coding: str | None,
+               routing: Routing | None) -> None:
+        """Answer one request: the answer gets the outcome once, maybe before this returns."""
+        try:
+            call = V2Body(body, header_length, self.model, self.version, self._regions(exchange.headers))
+        except InferError as exc:  # malformed JSON or header length
+            _answer(exchange, self.model, None, exc)
+            return
+        call.routing = routing
+        self._dataplane.submit(call, partial(_answer_call, exchange, self.model, coding, call), exchange.is_gone)
+
+    def _regions(self, headers: Headers) -> Regions | None:
+        """The caller's shared memory regions; with API keys, whose they are is found only if a tensor names one."""
+        registry = self._dataplane.shared_memory
+        if registry is None or self._auth is None:
+            return None if registry is None else registry.shared
+        return registry.caller(partial(_owner, self._auth, headers))
+
+
+def _owner(authenticator: Authenticator, headers: Headers) -> str:
+    """The name of the caller's API key (checked already, by :meth:`InferRoute.refusal`)."""
+    return authenticator.principal(key_from_headers(headers)).name
 
 
 def ready_body(dataplane: DataPlane, ok: bool, plain: bytes) -> bytes:

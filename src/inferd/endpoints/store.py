@@ -1,0 +1,127 @@
+"""Durable endpoint state: ``endpoints.db`` (SQLite) in the server's state folder, beside the job store.
+
+Three tables: the endpoints as last changed (each with its change counter), their events (every change, rollout
+step and decision, with a timestamp), and the rollouts (their spec and how far they got). Every write is one
+transaction; :meth:`EndpointStore.put` is a compare-and-set on the change counter, so of two admin changes made
+against the same version one wins and the other gets ABORTED (409), even across server processes sharing the
+folder. Admin changes are rare: the calls are synchronous and short.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferd.errors import ErrorCode, InferError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (name TEXT PRIMARY KEY, spec TEXT, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, at REAL NOT NULL,
+                                   kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_endpoint ON events (endpoint, id);
+CREATE TABLE IF NOT EXISTS rollouts (endpoint TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
+                                     step INTEGER NOT NULL, updated REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    endpoint: str
+    at: float
+    kind: str
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "at": self.at,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)), "kind": self.kind,
+                "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRow:
+    endpoint: str
+    spec: dict[str, Any]
+    state: str
+    step: int
+
+
+class EndpointStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def endpoints(self) -> dict[str, tuple[dict[str, Any] | None, int]]:
+        """Every endpoint the store knows: its spec (None: deleted) and change counter."""
+        rows = self._db.execute("SELECT name, spec, version FROM endpoints").fetchall()
+        return {name: (None if spec is None else json.loads(spec), version) for name, spec, version in rows}
+
+    def put(self, name: str, spec: dict[str, Any] | None, expected: int | None, event: str,
+            detail: dict[str, Any]) -> int:
+        """Write an endpoint's spec (None deletes it) if its change counter is still ``expected`` (None: any);
+        returns the new counter. ABORTED when another change got there first."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT version FROM endpoints WHERE name = ?", (name,)).fetchone()
+            current = 0 if row is None else int(row[0])
+            if expected is not None and expected != current:
+                raise InferError(ErrorCode.ABORTED, f"endpoint {name!r} changed meanwhile: it is at version "
+                                                    f"{current}, the change was made against {expected}; read it "
+                                                    f"again and retry")
+            db.execute("INSERT INTO endpoints (name, spec, version) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                       "SET spec = excluded.spec, version = excluded.version",
+                       (name, None if spec is None else json.dumps(spec), current + 1))
+            self._event(name, event, {**detail, "version": current + 1})
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return current + 1
+
+    def event(self, endpoint: str, kind: str, detail: dict[str, Any]) -> None:
+        self._event(endpoint, kind, detail)
+
+    def _event(self, endpoint: str, kind: str, detail: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO events (endpoint, at, kind, detail) VALUES (?, ?, ?, ?)",
+                         (endpoint, time.time(), kind, json.dumps(detail)))
+
+    def events(self, endpoint: str, limit: int = 1000) -> list[Event]:
+        rows = self._db.execute("SELECT endpoint, at, kind, detail FROM events WHERE endpoint = ? ORDER BY id DESC "
+                                "LIMIT ?", (endpoint, limit)).fetchall()
+        return [Event(e, at, kind, json.loads(detail)) for e, at, kind, detail in reversed(rows)]
+
+    def start_rollout(self, endpoint: str, spec: dict[str, Any]) -> None:
+        """Record a new rollout; ABORTED when one is running on the endpoint."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT state FROM rollouts WHERE endpoint = ?", (endpoint,)).fetchone()
+            if row is not None and row[0] == "running":
+                raise InferError(ErrorCode.ABORTED, f"endpoint {endpoint!r} has a rollout running; wait for it to "
+                                                    f"finish or roll it back first")
+            db.execute("INSERT OR REPLACE INTO rollouts (endpoint, spec, state, step, updated) VALUES (?, ?, ?, ?, ?)",
+                       (endpoint, json.dumps(spec), "running", 0, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def update_rollout(self, endpoint: str, state: str, step: int) -> None:
+        self._db.execute("UPDATE rollouts SET state = ?, step = ?, updated = ? WHERE endpoint = ?",
+                         (state, step, time.time(), endpoint))
+
+    def rollouts(self) -> list[RolloutRow]:
+        rows = self._db.execute("SELECT endpoint, spec, state, step FROM rollouts").fetchall()
+        return [RolloutRow(e, json.loads(spec), state, step) for e, spec, state, step in rows]
+
+    def rollout(self, endpoint: str) -> RolloutRow | None:
+        return next((r for r in self.rollouts() if r.endpoint == endpoint), None)
