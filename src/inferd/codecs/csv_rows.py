@@ -131,7 +131,24 @@ def parse_numbers(fields: Sequence[str], datatype: str, width: int = 1) -> np.nd
         limits = np.iinfo(dtype)
         if parsed.min() < limits.min or parsed.max() > limits.max:
             raise invalid(f"CSV values are out of range for {datatype} ({limits.min} to {limits.max})")
-    return parsed.astype(dtype)
+        return parsed.astype(dtype)
+    with np.errstate(over="ignore"):  # an overflow becomes an infinity: refused below, with its place
+        narrowed = parsed.astype(dtype)
+    if not bool(np.isfinite(narrowed).all()):
+        _refuse_overflow(fields, narrowed, datatype, width)
+    return narrowed
+
+
+_NOT_FINITE_WORDS = frozenset({"nan", "inf", "infinity"})
+
+
+def _refuse_overflow(fields: Sequence[str], narrowed: np.ndarray, datatype: str, width: int) -> None:
+    """NaN and the infinities written as such are values (a missing feature for XGBoost is NaN), but a number
+    too large for the datatype (``1e100`` for FP32, ``1e400``) is refused rather than made infinite."""
+    for index in np.flatnonzero(~np.isfinite(narrowed)):
+        field = fields[int(index)]
+        if field.strip().lower().lstrip("+-") not in _NOT_FINITE_WORDS:
+            raise invalid(f"{_where(int(index), width)}: {field!r} is outside the range of {datatype}")
 
 
 def _boolean(field: str, index: int, width: int) -> bool:

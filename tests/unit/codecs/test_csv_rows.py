@@ -165,3 +165,10 @@ def test_bytes_that_are_not_text_cannot_be_csv():
     binary = np.empty(1, dtype=object)
     binary[0] = b"\xff"
     check_invalid("not UTF-8 text", csv_rows.encode_response, response(("raw", binary)), True)
+
+
+@pytest.mark.parametrize("field", ["1e100", "-1e39", "1e400"])
+def test_numbers_too_large_for_the_datatype_are_refused_with_their_place(field: str) -> None:
+    with pytest.raises(InferError, match="outside the range of FP32") as caught:
+        csv_rows.parse_numbers(["nan", field], "FP32", width=2)
+    assert "row 1, column 2" in caught.value.message
