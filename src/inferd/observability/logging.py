@@ -78,7 +78,9 @@ _listener: QueueListener | None = None
 
 
 def configure_json(level: str, stream: IO[str] | None = None) -> None:
-    """Route every log record, as JSON Lines, to ``stream`` (stderr) through a background thread."""
+    """Route every log record, as JSON Lines, to ``stream`` (stderr) through a background thread. Python's
+    warnings go the same way (logger ``py.warnings``): a library's warning printed as plain text would be the
+    one line of the log that a JSON reader cannot parse."""
     global _listener
     stop_listener()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
@@ -89,6 +91,7 @@ def configure_json(level: str, stream: IO[str] | None = None) -> None:
     logging.basicConfig(level=level.upper(), handlers=[enqueue], force=True)
     _listener = QueueListener(records, writer)
     _listener.start()
+    logging.captureWarnings(True)
     atexit.register(stop_listener)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
 import sys
 
 import orjson
@@ -59,3 +60,13 @@ def test_configured_json_logging_carries_the_request_id_and_flushes_on_stop() ->
         ("inside 1", "req-77"), ("it broke", "req-77"), ("outside", None)]
     assert lines[0]["path"] == "/v2"
     assert "RuntimeError: kaput" in lines[1]["exc_info"]
+
+
+def test_python_warnings_become_json_lines_too() -> None:
+    script = ("import warnings\nfrom inferd.observability.logging import configure_json\n"
+              "configure_json('info')\nwarnings.warn('a library complains', UserWarning)\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    lines = [orjson.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert [e["logger"] for e in lines] == ["py.warnings"]
+    assert "a library complains" in lines[0]["message"]
