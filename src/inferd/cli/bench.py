@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from inferd.cli.common import console, fail
+from inferd.cli.common import console, fail, show_report
 
 BAD_INPUT = 2
 
@@ -67,15 +66,7 @@ def bench(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
         result = run(target, model, options)
     except BenchError as exc:
         fail(str(exc), code=BAD_INPUT)
-    written = {}
-    if report is not None:
-        from inferd.tools.bench_report import write_report
-
-        written = write_report(result, report)
-    if as_json:
-        print(json.dumps({**result.to_dict(), "files": {k: str(v) for k, v in written.items()}}, indent=2))
-        return
-    _print(result, written)
+    show_report(result, report, as_json, "inferd.tools.bench_report", _print)
 
 
 def _print(result: object, written: dict[str, Path]) -> None:

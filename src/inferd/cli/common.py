@@ -7,10 +7,13 @@ the servers). Each command imports those when it runs; ``tests/unit/cli/test_cli
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from rich.console import Console
 from rich.text import Text
@@ -48,6 +51,27 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def fail_on(exc: InferError) -> NoReturn:
     fail(f"[{exc.code.value}] {exc.message}")
+
+
+class Report(Protocol):
+    """What a tool's library function returns (bench, optimize, evaluate, recommend)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def show_report(result: Report, report: Path | None, as_json: bool, writer: str,
+                printer: Callable[[Any, dict[str, Path]], None], **extra: Any) -> None:
+    """The ending every tool command shares: with ``report`` a folder, ``writer`` (the name of a module with
+    ``write_report(result, folder) -> {kind: path}``, imported only then) writes the report files; then the result
+    prints as JSON (with ``extra`` fields and the files written) or through ``printer`` as a table."""
+    written: dict[str, Path] = {}
+    if report is not None:
+        written = importlib.import_module(writer).write_report(result, report)
+    if as_json:
+        payload = {**result.to_dict(), **extra, "files": {kind: str(path) for kind, path in written.items()}}
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        printer(result, written)
 
 
 def open_repository(path: Path) -> ModelRepository:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from inferd.cli.common import console, fail
+from inferd.cli.common import console, fail, show_report
 
 GATE_FAILED = 1
 BAD_INPUT = 2
@@ -51,16 +50,7 @@ def evaluate(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
         failed = check_gate(result.metrics, under, over)
     except (EvaluateError, TableError) as exc:
         fail(str(exc), code=BAD_INPUT)
-    written = {}
-    if report is not None:
-        from inferd.tools.evaluate_report import write_report
-
-        written = write_report(result, report)
-    if as_json:
-        payload = {**result.to_dict(), "failed": failed, "files": {k: str(v) for k, v in written.items()}}
-        print(json.dumps(payload, indent=2, default=str))
-    else:
-        _print(result, written)
+    show_report(result, report, as_json, "inferd.tools.evaluate_report", _print, failed=failed)
     if failed:
         fail("gate failed: " + "; ".join(failed), code=GATE_FAILED)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from inferd.cli.common import console, fail
+from inferd.cli.common import console, fail, show_report
 
 BAD_INPUT = 2
 
@@ -47,15 +47,7 @@ def recommend(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
         fail(str(exc), code=BAD_INPUT)
     if write and result.chosen is not None:
         result.written = str(write_choice(repo, model, result.chosen))
-    written = {}
-    if report is not None:
-        from inferd.tools.recommend_report import write_report
-
-        written = write_report(result, report)
-    if as_json:
-        print(json.dumps({**result.to_dict(), "files": {k: str(v) for k, v in written.items()}}, indent=2))
-    else:
-        _print(result, written)
+    show_report(result, report, as_json, "inferd.tools.recommend_report", _print)
     if result.chosen is None:
         raise typer.Exit(1)
 
