@@ -27,6 +27,7 @@ from inferd.calls import (
     Call,
     GeneralCall,
     Prepared,
+    Routing,
     build_response,
     captured_request,
     empty_outputs,
@@ -221,6 +222,15 @@ class DataPlane:
         if error is not None:
             raise error
         return self.repository.get(name, number)
+
+    def resolve(self, name: str, version: str | None, routing: Routing | None) -> tuple[str, str | None]:
+        """The model and version a request naming ``name`` goes to: an endpoint's variant, picked as ``routing``
+        forces or keys it (and recorded there), else ``name`` itself. For a route that needs the model before
+        its calls (embeddings: the model's batch size), and then pins its calls to that variant."""
+        if self.endpoints is None or name not in self.endpoints.table.endpoints:
+            return name, version
+        variant, _ = self.endpoints.choose(name, routing)
+        return variant.model, variant.version_text
 
     # -- repository ------------------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
@@ -420,20 +430,30 @@ class DataPlane:
 
         request.check()
         name, version = request.model_name, request.model_version
+        started, count = perf_counter_ns(), None
         if self.endpoints is not None and name in self.endpoints.table.endpoints:
-            name, version = self.endpoints.pick_model(name)
-        model = await self.ensure_loaded(name, version)
-        generator = self._generator_of(model)
-        loop = asyncio.get_running_loop()
-        tokens = await loop.run_in_executor(None, prompt_tokens, generator.engine, request)
-        budget = output_budget(request, generator.limits, generator.context, len(tokens))
+            variant, stats = self.endpoints.choose(name, request.routing)
+            name, version, count = variant.model, variant.version_text, stats.record
+        try:
+            model = await self.ensure_loaded(name, version)
+            generator = self._generator_of(model)
+            loop = asyncio.get_running_loop()
+            tokens = await loop.run_in_executor(None, prompt_tokens, generator.engine, request)
+            budget = output_budget(request, generator.limits, generator.context, len(tokens))
+        except InferError:
+            if count is not None:
+                count(perf_counter_ns() - started, False)
+            raise
         events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
         release = _Release(model)
 
         def sink(event: GenerationEvent | BaseException) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
-            if isinstance(event, BaseException) or event.finish_reason is not None:
+            failed = isinstance(event, BaseException)
+            if failed or event.finish_reason is not None:  # type: ignore[union-attr]
                 loop.call_soon_threadsafe(release)
+                if count is not None:  # the endpoint variant's statistics, changed on the event loop
+                    loop.call_soon_threadsafe(count, perf_counter_ns() - started, not failed)
 
         model.in_flight += 1
         model.last_use = next(USES)
@@ -441,6 +461,8 @@ class DataPlane:
             ticket = generator.submit(tokens, budget, request.sampling(generator.limits), request.stop, sink)
         except BaseException:
             release()
+            if count is not None:
+                count(perf_counter_ns() - started, False)
             raise
         return _events(events, ticket, release)
 

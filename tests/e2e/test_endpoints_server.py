@@ -275,7 +275,7 @@ def test_kill_9_during_a_rollout_then_restart_rolls_back_and_keeps_admin_changes
             assert [v["name"] for v in shown["variants"]] == ["v1"], shown  # the admin change survived
             assert shown["rollout"]["state"] == "rolled_back"
             reason = [e for e in events(http, "durable") if e["kind"] == "rollout_rolled_back"][-1]["detail"]["reason"]
-            assert "restarted during the rollout" in reason
+            assert "driving the rollout stopped or died" in reason
             assert {variant_of(http.post("/v2/models/durable/infer", json=BODY)) for _ in range(50)} == {"v1"}
             assert http.get("/v2/endpoints/front").status_code == 200  # the file's endpoint too
     finally:

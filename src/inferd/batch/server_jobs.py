@@ -16,13 +16,14 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from inferd.batch.job import BatchSummary, ThresholdError
 from inferd.batch.options import BatchError, BatchOptions
 from inferd.batch.progress import Progress
+from inferd.calls import Routing
 from inferd.dataplane import DataPlane
 from inferd.roots import OutsideRootsError, Roots
 
@@ -54,6 +55,9 @@ class BatchJob:
     summary: BatchSummary | None = None
     error: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    endpoint: str | None = None
+    """The endpoint the job named, and the variant it is pinned to (None: it named a model)."""
+    variant: str | None = None
 
     def status(self) -> dict[str, Any]:
         progress = self.progress
@@ -68,6 +72,7 @@ class BatchJob:
             "elapsed_s": round(progress.elapsed_s, 3) if progress else 0.0,
             "summary": self.summary.to_dict() if self.summary else None,
             "error": self.error,
+            **({"endpoint": self.endpoint, "variant": self.variant} if self.variant is not None else {}),
         }
 
 
@@ -80,12 +85,16 @@ class BatchJobs:
         self._jobs: dict[str, BatchJob] = {}
         self._one_at_a_time = asyncio.Semaphore(1)
 
-    def submit(self, model: str, input: str, output: str, options: BatchOptions) -> BatchJob:
+    def submit(self, model: str, input: str, output: str, options: BatchOptions,
+               variant: str | None = None) -> BatchJob:
         """Check the paths and start the job in the background. Raises :class:`RefusedError`,
-        :class:`BatchError` for invalid options, or InferError for an unknown model."""
+        :class:`BatchError` for invalid options, or InferError for an unknown model. ``model`` may name an
+        endpoint: the job is pinned to one variant (``variant``, else one picked by weight) for its whole run."""
         options = options.validated()
         if options.engine != "local":
             raise BatchError("the server runs batch jobs on its own models: engine must be 'local'")
+        endpoint = model
+        model, options, variant = _pin_variant(self.dataplane, model, options, variant)
         if not self.dataplane.loadable(model):  # on demand, the job's start loads it
             self.dataplane.repository.get(model, None)  # NOT_FOUND / UNAVAILABLE, as the infer route says
         source, target = self._allowed(input, "input"), self._allowed(output, "output")
@@ -93,6 +102,8 @@ class BatchJobs:
         if clash:
             raise RefusedError(409, f"batch job {clash[0]} is already writing to {target}")
         job = BatchJob(uuid.uuid4().hex, model, str(source), target, options)
+        if variant is not None:
+            job.endpoint, job.variant = endpoint, variant
         self._jobs[job.id] = job
         job.task = asyncio.get_running_loop().create_task(self._run(job), name=f"inferd-batch-{job.id}")
         return job
@@ -144,3 +155,19 @@ class BatchJobs:
         except Exception as exc:  # a job must never take the server down; its status says what happened
             log.exception("batch job %s failed", job.id)
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+
+
+def _pin_variant(dataplane: DataPlane, name: str, options: BatchOptions,
+                 variant: str | None) -> tuple[str, BatchOptions, str | None]:
+    """The model and options a job naming ``name`` runs on, and the endpoint variant it is pinned to (None when
+    ``name`` is a model): a job's rows all go to one variant, so that its output is consistent."""
+    endpoints = dataplane.endpoints
+    if endpoints is None or name not in endpoints.table.endpoints:
+        if variant is not None:
+            raise BatchError(f"'variant' is for a job naming an endpoint; {name!r} is not one")
+        return name, options, None
+    if options.model_version is not None:
+        raise BatchError(f"{name!r} is an endpoint, it has no versions: name a variant with 'variant' instead")
+    routing = Routing(variant=variant)
+    model, version = dataplane.resolve(name, None, routing)  # NOT_FOUND naming the variants for a bad one
+    return model, replace(options, model_version=version), routing.answered

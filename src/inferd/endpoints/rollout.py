@@ -7,9 +7,11 @@ began: the new variant's error rate above ``max_error_rate``, its p99 latency ab
 variants at once, records why, and marks the rollout failed; reaching 100 % marks it succeeded, the old variants
 kept at weight 0 (a forced request still reaches them). Every step and decision is an event in the store.
 
-After a restart, a rollout the store says was running is rolled back (see docs/endpoints.md): the bake
-window's statistics lived in the dead process, so nothing justifies the next step, and a crash in the middle of
-a rollout is itself a reason to suspect the new version.
+One server process drives a rollout, holding a lease in the store (:mod:`inferd.endpoints.lease`). After a
+restart, or when the driving process of several sharing a state folder dies, the process that takes the
+rollout over rolls it back (see docs/endpoints.md): the bake window's statistics lived in the dead process, so
+nothing justifies the next step, and a crash in the middle of a rollout is itself a reason to suspect the new
+version.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from inferd.endpoints.lease import LEASE_S, RENEW_S
 from inferd.endpoints.model import Endpoint, Variant, parse_endpoint
 from inferd.endpoints.stats import Snapshot, window
 from inferd.errors import InferError, invalid
@@ -131,6 +134,10 @@ def shares(original: Endpoint, new: str, percent: float) -> dict[str, float]:
     return found
 
 
+class LeaseLostError(Exception):
+    """Another server process took the rollout over (this one was taken for dead): it drives it from now on."""
+
+
 class Rollout:
     def __init__(self, endpoints: Endpoints, name: str, spec: RolloutSpec, original: dict[str, Any]) -> None:
         self._endpoints = endpoints
@@ -163,6 +170,10 @@ class Rollout:
             self._finish("succeeded", {"percent": 100.0})
         except asyncio.CancelledError:
             raise
+        except LeaseLostError:
+            self.done = True
+            log.warning("rollout of endpoint %r: another server process took it over; this one stops driving it",
+                        self.name)
         except Exception as exc:  # a failed weight change, say: traffic goes back
             log.exception("rollout of endpoint %r failed", self.name)
             self.roll_back(f"the rollout itself failed: {exc}")
@@ -183,7 +194,12 @@ class Rollout:
         start = {n: endpoints.stats[self.name, n].snapshot() for n in [spec.variant, *old]}
         deadline = time.monotonic() + spec.bake_s
         tick = min(0.25, spec.bake_s / 10)
+        renewed = time.monotonic()
         while True:
+            if time.monotonic() - renewed >= RENEW_S:
+                renewed = time.monotonic()
+                if not endpoints.store.renew(self.name, endpoints.owner, LEASE_S):
+                    raise LeaseLostError
             alarm = self._alarm(start, old)
             if alarm:
                 return alarm

@@ -15,7 +15,8 @@ import tomllib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from inferd.calls import Call
+from inferd.calls import Call, Routing
+from inferd.endpoints.lease import LEASE_S, lapsed, new_owner
 from inferd.endpoints.model import Endpoint, check_against, parse_endpoint
 from inferd.endpoints.router import RoutedCall, RoutingTable, Tap
 from inferd.endpoints.shadow import Copy, ShadowRunner
@@ -25,6 +26,7 @@ from inferd.errors import ErrorCode, InferError, not_found
 
 if TYPE_CHECKING:
     from inferd.dataplane import DataPlane
+    from inferd.endpoints.follow import Follower
     from inferd.endpoints.model import Variant
     from inferd.endpoints.rollout import Rollout
     from inferd.repository import ModelRepository
@@ -44,7 +46,10 @@ class Endpoints:
         """By (endpoint, variant): kept across changes, so a weight change resets no counter."""
         self.shadow: ShadowRunner | None = None
         self.rollouts: dict[str, Rollout] = {}
+        self.owner = new_owner()
+        """This process's name in the store, as the driver of the rollouts it started or took over."""
         self._dataplane: DataPlane | None = None
+        self._follower: Follower | None = None
 
     # -- set-up ----------------------------------------------------------------------------------------
     def attach(self, dataplane: DataPlane) -> None:
@@ -56,7 +61,6 @@ class Endpoints:
         """Read the files and the store, and build the first table. An endpoint that fails its checks is left
         out, with the reason logged: the server still starts."""
         stored = self.store.endpoints()
-        endpoints: dict[str, Endpoint] = {}
         for name, declared in self._declared().items():
             if name not in stored:
                 try:
@@ -70,9 +74,35 @@ class Endpoints:
                     if exc.code is not ErrorCode.ABORTED:
                         raise
                     # another server process on the same state folder (--workers N) declared it first
+        self._swap(self._stored({}))
+        self.recover()
+
+    def follow(self) -> None:
+        """Follow the store from now on (on the event loop): changes other server processes make reach this
+        one's table within about a second, and their rollouts are taken over if they die."""
+        from inferd.endpoints.follow import Follower
+
+        self._follower = Follower(self)
+        self._follower.start()
+
+    def refresh(self) -> None:
+        """Read the store again and swap the table in if an endpoint changed (another process wrote it)."""
+        current = {name: c.endpoint for name, c in self.table.endpoints.items()}
         stored = self.store.endpoints()
-        for name, (spec, version) in stored.items():
+        known = {name: version for name, (spec, version) in stored.items() if spec is not None}
+        if known != {name: e.version for name, e in current.items()}:
+            self._swap(self._stored(current, stored))
+
+    def _stored(self, current: dict[str, Endpoint],
+                stored: dict[str, tuple[dict[str, Any] | None, int]] | None = None) -> dict[str, Endpoint]:
+        """The store's endpoints, parsed and checked; one that fails its checks is left out, with the reason
+        logged (a ``current`` one of the same version is kept as it is, already checked)."""
+        endpoints: dict[str, Endpoint] = {}
+        for name, (spec, version) in (self.store.endpoints() if stored is None else stored).items():
             if spec is None:
+                continue
+            if name in current and current[name].version == version:
+                endpoints[name] = current[name]
                 continue
             try:
                 endpoint = parse_endpoint(name, spec, version)
@@ -81,8 +111,7 @@ class Endpoints:
                 log.error("endpoint %r is refused: %s", name, exc.message)
                 continue
             endpoints[name] = endpoint
-        self._swap(endpoints)
-        self.recover()
+        return endpoints
 
     def _declared(self) -> dict[str, dict[str, Any]]:
         root = self.repository.root
@@ -177,8 +206,12 @@ class Endpoints:
         return endpoints[name]
 
     def running(self, name: str) -> bool:
+        """Whether a rollout runs on the endpoint, driven by this process or another one sharing the store."""
         rollout = self.rollouts.get(name)
-        return rollout is not None and not rollout.done
+        if rollout is not None and not rollout.done:
+            return True
+        row = self.store.rollout(name)
+        return row is not None and row.state == "running"
 
     def _refuse_during_rollout(self, name: str) -> None:
         if self.running(name):
@@ -196,19 +229,23 @@ class Endpoints:
         changed = with_new_variant(current, spec)
         self._check(changed)
         original = _spec(current)
-        self.store.start_rollout(name, {**spec.to_dict(), "original": original})
+        self.store.start_rollout(name, {**spec.to_dict(), "original": original}, self.owner, LEASE_S)
         self.write(name, changed, "rollout_started", {"rollout": spec.to_dict()})
         rollout = self.rollouts[name] = Rollout(self, name, spec, original)
         rollout.start()
         return spec.to_dict()
 
     def recover(self) -> None:
-        """Roll back every rollout the store says was running (the server stopped or died during it)."""
+        """Take over, and roll back, every running rollout whose driving process is gone (this server restarted
+        during it, or another process sharing the store died or stopped; see :mod:`inferd.endpoints.lease`)."""
         for row in self.store.rollouts():
-            if row.state != "running" or row.endpoint not in self.table.endpoints:
+            if row.state != "running" or row.endpoint not in self.table.endpoints or not lapsed(row, self.owner):
                 continue
-            reason = (f"the server restarted during the rollout (at step {row.step}): the bake window's "
-                      f"statistics were lost with the old process, so traffic goes back to the old variants")
+            if not self.store.take_over(row.endpoint, self.owner, LEASE_S, row):
+                continue  # another process took it over first
+            reason = (f"the server process driving the rollout stopped or died at step {row.step} (a restart "
+                      f"during the rollout, or a crash): the bake window's statistics were lost with it, so "
+                      f"traffic goes back to the old variants")
             try:
                 self.write(row.endpoint, parse_endpoint(row.endpoint, row.spec["original"]), "rolled_back",
                            {"reason": reason})
@@ -250,6 +287,18 @@ class Endpoints:
         for variant in shadows:
             self.shadow.offer(Copy(variant, self.stats[endpoint, variant.name], tap.arrays, tap.rows, tap.outputs))
 
+    def choose(self, name: str, routing: Routing | None) -> tuple[Variant, VariantStats]:
+        """The variant a request to endpoint ``name`` goes to (for the routes that do not run a tensor call through
+        :meth:`route`: generation, embeddings), with what ``routing`` forces or keys, recorded in it; and the
+        variant's statistics, for the caller to count the request in. NOT_FOUND for a forced variant that is not
+        one of the endpoint's."""
+        compiled = self.table.endpoints[name]
+        variant = (compiled.pick(None, None) if routing is None
+                   else compiled.pick(routing.variant, routing.key))
+        if routing is not None:
+            routing.endpoint, routing.answered = name, variant.name
+        return variant, compiled.stats[variant.name]
+
     def pick_model(self, name: str) -> tuple[str, str | None]:
         """The model and version a request for endpoint ``name`` would go to now (for the routes that need a
         signature before their inference: the variants of an endpoint are meant to share one)."""
@@ -257,8 +306,13 @@ class Endpoints:
         return variant.model, None if variant.version is None else str(variant.version)
 
     async def stop(self) -> None:
+        """Stop following and driving: this process's running rollouts stay running in the store, their leases
+        released, so that another process (or the next start) takes them over, and rolls them back, at once."""
+        if self._follower is not None:
+            await self._follower.stop()
         for rollout in list(self.rollouts.values()):
             await rollout.stop()
+        self.store.release(self.owner)
         if self.shadow is not None:
             await self.shadow.stop()
         self.store.close()

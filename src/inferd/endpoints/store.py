@@ -24,8 +24,10 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, endpoin
                                    kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_endpoint ON events (endpoint, id);
 CREATE TABLE IF NOT EXISTS rollouts (endpoint TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
-                                     step INTEGER NOT NULL, updated REAL NOT NULL);
+                                     step INTEGER NOT NULL, updated REAL NOT NULL, owner TEXT, lease_until REAL);
 """
+LEASE_COLUMNS = (("owner", "TEXT"), ("lease_until", "REAL"))
+"""Added to a rollouts table made before leases existed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,10 @@ class RolloutRow:
     spec: dict[str, Any]
     state: str
     step: int
+    owner: str | None = None
+    """The server process driving the rollout (see :mod:`inferd.endpoints.lease`)."""
+    lease_until: float | None = None
+    """Until when (``time.time()``) its lease holds; another process may take a rollout over after that."""
 
 
 class EndpointStore:
@@ -55,6 +61,15 @@ class EndpointStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(rollouts)")}
+        for name, kind in LEASE_COLUMNS:
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE rollouts ADD COLUMN {name} {kind}")
+
+    def data_version(self) -> int:
+        """SQLite's counter of the changes other connections (other server processes) committed: when it
+        moves, the endpoints may have changed."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -99,8 +114,10 @@ class EndpointStore:
                                 "LIMIT ?", (endpoint, limit)).fetchall()
         return [Event(e, at, kind, json.loads(detail)) for e, at, kind, detail in reversed(rows)]
 
-    def start_rollout(self, endpoint: str, spec: dict[str, Any]) -> None:
-        """Record a new rollout; ABORTED when one is running on the endpoint."""
+    def start_rollout(self, endpoint: str, spec: dict[str, Any], owner: str | None = None,
+                      lease_s: float = 0.0) -> None:
+        """Record a new rollout, driven by ``owner`` for ``lease_s`` (renewed as it goes); ABORTED when one is
+        running on the endpoint."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -108,8 +125,10 @@ class EndpointStore:
             if row is not None and row[0] == "running":
                 raise InferError(ErrorCode.ABORTED, f"endpoint {endpoint!r} has a rollout running; wait for it to "
                                                     f"finish or roll it back first")
-            db.execute("INSERT OR REPLACE INTO rollouts (endpoint, spec, state, step, updated) VALUES (?, ?, ?, ?, ?)",
-                       (endpoint, json.dumps(spec), "running", 0, time.time()))
+            now = time.time()
+            db.execute("INSERT OR REPLACE INTO rollouts (endpoint, spec, state, step, updated, owner, lease_until) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (endpoint, json.dumps(spec), "running", 0, now, owner,
+                                                         now + lease_s))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -119,9 +138,31 @@ class EndpointStore:
         self._db.execute("UPDATE rollouts SET state = ?, step = ?, updated = ? WHERE endpoint = ?",
                          (state, step, time.time(), endpoint))
 
+    def renew(self, endpoint: str, owner: str, lease_s: float) -> bool:
+        """Extend ``owner``'s lease on the endpoint's running rollout; False when it is no longer its own (another
+        process took it over, or it ended)."""
+        changed = self._db.execute("UPDATE rollouts SET lease_until = ? WHERE endpoint = ? AND owner = ? AND "
+                                   "state = 'running'", (time.time() + lease_s, endpoint, owner)).rowcount
+        return changed == 1
+
+    def release(self, owner: str) -> None:
+        """End ``owner``'s leases now (a server stopping): another process, or the next start, takes its running
+        rollouts over at once."""
+        self._db.execute("UPDATE rollouts SET lease_until = 0 WHERE owner = ? AND state = 'running'", (owner,))
+
+    def take_over(self, endpoint: str, owner: str, lease_s: float, seen: RolloutRow) -> bool:
+        """Make ``owner`` the driver of the endpoint's running rollout if it is still as ``seen`` (the same owner
+        and lease, which the caller judged dead or expired): of several processes trying at once, one wins."""
+        changed = self._db.execute(
+            "UPDATE rollouts SET owner = ?, lease_until = ? WHERE endpoint = ? AND state = 'running' AND "
+            "owner IS ? AND lease_until IS ?", (owner, time.time() + lease_s, endpoint, seen.owner, seen.lease_until),
+        ).rowcount
+        return changed == 1
+
     def rollouts(self) -> list[RolloutRow]:
-        rows = self._db.execute("SELECT endpoint, spec, state, step FROM rollouts").fetchall()
-        return [RolloutRow(e, json.loads(spec), state, step) for e, spec, state, step in rows]
+        rows = self._db.execute("SELECT endpoint, spec, state, step, owner, lease_until FROM rollouts").fetchall()
+        return [RolloutRow(e, json.loads(spec), state, step, owner, lease)
+                for e, spec, state, step, owner, lease in rows]
 
     def rollout(self, endpoint: str) -> RolloutRow | None:
         return next((r for r in self.rollouts() if r.endpoint == endpoint), None)

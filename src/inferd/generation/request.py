@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from inferd.errors import invalid
 from inferd.generation.engine import Engine, Message
 from inferd.generation.sampling import SamplingParams
 from inferd.generation.scheduler import GenerationLimits
+
+if TYPE_CHECKING:
+    from inferd.calls import Routing
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
@@ -30,6 +34,9 @@ class GenerationRequest:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = field(default=())
+    routing: Routing | None = field(default=None, compare=False)
+    """What the transport's headers ask of an endpoint (forced variant, route key); when ``model_name`` is an
+    endpoint, the DataPlane records there the variant that answers."""
 
     def check(self) -> None:
         """INVALID_ARGUMENT for what no model could serve, naming the field."""

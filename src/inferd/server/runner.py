@@ -83,6 +83,7 @@ def open_endpoints(dataplane: DataPlane, settings: ServerSettings) -> Endpoints:
     endpoints = Endpoints(dataplane.repository, EndpointStore(settings.state_dir / "endpoints.db"))
     endpoints.attach(dataplane)
     endpoints.open()
+    endpoints.follow()  # other server processes on the same state folder change endpoints too
     return endpoints
 
 
@@ -142,7 +143,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         await http.stop(settings.shutdown_grace_s)
         await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
-        await endpoints.stop()  # a running rollout stays "running" in the store: the next start rolls it back
+        await endpoints.stop()  # a running rollout's lease is released: whoever takes it over rolls it back
         await dataplane.stop()
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written

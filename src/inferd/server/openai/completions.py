@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.calls import Routing
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
 from inferd.generation.request import MAX_STOP_SEQUENCES, ROLES, GenerationRequest
@@ -36,6 +38,7 @@ from inferd.server.openai.errors import (
 )
 from inferd.server.rest.responses import json_response
 from inferd.server.rest.sse import DONE, event, sse_response, unless_disconnected
+from inferd.server.routing_headers import answered_header, routing_from_headers
 
 _SAMPLING = ("model", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "stream_options", "n",
              "user", "store", "metadata", "service_tier", "presence_penalty", "frequency_penalty", "logprobs",
@@ -73,11 +76,12 @@ async def _complete(dataplane: DataPlane, request: Request, body: JSONObject, ch
     generation = chat_request(body) if chat else completion_request(body)
     stream = bool(field_bool(body, "stream"))
     usage_chunk = _stream_options(body, stream)
-    events = await _start(dataplane, generation)
+    routing = routing_from_headers(request.headers.raw) or Routing()
+    events = await _start(dataplane, replace(generation, routing=routing))
     shape = _Shape(chat, generation.model_name)
     if stream:
-        return sse_response(_stream(events, shape, usage_chunk))
-    return json_response(await unless_disconnected(request, _whole(events, shape)))
+        return sse_response(_stream(events, shape, usage_chunk), answered_header(routing))
+    return json_response(await unless_disconnected(request, _whole(events, shape)), headers=answered_header(routing))
 
 
 async def complete(dataplane: DataPlane, body: JSONObject, chat: bool) -> dict[str, Any]:
@@ -98,7 +102,7 @@ async def _start(dataplane: DataPlane, generation: GenerationRequest) -> AsyncGe
 
 
 def _openai(error: InferError, model: str) -> Exception:
-    if error.code is ErrorCode.NOT_FOUND:
+    if error.code is ErrorCode.NOT_FOUND and not error.message.startswith(f"endpoint {model!r} has no variant"):
         return model_not_found(model, error.message)
     param = "model" if "not a generative model" in error.message else None
     if "max_tokens is" in error.message:

@@ -26,6 +26,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.calls import ROUTE_VARIANT, Routing
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
 from inferd.inference import InferenceRequest, InferenceResponse, RequestInput, RequestOutput
@@ -38,6 +39,7 @@ from inferd.server.openai.errors import (
     model_not_found,
 )
 from inferd.server.rest.responses import JSON
+from inferd.server.routing_headers import answered_header, routing_from_headers
 from inferd.settings import ServerSettings
 from inferd.signature import Signature
 
@@ -79,20 +81,28 @@ def embeddings_router(dataplane: DataPlane, settings: ServerSettings) -> APIRout
 
     @router.post("/embeddings", summary="Create embeddings (OpenAI)")
     async def create_embeddings(request: Request) -> Response:
-        body = await create(dataplane, await read_object(request, settings.max_body_bytes))
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
+        routing = routing_from_headers(request.headers.raw) or Routing()
+        body = await create(dataplane, await read_object(request, settings.max_body_bytes), routing)
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON,
+                        headers=answered_header(routing))
 
     return router
 
 
-async def create(dataplane: DataPlane, request: JSONObject) -> dict[str, Any]:
-    """The answer to an embeddings request body (for the route, and for the lines of an OpenAI batch file)."""
+async def create(dataplane: DataPlane, request: JSONObject, routing: Routing | None = None) -> dict[str, Any]:
+    """The answer to an embeddings request body (for the route, and for the lines of an OpenAI batch file). A
+    ``model`` naming an endpoint: one variant (picked as ``routing`` asks, recorded there) embeds every text."""
     parsed = parse_request(request)
-    embedder = await embedder_for(dataplane, parsed.model)
+    routing = routing or Routing()
+    try:
+        model, version = dataplane.resolve(parsed.model, None, routing)
+    except InferError as exc:  # a forced variant the endpoint does not have
+        raise from_infer_error(exc, "model") from None
+    embedder = await embedder_for(dataplane, model, version)
     if parsed.dimensions is not None and parsed.dimensions != embedder.dimension:
         raise invalid_request(f"'dimensions' must be the model's own, {embedder.dimension}, if given: model "
                               f"{parsed.model!r} cannot shorten its embeddings", "dimensions", "unsupported_value")
-    vectors, tokens = await embed(dataplane, parsed.model, parsed.texts, embedder)
+    vectors, tokens = await embed(dataplane, parsed.model, parsed.texts, embedder, routing.answered)
     return response_body(parsed.model, vectors, tokens, parsed.encoding_format)
 
 
@@ -140,12 +150,12 @@ def _text(value: str, where: str) -> bytes:
         raise invalid_request(f"{where} is not valid Unicode text: {exc.reason}", "input") from None
 
 
-async def embedder_for(dataplane: DataPlane, model: str) -> Embedder:
+async def embedder_for(dataplane: DataPlane, model: str, version: str | None = None) -> Embedder:
     """The model named ``model`` as an embeddings model (loaded first under model control on-demand): 404 when
     unknown, 503 when not ready, 400 when its signature is not an embeddings model's."""
     try:
-        signature = (await dataplane.ensure_loaded(model)).signature
-        max_batch_size = dataplane.model_config(model).max_batch_size
+        signature = (await dataplane.ensure_loaded(model, version)).signature
+        max_batch_size = dataplane.model_config(model, version).max_batch_size
     except InferError as exc:
         if exc.code is ErrorCode.NOT_FOUND:
             raise model_not_found(model, exc.message) from None
@@ -169,9 +179,11 @@ def embedding_dimension(model: str, signature: Signature) -> int:
     return int(embedding.shape[1])
 
 
-async def embed(dataplane: DataPlane, model: str, texts: Sequence[bytes],
-                embedder: Embedder) -> tuple[np.ndarray, int]:
-    """The embeddings of ``texts`` in order, and the tokens the model read, over one V2 request per chunk."""
+async def embed(dataplane: DataPlane, model: str, texts: Sequence[bytes], embedder: Embedder,
+                variant: str | None = None) -> tuple[np.ndarray, int]:
+    """The embeddings of ``texts`` in order, and the tokens the model read, over one V2 request per chunk
+    (``model`` an endpoint: each chunk forced to ``variant``, so that one variant embeds them all)."""
+    parameters = None if variant is None else {ROUTE_VARIANT: variant}
     outputs = [RequestOutput(EMBEDDING_OUTPUT)]
     if embedder.counts_tokens:
         outputs.append(RequestOutput(TOKEN_COUNT_OUTPUT))
@@ -180,7 +192,7 @@ async def embed(dataplane: DataPlane, model: str, texts: Sequence[bytes],
         part = np.empty(min(embedder.chunk, len(texts) - start), dtype=object)
         part[:] = texts[start:start + embedder.chunk]
         requests.append(InferenceRequest(model, [RequestInput(TEXT_INPUT, "BYTES", [len(part)], part)],
-                                         outputs=list(outputs)))
+                                         outputs=list(outputs), parameters=parameters))
     window = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
 
     async def infer(request: InferenceRequest) -> InferenceResponse:

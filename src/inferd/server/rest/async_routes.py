@@ -28,7 +28,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from inferd.calls import parse_version
+from inferd.calls import ROUTE_KEY, ROUTE_VARIANT, parse_version
 from inferd.codecs import v2_binary
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError, invalid
@@ -41,6 +41,7 @@ from inferd.server.rest.errors import HTTPError
 from inferd.server.rest.job_access import JobAccess
 from inferd.server.rest.openapi import ACCEPTED_RESPONSE, ASYNC_HEADERS, INFER_BODY
 from inferd.server.rest.responses import error_response, json_response
+from inferd.server.routing_headers import GRPC_FORCED, GRPC_KEY
 from inferd.server.status import HTTP_STATUS
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -89,6 +90,7 @@ async def accept(dataplane: DataPlane, service: AsyncService, model: str, versio
     ``{id, status_url, result_url}``; the same id with another request is a conflict (409)."""
     service.check()
     _check_model(dataplane, model, version)
+    _check_routing_headers(dataplane, model, call.headers)
     try:
         new = await _new_job(call.headers, call.chunks, service, model, version, call.owner)
     except OSError as exc:  # writing a large body to a payload file
@@ -152,6 +154,19 @@ def _check_model(dataplane: DataPlane, model: str, version: str | None) -> None:
     except InferError as exc:
         if exc.code is not ErrorCode.UNAVAILABLE and not dataplane.loadable(model):  # on demand: it loads
             raise
+
+
+def _check_routing_headers(dataplane: DataPlane, model: str, headers: Mapping[str, str]) -> None:
+    """INVALID_ARGUMENT for a job to an endpoint that forces a variant or a route key by a header: a job keeps
+    its body, not its headers, and its variant is picked when it runs; the body's parameters ``inferd_variant``
+    and ``inferd_route_key`` say the same and are kept with it."""
+    if dataplane.endpoints is None or model not in dataplane.endpoints.table.endpoints:
+        return
+    named = sorted(name for name in (*GRPC_FORCED, GRPC_KEY) if name in headers)
+    if named:
+        raise invalid(f"an asynchronous job to endpoint {model!r} cannot take header {named[0]!r}: a job keeps its "
+                      f"body, not its headers; put \"{ROUTE_VARIANT}\" (a variant) or \"{ROUTE_KEY}\" (a route key) "
+                      "in the body's parameters")
 
 
 async def _new_job(headers: Mapping[str, str], chunks: AsyncIterator[bytes], service: AsyncService, model: str,

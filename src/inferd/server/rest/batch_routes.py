@@ -30,6 +30,8 @@ class BatchJobRequest(BaseModel):
     input: str
     output: str
     version: str | None = None
+    variant: str | None = None
+    """With ``model`` naming an endpoint: the variant every row goes to (else one picked by weight)."""
     batch_size: int = 1024
     concurrency: int = 2
     timeout_s: float | None = 300.0
@@ -60,7 +62,7 @@ def batch_router(jobs: BatchJobs) -> APIRouter:
         body = await read_body(request, BodyLimit(MAX_BODY, "the most a batch job request may hold"))
         try:
             spec = BatchJobRequest.model_validate(orjson.loads(body or b"null"))
-            job = jobs.submit(spec.model, spec.input, spec.output, spec.options())
+            job = jobs.submit(spec.model, spec.input, spec.output, spec.options(), spec.variant)
         except orjson.JSONDecodeError as exc:
             raise HTTPError(400, f"the body is not JSON: {exc}") from None
         except ValidationError as exc:

@@ -9,11 +9,13 @@ responses) maps fields to inputs by name instead: see :mod:`inferd.server.rest.g
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from inferd.calls import Routing
 from inferd.codecs.generate import answer, parse, whole
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError
@@ -23,6 +25,7 @@ from inferd.server.rest.errors import failure_parts
 from inferd.server.rest.generate_tensors import open_tensor_stream, tensor_request
 from inferd.server.rest.responses import json_response
 from inferd.server.rest.sse import event, sse_response, unless_disconnected
+from inferd.server.routing_headers import answered_header, routing_from_headers
 
 
 def generate_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
@@ -32,8 +35,11 @@ def generate_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
     @router.post("/v2/models/{model}/generate", summary="Generate text (Triton generate extension)")
     @router.post("/v2/models/{model}/versions/{version}/generate", summary="Generate text, one version")
     async def generate(request: Request, model: str, version: str | None = None) -> Response:
-        events = await dataplane.generate(parse(await read_body(request, limit), model, version))
-        return json_response(await unless_disconnected(request, whole(events, model, version)))
+        routing = routing_from_headers(request.headers.raw) or Routing()
+        parsed = replace(parse(await read_body(request, limit), model, version), routing=routing)
+        events = await dataplane.generate(parsed)
+        return json_response(await unless_disconnected(request, whole(events, model, version)),
+                             headers=answered_header(routing))
 
     @router.post("/v2/models/{model}/generate_stream", summary="Generate text, or stream a model's responses, "
                  "as server-sent events")
@@ -44,8 +50,9 @@ def generate_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         if (chosen.loaded or chosen.require_loaded()).generator is None:  # a tensor model: its inputs by name
             inference = tensor_request(raw, model, version, chosen.signature)
             return sse_response(await open_tensor_stream(dataplane, request, inference))
-        events = await dataplane.generate(parse(raw, model, version))
-        return sse_response(_stream(events, model, version))
+        routing = routing_from_headers(request.headers.raw) or Routing()
+        events = await dataplane.generate(replace(parse(raw, model, version), routing=routing))
+        return sse_response(_stream(events, model, version), answered_header(routing))
 
     return router
 

@@ -20,10 +20,11 @@ def event(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
-    """Starlette closes ``body`` when the client goes away, which frees a generation's slot."""
+def sse_response(body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> StreamingResponse:
+    """Starlette closes ``body`` when the client goes away, which frees a generation's slot. ``headers``: more
+    response headers (the endpoint variant that answers)."""
     return StreamingResponse(body, media_type="text/event-stream",
-                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+                             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
