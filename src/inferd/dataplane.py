@@ -285,7 +285,7 @@ class DataPlane:
         endpoints = self.endpoints
         if endpoints is not None and call.model_name in endpoints.table.endpoints:
             try:
-                call, answer = endpoints.route(call, answer, started)
+                call = answer = endpoints.route(call, answer, started)
             except InferError as exc:
                 answer(exc)
                 return

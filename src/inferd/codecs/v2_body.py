@@ -48,8 +48,10 @@ class V2Body:
         """The routing the transport set, with what the body's parameters ask."""
         routing = self.routing = self.routing if self.routing is not None else Routing()
         payload = self.payload
-        if routing.variant is None and routing.key is None and isinstance(payload, dict):
-            routing_from(payload.get("parameters"), routing)
+        if routing.variant is None and routing.key is None and type(payload) is dict:
+            parameters = payload.get("parameters")
+            if parameters is not None:
+                routing_from(parameters, routing)
         return routing
 
     def prepare(self, loaded: Loaded, max_elements: int) -> Prepared:

@@ -35,6 +35,19 @@ def key_point(key: str) -> float:
     return int.from_bytes(digest, "big") / _SPAN
 
 
+class Target:
+    """A live variant as requests reach it: what the routed call needs, looked up once per table, not per
+    request."""
+
+    __slots__ = ("model", "stats", "variant", "version")
+
+    def __init__(self, variant: Variant, stats: VariantStats) -> None:
+        self.variant = variant
+        self.model = variant.model
+        self.version = variant.version_text
+        self.stats = stats
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     """One endpoint as the router uses it."""
@@ -46,6 +59,8 @@ class Compiled:
     shadows: tuple[Variant, ...]
     stats: Mapping[str, VariantStats]
     """Each variant's statistics, by name (kept by the endpoints across changes)."""
+    targets: tuple[Target, ...]
+    """Each live variant (in the order of ``live``) with its statistics."""
 
     @classmethod
     def of(cls, endpoint: Endpoint, stats: Mapping[tuple[str, str], VariantStats] | None = None) -> Compiled:
@@ -58,20 +73,27 @@ class Compiled:
         bounds[-1] = 1.0
         found = {v.name: stats[endpoint.name, v.name] if stats is not None else VariantStats()
                  for v in endpoint.variants}
-        return cls(endpoint, live, tuple(bounds), endpoint.shadows, found)
+        targets = tuple(Target(v, found[v.name]) for v in live)
+        return cls(endpoint, live, tuple(bounds), endpoint.shadows, found, targets)
 
-    def pick(self, forced: str | None, key: str | None, draw: Callable[[], float] = random.random) -> Variant:
+    def choose(self, forced: str | None, key: str | None, draw: Callable[[], float] = random.random) -> Target:
         """The variant a request goes to: the forced one (NOT_FOUND naming the live variants when it is not
         one), else by weight, with the route key's point in place of a random draw."""
         if forced is not None:
-            for variant in self.live:
-                if variant.name == forced:
-                    return variant
+            for target in self.targets:
+                if target.variant.name == forced:
+                    return target
             listed = ", ".join(repr(v.name) for v in self.live)
             raise not_found(f"endpoint {self.endpoint.name!r} has no variant {forced!r}; its variants: {listed}")
-        point = key_point(key) if key is not None else draw()
-        index = bisect_right(self.bounds, point)
-        return self.live[min(index, len(self.live) - 1)]
+        targets = self.targets
+        if len(targets) == 1:
+            return targets[0]
+        index = bisect_right(self.bounds, key_point(key) if key is not None else draw())
+        return targets[index] if index < len(targets) else targets[-1]
+
+    def pick(self, forced: str | None, key: str | None, draw: Callable[[], float] = random.random) -> Variant:
+        """:meth:`choose`'s variant."""
+        return self.choose(forced, key, draw).variant
 
     def weights(self) -> dict[str, float]:
         """Each live variant's share of traffic, in percent."""
@@ -105,41 +127,61 @@ class Tap:
 
 class RoutedCall:
     """A request that named an endpoint, on its way to one variant: the inner call, with the variant's model
-    and version. It prepares and answers as the inner call does; a :class:`Tap` keeps a copy for shadows. It is
-    also the request's answer callback: it counts the outcome in its variant's statistics, then hands it on
-    (and then to :attr:`after`, the shadow copies)."""
+    and version. It prepares and answers as the inner call does (its very methods: no frame of its own on the
+    hot path). It is also the request's answer callback: it counts the outcome in its variant's statistics, then
+    hands it on."""
 
-    __slots__ = ("_answer", "_started", "_stats", "after", "inner", "model_name", "model_version", "routing", "tap")
+    __slots__ = ("_answer", "_latency", "_started", "_stats", "inner", "model_name", "model_version", "prepare",
+                 "respond", "routing")
 
-    def __init__(self, inner: Call[Any], variant: Variant, routing: Routing, stats: VariantStats, started: int,
+    def __init__(self, inner: Call[Any], target: Target, routing: Routing, started: int,
                  answer: Callable[[Any], None]) -> None:
         self.inner = inner
-        self.model_name = variant.model
-        self.model_version = variant.version_text
+        self.model_name = target.model
+        self.model_version = target.version
         self.routing: Routing | None = routing
-        self.tap: Tap | None = None
-        self._stats = stats
+        self.prepare: Callable[[Loaded, int], Any] = inner.prepare
+        self.respond: Callable[[str, Signature, Any, RunResult], Any] = inner.respond
+        self._stats = target.stats
+        self._latency = target.stats.latency
         self._started = started
         self._answer = answer
-        self.after: Callable[[Any], None] | None = None
 
     def route(self) -> Routing:
         assert self.routing is not None
         return self.routing
 
-    def prepare(self, loaded: Loaded, max_elements: int) -> Any:
+    def __call__(self, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            self._stats.errors += 1
+        self._latency.add(perf_counter_ns() - self._started)  # VariantStats.record, one call less
+        self._answer(outcome)
+
+
+class TappedCall(RoutedCall):
+    """A routed request sampled for shadow variants: a :class:`Tap` keeps its arrays and the live answer's
+    outputs, and once the caller has its answer, :attr:`after` queues the shadow copies."""
+
+    __slots__ = ("after", "tap")
+
+    def __init__(self, inner: Call[Any], target: Target, routing: Routing, started: int,
+                 answer: Callable[[Any], None]) -> None:
+        super().__init__(inner, target, routing, started, answer)
+        self.tap = Tap()
+        self.after: Callable[[Any], None] | None = None
+        self.prepare = self._prepare
+        self.respond = self._respond
+
+    def _prepare(self, loaded: Loaded, max_elements: int) -> Any:
         prepared = self.inner.prepare(loaded, max_elements)
-        if self.tap is not None:
-            self.tap.arrays, self.tap.rows = prepared.arrays, prepared.rows
+        self.tap.arrays, self.tap.rows = prepared.arrays, prepared.rows
         return prepared
 
-    def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Any:
-        if self.tap is not None:
-            self.tap.outputs = {name: result.output(name) for name in signature.output_name_tuple}
+    def _respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Any:
+        self.tap.outputs = {name: result.output(name) for name in signature.output_name_tuple}
         return self.inner.respond(version, signature, prepared, result)
 
     def __call__(self, outcome: Any) -> None:
-        self._stats.record(perf_counter_ns() - self._started, not isinstance(outcome, BaseException))
-        self._answer(outcome)
+        super().__call__(outcome)
         if self.after is not None:
             self.after(outcome)

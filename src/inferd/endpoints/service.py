@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from inferd.calls import Call, Routing
 from inferd.endpoints.lease import LEASE_S, lapsed, new_owner
 from inferd.endpoints.model import Endpoint, check_against, parse_endpoint
-from inferd.endpoints.router import RoutedCall, RoutingTable, Tap
+from inferd.endpoints.router import RoutedCall, RoutingTable, Tap, TappedCall
 from inferd.endpoints.shadow import Copy, ShadowRunner
 from inferd.endpoints.stats import VariantStats
 from inferd.endpoints.store import EndpointStore, Event
@@ -238,8 +238,8 @@ class Endpoints:
     def recover(self) -> None:
         """Take over, and roll back, every running rollout whose driving process is gone (this server restarted
         during it, or another process sharing the store died or stopped; see :mod:`inferd.endpoints.lease`)."""
-        for row in self.store.rollouts():
-            if row.state != "running" or row.endpoint not in self.table.endpoints or not lapsed(row, self.owner):
+        for row in self.store.running_rollouts(self.owner):
+            if row.endpoint not in self.table.endpoints or not lapsed(row, self.owner):
                 continue
             if not self.store.take_over(row.endpoint, self.owner, LEASE_S, row):
                 continue  # another process took it over first
@@ -263,23 +263,24 @@ class Endpoints:
         self._swap({n: c.endpoint for n, c in self.table.endpoints.items() if n != name})
 
     # -- the inference path ----------------------------------------------------------------------------
-    def route(self, call: Call[Any], answer: Callable[[Any], None],
-              started: int) -> tuple[RoutedCall, RoutedCall]:
-        """The call to the variant this request goes to, and its answer wrapped to count it per variant and,
-        when the request is sampled for a shadow, to queue the copy once the caller has its answer. Raises
-        NOT_FOUND for a forced variant that is not one of the endpoint's."""
+    def route(self, call: Call[Any], answer: Callable[[Any], None], started: int) -> RoutedCall:
+        """The call to the variant this request goes to; it is also the call's answer, wrapped to count it per
+        variant and, when the request is sampled for a shadow, to queue the copy once the caller has its answer.
+        Raises NOT_FOUND for a forced variant that is not one of the endpoint's."""
         compiled = self.table.endpoints[call.model_name]
         routing = call.route()
-        variant = compiled.pick(routing.variant, routing.key)
-        routing.endpoint, routing.answered = compiled.endpoint.name, variant.name
-        routed = RoutedCall(call, variant, routing, compiled.stats[variant.name], started, answer)
-        if not compiled.shadows or self.shadow is None:
-            return routed, routed
-        sampled = [s for s in compiled.shadows if s.sample >= 100 or random.random() * 100 < s.sample]
-        if sampled:
-            tap = routed.tap = Tap()
-            routed.after = lambda outcome: self._copy(compiled.endpoint.name, sampled, tap, outcome)
-        return routed, routed
+        target = compiled.choose(routing.variant, routing.key)
+        routing.endpoint, routing.answered = compiled.endpoint.name, target.variant.name
+        shadows = compiled.shadows
+        if not shadows or self.shadow is None:
+            return RoutedCall(call, target, routing, started, answer)
+        sampled = [s for s in shadows if s.sample >= 100 or random.random() * 100 < s.sample]
+        if not sampled:
+            return RoutedCall(call, target, routing, started, answer)
+        tapped = TappedCall(call, target, routing, started, answer)
+        tap = tapped.tap
+        tapped.after = lambda outcome: self._copy(compiled.endpoint.name, sampled, tap, outcome)
+        return tapped
 
     def _copy(self, endpoint: str, shadows: list[Variant], tap: Tap, outcome: Any) -> None:
         if isinstance(outcome, BaseException) or tap.arrays is None or tap.outputs is None or self.shadow is None:
@@ -293,11 +294,10 @@ class Endpoints:
         variant's statistics, for the caller to count the request in. NOT_FOUND for a forced variant that is not
         one of the endpoint's."""
         compiled = self.table.endpoints[name]
-        variant = (compiled.pick(None, None) if routing is None
-                   else compiled.pick(routing.variant, routing.key))
+        target = compiled.choose(None, None) if routing is None else compiled.choose(routing.variant, routing.key)
         if routing is not None:
-            routing.endpoint, routing.answered = name, variant.name
-        return variant, compiled.stats[variant.name]
+            routing.endpoint, routing.answered = name, target.variant.name
+        return target.variant, target.stats
 
     def pick_model(self, name: str) -> tuple[str, str | None]:
         """The model and version a request for endpoint ``name`` would go to now (for the routes that need a

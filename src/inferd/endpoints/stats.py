@@ -14,10 +14,10 @@ from inferd.stats import DURATION_BOUNDS_NS, HistogramDuration
 
 @dataclass(slots=True)
 class VariantStats:
-    requests: int = 0
     errors: int = 0
     latency: HistogramDuration = field(default_factory=HistogramDuration)
-    """Every answered request's duration, failures included (an alarm on p99 must see slow failures too)."""
+    """Every answered request's duration, failures included (an alarm on p99 must see slow failures too); its
+    count is the variant's requests."""
     # shadow variants only
     shadow_dropped: int = 0
     """Copies not run because the shadow queue was full."""
@@ -29,8 +29,11 @@ class VariantStats:
     abs_diff_sum: float = 0.0
     """Sum over comparisons of the mean absolute difference between the shadow's and the live outputs."""
 
+    @property
+    def requests(self) -> int:
+        return self.latency.count
+
     def record(self, ns: int, ok: bool) -> None:
-        self.requests += 1
         if not ok:
             self.errors += 1
         self.latency.add(ns)

@@ -159,6 +159,13 @@ class EndpointStore:
         ).rowcount
         return changed == 1
 
+    def running_rollouts(self, not_owner: str) -> list[RolloutRow]:
+        """The running rollouts another process drives (what a follower checks for a lapsed owner, each tick)."""
+        rows = self._db.execute("SELECT endpoint, spec, state, step, owner, lease_until FROM rollouts WHERE state = "
+                                "'running' AND owner IS NOT ?", (not_owner,)).fetchall()
+        return [RolloutRow(e, json.loads(spec), state, step, owner, lease)
+                for e, spec, state, step, owner, lease in rows]
+
     def rollouts(self) -> list[RolloutRow]:
         rows = self._db.execute("SELECT endpoint, spec, state, step, owner, lease_until FROM rollouts").fetchall()
         return [RolloutRow(e, json.loads(spec), state, step, owner, lease)

@@ -78,12 +78,14 @@ def build_dataplane(settings: ServerSettings) -> DataPlane:
     return dataplane
 
 
-def open_endpoints(dataplane: DataPlane, settings: ServerSettings) -> Endpoints:
-    """The endpoints (files beside the models, and the store in the state folder), resolved by the DataPlane."""
+def open_endpoints(dataplane: DataPlane, settings: ServerSettings, follow: bool = True) -> Endpoints:
+    """The endpoints (files beside the models, and the store in the state folder), resolved by the DataPlane;
+    ``follow``: the store is polled for the changes other server processes on the same state folder make."""
     endpoints = Endpoints(dataplane.repository, EndpointStore(settings.state_dir / "endpoints.db"))
     endpoints.attach(dataplane)
     endpoints.open()
-    endpoints.follow()  # other server processes on the same state folder change endpoints too
+    if follow:
+        endpoints.follow()
     return endpoints
 
 
