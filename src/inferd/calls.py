@@ -19,7 +19,7 @@ is; a call without them (asynchronous jobs, batch jobs) refuses a tensor that na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -100,6 +100,9 @@ class Routing:
     key: str | None = None
     endpoint: str | None = None
     answered: str | None = None
+    shown: Mapping[str, str] | None = None
+    """Set with ``answered``: :meth:`parameters` as one read-only mapping shared by the variant's requests (the
+    V2 codec writes it as it is, and builds no dict per request)."""
 
     def parameters(self) -> dict[str, Any]:
         """What a V2 response says of its route."""

@@ -66,11 +66,11 @@ class V2Body:
 
     def respond(self, version: str, signature: Signature, prepared: Any, result: RunResult) -> Encoded:
         routing = self.routing
-        routed = routing.parameters() if routing is not None and routing.endpoint is not None else None
         if type(prepared) is PlainRequest:
-            return PlainRequestPlan.encode(self.model_name, version, prepared, result, routed)
+            shown = routing.shown if routing is not None else None
+            return PlainRequestPlan.encode(self.model_name, version, prepared, result, shown)
         assert isinstance(prepared, GeneralPrepared)
         assert self.request is not None
         response = build_response(self.model_name, version, signature, prepared, result)
-        response.parameters = routed
+        response.parameters = routing.parameters() if routing is not None and routing.endpoint is not None else None
         return encode_response(response, binary_outputs(self.request, prepared.answered))

@@ -20,6 +20,7 @@ messages. tests/fuzz/test_fuzz_codecs.py holds the two paths to that.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -221,7 +222,7 @@ class PlainRequestPlan:
 
     @staticmethod
     def encode(model_name: str, model_version: str, request: PlainRequest, result: Answer,
-               parameters: dict[str, Any] | None = None) -> tuple[bytes, int | None]:
+               parameters: Mapping[str, Any] | None = None) -> tuple[bytes, int | None]:
         """The response body and, when an output goes as binary data, the JSON header's length: what the general
         encoder writes. ``result`` gives each output's array, or its elements; ``parameters``, the response's."""
         body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}

@@ -39,13 +39,16 @@ class Target:
     """A live variant as requests reach it: what the routed call needs, looked up once per table, not per
     request."""
 
-    __slots__ = ("model", "stats", "variant", "version")
+    __slots__ = ("model", "shown", "stats", "variant", "version")
 
-    def __init__(self, variant: Variant, stats: VariantStats) -> None:
+    def __init__(self, endpoint: str, variant: Variant, stats: VariantStats) -> None:
         self.variant = variant
         self.model = variant.model
         self.version = variant.version_text
         self.stats = stats
+        self.shown: Mapping[str, str] = {"endpoint": endpoint, "variant": variant.name}
+        """The V2 response parameters of the requests it answers (:attr:`Routing.shown`: a dict, as orjson
+        writes no other mapping, never changed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class Compiled:
         bounds[-1] = 1.0
         found = {v.name: stats[endpoint.name, v.name] if stats is not None else VariantStats()
                  for v in endpoint.variants}
-        targets = tuple(Target(v, found[v.name]) for v in live)
+        targets = tuple(Target(endpoint.name, v, found[v.name]) for v in live)
         return cls(endpoint, live, tuple(bounds), endpoint.shadows, found, targets)
 
     def choose(self, forced: str | None, key: str | None, draw: Callable[[], float] = random.random) -> Target:
@@ -85,11 +88,8 @@ class Compiled:
                     return target
             listed = ", ".join(repr(v.name) for v in self.live)
             raise not_found(f"endpoint {self.endpoint.name!r} has no variant {forced!r}; its variants: {listed}")
-        targets = self.targets
-        if len(targets) == 1:
-            return targets[0]
-        index = bisect_right(self.bounds, key_point(key) if key is not None else draw())
-        return targets[index] if index < len(targets) else targets[-1]
+        # the point is in [0, 1) and the last bound is exactly 1.0: the index is always a live variant's
+        return self.targets[bisect_right(self.bounds, key_point(key) if key is not None else draw())]
 
     def pick(self, forced: str | None, key: str | None, draw: Callable[[], float] = random.random) -> Variant:
         """:meth:`choose`'s variant."""

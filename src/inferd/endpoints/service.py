@@ -270,7 +270,7 @@ class Endpoints:
         compiled = self.table.endpoints[call.model_name]
         routing = call.route()
         target = compiled.choose(routing.variant, routing.key)
-        routing.endpoint, routing.answered = compiled.endpoint.name, target.variant.name
+        routing.endpoint, routing.answered, routing.shown = compiled.endpoint.name, target.variant.name, target.shown
         shadows = compiled.shadows
         if not shadows or self.shadow is None:
             return RoutedCall(call, target, routing, started, answer)
@@ -296,7 +296,7 @@ class Endpoints:
         compiled = self.table.endpoints[name]
         target = compiled.choose(None, None) if routing is None else compiled.choose(routing.variant, routing.key)
         if routing is not None:
-            routing.endpoint, routing.answered = name, target.variant.name
+            routing.endpoint, routing.answered, routing.shown = name, target.variant.name, target.shown
         return target.variant, target.stats
 
     def pick_model(self, name: str) -> tuple[str, str | None]:
