@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 
 from batch_models import FEATURES, PICKY, feature_table, read_output, write_python_model, write_table
+from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
+from inferd.jobs.sqlite_store import SqliteJobStore
 from inferd.repository import ModelRepository
 from inferd.server.rest.app import build_app
 from inferd.settings import ServerSettings
@@ -19,15 +21,23 @@ Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
 def run_scenario(root: Path, scenario: Scenario, **settings: Any) -> None:
+    """The scenario against the app, with batch jobs kept in a real SQLite job store beside ``root``."""
     async def main() -> None:
         plane = DataPlane(ModelRepository(root))
         await plane.start()
+        store = SqliteJobStore(root.parent / "state")
+        await store.open()
+        server_settings = ServerSettings(repository=root, **settings)
+        jobs = BatchJobs(plane, server_settings.batch_roots, store)
+        jobs.start()
         try:
-            app = build_app(plane, ServerSettings(repository=root, **settings))
+            app = build_app(plane, server_settings, batch_jobs=jobs)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 await scenario(client)
         finally:
+            await jobs.stop()
+            await store.close()
             plane.close()
 
     asyncio.run(main())
