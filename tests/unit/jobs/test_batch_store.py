@@ -82,7 +82,7 @@ def test_cancel_stops_a_queued_or_running_job_and_tells_its_run(store, run):
     assert not run(store.batch_end("a", claimed.attempts, "succeeded", 5.0))
     assert run(store.batch_cancel("b", 6.0)).state == "cancelled"
     assert run(store.batch_claim(7.0)) is None
-    assert run(store.batch_cancel("a", 8.0)).state == "cancelled"  # again: unchanged, the caller answers 409
+    assert run(store.batch_cancel("a", 8.0)).state == "cancelled"  # again: unchanged (a repeated DELETE)
     assert run(store.batch_cancel("nobody", 8.0)) is None
 
 
