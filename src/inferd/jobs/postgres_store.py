@@ -326,6 +326,8 @@ class PostgresJobStore(PostgresBatchMethods):
                 "(SELECT id FROM inferd_jobs WHERE status = 'expired' AND updated_at < %s)", (finished_before,))
             await conn.execute("DELETE FROM inferd_jobs WHERE status = 'expired' AND updated_at < %s",
                                (finished_before,))
+            await conn.execute("DELETE FROM inferd_batch_jobs WHERE state = ANY(%s) AND updated_at < %s",
+                               (list(_FINISHED), finished_before))
             return names
 
     async def payload_files(self) -> set[str]:

@@ -450,6 +450,7 @@ def _expire(conn: sqlite3.Connection, finished_before: float, now: float) -> lis
     conn.execute("DELETE FROM callback_attempts WHERE job_id IN "
                  "(SELECT id FROM jobs WHERE status = 'expired' AND updated_at < ?)", (finished_before,))
     conn.execute("DELETE FROM jobs WHERE status = 'expired' AND updated_at < ?", (finished_before,))
+    conn.execute(f"DELETE FROM batch_jobs WHERE state IN ({marks}) AND updated_at < ?", (*_FINISHED, finished_before))
     return [name for row in rows for name in row if name]
 
 

@@ -255,7 +255,8 @@ class JobStore(BatchStore, Protocol):
 
     async def expire(self, finished_before: float, now: float) -> list[str]:
         """Finished jobs older than ``finished_before`` become ``expired`` and lose their payloads; records
-        already expired before it are deleted. Returns the payload file names to delete."""
+        already expired before it are deleted, and so are the records of batch jobs that ended before it. Returns
+        the payload file names to delete."""
 
     async def payload_files(self) -> set[str]:
         """Every payload file name a job refers to (to find files a crash left behind)."""

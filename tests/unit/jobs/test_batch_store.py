@@ -166,3 +166,14 @@ def test_a_schema_1_postgresql_database_is_migrated(postgres_dsn, run):
         run(store.close())
     with psycopg.connect(postgres_dsn) as conn:
         assert conn.execute("SELECT version FROM inferd_schema").fetchall() == [(PG_VERSION,)] == [(2,)]
+
+
+def test_retention_deletes_the_records_of_jobs_that_ended_long_ago(store, run):
+    for name, at in (("old", 1.0), ("recent", 50.0), ("waiting", 2.0)):
+        run(store.batch_submit(record(name, f"/out/{name}"), at))
+    for at in (1.5, 50.5):
+        claimed = run(store.batch_claim(at))
+        run(store.batch_end(claimed.id, claimed.attempts, "succeeded", at))
+    assert {r.id for r in run(store.batch_list())} == {"old", "recent", "waiting"}
+    run(store.expire(finished_before=10.0, now=60.0))
+    assert {r.id for r in run(store.batch_list())} == {"recent", "waiting"}  # a queued job is never expired
