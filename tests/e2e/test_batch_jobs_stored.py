@@ -1,11 +1,13 @@
 """Batch jobs submitted over HTTP live in the job store, with real ``inferd serve`` processes and real faults: a
-server killed with SIGKILL mid-job and started again finishes the job with every row written exactly once (SQLite);
+server killed with SIGKILL mid-job, or stopped, and started again finishes the job with every row written exactly
+once (SQLite);
 two replicas on one PostgreSQL each answer for the other's job, run it once, cancel it for the other, and take over
 the job of a replica killed mid-job once its lease runs out."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -119,6 +121,25 @@ def test_a_job_survives_kill_9_and_a_restart_writing_every_row_once(work: Path) 
     again = executions(work, "second")
     assert set(begun) | set(again) == set(range(ROWS))
     assert len(set(begun) & set(again)) <= BATCH * CONCURRENCY  # only the mini-batches in flight ran twice
+
+
+def test_a_stopped_server_hands_its_job_back_and_the_next_start_resumes_it(work: Path) -> None:
+    state_dir = str(work.parent / "state")
+    first = server(work, "first", "--state-dir", state_dir).start()
+    try:
+        job_id = submit(first, work)
+        wait_for(first, job_id, lambda s: s["rows_done"] >= 100)
+    finally:
+        assert first.stop() == 0, first.log()  # SIGTERM: a clean stop
+    with sqlite3.connect(Path(state_dir) / "jobs.db") as conn:
+        assert conn.execute("SELECT state, attempts, holder FROM batch_jobs").fetchall() == [("queued", 1, None)]
+    second = server(work, "second", "--state-dir", state_dir).start()
+    try:
+        done = wait_for(second, job_id, finished)
+        assert (done["state"], done["attempts"], done["rows_done"]) == ("succeeded", 2, ROWS)
+    finally:
+        assert second.stop() == 0, second.log()
+    assert_every_row_once(work)
 
 
 @pytest.fixture

@@ -62,11 +62,11 @@ def list_jobs(
     model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
 ) -> None:
-    """List asynchronous jobs, newest first, then the batch jobs started since the server started."""
+    """List asynchronous jobs, newest first, then the batch jobs in the server's job store."""
     params: dict[str, Any] = {"limit": limit}
     params.update({k: v for k, v in (("status", status), ("model", model)) if v})
     jobs = _request("GET", f"{_url(url)}/v2/jobs", params=params).json()["jobs"]
-    listed = _request("GET", f"{_url(url)}/v2/batch/jobs", missing_ok=True, batch=True)
+    listed = _request("GET", f"{_url(url)}/v2/batch/jobs", missing_ok=True, batch=True, params={"limit": limit})
     batch_jobs = [j for j in (listed.json()["jobs"] if listed is not None else [])
                   if (status is None or j["state"] == status) and (model is None or j["model"] == model)]
     if not jobs and not batch_jobs:
