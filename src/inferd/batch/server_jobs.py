@@ -228,8 +228,8 @@ class BatchJobs:
             await asyncio.sleep(PROGRESS_S)
             progress = running.progress
             try:
-                ours = await store.batch_update(record.id, record.attempts,
-                                                     progress.to_dict() if progress else {}, time.time())
+                ours = await store.batch_update(record.id, record.attempts,  # (before the first: the last run's)
+                                                progress.to_dict() if progress else record.progress or {}, time.time())
             except Exception as exc:
                 log.warning("batch job %s: its progress could not be stored: %s", record.id,
                             getattr(exc, "message", exc))
