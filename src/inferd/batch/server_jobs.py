@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 import uuid
@@ -29,7 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inferd.batch.job import ThresholdError
+from inferd.backoff import doubling_delay
+from inferd.batch.job import BatchSummary, ThresholdError
 from inferd.batch.options import BatchError, BatchOptions
 from inferd.batch.progress import Progress
 from inferd.dataplane import DataPlane
@@ -43,6 +45,9 @@ PROGRESS_S = 0.5
 """How often a running job's progress is written to the store (and the store asked whether it is still ours)."""
 POLL_S = 1.0
 """How often an idle server looks for jobs another server accepted (its own submissions wake it at once)."""
+END_RETRY_S = 0.5
+END_RETRY_MAX_S = 10.0
+"""First and longest wait before telling the store again how a run ended, while it cannot be reached."""
 STOPPED = "batch jobs are not running on this server yet (the job store is not open)"
 
 
@@ -167,12 +172,25 @@ class BatchJobs:
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
                 continue
             log.info("batch job %s: run %d begins", record.id, record.attempts)
-            await self._run(store, record)
+            try:
+                await self._run(store, record)
+            except Exception:  # a bug must not stop the loop: the next job still runs
+                log.exception("batch job %s: its run broke off", record.id)
 
     async def _run(self, store: BatchStore, record: BatchRecord) -> None:
+        running = self._running = _Running(record)
+        work = asyncio.create_task(self._work(running), name=f"inferd-batch-{record.id}")
+        keeper = asyncio.create_task(self._keep(store, running, work), name=f"inferd-batch-progress-{record.id}")
+        try:
+            await self._finish(store, running, work)
+        finally:
+            keeper.cancel()
+            self._running = None
+
+    async def _work(self, running: _Running) -> BatchSummary:
         from inferd.batch.run import run_job
 
-        running = self._running = _Running(record)
+        record = running.record
         options = BatchOptions.from_json(record.options)
         if record.attempts > 1:  # a later run resumes what the earlier ones wrote, whatever the first asked
             options = dataclasses.replace(options, restart=False)
@@ -180,14 +198,8 @@ class BatchJobs:
         def on_progress(progress: Progress) -> None:
             running.progress = progress
 
-        work = asyncio.create_task(run_job(self.dataplane, record.model, record.input, Path(record.output), options,
-                                           on_progress, self.roots), name=f"inferd-batch-{record.id}")
-        keeper = asyncio.create_task(self._keep(store, running, work), name=f"inferd-batch-progress-{record.id}")
-        try:
-            await self._finish(store, running, work)
-        finally:
-            keeper.cancel()
-            self._running = None
+        return await run_job(self.dataplane, record.model, record.input, Path(record.output), options, on_progress,
+                             self.roots)
 
     async def _finish(self, store: BatchStore, running: _Running, work: asyncio.Task[Any]) -> None:
         """Wait for the job and store how it ended (a server stop hands it back to the queue)."""
@@ -198,7 +210,9 @@ class BatchJobs:
             me = asyncio.current_task()
             if me is None or not me.cancelling():
                 return  # the keeper stopped it: cancelled or taken over, as the store already says
-            await self._end(store, running, "queued", None, None)
+            with contextlib.suppress(Exception):  # else its lease runs out (SQLite: the next server takes it)
+                await store.batch_end(running.record.id, running.record.attempts, "queued", time.time(),
+                                      progress=running.progress.to_dict() if running.progress else None)
             raise
         except ThresholdError as exc:
             state, summary, error = "failed", exc.summary.to_dict(), str(exc)
@@ -212,13 +226,19 @@ class BatchJobs:
     @staticmethod
     async def _end(store: BatchStore, running: _Running, state: str, summary: dict[str, Any] | None,
                    error: str | None) -> None:
+        """Store how the run ended, trying until the store takes it: this server holds the job (and renews its
+        lease) until then, so no other run would."""
         record, progress = running.record, running.progress
-        try:
-            await store.batch_end(record.id, record.attempts, state, time.time(),
-                                  progress=progress.to_dict() if progress else None, summary=summary, error=error)
-        except Exception as exc:  # the store away: the job's lease runs out and a later run resumes it
-            log.warning("batch job %s ended %s, but the job store was not told: %s", record.id, state,
-                        getattr(exc, "message", exc))
+        for tries in itertools.count(1):
+            try:
+                await store.batch_end(record.id, record.attempts, state, time.time(),
+                                      progress=progress.to_dict() if progress else None, summary=summary,
+                                      error=error)
+                return
+            except Exception as exc:
+                log.warning("batch job %s ended %s, but the job store could not be told (trying again): %s",
+                            record.id, state, getattr(exc, "message", exc))
+                await asyncio.sleep(doubling_delay(END_RETRY_S, tries, END_RETRY_MAX_S))
 
     @staticmethod
     async def _keep(store: BatchStore, running: _Running, work: asyncio.Task[Any]) -> None:
