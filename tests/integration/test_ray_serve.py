@@ -1,0 +1,185 @@
+"""inferd's DataPlane as Ray Serve replicas on a real local Ray: V2 REST through Serve's HTTP proxy, with httpx
+and the stock ``tritonclient.http`` (binary tensors), compared with the in-process DataPlane."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from fakes import ADDER, write_model
+from inferd.dataplane import DataPlane
+from inferd.inference import InferenceRequest, RequestInput
+from inferd.repository import ModelRepository
+from server_process import free_port
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+serve = pytest.importorskip("ray.serve", reason="Ray Serve (the ray extra) is not installed")
+httpclient = pytest.importorskip("tritonclient.http")
+
+from inferd.integrations.ray_serve import inferd_app  # noqa: E402  (after the skips: it needs ray)
+
+TIMEOUT = 20.0
+A = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
+B = np.array([[0.5, 0.25, 0.125], [-1.0, -2.0, -3.0]], dtype=np.float32)
+
+
+@dataclass
+class Served:
+    url: str
+    repository: Path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("serve") / "models"
+    write_model(root, "adder", ADDER)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    port = free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = inferd_app(root, num_replicas=2, ray_actor_options={"num_cpus": 0.5},
+                         settings={"state_dir": str(root.parent / "state")})
+        serve.run(app, name="inferd", route_prefix="/", blocking=False)
+        _wait_ready(f"http://127.0.0.1:{port}")
+        yield Served(f"http://127.0.0.1:{port}", root)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def _wait_ready(url: str) -> None:
+    """Until the application answers ready (the replicas load the models first), at most 90 s."""
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the Serve application at {url} was not ready within 90 s")
+
+
+def in_process(root: Path) -> dict[str, np.ndarray]:
+    """The same inference on inferd's own DataPlane, in this process."""
+    plane = DataPlane(ModelRepository(root))
+
+    async def run() -> dict[str, np.ndarray]:
+        await plane.start()
+        request = InferenceRequest("adder", [RequestInput("a", "FP32", [2, 3], A), RequestInput("b", "FP32", [2, 3], B)])
+        response = await plane.infer(request)
+        return {o.name: np.asarray(o.data) for o in response.outputs}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        plane.close()
+
+
+@pytest.mark.timeout(120)
+def test_ready_and_metadata_through_serve(served: Served) -> None:
+    with httpx.Client(base_url=served.url, timeout=TIMEOUT) as client:
+        assert client.get("/v2/health/live").json() == {"live": True}
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        assert client.get("/v2/models/adder/ready").status_code == 200
+        meta = client.get("/v2/models/adder").json()
+        assert meta["name"] == "adder"
+        assert [i["name"] for i in meta["inputs"]] == ["a", "b"]
+        assert [o["name"] for o in meta["outputs"]] == ["sum", "total"]
+        assert "binary_tensor_data" in client.get("/v2").json()["extensions"]
+
+
+@pytest.mark.timeout(120)
+def test_json_infer_equals_the_in_process_dataplane(served: Served) -> None:
+    expected = in_process(served.repository)
+    body = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [2, 3], "data": A.ravel().tolist()},
+                       {"name": "b", "datatype": "FP32", "shape": [2, 3], "data": B.ravel().tolist()}]}
+    reply = httpx.post(f"{served.url}/v2/models/adder/infer", json=body, timeout=TIMEOUT)
+    assert reply.status_code == 200, reply.text
+    outputs = {o["name"]: o for o in reply.json()["outputs"]}
+    assert outputs["sum"]["shape"] == [2, 3]
+    np.testing.assert_array_equal(np.array(outputs["sum"]["data"], dtype=np.float32).reshape(2, 3), expected["sum"])
+    np.testing.assert_array_equal(np.array(outputs["total"]["data"]), expected["total"])
+
+
+@pytest.mark.timeout(120)
+def test_tritonclient_binary_infer_equals_the_in_process_dataplane(served: Served) -> None:
+    expected = in_process(served.repository)
+    client = httpclient.InferenceServerClient(served.url.removeprefix("http://"), network_timeout=TIMEOUT,
+                                              connection_timeout=TIMEOUT)
+    try:
+        assert client.is_server_ready()
+        inputs = [httpclient.InferInput("a", [2, 3], "FP32"), httpclient.InferInput("b", [2, 3], "FP32")]
+        inputs[0].set_data_from_numpy(A, binary_data=True)
+        inputs[1].set_data_from_numpy(B, binary_data=True)
+        outputs = [httpclient.InferRequestedOutput(name, binary_data=True) for name in ("sum", "total")]
+        result = client.infer("adder", inputs, outputs=outputs)
+        np.testing.assert_array_equal(result.as_numpy("sum"), expected["sum"])
+        np.testing.assert_array_equal(result.as_numpy("total"), expected["total"])
+        assert result.as_numpy("total").dtype == np.float64
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(120)
+def test_bad_requests_get_the_v2_error_form_and_serving_goes_on(served: Served) -> None:
+    with httpx.Client(base_url=served.url, timeout=TIMEOUT) as client:
+        wrong = client.post("/v2/models/adder/infer", content=b'{"inputs": [{"name": "a"')
+        assert wrong.status_code == 400
+        assert set(wrong.json()) == {"error"}
+        shape = client.post("/v2/models/adder/infer", json={"inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]})
+        assert shape.status_code == 400
+        assert "b" in shape.json()["error"]
+        unknown = client.get("/v2/models/nope")
+        assert unknown.status_code == 404
+        assert set(unknown.json()) == {"error"}
+        assert client.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("method", "path", "words"), [
+    ("POST", "/v2/repository/models/adder/load", "deploy again"),
+    ("POST", "/v2/batch/jobs", "--engine ray"),
+    ("GET", "/v2/endpoints", "endpoints are not served"),
+    ("POST", "/v2/models/adder/infer-async", "job_store=postgresql"),
+    ("GET", "/v2/jobs/abc", "job_store=postgresql"),
+    ("POST", "/v2/systemsharedmemory/region/r/register", "shared memory"),
+])
+def test_what_serve_does_not_serve_is_a_clear_501(served: Served, method: str, path: str, words: str) -> None:
+    reply = httpx.request(method, f"{served.url}{path}", json={}, timeout=TIMEOUT)
+    assert reply.status_code == 501
+    assert words in reply.json()["error"]
+    assert httpx.get(f"{served.url}/v2/models/adder/ready", timeout=TIMEOUT).status_code == 200
+
+
+@pytest.mark.timeout(120)
+def test_both_replicas_answer_and_each_reports_its_own_statistics(served: Served) -> None:
+    body = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
+                       {"name": "b", "datatype": "FP32", "shape": [1, 3], "data": [1, 1, 1]}]}
+    seen: dict[str, int] = {}
+    with httpx.Client(base_url=served.url, timeout=TIMEOUT) as client:
+        for _ in range(60):
+            reply = client.post("/v2/models/adder/infer", json=body)
+            assert reply.status_code == 200
+            assert reply.json()["outputs"][0]["data"] == [2.0, 3.0, 4.0]
+            replica = reply.headers["inferd-replica"]
+            seen[replica] = seen.get(replica, 0) + 1
+            if len(seen) == 2 and min(seen.values()) >= 2:
+                break
+        assert len(seen) == 2, seen
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert metrics.headers["inferd-replica"] in seen
+        assert "inferd_request_success_total" in metrics.text
