@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,3 +185,26 @@ def test_both_replicas_answer_and_each_reports_its_own_statistics(served: Served
         assert metrics.status_code == 200
         assert metrics.headers["inferd-replica"] in seen
         assert "inferd_request_success_total" in metrics.text
+
+
+@pytest.mark.timeout(120)
+def test_serve_run_with_the_app_builder_deploys_a_second_application(served: Served) -> None:
+    """``serve run inferd.integrations.ray_serve:app_builder repository=...`` (the real command) against the same
+    cluster, as a second application under a route prefix."""
+    address = ray.get_runtime_context().gcs_address
+    command = [str(Path(sys.executable).with_name("serve")), "run", "--address", address, "--non-blocking",
+               "--name", "cli", "--route-prefix", "/cli", "inferd.integrations.ray_serve:app_builder",
+               f"repository={served.repository}", "num_cpus=0.25", "max_batch_size=4"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        _wait_ready(f"{served.url}/cli")
+        with httpx.Client(base_url=f"{served.url}/cli", timeout=TIMEOUT) as client:
+            assert client.get("/v2/models/adder").json()["name"] == "adder"
+            body = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
+                               {"name": "b", "datatype": "FP32", "shape": [1, 3], "data": [3, 2, 1]}]}
+            assert client.post("/v2/models/adder/infer", json=body).json()["outputs"][1]["data"] == [12.0]
+            assert client.get("/v2/jobs").status_code == 501  # the route below the prefix is what is refused
+    finally:
+        serve.delete("cli")
