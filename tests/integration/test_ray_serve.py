@@ -28,6 +28,8 @@ httpclient = pytest.importorskip("tritonclient.http")
 
 from inferd.integrations.ray_serve import inferd_app  # noqa: E402  (after the skips: it needs ray)
 
+pytestmark = pytest.mark.slow  # as the other tests on a local Ray
+
 TIMEOUT = 20.0
 A = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
 B = np.array([[0.5, 0.25, 0.125], [-1.0, -2.0, -3.0]], dtype=np.float32)
@@ -208,3 +210,33 @@ def test_serve_run_with_the_app_builder_deploys_a_second_application(served: Ser
             assert client.get("/v2/jobs").status_code == 501  # the route below the prefix is what is refused
     finally:
         serve.delete("cli")
+
+
+@pytest.mark.timeout(150)
+def test_with_a_postgresql_job_store_async_jobs_are_accepted_and_run(served: Served, postgres_dsn: str) -> None:
+    """A second application whose two replicas share one PostgreSQL queue: jobs submitted through Serve are run
+    once each (by whichever replica claims them) and their results read back through any replica."""
+    app = inferd_app(served.repository, num_replicas=2, ray_actor_options={"num_cpus": 0.25}, name="inferd-async",
+                     settings={"job_store": postgres_dsn})
+    serve.run(app, name="async", route_prefix="/async", blocking=False)
+    try:
+        _wait_ready(f"{served.url}/async")
+        with httpx.Client(base_url=f"{served.url}/async", timeout=TIMEOUT) as client:
+            ids = []
+            for n in range(6):
+                body = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [n, n, n]},
+                                   {"name": "b", "datatype": "FP32", "shape": [1, 3], "data": [1, 1, 1]}]}
+                accepted = client.post("/v2/models/adder/infer-async", json=body)
+                assert accepted.status_code == 202, accepted.text
+                ids.append(accepted.json()["id"])
+            for n, job in enumerate(ids):
+                end = time.monotonic() + 60
+                while (status := client.get(f"/v2/jobs/{job}").json()["status"]) not in ("succeeded", "failed"):
+                    assert time.monotonic() < end, f"job {job} still {status}"
+                    time.sleep(0.2)
+                assert status == "succeeded"
+                result = client.get(f"/v2/jobs/{job}/result").json()
+                assert result["outputs"][1]["data"] == [3.0 * (n + 1)]
+                assert client.get(f"/v2/jobs/{job}").json()["attempts"] == 1
+    finally:
+        serve.delete("async")
