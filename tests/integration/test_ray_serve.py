@@ -240,3 +240,19 @@ def test_with_a_postgresql_job_store_async_jobs_are_accepted_and_run(served: Ser
                 assert client.get(f"/v2/jobs/{job}").json()["attempts"] == 1
     finally:
         serve.delete("async")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("method", "path", "words"), [
+    ("GET", "/v2/models/adder/config", '"name":"adder"'),
+    ("GET", "/v2/models/adder/stats", '"model_stats"'),
+    ("POST", "/v2/repository/index", '"state":"READY"'),
+    ("GET", "/v1/models/adder", '"ready":true'),
+    ("GET", "/ping", ""),
+    ("GET", "/openai/v1/models", '"object":"list"'),
+    ("GET", "/docs", "swagger"),
+])
+def test_the_other_protocols_are_served_through_serve(served: Served, method: str, path: str, words: str) -> None:
+    reply = httpx.request(method, f"{served.url}{path}", timeout=TIMEOUT)
+    assert reply.status_code == 200, reply.text
+    assert words in reply.text.replace(" ", "")

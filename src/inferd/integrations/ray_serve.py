@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from inferd.integrations.serve_routes import ASGIApp
     from inferd.jobs.service import AsyncService
 
+__all__ = ["DEPLOYMENT_ARGUMENTS", "MISSING_RAY", "NOT_ON_SERVE", "InferdReplica", "app_builder", "builder_arguments",
+           "deployment", "inferd_app", "server_settings"]
+
 log = logging.getLogger(__name__)
 
 MISSING_RAY = "inferd on Ray Serve needs Ray Serve: install the ray extra, pip install 'inferd[ray]'"

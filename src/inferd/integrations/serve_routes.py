@@ -16,6 +16,8 @@ from typing import Any
 
 from inferd.server.rest.responses import error_response
 
+__all__ = ["ALWAYS_REFUSED", "ASYNC_REFUSED", "REPLICA_HEADER", "Refusal", "ServeRoutes", "refusals"]
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
