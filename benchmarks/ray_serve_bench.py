@@ -1,5 +1,6 @@
-"""What Ray Serve's proxy costs: the same V2 JSON request to ``inferd serve`` and to inferd on Ray Serve (1 and 2
-replicas), in one run, as ratios against ``inferd serve``.
+"""What Ray Serve's proxy costs: the same V2 JSON request to ``inferd serve`` (its native route, and the FastAPI
+app's route that a Serve replica runs) and to inferd on Ray Serve (1 and 2 replicas), in one run, as ratios
+against ``inferd serve``.
 
 usage: .venv/bin/python benchmarks/ray_serve_bench.py [--duration 5] [--conc 1,8,32]
                                                       [--out benchmarks/results/ray_serve.json]
@@ -39,6 +40,10 @@ from serve_bench import (
 INFERD = ServerSpec("inferd serve", (str(Path(sys.executable).with_name("inferd")), "serve", "{repo}",
                                      "--http-port", "{http}", "--grpc-port", "0"), {"INFERD_LOG_LEVEL": "warning"})
 MODEL = "digits"
+ENCODED_MODEL = "dig%69ts"
+"""The same model by a percent-encoded name: ``inferd serve`` answers it with the FastAPI app's route (its
+native route takes plain names only), the app a Serve replica runs."""
+ASGI_ROUTE = "inferd serve, app route"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def sweep(label: str, base: str, body: HttpBody, lua: Path, args: argparse.Namespace,
-          expected: list[float]) -> list[dict[str, Any]]:
-    url = f"{base}/v2/models/{MODEL}/infer"
+          expected: list[float], model: str = MODEL) -> list[dict[str, Any]]:
+    url = f"{base}/v2/models/{model}/infer"
     check_http(url, body, expected)
     rows = []
     for c in (int(x) for x in args.conc.split(",")):
@@ -70,7 +75,8 @@ def on_inferd(repo: Path, body: HttpBody, lua: Path, args: argparse.Namespace, e
         server = RunningServer(INFERD, repo, log)
         try:
             server.wait_ready(120)
-            return sweep(INFERD.label, server.base, body, lua, args, expected)
+            native = sweep(INFERD.label, server.base, body, lua, args, expected)
+            return native + sweep(ASGI_ROUTE, server.base, body, lua, args, expected, ENCODED_MODEL)
         finally:
             server.stop()
 
