@@ -39,12 +39,13 @@ B = np.array([[0.5, 0.25, 0.125], [-1.0, -2.0, -3.0]], dtype=np.float32)
 class Served:
     url: str
     repository: Path
+    state: Path
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("serve") / "models"
-    write_model(root, "adder", ADDER)
+    write_model(root, "adder", ADDER, toml="[capture]\nenabled = true\nsample_percent = 100\n")
     port = free_port()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
@@ -59,7 +60,7 @@ def _serve(root: Path, port: int) -> Iterator[Served]:
                          settings={"state_dir": str(root.parent / "state")})
         serve.run(app, name="inferd", route_prefix="/", blocking=False)
         _wait_ready(f"http://127.0.0.1:{port}")
-        yield Served(f"http://127.0.0.1:{port}", root)
+        yield Served(f"http://127.0.0.1:{port}", root, root.parent / "state")
     finally:
         try:
             serve.shutdown()
@@ -191,6 +192,16 @@ def test_both_replicas_answer_and_each_reports_its_own_statistics(served: Served
         assert metrics.status_code == 200
         assert metrics.headers["inferd-replica"] in seen
         assert "inferd_request_success_total" in metrics.text
+    # each replica captured what it answered, into a folder of its own
+    end = time.monotonic() + 20
+    while (captured := {r: _captured_lines(served.state / "capture" / f"replica-{r}") for r in seen}) and \
+            any(captured[r] < n for r, n in seen.items()):
+        assert time.monotonic() < end, (captured, seen)
+        time.sleep(0.2)
+
+
+def _captured_lines(folder: Path) -> int:
+    return sum(len(path.read_bytes().splitlines()) for path in folder.glob("adder/1/**/*.jsonl"))
 
 
 @pytest.mark.timeout(120)
@@ -200,7 +211,7 @@ def test_serve_run_with_the_app_builder_deploys_a_second_application(served: Ser
     address = ray.get_runtime_context().gcs_address
     command = [str(Path(sys.executable).with_name("serve")), "run", "--address", address, "--non-blocking",
                "--name", "cli", "--route-prefix", "/cli", "inferd.integrations.ray_serve:app_builder",
-               f"repository={served.repository}", "num_cpus=0.25", "max_batch_size=4"]
+               f"repository={served.repository}", "num_cpus=0.25", "max_batch_size=4", f"state_dir={served.state}"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90, check=False)
@@ -221,7 +232,7 @@ def test_with_a_postgresql_job_store_async_jobs_are_accepted_and_run(served: Ser
     """A second application whose two replicas share one PostgreSQL queue: jobs submitted through Serve are run
     once each (by whichever replica claims them) and their results read back through any replica."""
     app = inferd_app(served.repository, num_replicas=2, ray_actor_options={"num_cpus": 0.25}, name="inferd-async",
-                     settings={"job_store": postgres_dsn})
+                     settings={"job_store": postgres_dsn, "state_dir": str(served.state)})
     serve.run(app, name="async", route_prefix="/async", blocking=False)
     try:
         _wait_ready(f"{served.url}/async")

@@ -73,8 +73,8 @@ class InferdReplica:
     def __init__(self, settings: ServerSettings) -> None:
         from inferd.server.runner import build_dataplane
 
-        self.settings = settings
         self.replica = _replica_name()
+        self.settings = settings = _own_capture_folder(settings, self.replica)
         self.dataplane: DataPlane = build_dataplane(settings)
         self.jobs: AsyncService | None = None
         if settings.job_store:  # a shared queue: every replica drains it (docs/async.md)
@@ -110,6 +110,13 @@ class InferdReplica:
         self.dataplane.close()
         if self.dataplane.capture is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.dataplane.capture.close)
+
+
+def _own_capture_folder(settings: ServerSettings, replica: str) -> ServerSettings:
+    """Data capture into ``<capture_dir>/replica-<id>``: capture file names are unique within one process only,
+    and replicas on one host share the folder. (A destination a model.toml names is used as it is.)"""
+    base = settings.capture_dir or settings.state_dir / "capture"
+    return settings.model_copy(update={"capture_dir": base / f"replica-{replica}"})
 
 
 def _replica_name() -> str:

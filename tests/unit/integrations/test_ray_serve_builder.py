@@ -84,3 +84,10 @@ def test_app_builder_binds_a_serve_application(tmp_path: Path):
     serve = pytest.importorskip("ray.serve", reason="Ray Serve (the ray extra) is not installed")
     app = ray_serve.app_builder({"repository": str(tmp_path), "num_replicas": "2", "num_cpus": "0.25"})
     assert isinstance(app, serve.Application)
+
+
+def test_each_replica_captures_into_a_folder_of_its_own(tmp_path):
+    settings = server_settings(tmp_path / "models", {"state_dir": str(tmp_path / "state")})
+    assert ray_serve._own_capture_folder(settings, "abc").capture_dir == tmp_path / "state" / "capture" / "replica-abc"
+    given = settings.model_copy(update={"capture_dir": tmp_path / "cap"})
+    assert ray_serve._own_capture_folder(given, "abc").capture_dir == tmp_path / "cap" / "replica-abc"
