@@ -120,12 +120,10 @@ def _own_capture_folder(settings: ServerSettings, replica: str) -> ServerSetting
 
 
 def _replica_name() -> str:
+    """The replica's id in its deployment, as Serve's logs name it."""
     from ray import serve
 
-    try:
-        return str(serve.get_replica_context().replica_id.unique_id)
-    except RuntimeError:  # constructed outside a replica (a test calling it directly)
-        return "local"
+    return str(serve.get_replica_context().replica_id.unique_id)
 
 
 def deployment() -> Any:
@@ -144,11 +142,15 @@ def server_settings(repository: str | Path, settings: ServerSettings | Mapping[s
     a replica's working directory is not the caller's. A setting that does not apply on Serve raises ValueError."""
     given = dict(settings) if isinstance(settings, Mapping) else {}
     wrong = [f"{name}: {NOT_ON_SERVE[name]}" for name in given if name in NOT_ON_SERVE]
+    wrong += [f"{name}: no such setting (docs/reference.md lists them) nor deployment argument" for name in given
+              if name not in ServerSettings.model_fields and name not in DEPLOYMENT_ARGUMENTS]
+    if wrong:
+        raise ValueError("settings that do not work on Ray Serve:\n" + "\n".join(wrong))
     resolved = settings if isinstance(settings, ServerSettings) else load_settings({**given, "repository": repository})
     wrong += [f"{name}: {NOT_ON_SERVE[name]}" for name in _SECURITY
               if name not in given and getattr(resolved, name)]
     if wrong:
-        raise ValueError("not on Ray Serve:\n" + "\n".join(wrong))
+        raise ValueError("settings that do not work on Ray Serve:\n" + "\n".join(wrong))
     return resolved.model_copy(update={"repository": Path(repository).expanduser().resolve(),
                                        "state_dir": resolved.state_dir.expanduser().resolve()})
 

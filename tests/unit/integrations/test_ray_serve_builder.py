@@ -60,7 +60,7 @@ def test_a_wrong_setting_value_is_named():
 
 
 def test_settings_that_do_not_apply_on_serve_are_refused_with_the_reason():
-    with pytest.raises(ValueError, match=r"(?s)not on Ray Serve:\nhttp_port: Serve's HTTP proxy owns the socket.*"
+    with pytest.raises(ValueError, match=r"(?s)settings that do not work on Ray Serve:\nhttp_port: Serve's HTTP proxy owns the socket.*"
                                          r"\ngrpc_port: a replica serves REST only"):
         server_settings("m", {"http_port": "9000", "grpc_port": "9001", "max_batch_size": "4"})
 
@@ -91,3 +91,8 @@ def test_each_replica_captures_into_a_folder_of_its_own(tmp_path):
     assert ray_serve._own_capture_folder(settings, "abc").capture_dir == tmp_path / "state" / "capture" / "replica-abc"
     given = settings.model_copy(update={"capture_dir": tmp_path / "cap"})
     assert ray_serve._own_capture_folder(given, "abc").capture_dir == tmp_path / "cap" / "replica-abc"
+
+
+def test_an_unknown_argument_is_named():
+    with pytest.raises(ValueError, match="max_batchsize: no such setting"):
+        ray_serve.app_builder({"repository": "m", "max_batchsize": "4"})
