@@ -271,3 +271,13 @@ def test_the_other_protocols_are_served_through_serve(served: Served, method: st
     reply = httpx.request(method, f"{served.url}{path}", timeout=TIMEOUT)
     assert reply.status_code == 200, reply.text
     assert words in reply.text.replace(" ", "")
+
+
+@pytest.mark.timeout(120)
+def test_server_sent_events_pass_through_the_proxy(served: Served) -> None:
+    with httpx.stream("POST", f"{served.url}/v2/models/adder/generate_stream", json={"a": [1, 2, 3], "b": [1, 1, 1]},
+                      timeout=TIMEOUT) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in reply.iter_lines() if line.startswith("data: ")]
+    assert events == ['data: {"model_name":"adder","model_version":"1","sum":[2.0,3.0,4.0],"total":9.0}']
