@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from batch_models import FEATURES, feature_table, read_output, write_table
 from fakes import ADDER, write_model
 from inferd.dataplane import DataPlane
 from inferd.inference import InferenceRequest, RequestInput
@@ -31,6 +32,16 @@ from inferd.integrations.ray_serve import inferd_app  # noqa: E402  (after the s
 pytestmark = pytest.mark.slow  # as the other tests on a local Ray
 
 TIMEOUT = 20.0
+SCORER = """
+import numpy as np
+
+class Model:
+    inputs = [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    outputs = [{"name": "score", "datatype": "FP64", "shape": [-1]}]
+
+    def predict(self, inputs):
+        return {"score": inputs["input"].astype(np.float64).sum(axis=1)}
+"""
 A = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
 B = np.array([[0.5, 0.25, 0.125], [-1.0, -2.0, -3.0]], dtype=np.float32)
 
@@ -46,6 +57,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("serve") / "models"
     write_model(root, "adder", ADDER, toml="[capture]\nenabled = true\nsample_percent = 100\n")
+    write_model(root, "scorer", SCORER)
     port = free_port()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
@@ -160,7 +172,7 @@ def test_bad_requests_get_the_v2_error_form_and_serving_goes_on(served: Served) 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("method", "path", "words"), [
     ("POST", "/v2/repository/models/adder/load", "deploy again"),
-    ("POST", "/v2/batch/jobs", "--engine ray"),
+    ("POST", "/v2/batch/jobs", "job_store=postgresql"),
     ("GET", "/v2/endpoints", "endpoints are not served"),
     ("POST", "/v2/models/adder/infer-async", "job_store=postgresql"),
     ("GET", "/v2/jobs/abc", "job_store=postgresql"),
@@ -228,11 +240,14 @@ def test_serve_run_with_the_app_builder_deploys_a_second_application(served: Ser
 
 
 @pytest.mark.timeout(150)
-def test_with_a_postgresql_job_store_async_jobs_are_accepted_and_run(served: Served, postgres_dsn: str) -> None:
+def test_with_a_postgresql_job_store_async_and_batch_jobs_are_accepted_and_run(served: Served, postgres_dsn: str) -> None:
     """A second application whose two replicas share one PostgreSQL queue: jobs submitted through Serve are run
-    once each (by whichever replica claims them) and their results read back through any replica."""
+    once each (by whichever replica claims them) and their results read back through any replica; so is a batch
+    job submitted over HTTP."""
+    work = served.state.parent / "batch"
+    source = write_table(feature_table(120), work / "in.csv")
     app = inferd_app(served.repository, num_replicas=2, ray_actor_options={"num_cpus": 0.25}, name="inferd-async",
-                     settings={"job_store": postgres_dsn, "state_dir": str(served.state)})
+                     settings={"job_store": postgres_dsn, "state_dir": str(served.state), "batch_roots": [str(work)]})
     serve.run(app, name="async", route_prefix="/async", blocking=False)
     try:
         _wait_ready(f"{served.url}/async")
@@ -253,8 +268,28 @@ def test_with_a_postgresql_job_store_async_jobs_are_accepted_and_run(served: Ser
                 result = client.get(f"/v2/jobs/{job}/result").json()
                 assert result["outputs"][1]["data"] == [3.0 * (n + 1)]
                 assert client.get(f"/v2/jobs/{job}").json()["attempts"] == 1
+            _batch_job_through_serve(client, source, work / "out")
     finally:
         serve.delete("async")
+
+
+def _batch_job_through_serve(client: httpx.Client, source: Path, output: Path) -> None:
+    """A batch job submitted over HTTP is stored in PostgreSQL and run by one of the replicas."""
+    body = {"model": "scorer", "input": str(source), "output": str(output), "batch_size": 40, "key": "id",
+            "mapping": {"input": ",".join(FEATURES)}}
+    accepted = client.post("/v2/batch/jobs", json=body)
+    assert accepted.status_code == 202, accepted.text
+    end = time.monotonic() + 60
+    while (status := client.get(f"/v2/batch/jobs/{accepted.json()['id']}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < end, status
+        time.sleep(0.2)
+    assert status["state"] == "succeeded", status
+    assert status["summary"]["rows_out"] == 120
+    out = read_output(output / "in.csv")
+    assert out.column("id").to_pylist() == list(range(1000, 1120))
+    table = feature_table(120)
+    expected = np.stack([table.column(f).to_numpy() for f in FEATURES], axis=1).astype(np.float32).sum(axis=1)
+    np.testing.assert_allclose(out.column("score").to_numpy(), expected, rtol=1e-5)
 
 
 @pytest.mark.timeout(120)

@@ -11,8 +11,8 @@ builds it.
     serve.run(inferd_app("/models", num_replicas=2, ray_actor_options={"num_cpus": 1}))
 
 or ``serve run inferd.integrations.ray_serve:app_builder repository=/models num_replicas=2``. What is not served
-on Serve (gRPC, model loading over HTTP, endpoints, batch jobs over HTTP, shared memory; async inference without
-a PostgreSQL job store) is in :mod:`inferd.integrations.serve_routes` and docs/scale-out.md.
+on Serve (gRPC, model loading over HTTP, endpoints, shared memory; asynchronous inference and batch jobs over
+HTTP without a PostgreSQL job store) is in :mod:`inferd.integrations.serve_routes` and docs/scale-out.md.
 
 Ray is imported only when an application is built: the ``ray`` extra (``pip install 'inferd[ray]'``) brings it.
 """
@@ -30,6 +30,7 @@ import orjson
 from inferd.settings import ServerSettings, load_settings
 
 if TYPE_CHECKING:
+    from inferd.batch.server_jobs import BatchJobs
     from inferd.dataplane import DataPlane
     from inferd.integrations.serve_routes import ASGIApp
     from inferd.jobs.service import AsyncService
@@ -46,7 +47,6 @@ NOT_ON_SERVE: dict[str, str] = {
                      "body_timeout_s", "keep_alive_timeout_s", "shutdown_grace_s", "access_log"),
                     "Serve's HTTP proxy owns the socket: set it with serve.start(http_options=...)"),
     "grpc_port": "a replica serves REST only, through Serve's HTTP proxy (run `inferd serve` for gRPC)",
-    "batch_roots": "batch jobs are not served on Ray Serve (run them with `inferd batch run --engine ray`)",
     **dict.fromkeys(("tls_certfile", "tls_keyfile", "tls_client_ca"),
                     "TLS ends at Serve's proxy or the load balancer in front of it, not in a replica"),
     **dict.fromkeys(("api_keys", "api_keys_file", "allow_unauthenticated"),
@@ -77,13 +77,16 @@ class InferdReplica:
         self.settings = settings = _own_capture_folder(settings, self.replica)
         self.dataplane: DataPlane = build_dataplane(settings)
         self.jobs: AsyncService | None = None
-        if settings.job_store:  # a shared queue: every replica drains it (docs/async.md)
+        self.batch_jobs: BatchJobs | None = None
+        if settings.job_store:  # one shared store: every replica drains its queues (docs/async.md, batch.md)
+            from inferd.batch.server_jobs import BatchJobs
             from inferd.jobs.service import AsyncConfig, AsyncService
 
             jobs = AsyncService(self.dataplane, AsyncConfig.from_settings(settings))
             self.dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not,
                                        settings.require_async)
             self.jobs = jobs
+            self.batch_jobs = BatchJobs(self.dataplane, settings.batch_roots, jobs.store)
 
     async def __serve_build_asgi_app__(self) -> ASGIApp:
         from inferd.integrations.serve_routes import ServeRoutes, refusals
@@ -97,19 +100,32 @@ class InferdReplica:
         await self.dataplane.start()  # models load before Serve routes a request here
         if self.jobs is not None:
             self.jobs.start()
-        metrics = Metrics(self.dataplane, self.jobs.counts if self.jobs is not None else None)  # this replica's
-        app = build_app(self.dataplane, self.settings, self.jobs, None, metrics)
+        if self.jobs is not None and self.batch_jobs is not None:
+            _start_batch_jobs(self.jobs, self.batch_jobs)
+        metrics = Metrics(self.dataplane, self.jobs.counts if self.jobs is not None else None,  # this replica's
+                          self.batch_jobs)
+        app = build_app(self.dataplane, self.settings, self.jobs, self.batch_jobs, metrics)
         log.info("replica %s: %s", self.replica, "ready" if self.dataplane.ready() else "not every model loaded")
         return ServeRoutes(app, refusals(self.jobs is not None), self.replica)
 
     async def __del__(self) -> None:
         """Serve's replica shutdown: running jobs go back to the queue, then the models unload."""
+        if self.batch_jobs is not None:
+            await self.batch_jobs.stop()
         if self.jobs is not None:
             await self.jobs.stop()
         await self.dataplane.stop()
         self.dataplane.close()
         if self.dataplane.capture is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.dataplane.capture.close)
+
+
+def _start_batch_jobs(jobs: AsyncService, batch_jobs: BatchJobs) -> None:
+    """Batch jobs run from the job store once it opened (as in ``inferd serve``), and say why not otherwise."""
+    if jobs.opened:
+        batch_jobs.start()
+    else:
+        batch_jobs.why_not = jobs.why_not.replace("asynchronous inference", "batch jobs")
 
 
 def _own_capture_folder(settings: ServerSettings, replica: str) -> ServerSettings:
@@ -149,6 +165,9 @@ def server_settings(repository: str | Path, settings: ServerSettings | Mapping[s
     resolved = settings if isinstance(settings, ServerSettings) else load_settings({**given, "repository": repository})
     wrong += [f"{name}: {NOT_ON_SERVE[name]}" for name in _SECURITY
               if name not in given and getattr(resolved, name)]
+    if resolved.batch_roots and not resolved.job_store:
+        wrong.append("batch_roots: batch jobs over HTTP on Ray Serve need a job store that every replica shares "
+                     "(job_store=postgresql://...); or run them with `inferd batch run --engine ray`")
     if wrong:
         raise ValueError("settings that do not work on Ray Serve:\n" + "\n".join(wrong))
     return resolved.model_copy(update={"repository": Path(repository).expanduser().resolve(),
@@ -195,8 +214,19 @@ def builder_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
             options[key] = _number(args[key], key, int)
     if "name" in args:
         options["name"] = str(args["name"])
-    options["settings"] = {key: value for key, value in args.items() if key not in DEPLOYMENT_ARGUMENTS}
+    options["settings"] = {key: _json_or_text(value) for key, value in args.items() if key not in DEPLOYMENT_ARGUMENTS}
     return options
+
+
+def _json_or_text(value: Any) -> Any:
+    """A command-line value: a JSON list or object (``batch_roots='["/data"]'``) decoded, as ``INFERD_*``
+    variables are; anything else as given."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value  # the settings say what is wrong with it
+    return value
 
 
 def _mapping(value: Any, key: str) -> dict[str, Any]:

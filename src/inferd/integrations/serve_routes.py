@@ -2,8 +2,9 @@
 
 A Serve deployment is several replicas behind Serve's proxy, each with its own DataPlane and no state shared
 between them but the model repository (and the job store, when one is given). A route whose effect would stay in
-the one replica that happened to answer (loading a model, an endpoint's rollout, a shared memory region, a batch
-job) is refused with 501 and the reason, in the V2 error form, before the app sees it. Every response names the
+the one replica that happened to answer (loading a model, an endpoint's rollout, a shared memory region; without
+a shared job store, an asynchronous or batch job) is refused with 501 and the reason, in the V2 error form,
+before the app sees it. Every response names the
 replica that answered in an ``inferd-replica`` header (statistics and ``/metrics`` are that replica's).
 """
 
@@ -47,9 +48,6 @@ ALWAYS_REFUSED: tuple[Refusal, ...] = (
             "loading and unloading models is not served on Ray Serve: it would change the one replica that "
             "answered. The deployment's repository and model control decide what every replica loads; deploy "
             "again to change them", frozenset({"POST"})),
-    Refusal(re.compile(r"/v2/batch/jobs(?:/.*)?"),
-            "batch jobs are not served on Ray Serve: a job would run in, and be known to, one replica only. Run "
-            "them on the same Ray cluster with `inferd batch run --engine ray`"),
     Refusal(re.compile(r"/v2/endpoints(?:/.*)?"),
             "endpoints are not served on Ray Serve: every replica would keep its own endpoint state and run its "
             "own rollouts. Call the models by name, or split traffic between Serve applications"),
@@ -63,6 +61,10 @@ ASYNC_REFUSED: tuple[Refusal, ...] = (
     Refusal(re.compile(rf"{_MODEL}/infer-async|/v2/jobs(?:/.*)?"),
             "asynchronous inference on Ray Serve needs a job store that every replica shares: deploy with the "
             "setting job_store=postgresql://... (a replica's own SQLite queue would be lost with the replica)"),
+    Refusal(re.compile(r"/v2/batch/jobs(?:/.*)?"),
+            "batch jobs over HTTP on Ray Serve need a job store that every replica shares: deploy with the "
+            "setting job_store=postgresql://... and batch_roots on storage every node reads, or run them on the "
+            "same Ray cluster with `inferd batch run --engine ray`"),
 )
 """Routes refused when the deployment has no shared (PostgreSQL) job store."""
 

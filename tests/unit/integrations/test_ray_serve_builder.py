@@ -96,3 +96,11 @@ def test_each_replica_captures_into_a_folder_of_its_own(tmp_path):
 def test_an_unknown_argument_is_named():
     with pytest.raises(ValueError, match="max_batchsize: no such setting"):
         ray_serve.app_builder({"repository": "m", "max_batchsize": "4"})
+
+
+def test_batch_roots_need_a_shared_job_store(tmp_path):
+    with pytest.raises(ValueError, match="batch_roots: batch jobs over HTTP on Ray Serve need a job store"):
+        server_settings("m", {"batch_roots": [str(tmp_path)]})
+    given = builder_arguments({"repository": "m", "batch_roots": f'["{tmp_path}"]', "job_store": "postgresql://h/db"})
+    assert given["settings"]["batch_roots"] == [str(tmp_path)]  # JSON from the command line, as INFERD_* variables
+    assert server_settings("m", given["settings"]).batch_roots == [str(tmp_path)]

@@ -27,7 +27,7 @@ def client(shared_job_store: bool = False) -> AppClient:
     ("POST", "/v2/repository/models/m/load", "loading and unloading models is not served on Ray Serve"),
     ("POST", "/v2/repository/models/m/unload", "deploy again"),
     ("POST", "/v2/batch/jobs", "inferd batch run --engine ray"),
-    ("GET", "/v2/batch/jobs/abc", "batch jobs are not served"),
+    ("GET", "/v2/batch/jobs/abc", "batch jobs over HTTP on Ray Serve need a job store"),
     ("GET", "/v2/endpoints", "endpoints are not served"),
     ("POST", "/v2/endpoints/e/infer", "endpoints are not served"),
     ("POST", "/v2/systemsharedmemory/region/r/register", "shared memory is not served"),
@@ -54,9 +54,12 @@ def test_everything_else_reaches_the_app_and_names_the_replica(method, path):
     assert reply.headers["inferd-replica"] == "r1"
 
 
-def test_with_a_shared_job_store_the_async_routes_are_served():
+def test_with_a_shared_job_store_the_async_and_batch_routes_are_served():
     assert set(ASYNC_REFUSED).isdisjoint(refusals(True))
-    assert client(shared_job_store=True).post("/v2/models/m/infer-async").text == "app POST /v2/models/m/infer-async"
+    served = client(shared_job_store=True)
+    assert served.post("/v2/models/m/infer-async").text == "app POST /v2/models/m/infer-async"
+    assert served.post("/v2/batch/jobs").text == "app POST /v2/batch/jobs"
+    assert served.post("/v2/repository/models/m/load").status_code == 501
 
 
 def test_the_route_prefix_is_not_part_of_the_route():
