@@ -115,10 +115,43 @@ def test_seeded_sampling_repeats_per_request(client):
     ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools", "tool"),
     ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs", "not supported"),
     ({"messages": [{"role": "user", "content": "x"}], "extra_body": {"frobnicate": 1}}, "frobnicate", "Unrecognized"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0}, "max_completion_tokens",
+     "at least 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": 2.5}, "temperature", "at most 2"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_p": 0}, "top_p", "above 0"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_p": 1.5}, "top_p", "at most 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": "s" * 300}, "stop", "at most 256 characters"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": [""]}, "stop", "must not be empty"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}},
+     "stream_options", "only allowed with stream"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, "messages[0].content", "string"),
+    ({"messages": ["hello"]}, "messages[0]", "must be an object"),
+    ({"messages": [{"role": "user", "content": "x"}], "seed": 1.5}, "seed", "integer"),
 ])
 def test_bad_chat_requests_are_400_naming_the_field(client, body, param, words):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="echo", **body)
+    error = info.value.body
+    assert error["param"] == param, error
+    assert words in error["message"], error
+    assert error["type"] == "invalid_request_error", error
+    assert client.completions.create(model="echo", prompt="still").choices[0].text == "still"  # keeps serving
+
+
+@pytest.mark.parametrize(("body", "param", "words"), [
+    ({"prompt": ""}, "prompt", "empty"),
+    ({"prompt": ["one", "two"]}, "prompt", "a list of prompts"),
+    ({"prompt": 5}, "prompt", "string"),
+    ({"prompt": "x", "max_tokens": 0}, "max_tokens", "at least 1"),
+    ({"prompt": "x", "temperature": -1}, "temperature", "at least 0"),
+    ({"prompt": "x", "stop": [f"s{i}" for i in range(100)]}, "stop", "100"),
+    ({"prompt": "x", "best_of": 3}, "best_of", "best_of = 1"),
+    ({"prompt": "x", "logprobs": 2}, "logprobs", "not supported"),
+])
+def test_bad_completion_requests_are_400_naming_the_field(client, body, param, words):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="echo", **body)
     error = info.value.body
     assert error["param"] == param, error
     assert words in error["message"], error
@@ -131,8 +164,13 @@ def test_prompt_and_max_tokens_beyond_the_context_name_both_numbers(client):
     assert "500 tokens" in message
     assert "max_tokens is 100" in message
     assert "context of 512" in message
-    with pytest.raises(openai.BadRequestError, match="context of 512"):
+    with pytest.raises(openai.BadRequestError, match="context of 512") as info:
         client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}], max_tokens=600)
+    assert info.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError, match="max_tokens is 600") as info:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}],
+                                       max_completion_tokens=600)
+    assert info.value.body["param"] == "max_completion_tokens"
 
 
 def test_a_1_mb_prompt_is_a_400_and_the_server_keeps_serving(client):
@@ -142,10 +180,16 @@ def test_a_1_mb_prompt_is_a_400_and_the_server_keeps_serving(client):
 
 
 def test_invalid_utf8_and_unknown_models(server, client):
-    reply = httpx.post(server.url + "/openai/v1/chat/completions", content=b'{"model": "echo", "messages": "\xff"}',
-                       headers={"content-type": "application/json"})
-    assert reply.status_code == 400
-    assert reply.json()["error"]["type"] == "invalid_request_error"
+    for path, raw in (("chat/completions", b'{"model": "echo", "messages": [{"role": "user", "content": "\xff"}]}'),
+                      ("completions", b'{"model": "echo", "prompt": "ab\xc3"}'),
+                      ("completions", b'{"model": "echo", "prompt": "\\ud800"}')):
+        reply = httpx.post(f"{server.url}/openai/v1/{path}", content=raw, headers={"content-type": "application/json"})
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+        assert "not valid" in reply.json()["error"]["message"] or "UTF-8" in reply.json()["error"]["message"]
+    reply = httpx.post(server.url + "/v2/models/echo/generate", content=b'{"text_input": "\xfe\xff"}')
+    assert reply.status_code == 400, reply.text
+    assert "not valid JSON" in reply.json()["error"]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
 
