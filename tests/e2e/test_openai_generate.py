@@ -31,8 +31,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/openai/v1", api_key="none", max_retries=0, timeout=60)
+def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.url + "/openai/v1", api_key="none", max_retries=0, timeout=60) as client:
+        yield client
 
 
 def _chatml(user: str) -> str:
@@ -71,6 +72,8 @@ def test_a_stop_list_is_matched_across_tokens_and_stripped(client):
     reply = client.completions.create(model="echo", prompt="alpha beta gamma", stop=["gam", "zzz"])
     assert reply.choices[0].text == "alpha beta "
     assert reply.choices[0].finish_reason == "stop"
+    # usage counts the tokens generated, the stop sequence's included: "alpha beta gam", one byte each
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (16, 14, 30)
     reply = client.completions.create(model="echo", prompt="alpha beta gamma", stop="beta")
     assert reply.choices[0].text == "alpha "
 
@@ -93,6 +96,20 @@ def test_a_streamed_completion_without_usage(client):
     chunks = list(client.completions.create(model="echo", prompt="stream me", stream=True, max_tokens=6))
     assert "".join(c.choices[0].text for c in chunks) == "stream"
     assert chunks[-1].choices[0].finish_reason == "length"
+    assert all(c.usage is None for c in chunks)
+
+
+def test_a_whole_and_a_streamed_completion_with_usage(client):
+    whole = client.completions.create(model="echo", prompt="count me")
+    assert whole.object == "text_completion"
+    assert (whole.choices[0].text, whole.choices[0].finish_reason) == ("count me", "stop")
+    assert (whole.usage.prompt_tokens, whole.usage.completion_tokens, whole.usage.total_tokens) == (8, 8, 16)
+    chunks = list(client.completions.create(model="echo", prompt="count me", stream=True, max_tokens=5,
+                                            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "count"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == []
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (8, 5)
 
 
 def test_seeded_sampling_repeats_per_request(client):
@@ -100,7 +117,19 @@ def test_seeded_sampling_repeats_per_request(client):
         return client.completions.create(model="echo", prompt="abcdefghijklmnop", temperature=2.0, top_p=1.0,
                                          seed=seed).choices[0].text
 
-    assert run(5) == run(5)
+    first = run(5)
+    other = run(6)
+    assert run(5) == first, "another seed in between changes nothing: the seed is the request's, not the process's"
+    assert other != first
+    seeds = (5, 6, 5, 6)
+    side_by_side: list[str] = ["" for _ in seeds]
+    threads = [threading.Thread(target=lambda i=i, s=s: side_by_side.__setitem__(i, run(s)))
+               for i, s in enumerate(seeds)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert side_by_side == [first, other, first, other], "sequences decoded in one batch keep their own seeds"
 
 
 @pytest.mark.parametrize(("body", "param", "words"), [
