@@ -266,6 +266,25 @@ def test_a_client_that_disconnects_before_a_whole_answer_frees_its_slot(server):
     _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "slow") == 0)
 
 
+def _finished(server: ServerProcess, model: str) -> dict[str, float]:
+    text = httpx.get(server.url + "/metrics").text
+    pattern = rf'^inferd_generation_sequences_finished_total{{model="{model}",reason="(\w+)",version="1"}} (\S+)$'
+    return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.M)}
+
+
+def test_clients_that_leave_right_after_sending_are_cancelled_not_run_to_their_end(server):
+    before = _finished(server, "slow")
+    for stream in (True, True, False, False):
+        body = orjson.dumps({"model": "slow", "prompt": "w" * 1000, "stream": stream, "max_tokens": 500})
+        with socket.create_connection(("127.0.0.1", server.http_port)) as sock:
+            sock.sendall(b"POST /openai/v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    # 500 tokens at 20 ms a step would take 10 s: each ends cancelled long before
+    _wait_for(lambda: _finished(server, "slow").get("cancelled", 0) == before.get("cancelled", 0) + 4, timeout=8)
+    assert _finished(server, "slow").get("length", 0) == before.get("length", 0)
+    _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "slow") == 0)
+
+
 def test_50_concurrent_streams_against_4_slots_all_finish_and_no_slot_leaks(server, client):
     results: dict[int, str] = {}
 

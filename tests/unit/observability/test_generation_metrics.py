@@ -128,3 +128,31 @@ def test_the_completion_token_counter_agrees_with_usage_when_a_sequence_ends_on_
     result, found = asyncio.run(main())
     assert result == ("hi", 2, 2, "stop")
     assert value(found, "inferd_generation_completion_tokens_total") == 2
+
+
+@pytest.mark.xfail(strict=True, reason="a cancelled request stays in the scheduler's waiting queue (and counts "
+                   "against its max_queue_size) until a slot frees: GenerationScheduler drops it only in _admit "
+                   "(generation/scheduler.py, the integrator's)")
+def test_a_waiting_caller_that_leaves_is_no_longer_counted_waiting(repo_root: Path) -> None:
+    write_echo_llm(repo_root, "echo", slots=1, context=256, max_tokens=200, delay_ms=10)
+
+    async def main() -> None:
+        plane = DataPlane(ModelRepository(repo_root))
+        await plane.start()
+        metrics = Metrics(plane)
+        running = await plane.generate(GenerationRequest("echo", prompt="x" * 100))
+        try:
+            await anext(running)
+            waiting = await plane.generate(GenerationRequest("echo", prompt="y" * 100))
+            first = asyncio.ensure_future(anext(waiting))
+            await until(metrics, "one running, one waiting", running_sequences=1, waiting_sequences=1)
+            first.cancel()  # its caller went away before it got a slot
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            await until(metrics, "the waiting one gone while the other still runs", timeout_s=1.0,
+                        running_sequences=1, waiting_sequences=0)
+        finally:
+            await running.aclose()
+            plane.close()
+
+    asyncio.run(main())
