@@ -28,9 +28,9 @@ between them, where one call on several intra-op threads waits for its slowest t
 MiniLM at batch 64 on 2 cores shared with other programs (load average 3), two calls at once gave 1.5-1.8 times
 the sentences per second of one at a time, at the same sentences per CPU second; one call on 2 intra-op threads
 gave 1.3-1.6 times at 13 % more CPU per sentence with spinning off, 0.3 times with onnxruntime's default
-spinning. At load average 10 (no core to spare) two calls at once gave 0.95 times (median of 10 alternations,
-within the noise) at 3 % more CPU per sentence. The encoder itself is compute-bound: about 240 sentences of 12-30
-tokens per CPU second, some 100 GFLOP/s."""
+spinning. With no core to spare they do not pay: at load average 10, 0.95 times (median of 10 alternations) at
+3 % more CPU per sentence; at 13, 0.74 times (benchmarks/README.md). The encoder itself is compute-bound: about
+240 sentences of 12-30 tokens per CPU second, some 100 GFLOP/s."""
 
 from __future__ import annotations
 
