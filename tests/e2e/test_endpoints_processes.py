@@ -79,8 +79,8 @@ def test_a_rollout_driven_by_a_killed_process_is_taken_over_and_rolled_back(pair
         started = on_a.post("/v2/endpoints/moving/rollout", json={"to": "scorer:2", "variant": "new",
                                                                   "canary": "50%", "bake": "120s"})
         assert started.status_code == 202, started.text
-        eventually(lambda: {v["name"] for v in on_b.get("/v2/endpoints/moving").json().get("variants", [])}
-                   == {"old", "new"})
+        eventually(lambda: {v["name"]: v.get("traffic_percent") for v in
+                            on_b.get("/v2/endpoints/moving").json().get("variants", [])} == {"old": 50, "new": 50})
         assert on_b.get("/v2/endpoints/moving").json()["rollout"]["state"] == "running"
         assert variants_on(b, "moving") == {"old", "new"}  # B routes by the canary weights A set
         second = on_b.post("/v2/endpoints/moving/rollout", json={"to": "scorer:3", "bake": "1s"})
