@@ -38,6 +38,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "--idle-unload-s": ("idle_unload_s", float),
     "--load-timeout-s": ("load_timeout_s", float),
     "--poll-s": ("poll_s", float),
+    "--workers": ("workers", int),
 }
 """``inferd serve``'s options: option -> (parameter, conversion)."""
 

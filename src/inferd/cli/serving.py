@@ -19,6 +19,10 @@ def serve(repo: Path | None, **options: Any) -> None:
 
     configure_logging(settings.log_level, settings.log_format)
     from inferd.security.startup import SecurityConfigError
+
+    if settings.workers > 1:
+        _serve_workers(settings)
+        return
     from inferd.server.runner import run_until_stopped
     from inferd.server.runner import serve as run
 
@@ -28,6 +32,25 @@ def serve(repo: Path | None, **options: Any) -> None:
         _fail(f"cannot serve: {exc}", code=2)
     except OSError as exc:
         _fail(f"cannot serve: {exc}")
+
+
+def _serve_workers(settings: ServerSettings) -> None:
+    """``--workers N``: the supervisor (inferd.server.supervisor); the security settings are checked here first,
+    so that a bad key file is one error rather than N workers failing."""
+    from inferd.security.startup import SecurityConfigError, build_authenticator
+    from inferd.security.tls import TLSFiles
+    from inferd.server.supervisor import serve_workers
+
+    try:
+        build_authenticator(settings)
+        TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
+        code = serve_workers(settings)
+    except SecurityConfigError as exc:
+        _fail(f"cannot serve: {exc}", code=2)
+    except OSError as exc:
+        _fail(f"cannot serve: {exc}")
+    if code:
+        _fail("cannot serve: a worker could not start (its error is above)", code=code)
 
 
 def make_settings(repo: Path | None, **given: Any) -> ServerSettings:

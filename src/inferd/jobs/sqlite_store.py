@@ -11,6 +11,8 @@ one. Reads use a second connection on their own thread (WAL readers never wait f
 
 One server per state folder: :meth:`SqliteJobStore.open` takes an exclusive lock file, and a second server on
 the same folder gets :class:`StoreLockedError`. Servers that share a queue need a networked store (PostgreSQL).
+The workers of one ``inferd serve --workers N`` share it: their supervisor holds the lock for them
+(:mod:`inferd.jobs.sqlite_shared`), and each store is opened with its worker's name.
 """
 
 from __future__ import annotations
@@ -201,8 +203,10 @@ class SqliteJobStore:
 
     payloads_inline = False
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, worker: str | None = None) -> None:
         self.folder = folder
+        self.worker = worker
+        """The name of this worker of several (their supervisor holds the lock and requeues), None: alone."""
         self.path = folder / "jobs.db"
         self._lock_fd: int | None = None
         self._writer: _Writer | None = None
@@ -215,7 +219,7 @@ class SqliteJobStore:
 
     def _open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(self.folder / "jobs.lock")
+        self._lock_fd = None if self.worker is not None else lock_folder(self.folder)
         try:
             writer = connect(self.path)
             try:
@@ -224,8 +228,9 @@ class SqliteJobStore:
                 writer.close()
                 raise
         except BaseException:  # a store that does not open holds nothing (the lock included)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
             raise
         self._writer = _Writer(writer)
         self._writer.start()
@@ -307,7 +312,7 @@ class SqliteJobStore:
     # -- the worker's writes ---------------------------------------------------------------------
     async def claim(self, slots: Mapping[str, int], now: float) -> list[Job]:
         wanted = {m: n for m, n in slots.items() if n > 0}
-        return await self._write(lambda conn: _claim(conn, wanted, now)) if wanted else []
+        return await self._write(lambda conn: _claim(conn, wanted, now, self.worker)) if wanted else []
 
     async def complete(self, job_id: str, attempt: int, result: JobResult, now: float) -> bool:
         body = result.body
@@ -347,6 +352,8 @@ class SqliteJobStore:
         return await self._write(run)
 
     async def recover(self, now: float) -> int:
+        if self.worker is not None:  # the supervisor did it before any worker started
+            return 0
         return await self._write(lambda conn: conn.execute(
             "UPDATE jobs SET status = 'queued', updated_at = ?, not_before = 0 WHERE status = 'running'",
             (now,)).rowcount)
@@ -381,6 +388,11 @@ class SqliteJobStore:
             return {name for row in rows for name in row if name}
 
         return await self._read(run)
+
+
+def lock_folder(folder: Path) -> int:
+    """Take the state folder (its ``jobs.lock``) for this process; :class:`StoreLockedError` if another has it."""
+    return _lock(folder / "jobs.lock")
 
 
 def _lock(path: Path) -> int:
@@ -421,7 +433,7 @@ def _submit(conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[Job, boo
     return existing, False
 
 
-def _claim(conn: sqlite3.Connection, slots: Mapping[str, int], now: float) -> list[Job]:
+def _claim(conn: sqlite3.Connection, slots: Mapping[str, int], now: float, worker: str | None) -> list[Job]:
     claimed: list[Job] = []
     for model, count in slots.items():
         rows = conn.execute(
@@ -432,6 +444,10 @@ def _claim(conn: sqlite3.Connection, slots: Mapping[str, int], now: float) -> li
             job = job_from_row(row[:-1])
             job.request_inline = row[-1]
             claimed.append(job)
+    if worker is not None and claimed:
+        from inferd.jobs.sqlite_shared import record_claims
+
+        record_claims(conn, (job.id for job in claimed), worker)
     return claimed
 
 
