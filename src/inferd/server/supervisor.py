@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -48,21 +48,32 @@ class ReservedPorts:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.sockets: list[socket.socket] = []
-        self.http_port = self._reserve("HTTP", settings.host, settings.http_port, "--http-port")
-        self.grpc_port = (self._reserve("gRPC", settings.host, settings.grpc_port, "--grpc-port")
-                          if settings.grpc_port else 0)
+        try:
+            self.http_port = self._reserve("HTTP", settings.host, settings.http_port, "--http-port")
+            self.grpc_port = (self._reserve("gRPC", settings.host, settings.grpc_port, "--grpc-port")
+                              if settings.grpc_port else 0)
+        except OSError:
+            self.close()
+            raise
 
     def _reserve(self, what: str, host: str, port: int, option: str) -> int:
         bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         family, kind, proto, _, address = socket.getaddrinfo(bare or None, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind(address)
+            with socket.socket(family, kind, proto) as probe:  # first alone: refused where anything listens,
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the workers of another supervisor
+                probe.bind(address)  # too (they would take a share of anyone who asks with SO_REUSEPORT)
+                address = (address[0], probe.getsockname()[1], *address[2:])  # port 0: the port it got
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
         except OSError as exc:
-            sock.close()
             raise OSError(exc.errno, f"{what} port {port} on {host} is in use; choose another with {option}") from None
         self.sockets.append(sock)
         return int(sock.getsockname()[1])
@@ -84,6 +95,8 @@ class _Slot:
     start_at: float = 0.0
 
 
+WORKER_COMMAND = (sys.executable, "-m", "inferd.server.worker")
+"""The same interpreter running :mod:`inferd.server.worker` (its settings on stdin)."""
 Requeue = Callable[[str], int]
 """Put back in the queue the jobs the worker of that name was running; how many."""
 
@@ -92,8 +105,9 @@ class Supervisor:
     """Keeps ``workers`` copies of one worker command line running until stopped."""
 
     def __init__(self, worker_settings: dict[str, Any], workers: int, folder: Path, grace_s: float,
-                 requeue: Requeue | None = None) -> None:
+                 requeue: Requeue | None = None, command: Sequence[str] = WORKER_COMMAND) -> None:
         self.worker_settings = worker_settings
+        self.command = list(command)
         self.folder = folder
         self.grace_s = grace_s
         self.requeue = requeue
@@ -145,7 +159,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         given = {"settings": self.worker_settings, "index": slot.index, "folder": str(self.folder),
                  "shared_state": self.requeue is not None}
-        process = subprocess.Popen([sys.executable, "-m", "inferd.server.worker"], stdin=subprocess.PIPE)
+        process = subprocess.Popen(self.command, stdin=subprocess.PIPE)
         assert process.stdin is not None
         process.stdin.write(json.dumps(given).encode())
         process.stdin.close()
