@@ -25,6 +25,7 @@ from server_process import ServerProcess
 
 COUNTER = """
 import os
+import time
 from pathlib import Path
 
 class Model:
@@ -35,12 +36,17 @@ class Model:
         self.log = Path(path).parent.parent / "ran.log"
 
     def predict(self, inputs):
+        x = int(inputs["x"][0])
         with open(self.log, "a") as log:
-            log.write(f"{int(inputs['x'][0])} {os.getppid()}\\n")
+            log.write(f"{x} {os.getpid()}\\n")
+        hold = self.log.parent / f"hold-{x}"
+        deadline = time.monotonic() + 60
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return {"pid": inputs["x"] * 0 + os.getpid()}
 """
-"""Answers with the pid of the process that ran it and logs every run (its input and its parent, which is the
-server worker or the worker's model process: one per server worker either way)."""
+"""Answers with the pid of the process that ran it (the server worker, or a model process under it) and logs every
+run (its input and that pid), and holds an input x while the file ``hold-x`` exists."""
 
 
 def body(x: int) -> dict[str, object]:
@@ -50,6 +56,15 @@ def body(x: int) -> dict[str, object]:
 def children(pid: int) -> set[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(part) for part in text.split()}
+
+
+def ancestors(pid: int) -> list[int]:
+    """``pid`` and its parents, up to init."""
+    found = []
+    while pid > 1:
+        found.append(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -164,6 +179,37 @@ def test_a_killed_worker_is_replaced_while_the_other_answers(server):
     assert alive(replacement)
     assert alive(survivor)
     assert "exited with code -9; its replacement starts" in server.log()
+
+
+def test_a_job_running_on_a_killed_worker_runs_again_and_succeeds_once(server, repo):
+    wait_for(lambda: len(workers_of(server)) == 2, what="two workers")
+    hold, log = repo / "hold-777", repo / "ran.log"
+    hold.touch()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        job = client.post("/v2/models/counter/infer-async", json=body(777)).json()["id"]
+
+        def runs() -> list[list[str]]:
+            return [line.split() for line in log.read_text().splitlines() if line.startswith("777 ")]
+
+        wait_for(lambda: len(runs()) == 1, what="the job running")
+        (running,) = set(ancestors(int(runs()[0][1]))) & workers_of(server)
+        os.kill(running, signal.SIGKILL)  # while the model holds the job
+        wait_for(lambda: len(runs()) == 2, timeout=60, what="the job running again")  # queued again by the supervisor
+        hold.unlink()
+        wait_for(lambda: client.get(f"/v2/jobs/{job}").json()["status"] == "succeeded", what="the job succeeded")
+        status = client.get(f"/v2/jobs/{job}").json()
+    assert status["attempts"] == 2  # the one cut short counts
+    assert len(runs()) == 2
+    assert "asynchronous jobs it was running: 1, queued again" in server.log()
+
+
+def test_workers_stop_when_their_supervisor_is_killed(repo, tmp_path):
+    process = ServerProcess(repo, tmp_path / "serve.log", extra_args=["--workers", "2"]).start(timeout=120)
+    assert process.process is not None
+    wait_for(lambda: len(children(process.process.pid)) == 2, what="two workers")  # type: ignore[union-attr]
+    workers = children(process.process.pid)
+    process.kill()
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=40, what="the workers gone")
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(repo, tmp_path):

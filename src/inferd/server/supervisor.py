@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -158,7 +159,7 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         given = {"settings": self.worker_settings, "index": slot.index, "folder": str(self.folder),
-                 "shared_state": self.requeue is not None}
+                 "supervisor": os.getpid(), "shared_state": self.requeue is not None}
         process = subprocess.Popen(self.command, stdin=subprocess.PIPE)
         assert process.stdin is not None
         process.stdin.write(json.dumps(given).encode())
@@ -176,8 +177,8 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             (self.folder / f"worker-{process.pid}.sock").unlink()
         if self.requeue is not None and (requeued := self.requeue(str(process.pid))):
-            log.warning("worker %d (pid %d) was running %d asynchronous jobs: queued again", slot.index,
-                        process.pid, requeued)
+            log.warning("worker %d (pid %d) exited; asynchronous jobs it was running: %d, queued again",
+                        slot.index, process.pid, requeued)
         if self.stopping:
             return code
         now = time.monotonic()

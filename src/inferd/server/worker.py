@@ -43,8 +43,9 @@ class WorkerRole:
 
 
 def main() -> None:
-    """Read ``{"settings": ..., "index": ..., "folder": ..., "shared_state": ...}`` from stdin and serve until
-    stopped."""
+    """Read ``{"settings": ..., "index": ..., "folder": ..., "supervisor": ..., "shared_state": ...}`` from stdin
+    and serve until stopped (the supervisor's pid comes from it, not from ``getppid``: a supervisor killed before
+    this process looked would leave it watching init)."""
     from inferd.cli.common import configure_logging
     from inferd.security.startup import SecurityConfigError
     from inferd.server.runner import run_until_stopped, serve
@@ -52,7 +53,7 @@ def main() -> None:
 
     given = json.loads(sys.stdin.buffer.read())
     settings = ServerSettings(**given["settings"])
-    role = WorkerRole(int(given["index"]), Path(given["folder"]), os.getppid(), bool(given["shared_state"]))
+    role = WorkerRole(int(given["index"]), Path(given["folder"]), int(given["supervisor"]), bool(given["shared_state"]))
     configure_logging(settings.log_level, settings.log_format)
     try:
         run_until_stopped(serve(settings, worker=role))
