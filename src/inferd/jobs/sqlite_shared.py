@@ -4,10 +4,11 @@ SQLite in WAL mode takes writers from several processes (each waits its turn, ``
 server gets from its lock is that nobody else runs its jobs, so at start it may put every ``running`` job back in
 the queue. With workers, the supervisor holds that lock for all of them (a second server on the folder is still
 refused), does that start-up requeue once before any worker starts, and records nothing else: each worker writes
-a row in ``job_claims`` (job id, worker name) for every job it claims, and when a worker exits the supervisor
-queues again the ``running`` jobs it had claimed. Claims are exact and need no clock: a job is never taken from
-a live worker, and the ``status = 'running' AND attempts = ?`` checks of the store already keep a late writer
-from storing a second result.
+a row in ``job_claims`` (job id, worker name) for every job it claims, and claims batch jobs under its name
+(``batch_jobs.holder``), never a running one of a sibling; when a worker exits the supervisor queues again the
+``running`` jobs and batch jobs it had claimed (a batch job resumes from its output's journal). Claims are exact
+and need no clock: a job is never taken from a live worker, and the ``status = 'running' AND attempts = ?``
+checks of the store already keep a late writer from storing a second result.
 """
 
 from __future__ import annotations
@@ -57,13 +58,16 @@ class SharedStateFolder:
             requeued = conn.execute("UPDATE jobs SET status = 'queued', updated_at = ?, not_before = 0 "
                                     "WHERE status = 'running'", (now,)).rowcount
             conn.execute("DELETE FROM job_claims")
+            requeued += conn.execute("UPDATE batch_jobs SET state = 'queued', holder = NULL, updated_at = ? "
+                                     "WHERE state = 'running'", (now,)).rowcount
         except (OSError, sqlite3.Error, StoreLockedError) as exc:
             log.warning("the workers cannot share the job store in %s: %s", self.folder, exc)
             self.close()
             return False
         self._conn = conn
         if requeued:
-            log.info("asynchronous jobs: %d that were running when the server stopped are queued again", requeued)
+            log.info("asynchronous and batch jobs: %d that were running when the server stopped are queued again",
+                 requeued)
         return True
 
     def requeue(self, worker: str) -> int:
@@ -78,6 +82,8 @@ class SharedStateFolder:
                     "UPDATE jobs SET status = 'queued', updated_at = ?, not_before = 0 WHERE status = 'running' "
                     "AND id IN (SELECT job_id FROM job_claims WHERE worker = ?)", (time.time(), worker)).rowcount
                 conn.execute("DELETE FROM job_claims WHERE worker = ?", (worker,))
+                count += conn.execute("UPDATE batch_jobs SET state = 'queued', holder = NULL, updated_at = ? "
+                                      "WHERE state = 'running' AND holder = ?", (time.time(), worker)).rowcount
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

@@ -115,7 +115,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     endpoints = open_endpoints(dataplane, settings)
     jobs = AsyncService(dataplane, _async_config(settings, worker))
     dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not, settings.require_async)
-    batch_jobs = BatchJobs(dataplane, settings.batch_roots)
+    batch_jobs = BatchJobs(dataplane, settings.batch_roots, jobs.store)
     observer = RequestObserver(settings.access_log)
     stop = stop or asyncio.Event()
     link = _worker_link(worker, stop)
@@ -143,6 +143,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         if listen_first:
             await _load(dataplane, jobs)
         jobs.start()  # no await between: async routes work as soon as readiness says so
+        _start_batch_jobs(jobs, batch_jobs)
         await _once_started(dataplane, settings, front, on_ready)
         await stop.wait()
     finally:
@@ -152,7 +153,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
         await http.stop(settings.shutdown_grace_s)
-        await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
+        await batch_jobs.stop()  # a running batch job goes back to the queue; its journal lets the next run resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
         await endpoints.stop()  # a running rollout stays "running" in the store: the next start rolls it back
         await dataplane.stop()
@@ -188,6 +189,14 @@ def _worker_link(worker: WorkerRole | None, stop: asyncio.Event) -> WorkerLink |
     from inferd.server.worker_link import WorkerLink
 
     return WorkerLink(worker, stop)
+
+
+def _start_batch_jobs(jobs: AsyncService, batch_jobs: BatchJobs) -> None:
+    """Batch jobs live in the asynchronous jobs' store: they run when it opened, and say why not otherwise."""
+    if jobs.opened:
+        batch_jobs.start()
+    else:
+        batch_jobs.why_not = jobs.why_not.replace("asynchronous inference", "batch jobs")
 
 
 def _log_readiness(dataplane: DataPlane, require_async: bool) -> None:

@@ -67,3 +67,25 @@ def test_a_new_supervisor_queues_again_what_the_last_server_left_running(tmp_pat
         run(worker.close())
     finally:
         shared.close()
+
+
+def test_a_worker_never_takes_a_siblings_running_batch_job_only_a_dead_ones(folder, run):
+    from inferd.jobs.batch_store import BatchRecord
+
+    one, two = SqliteJobStore(folder.folder, worker="101"), SqliteJobStore(folder.folder, worker="102")
+    run(one.open())
+    run(two.open())
+    try:
+        run(one.batch_submit(BatchRecord("b1", "m", "in/", "out/", {}), now=1.0))
+        claimed = run(one.batch_claim(now=2.0))
+        assert claimed is not None
+        assert claimed.id == "b1"
+        assert run(two.batch_claim(now=3.0)) is None  # a lone server would take it over: its holder differs
+        assert folder.requeue("101") == 1  # worker 101 exited
+        again = run(two.batch_claim(now=4.0))
+        assert again is not None
+        assert (again.id, again.attempts) == ("b1", 2)
+        assert not run(one.batch_update("b1", claimed.attempts, {"rows": 1}, now=5.0))  # the old run is told
+    finally:
+        run(one.close())
+        run(two.close())
