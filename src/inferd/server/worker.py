@@ -48,6 +48,8 @@ def main() -> None:
     this process looked would leave it watching init)."""
     from inferd.cli.common import configure_logging
     from inferd.security.startup import SecurityConfigError
+    from inferd.server.grpc.server import GrpcBindError
+    from inferd.server.http.server import PortInUseError
     from inferd.server.runner import run_until_stopped, serve
     from inferd.settings import ServerSettings
 
@@ -57,7 +59,7 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         run_until_stopped(serve(settings, worker=role))
-    except (SecurityConfigError, OSError) as exc:
+    except (SecurityConfigError, PortInUseError, GrpcBindError) as exc:  # any other failure: restarted
         print(f"error: worker {role.index} cannot serve: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CANNOT_SERVE) from None
     except KeyboardInterrupt:  # a Ctrl-C reaches the whole process group; the supervisor says what happens
