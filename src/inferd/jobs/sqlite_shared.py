@@ -91,7 +91,6 @@ class SharedStateFolder:
         except sqlite3.Error:
             log.exception("could not requeue the jobs of worker %s (a restart of the server will)", worker)
             return 0
-        self.tidy()
         return int(count)
 
     def tidy(self) -> None:

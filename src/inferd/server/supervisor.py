@@ -23,11 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from inferd.backoff import doubling_delay
 from inferd.server.worker import EXIT_CANNOT_SERVE
@@ -98,20 +98,26 @@ class _Slot:
 
 WORKER_COMMAND = (sys.executable, "-m", "inferd.server.worker")
 """The same interpreter running :mod:`inferd.server.worker` (its settings on stdin)."""
-Requeue = Callable[[str], int]
-"""Put back in the queue the jobs the worker of that name was running; how many."""
+class SharedJobs(Protocol):
+    """The job store the workers share, as the supervisor sees it (inferd.jobs.sqlite_shared.SharedStateFolder)."""
+
+    def requeue(self, worker: str) -> int:
+        """Put back in the queue the jobs the worker of that name was running; how many."""
+
+    def tidy(self) -> None:
+        """Housekeeping, called every tick (it decides how often it does anything)."""
 
 
 class Supervisor:
     """Keeps ``workers`` copies of one worker command line running until stopped."""
 
     def __init__(self, worker_settings: dict[str, Any], workers: int, folder: Path, grace_s: float,
-                 requeue: Requeue | None = None, command: Sequence[str] = WORKER_COMMAND) -> None:
+                 jobs: SharedJobs | None = None, command: Sequence[str] = WORKER_COMMAND) -> None:
         self.worker_settings = worker_settings
         self.command = list(command)
         self.folder = folder
         self.grace_s = grace_s
-        self.requeue = requeue
+        self.jobs = jobs
         self.slots = [_Slot(i) for i in range(workers)]
         self.stopping = False
         self.stop_deadline = 0.0
@@ -140,6 +146,8 @@ class Supervisor:
     def tick(self) -> None:
         """Reap the workers that exited, start the replacements that are due, kill what outlived the grace."""
         now = time.monotonic()
+        if self.jobs is not None:
+            self.jobs.tidy()
         for slot in self.slots:
             code = self._reap(slot)
             if code == EXIT_CANNOT_SERVE and not self.stopping:
@@ -159,7 +167,7 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         given = {"settings": self.worker_settings, "index": slot.index, "folder": str(self.folder),
-                 "supervisor": os.getpid(), "shared_state": self.requeue is not None}
+                 "supervisor": os.getpid(), "shared_state": self.jobs is not None}
         process = subprocess.Popen(self.command, stdin=subprocess.PIPE)
         assert process.stdin is not None
         process.stdin.write(json.dumps(given).encode())
@@ -176,7 +184,7 @@ class Supervisor:
         slot.process = None
         with contextlib.suppress(FileNotFoundError):
             (self.folder / f"worker-{process.pid}.sock").unlink()
-        if self.requeue is not None and (requeued := self.requeue(str(process.pid))):
+        if self.jobs is not None and (requeued := self.jobs.requeue(str(process.pid))):
             log.warning("worker %d (pid %d) exited; asynchronous jobs it was running: %d, queued again",
                         slot.index, process.pid, requeued)
         if self.stopping:
@@ -196,15 +204,15 @@ def serve_workers(settings: ServerSettings) -> int:
     folder = Path(tempfile.mkdtemp(prefix="inferd-workers-"))
     held = None
     try:
-        requeue: Requeue | None = None
+        shared: SharedJobs | None = None
         if settings.job_store is None:
             from inferd.jobs.sqlite_shared import SharedStateFolder
 
             held = SharedStateFolder(settings.state_dir)  # a store that cannot open: each worker says why
-            requeue = held.requeue if held.open() else None
+            shared = held if held.open() else None
         worker_settings = {**settings.model_dump(mode="json"), "workers": 1, "http_port": ports.http_port,
                            "grpc_port": ports.grpc_port}
-        supervisor = Supervisor(worker_settings, settings.workers, folder, settings.shutdown_grace_s, requeue)
+        supervisor = Supervisor(worker_settings, settings.workers, folder, settings.shutdown_grace_s, shared)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, supervisor.request_stop)
         log.info("%d workers on HTTP %s:%d%s", settings.workers, settings.host, ports.http_port,

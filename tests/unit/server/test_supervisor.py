@@ -42,13 +42,23 @@ def _supervisor(tmp_path: Path, behaviours: list[str], requeued: list[str] | Non
     for index, behaviour in enumerate(behaviours):
         (tmp_path / f"behaviour-{index}").write_text(behaviour)
 
-    def requeue(name: str) -> int:
-        if requeued is not None:
-            requeued.append(name)
+    return Supervisor({"http_port": 1}, len(behaviours), tmp_path, grace_s=5.0, jobs=_Jobs(requeued),
+                      command=[sys.executable, str(script)])
+
+
+class _Jobs:
+    """What the supervisor is asked to requeue (the shared store's side is tests/unit/jobs/test_sqlite_shared.py)."""
+
+    def __init__(self, requeued: list[str] | None) -> None:
+        self.requeued = requeued
+
+    def requeue(self, worker: str) -> int:
+        if self.requeued is not None:
+            self.requeued.append(worker)
         return 0
 
-    return Supervisor({"http_port": 1}, len(behaviours), tmp_path, grace_s=5.0, requeue=requeue,
-                      command=[sys.executable, str(script)])
+    def tidy(self) -> None:
+        pass
 
 
 def _until(supervisor: Supervisor, check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
