@@ -96,8 +96,8 @@ class _Slot:
     start_at: float = 0.0
 
 
-WORKER_COMMAND = (sys.executable, "-m", "inferd.server.worker")
-"""The same interpreter running :mod:`inferd.server.worker` (its settings on stdin)."""
+WORKER_COMMAND = (sys.executable, "-m", "inferd.cli.worker")
+"""The same interpreter running :mod:`inferd.cli.worker` (its settings on stdin)."""
 class SharedJobs(Protocol):
     """The job store the workers share, as the supervisor sees it (inferd.jobs.sqlite_shared.SharedStateFolder)."""
 

@@ -1,5 +1,5 @@
 """One worker of ``inferd serve --workers N``: the ordinary server, started by the supervisor
-(:mod:`inferd.server.supervisor`) as ``python -m inferd.server.worker`` with its settings as JSON on stdin (never in
+(:mod:`inferd.server.supervisor`) as ``python -m inferd.cli.worker`` with its settings as JSON on stdin (never in
 its environment or command line: they may hold API key digests).
 
 A worker differs from a lone server only in what :class:`WorkerRole` tells the composition root: bind the ports
@@ -10,9 +10,7 @@ on a Unix socket in the supervisor's folder, and stop when the supervisor is gon
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,31 +38,3 @@ class WorkerRole:
 
     def socket_path(self, pid: int | None = None) -> Path:
         return self.folder / f"worker-{os.getpid() if pid is None else pid}.sock"
-
-
-def main() -> None:
-    """Read ``{"settings": ..., "index": ..., "folder": ..., "supervisor": ..., "shared_state": ...}`` from stdin
-    and serve until stopped (the supervisor's pid comes from it, not from ``getppid``: a supervisor killed before
-    this process looked would leave it watching init)."""
-    from inferd.cli.common import configure_logging
-    from inferd.security.startup import SecurityConfigError
-    from inferd.server.grpc.server import GrpcBindError
-    from inferd.server.http.server import PortInUseError
-    from inferd.server.runner import run_until_stopped, serve
-    from inferd.settings import ServerSettings
-
-    given = json.loads(sys.stdin.buffer.read())
-    settings = ServerSettings(**given["settings"])
-    role = WorkerRole(int(given["index"]), Path(given["folder"]), int(given["supervisor"]), bool(given["shared_state"]))
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        run_until_stopped(serve(settings, worker=role))
-    except (SecurityConfigError, PortInUseError, GrpcBindError) as exc:  # any other failure: restarted
-        print(f"error: worker {role.index} cannot serve: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CANNOT_SERVE) from None
-    except KeyboardInterrupt:  # a Ctrl-C reaches the whole process group; the supervisor says what happens
-        pass
-
-
-if __name__ == "__main__":
-    main()
