@@ -179,6 +179,9 @@ def test_a_killed_worker_is_replaced_while_the_other_answers(server):
     assert alive(replacement)
     assert alive(survivor)
     assert "exited with code -9; its replacement starts" in server.log()
+    metrics = text_string_to_metric_families(httpx.get(server.url + "/metrics", timeout=30).text)
+    (replaced,) = [f.samples[0].value for f in metrics if f.name == "inferd_server_worker_replacements"]
+    assert replaced >= 1  # (another test of this module may have killed one too)
 
 
 def test_a_job_running_on_a_killed_worker_runs_again_and_succeeds_once(server, repo):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -21,9 +21,12 @@ SERVER_WIDE = frozenset({"inferd_async_jobs"})
 """Families whose values are the job store's, the same from every worker."""
 
 
-def merge(expositions: Mapping[str, bytes], local: str) -> bytes:
-    """One text exposition from each worker's (by worker index; ``local``: the one answering)."""
-    families: dict[str, Metric] = {}
+def merge(expositions: Mapping[str, bytes], local: str, replacements: int = 0) -> bytes:
+    """One text exposition from each worker's (by worker index; ``local``: the one answering), with the number of
+    workers the supervisor replaced."""
+    families: dict[str, Metric] = {"inferd_server_worker_replacements": CounterMetricFamily(
+        "inferd_server_worker_replacements", "Server worker processes (--workers) that exited unexpectedly and were "
+        "replaced by the supervisor.", value=replacements)}
     for index in sorted(expositions, key=lambda key: (key != local, key)):
         for family in text_string_to_metric_families(expositions[index].decode()):
             if family.name in SERVER_WIDE:

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from inferd.backoff import doubling_delay
-from inferd.server.worker import EXIT_CANNOT_SERVE
+from inferd.server.worker import EXIT_CANNOT_SERVE, REPLACEMENTS_FILE
 from inferd.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.exit_code = 0
+        self.replacements = 0
+        """Workers that exited unexpectedly (each replaced): the workers' /metrics read it from the folder."""
 
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
         """Ask every worker to drain and stop (a signal handler, and what a fatal worker error does)."""
@@ -193,9 +195,17 @@ class Supervisor:
         slot.failures = 1 if now - slot.started_at >= _STEADY_S else slot.failures + 1
         delay = doubling_delay(_FIRST_RESTART_S, slot.failures, _MAX_RESTART_S)
         slot.start_at = now + delay
+        self.replacements += 1
+        _write_atomically(self.folder / REPLACEMENTS_FILE, str(self.replacements))
         log.warning("worker %d (pid %d) exited with code %d; its replacement starts in %.1f s", slot.index,
                     process.pid, code, delay)
         return code
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def serve_workers(settings: ServerSettings) -> int:

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+REPLACEMENTS_FILE = "replacements"
+"""In the supervisor's folder: how many workers it has replaced (absent: none)."""
 EXIT_CANNOT_SERVE = 2
 """A worker that cannot start (settings, security files, a port): the supervisor stops rather than retry."""
 
@@ -35,6 +37,13 @@ class WorkerRole:
     def name(self) -> str:
         """How the job store knows this worker's claims: its process id (unique among live workers)."""
         return str(os.getpid())
+
+    def replacements(self) -> int:
+        """Workers the supervisor replaced so far."""
+        try:
+            return int((self.folder / REPLACEMENTS_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def socket_path(self, pid: int | None = None) -> Path:
         return self.folder / f"worker-{os.getpid() if pid is None else pid}.sock"

@@ -52,7 +52,7 @@ class WorkerLink:
         answers = await asyncio.gather(*(self._ask(str(path)) for path in peers))
         expositions = {str(self.role.index): own}
         expositions.update(answer for answer in answers if answer is not None)
-        return merge(expositions, str(self.role.index))
+        return merge(expositions, str(self.role.index), self.role.replacements())
 
     async def _ask(self, path: str) -> tuple[str, bytes] | None:
         try:

@@ -41,6 +41,11 @@ def test_the_job_stores_counts_are_given_once_not_per_worker():
     assert jobs == {(("model", "digits"), ("status", "queued")): 6.0}
 
 
+def test_the_supervisors_replacements_are_counted_once():
+    merged = _samples(merge({"0": ONE, "1": ONE}, local="0", replacements=3))
+    assert merged[("inferd_server_worker_replacements_total", ())] == 3.0
+
+
 def test_one_worker_alone_is_its_own_exposition_with_the_label():
     merged = merge({"0": ONE}, local="0").decode()
     assert merged.count("# TYPE inferd_request_success_total counter") == 1
