@@ -234,3 +234,20 @@ def test_a_port_in_use_is_one_clear_error_before_any_worker_starts(repo, tmp_pat
     assert result.returncode == 1
     assert f"HTTP port {port} on 127.0.0.1 is in use; choose another with --http-port" in result.stderr
     assert "worker 0 started" not in result.stderr
+
+
+def test_two_workers_on_postgresql_run_every_job_exactly_once(repo, tmp_path, postgres_dsn):
+    process = ServerProcess(repo, tmp_path / "serve.log", extra_args=["--workers", "2", "--job-store", postgres_dsn])
+    log = repo / "ran.log"
+    start = len(log.read_text().splitlines()) if log.exists() else 0
+    try:
+        process.start(timeout=120)
+        with httpx.Client(base_url=process.url, timeout=30) as client:
+            ids = [client.post("/v2/models/counter/infer-async", json=body(5000 + i),
+                               headers={"Connection": "close"}).json()["id"] for i in range(40)]
+            wait_for(lambda: all(client.get(f"/v2/jobs/{job}").json()["status"] == "succeeded" for job in ids),
+                     timeout=120, what="every job succeeded")
+    finally:
+        assert process.stop() == 0, process.log()
+    runs = [int(line.split()[0]) for line in log.read_text().splitlines()[start:]]
+    assert sorted(runs) == list(range(5000, 5040))
