@@ -33,6 +33,10 @@ class EmbeddingsOptions(_Options):
     every core."""
     inter_op_threads: int = Field(default=1, ge=0)
     """Threads that run independent branches of the encoder's graph at once; 0 lets onnxruntime choose."""
+    encoder_threads: int = Field(default=0, ge=0)
+    """Encoder calls of one batch (each at most 16 texts of about the same length) that run at once, on threads
+    sharing the session; 0: one per core this process may use. Each call runs on ``intra_op_threads`` threads of
+    its own: keep one of the two at 1."""
     max_length: int | None = Field(default=None, ge=1)
     """Tokens per text, special tokens included: longer texts are truncated to their first ``max_length`` tokens.
     Default: ``max_seq_length`` of the model's ``sentence_bert_config.json`` (256 for all-MiniLM-L6-v2), else 512."""
