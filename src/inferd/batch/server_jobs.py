@@ -18,13 +18,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from inferd.batch.job import BatchSummary, ThresholdError
-from inferd.batch.options import BatchError, BatchOptions
-from inferd.batch.progress import Progress
 from inferd.dataplane import DataPlane
 from inferd.roots import OutsideRootsError, Roots
+
+if TYPE_CHECKING:  # the batch machinery: imported by the first job, not at every server start
+    from inferd.batch.job import BatchSummary
+    from inferd.batch.options import BatchOptions
+    from inferd.batch.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ class BatchJobs:
     def submit(self, model: str, input: str, output: str, options: BatchOptions) -> BatchJob:
         """Check the paths and start the job in the background. Raises :class:`RefusedError`,
         :class:`BatchError` for invalid options, or InferError for an unknown model."""
+        from inferd.batch.options import BatchError
+
         options = options.validated()
         if options.engine != "local":
             raise BatchError("the server runs batch jobs on its own models: engine must be 'local'")
@@ -123,6 +127,8 @@ class BatchJobs:
             raise RefusedError(403, exc.message) from None
 
     async def _run(self, job: BatchJob) -> None:
+        from inferd.batch.job import ThresholdError
+        from inferd.batch.options import BatchError
         from inferd.batch.run import run_job
 
         def on_progress(progress: Progress) -> None:
