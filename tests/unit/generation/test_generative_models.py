@@ -98,3 +98,30 @@ def test_a_batch_job_over_json_lines_of_prompts(repo_root, tmp_path):
     run_batch(repo_root, "echo", source, tmp_path / "out", BatchOptions(key="id"))
     lines = [json.loads(line) for line in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
     assert lines == [{"id": i, "text_output": f"prompt {i}"} for i in range(7)]
+
+
+def test_a_generative_model_is_cached_only_when_greedy(repo_root):
+    """Sampled text (temperature above 0: the tensor face sets no seed) is never cached: such a model.toml is a
+    clear error at load; a greedy one is cached, and its repeated prompt is a cache hit."""
+    from inferd.response_cache import ResponseCache
+
+    sampled = write_echo_llm(repo_root, "sampled")
+    toml = (sampled / "model.toml").read_text().replace("temperature = 0.0", "temperature = 0.7")
+    (sampled / "model.toml").write_text(toml + "\n[cache]\nenabled = true\n")
+    greedy = write_echo_llm(repo_root, "greedy", max_tokens=4)
+    (greedy / "model.toml").write_text((greedy / "model.toml").read_text() + "\n[cache]\nenabled = true\n")
+    plane = DataPlane(ModelRepository(repo_root))
+    plane.cache = ResponseCache(1 << 20, 0.0)
+    asyncio.run(plane.start())
+    try:
+        reasons = {entry.name: entry.reason for entry in plane.repository_index()}
+        assert "[cache] enabled = true needs [generation] temperature = 0" in reasons["sampled"]
+        assert "its temperature is 0.7" in reasons["sampled"]
+        text = RequestInput("text_input", "BYTES", [1], np.array([b"hello"], dtype=object))
+        for _ in range(2):
+            response = asyncio.run(plane.infer(InferenceRequest("greedy", [text])))
+            assert response.outputs[0].data.tolist() == [b"hell"]
+        stats = plane.repository.get("greedy", None).stats
+        assert (stats.cache_hit.count, stats.cache_miss.count) == (1, 1)
+    finally:
+        plane.close()
