@@ -33,7 +33,7 @@ class ServerSettings(BaseModel):
     ``scripts/generate_reference.py``."""
 
     # validate_default: as pydantic-settings' BaseSettings does (the validators see every field)
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     repository: Path = Path("models")
     """Model repository folder to serve."""
