@@ -102,3 +102,27 @@ def test_a_model_folder_deleted_while_serving(tmp_path):
     assert error.code is ErrorCode.NOT_FOUND, error
     assert "model 'gone' is no longer in the repository" in error.message
     plane.close()
+
+
+def test_a_load_measures_the_memory_it_took_and_its_time_into_the_statistics(tmp_path):
+    """Resident memory before and after the load (no model.toml memory_size): in the version's statistics, as
+    Triton's memory_usage, with the load time; a declared memory_size is taken as it is."""
+    write_counted(tmp_path, "big", hold_mb=64, delay=0.2)
+    write_counted(tmp_path, "declared", toml='memory_size = "3MiB"\n')
+    plane = _plane(tmp_path)
+
+    async def main() -> None:
+        await plane.start()
+        await plane.infer(_request("big"))
+        await plane.infer(_request("declared"))
+        await plane.stop()
+
+    asyncio.run(main())
+    big = plane.repository.get("big", None).stats
+    assert big.memory_bytes >= 60 * 2**20
+    assert big.load_ns >= 200_000_000
+    stats = big.to_dict(load_time=True)
+    assert stats["memory_usage"] == [{"type": "CPU", "id": 0, "byte_size": big.memory_bytes}]
+    assert stats["load_ns"] == big.load_ns
+    assert plane.repository.get("declared", None).stats.memory_bytes == 3 * 2**20
+    plane.close()
