@@ -10,12 +10,16 @@ into ``--cache`` (default: the system temp folder), as ``inferd demo`` builds it
 For each batch size B, each round runs, for ``--seconds`` each:
   server     one client calling ``client.embeddings.create(model="minilm", input=B sentences)`` in a loop
              (the client's default encoding, base64), against ``inferd serve`` on loopback;
+  serial     the same against model ``minilm-serial`` of the same server: the same files with
+             ``[options] encoder_threads = 1``, one encoder call at a time (inferd before encoder calls ran side
+             by side);
   direct     the same B sentences tokenized with ``tokenizers`` and run on an ``onnxruntime`` session with
-             inferd's options (1 intra-op thread), 16 per call sorted by length as the runtime does, mean-pooled
-             and normalised in numpy: no server at all;
+             inferd's options (1 intra-op thread), 16 per call sorted by length as the runtime does, one call
+             at a time, mean-pooled and normalised in numpy: no server at all (the floor of ``serial``);
   torch      with ``--torch``, the same tokens through the transformers model on torch (1 thread): why the
              server runs the ONNX export.
-The table shows the best round of each in sentences/s, the server's share of the floor and its median latency,
+The table shows the best round of each in sentences/s, the server's share of the floor and of the serial
+server, its median latency,
 and sentences per CPU second of the process that did the work (the server's, read from /proc, for the server
 rows): on a shared machine that figure says what one free core would do.
 The sentences are 8 to 24 words (12-30 tokens). The machine is shared and noisy: compare within one run.
@@ -52,8 +56,13 @@ def sentences(count: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(8, 25)))) + "." for _ in range(count)]
 
 
+SERIAL = "minilm-serial"
+"""The same model with one encoder call at a time."""
+
+
 def build_model(cache: Path) -> Path:
-    """The repository holding ``minilm``, built unless the cache has it."""
+    """The repository holding ``minilm`` (built unless the cache has it) and ``minilm-serial`` (its version folder,
+    linked, with ``encoder_threads = 1``)."""
     from inferd.examples import minilm
 
     root = cache / "inferd-embeddings-bench"
@@ -61,6 +70,12 @@ def build_model(cache: Path) -> Path:
     if not (folder / "model.toml").is_file():
         (folder / "1").mkdir(parents=True, exist_ok=True)
         minilm.build(folder)
+    serial = root / SERIAL
+    if not (serial / "model.toml").is_file():
+        serial.mkdir(exist_ok=True)
+        (serial / "1").symlink_to(folder / "1", target_is_directory=True)
+        toml = (folder / "model.toml").read_text(encoding="utf-8")
+        (serial / "model.toml").write_text(toml + "\n[options]\nencoder_threads = 1\n", encoding="utf-8")
     return root
 
 
@@ -196,7 +211,10 @@ def measure(args: argparse.Namespace, url: str, version: Path,
     def server(batch: list[str]) -> Any:
         return client.embeddings.create(model="minilm", input=batch)
 
-    runners: dict[str, Any] = {"server": server, "direct": direct_runner(version)}
+    def serial(batch: list[str]) -> Any:
+        return client.embeddings.create(model=SERIAL, input=batch)
+
+    runners: dict[str, Any] = {"server": server, "serial": serial, "direct": direct_runner(version)}
     if args.torch:
         runners["torch"] = torch_runner(version)
     texts = sentences(max(args.batches))
@@ -208,7 +226,7 @@ def measure(args: argparse.Namespace, url: str, version: Path,
     for size in args.batches:
         for round_number in range(args.rounds):
             for name, run in runners.items():
-                point = timed(run, texts[:size], args.seconds, server_pid if name == "server" else None)
+                point = timed(run, texts[:size], args.seconds, server_pid if name in ("server", "serial") else None)
                 results[name].setdefault(size, []).append(point)
                 print(f"round {round_number + 1} batch {size:3d} {name:6s} {point['sentences_per_s']:8.1f} "
                       f"sentences/s  {point['sentences_per_cpu_s']:8.1f} per CPU s  p50 {point['p50_ms']:7.1f} ms",
@@ -220,18 +238,21 @@ def report(results: dict[str, dict[int, list[dict[str, float]]]], batches: list[
     best = {name: {size: max(points[size], key=lambda p: p["sentences_per_s"]) for size in batches}
             for name, points in results.items()}
     header = "| batch | server (openai client) sentences/s | per server CPU s | server p50 ms | " \
-             "onnxruntime direct sentences/s | per CPU s | server / direct |"
-    rule = "|---:|---:|---:|---:|---:|---:|---:|"
+             "serial server sentences/s | per server CPU s | onnxruntime direct sentences/s | per CPU s | " \
+             "server / direct | server / serial |"
+    rule = "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if "torch" in best:
         header += " torch direct sentences/s | onnxruntime / torch |"
         rule += "---:|---:|"
     print(header)
     print(rule)
     for size in batches:
-        served, direct = best["server"][size], best["direct"][size]
+        served, serial, direct = best["server"][size], best["serial"][size], best["direct"][size]
         row = (f"| {size} | {served['sentences_per_s']:.1f} | {served['sentences_per_cpu_s']:.1f} | "
-               f"{served['p50_ms']:.1f} | {direct['sentences_per_s']:.1f} | {direct['sentences_per_cpu_s']:.1f} | "
-               f"{served['sentences_per_s'] / direct['sentences_per_s']:.2f} |")
+               f"{served['p50_ms']:.1f} | {serial['sentences_per_s']:.1f} | {serial['sentences_per_cpu_s']:.1f} | "
+               f"{direct['sentences_per_s']:.1f} | {direct['sentences_per_cpu_s']:.1f} | "
+               f"{served['sentences_per_s'] / direct['sentences_per_s']:.2f} | "
+               f"{served['sentences_per_s'] / serial['sentences_per_s']:.2f} |")
         if "torch" in best:
             torch_rate = best["torch"][size]["sentences_per_s"]
             row += f" {torch_rate:.1f} | {direct['sentences_per_s'] / torch_rate:.2f} |"

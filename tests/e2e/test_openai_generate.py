@@ -31,8 +31,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/openai/v1", api_key="none", max_retries=0, timeout=60)
+def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.url + "/openai/v1", api_key="none", max_retries=0, timeout=60) as client:
+        yield client
 
 
 def _chatml(user: str) -> str:
@@ -71,6 +72,8 @@ def test_a_stop_list_is_matched_across_tokens_and_stripped(client):
     reply = client.completions.create(model="echo", prompt="alpha beta gamma", stop=["gam", "zzz"])
     assert reply.choices[0].text == "alpha beta "
     assert reply.choices[0].finish_reason == "stop"
+    # usage counts the tokens generated, the stop sequence's included: "alpha beta gam", one byte each
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (16, 14, 30)
     reply = client.completions.create(model="echo", prompt="alpha beta gamma", stop="beta")
     assert reply.choices[0].text == "alpha "
 
@@ -93,6 +96,20 @@ def test_a_streamed_completion_without_usage(client):
     chunks = list(client.completions.create(model="echo", prompt="stream me", stream=True, max_tokens=6))
     assert "".join(c.choices[0].text for c in chunks) == "stream"
     assert chunks[-1].choices[0].finish_reason == "length"
+    assert all(c.usage is None for c in chunks)
+
+
+def test_a_whole_and_a_streamed_completion_with_usage(client):
+    whole = client.completions.create(model="echo", prompt="count me")
+    assert whole.object == "text_completion"
+    assert (whole.choices[0].text, whole.choices[0].finish_reason) == ("count me", "stop")
+    assert (whole.usage.prompt_tokens, whole.usage.completion_tokens, whole.usage.total_tokens) == (8, 8, 16)
+    chunks = list(client.completions.create(model="echo", prompt="count me", stream=True, max_tokens=5,
+                                            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "count"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == []
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (8, 5)
 
 
 def test_seeded_sampling_repeats_per_request(client):
@@ -100,7 +117,19 @@ def test_seeded_sampling_repeats_per_request(client):
         return client.completions.create(model="echo", prompt="abcdefghijklmnop", temperature=2.0, top_p=1.0,
                                          seed=seed).choices[0].text
 
-    assert run(5) == run(5)
+    first = run(5)
+    other = run(6)
+    assert run(5) == first, "another seed in between changes nothing: the seed is the request's, not the process's"
+    assert other != first
+    seeds = (5, 6, 5, 6)
+    side_by_side: list[str] = ["" for _ in seeds]
+    threads = [threading.Thread(target=lambda i=i, s=s: side_by_side.__setitem__(i, run(s)))
+               for i, s in enumerate(seeds)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert side_by_side == [first, other, first, other], "sequences decoded in one batch keep their own seeds"
 
 
 @pytest.mark.parametrize(("body", "param", "words"), [
@@ -115,10 +144,43 @@ def test_seeded_sampling_repeats_per_request(client):
     ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools", "tool"),
     ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs", "not supported"),
     ({"messages": [{"role": "user", "content": "x"}], "extra_body": {"frobnicate": 1}}, "frobnicate", "Unrecognized"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0}, "max_completion_tokens",
+     "at least 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": 2.5}, "temperature", "at most 2"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_p": 0}, "top_p", "above 0"),
+    ({"messages": [{"role": "user", "content": "x"}], "top_p": 1.5}, "top_p", "at most 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": "s" * 300}, "stop", "at most 256 characters"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": [""]}, "stop", "must not be empty"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}},
+     "stream_options", "only allowed with stream"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, "messages[0].content", "string"),
+    ({"messages": ["hello"]}, "messages[0]", "must be an object"),
+    ({"messages": [{"role": "user", "content": "x"}], "seed": 1.5}, "seed", "integer"),
 ])
 def test_bad_chat_requests_are_400_naming_the_field(client, body, param, words):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="echo", **body)
+    error = info.value.body
+    assert error["param"] == param, error
+    assert words in error["message"], error
+    assert error["type"] == "invalid_request_error", error
+    assert client.completions.create(model="echo", prompt="still").choices[0].text == "still"  # keeps serving
+
+
+@pytest.mark.parametrize(("body", "param", "words"), [
+    ({"prompt": ""}, "prompt", "empty"),
+    ({"prompt": ["one", "two"]}, "prompt", "a list of prompts"),
+    ({"prompt": 5}, "prompt", "string"),
+    ({"prompt": "x", "max_tokens": 0}, "max_tokens", "at least 1"),
+    ({"prompt": "x", "temperature": -1}, "temperature", "at least 0"),
+    ({"prompt": "x", "stop": [f"s{i}" for i in range(100)]}, "stop", "100"),
+    ({"prompt": "x", "best_of": 3}, "best_of", "best_of = 1"),
+    ({"prompt": "x", "logprobs": 2}, "logprobs", "not supported"),
+])
+def test_bad_completion_requests_are_400_naming_the_field(client, body, param, words):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="echo", **body)
     error = info.value.body
     assert error["param"] == param, error
     assert words in error["message"], error
@@ -131,8 +193,13 @@ def test_prompt_and_max_tokens_beyond_the_context_name_both_numbers(client):
     assert "500 tokens" in message
     assert "max_tokens is 100" in message
     assert "context of 512" in message
-    with pytest.raises(openai.BadRequestError, match="context of 512"):
+    with pytest.raises(openai.BadRequestError, match="context of 512") as info:
         client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}], max_tokens=600)
+    assert info.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError, match="max_tokens is 600") as info:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}],
+                                       max_completion_tokens=600)
+    assert info.value.body["param"] == "max_completion_tokens"
 
 
 def test_a_1_mb_prompt_is_a_400_and_the_server_keeps_serving(client):
@@ -142,10 +209,16 @@ def test_a_1_mb_prompt_is_a_400_and_the_server_keeps_serving(client):
 
 
 def test_invalid_utf8_and_unknown_models(server, client):
-    reply = httpx.post(server.url + "/openai/v1/chat/completions", content=b'{"model": "echo", "messages": "\xff"}',
-                       headers={"content-type": "application/json"})
-    assert reply.status_code == 400
-    assert reply.json()["error"]["type"] == "invalid_request_error"
+    for path, raw in (("chat/completions", b'{"model": "echo", "messages": [{"role": "user", "content": "\xff"}]}'),
+                      ("completions", b'{"model": "echo", "prompt": "ab\xc3"}'),
+                      ("completions", b'{"model": "echo", "prompt": "\\ud800"}')):
+        reply = httpx.post(f"{server.url}/openai/v1/{path}", content=raw, headers={"content-type": "application/json"})
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+        assert "not valid" in reply.json()["error"]["message"] or "UTF-8" in reply.json()["error"]["message"]
+    reply = httpx.post(server.url + "/v2/models/echo/generate", content=b'{"text_input": "\xfe\xff"}')
+    assert reply.status_code == 400, reply.text
+    assert "not valid JSON" in reply.json()["error"]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
 
@@ -190,6 +263,25 @@ def test_a_client_that_disconnects_before_a_whole_answer_frees_its_slot(server):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/openai/v1/completions", json={"model": "slow", "prompt": "q" * 1000},
                    timeout=httpx.Timeout(5, read=0.5))
+    _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "slow") == 0)
+
+
+def _finished(server: ServerProcess, model: str) -> dict[str, float]:
+    text = httpx.get(server.url + "/metrics").text
+    pattern = rf'^inferd_generation_sequences_finished_total{{model="{model}",reason="(\w+)",version="1"}} (\S+)$'
+    return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.M)}
+
+
+def test_clients_that_leave_right_after_sending_are_cancelled_not_run_to_their_end(server):
+    before = _finished(server, "slow")
+    for stream in (True, True, False, False):
+        body = orjson.dumps({"model": "slow", "prompt": "w" * 1000, "stream": stream, "max_tokens": 500})
+        with socket.create_connection(("127.0.0.1", server.http_port)) as sock:
+            sock.sendall(b"POST /openai/v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    # 500 tokens at 20 ms a step would take 10 s: each ends cancelled long before
+    _wait_for(lambda: _finished(server, "slow").get("cancelled", 0) == before.get("cancelled", 0) + 4, timeout=8)
+    assert _finished(server, "slow").get("length", 0) == before.get("length", 0)
     _wait_for(lambda: _gauge(server, "inferd_generation_running_sequences", "slow") == 0)
 
 

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from fakes import write_model
+from inferd.jobs.postgres_schema import SCHEMA_VERSION
 from postgres_cluster import PostgresCluster, find_bin_dir
 from server_process import ServerProcess
 
@@ -168,7 +169,7 @@ def test_a_database_of_an_older_schema_is_refused_untouched(repo, tmp_path, post
         reply = submit(server, 1)
         assert reply.status_code == 503
         message = reply.json()["error"]
-        assert "schema 0, older than this inferd's 1" in message, message
+        assert f"schema 0, older than this inferd's {SCHEMA_VERSION}" in message, message
         assert "password" not in message
         assert "older than this inferd's" in server.log()
     finally:

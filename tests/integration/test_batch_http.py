@@ -56,6 +56,10 @@ def test_post_a_job_then_follow_its_progress(tmp_path: Path) -> None:
         assert shown.returncode == 0, shown.stderr
         assert "rows_done" in shown.stdout
         assert "rows_out 400" in shown.stdout
+        ended = inferd("jobs", "cancel", job_id, "--url", server.url)
+        assert ended.returncode == 1
+        assert "is succeeded; only a queued or running job can be cancelled" in ended.stderr
+        assert "no asynchronous or batch job 'nobody'" in inferd("jobs", "cancel", "nobody", "--url", server.url).stderr
         missing = inferd("jobs", "show", "nobody", "--url", server.url)
         assert missing.returncode == 1
         assert "no asynchronous or batch job 'nobody'" in missing.stderr

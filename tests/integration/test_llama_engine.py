@@ -35,6 +35,17 @@ def test_metadata_of_smollm2(engine):
     assert engine.tokenize("<|im_start|>", special=True) == [1]
 
 
+def test_by_default_every_decode_leaves_one_core_to_the_server(monkeypatch):
+    # llama.cpp takes its "batch" threads for a decode step over several sequences, not only for prompts
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    engine = LlamaEngine(GGUF, context=64, slots=2)
+    try:
+        lib = engine._lib
+        assert (lib.llama_n_threads(engine._ctx), lib.llama_n_threads_batch(engine._ctx)) == (3, 3)
+    finally:
+        engine.close()
+
+
 def test_a_batched_decode_gives_each_sequence_what_it_gets_alone_and_free_clears_the_slot(engine):
     prompts = [engine.tokenize(engine.render_chat([{"role": "user", "content": text}]), special=True)
                for text in ("Name a colour.", "Count to five.", "What is 2+2?")]

@@ -53,6 +53,15 @@ class BatchOptions:
             raise BatchError("invalid batch options: " + "; ".join(problems))
         return self
 
+    def to_json(self) -> dict[str, Any]:
+        """Every option as JSON values (what the job store keeps); :meth:`from_json` reads it back."""
+        return {**{name: getattr(self, name) for name in self.__dataclass_fields__}, "mapping": dict(self.mapping)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BatchOptions:
+        """The options :meth:`to_json` wrote (names this inferd does not know are ignored)."""
+        return cls(**{name: value for name, value in data.items() if name in cls.__dataclass_fields__})
+
     def fingerprint(self) -> dict[str, Any]:
         """The options that change the output's bytes: a resumed run must use the same ones."""
         return {

@@ -1,5 +1,5 @@
-"""``inferd jobs list|show|result|cancel``: asynchronous inference jobs (and, in ``list`` and ``show``, batch
-jobs) of a running server."""
+"""``inferd jobs list|show|result|cancel``: asynchronous inference jobs (and, in ``list``, ``show`` and
+``cancel``, batch jobs) of a running server."""
 
 from __future__ import annotations
 
@@ -62,11 +62,11 @@ def list_jobs(
     model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
 ) -> None:
-    """List asynchronous jobs, newest first, then the batch jobs started since the server started."""
+    """List asynchronous jobs, newest first, then the batch jobs in the server's job store."""
     params: dict[str, Any] = {"limit": limit}
     params.update({k: v for k, v in (("status", status), ("model", model)) if v})
     jobs = _request("GET", f"{_url(url)}/v2/jobs", params=params).json()["jobs"]
-    listed = _request("GET", f"{_url(url)}/v2/batch/jobs", missing_ok=True, batch=True)
+    listed = _request("GET", f"{_url(url)}/v2/batch/jobs", missing_ok=True, batch=True, params={"limit": limit})
     batch_jobs = [j for j in (listed.json()["jobs"] if listed is not None else [])
                   if (status is None or j["state"] == status) and (model is None or j["model"] == model)]
     if not jobs and not batch_jobs:
@@ -153,8 +153,15 @@ def result(
 
 @app.command("cancel")
 def cancel(job_id: IdArg, url: UrlOption = "", owner: OwnerOption = None) -> None:
-    """Cancel a queued job (a running or finished one cannot be)."""
-    job = _request("DELETE", f"{_url(url)}/v2/jobs/{job_id}", params=_owner(owner)).json()
+    """Cancel a queued asynchronous job (a running or finished one cannot be), or a queued or running batch job."""
+    found = _request("DELETE", f"{_url(url)}/v2/jobs/{job_id}", missing_ok=True, params=_owner(owner))
+    if found is None:
+        batch = _request("DELETE", f"{_url(url)}/v2/batch/jobs/{job_id}", missing_ok=True, batch=True)
+        if batch is None:
+            fail(f"HTTP 404: no asynchronous or batch job {job_id!r}")
+        console.print(f"batch job {escape(job_id)}: {_status(batch.json()['state'])}")
+        return
+    job = found.json()
     console.print(f"job {escape(job['id'])}: {_status(job['status'])}")
 
 

@@ -70,9 +70,10 @@ class LlamaEngine:
         params.n_ubatch = max(_PREFILL_CHUNK, slots)
         params.n_seq_max = slots
         params.kv_unified = False
-        cores = os.cpu_count() or 1
-        params.n_threads = threads or max(1, cores - 1)
-        params.n_threads_batch = threads or cores
+        # One thread per core but one for every llama_decode: llama.cpp computes any batch of more than one token
+        # (a decode step over several sequences as much as a prompt) with its "batch" threads, which meet at a
+        # barrier per layer, so a core taken by the server's own Python stalls them all (see LlamaCppOptions).
+        params.n_threads = params.n_threads_batch = threads or max(1, (os.cpu_count() or 1) - 1)
         self._ctx = lib.llama_init_from_model(model, params)
         if not self._ctx:
             lib.llama_model_free(model)

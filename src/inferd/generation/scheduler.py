@@ -61,13 +61,16 @@ Sink = Callable[[GenerationEvent | BaseException], None]
 class Ticket:
     """A submitted request, to cancel it (its caller went away)."""
 
-    __slots__ = ("_sequence",)
+    __slots__ = ("_scheduler", "_sequence")
 
-    def __init__(self, sequence: _Sequence) -> None:
+    def __init__(self, scheduler: GenerationScheduler, sequence: _Sequence) -> None:
+        self._scheduler = scheduler
         self._sequence = sequence
 
     def cancel(self) -> None:
+        """A waiting request leaves the queue at once; a running one frees its slot before the next step."""
         self._sequence.cancelled = True
+        self._scheduler._withdraw(self._sequence)
 
 
 @dataclass(slots=True, eq=False)
@@ -139,7 +142,18 @@ class GenerationScheduler:
             self.stats.waiting = len(self._waiting)
             self.stats.prompt_tokens += len(prompt)
             self._wake.notify()
-        return Ticket(sequence)
+        return Ticket(self, sequence)
+
+    def _withdraw(self, sequence: _Sequence) -> None:
+        """Take a cancelled request out of the queue if it is still waiting (it no longer counts there, nor
+        against the queue's limit); the engine thread ends it otherwise."""
+        with self._wake:
+            try:
+                self._waiting.remove(sequence)
+            except ValueError:  # admitted already, or ended
+                return
+            self.stats.waiting = len(self._waiting)
+            self.stats.finish("cancelled")
 
     def close(self) -> None:
         """Stop the engine thread; sequences still running or waiting are told UNAVAILABLE."""
@@ -207,8 +221,7 @@ class GenerationScheduler:
         now = perf_counter_ns()
         self.stats.time_to_first_token.add(now - sequence.submitted_ns)
         sequence.last_token_ns = now
-        self._advance(sequence, logits)
-        self.stats.step(1)
+        self.stats.step(self._advance(sequence, logits))
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
@@ -227,19 +240,21 @@ class GenerationScheduler:
             return
         now = perf_counter_ns()
         self._step_ns = 0.9 * self._step_ns + 0.1 * (now - started) if self._step_ns else float(now - started)
+        generated = 0
         for row, sequence in enumerate(active):
             self.stats.inter_token.add(now - sequence.last_token_ns)
             sequence.last_token_ns = now
-            self._advance(sequence, logits[row])
-        self.stats.step(len(active))
+            generated += self._advance(sequence, logits[row])
+        self.stats.step(generated)
 
-    def _advance(self, sequence: _Sequence, logits: object) -> None:
-        """Sample the sequence's next token and tell its caller; end it if that was its last."""
+    def _advance(self, sequence: _Sequence, logits: object) -> int:
+        """Sample the sequence's next token and tell its caller; end it if that was its last. Returns the tokens
+        it adds to the output (0 for the end token, which usage does not count either)."""
         token = sequence.sampler.sample(logits)  # type: ignore[arg-type]
         if token in self.engine.eos:
             text = sequence.stops.feed(sequence.detokenizer.flush())[0] + sequence.stops.flush()
             self._finish(sequence, text, (), "stop")
-            return
+            return 0
         sequence.generated += 1
         sequence.last_token = token
         text, stopped = sequence.stops.feed(sequence.detokenizer.feed(self.engine.token_bytes(token)))
@@ -251,6 +266,7 @@ class GenerationScheduler:
             self._finish(sequence, text + tail + ("" if stopped else sequence.stops.flush()), (token,), "length")
         else:
             self._tell(sequence, GenerationEvent(text, (token,)))
+        return 1
 
     def _finish(self, sequence: _Sequence, text: str, tokens: tuple[int, ...], reason: str) -> None:
         event = GenerationEvent(text, tokens, reason, len(sequence.prompt), sequence.generated)

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from inferd.jobs.postgres_batch import BATCH_TABLE
 from inferd.jobs.store import StoreOpenError
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, str] = {}
-"""SQL that brings schema ``n`` to ``n + 1``; none yet (version 1 is the first)."""
+SCHEMA_VERSION = 2
+MIGRATIONS: dict[int, str] = {1: BATCH_TABLE}
+"""SQL that brings schema ``n`` to ``n + 1``: 1 → 2 adds the table of batch jobs submitted over HTTP."""
 LOCK_KEY = 7_301_982_021
 """``pg_advisory_xact_lock`` key: servers starting together create or migrate the schema one at a time."""
 _SCHEMA = """
@@ -64,7 +65,7 @@ CREATE TABLE inferd_callback_attempts (
     error text
 );
 CREATE INDEX inferd_callback_attempts_job ON inferd_callback_attempts (job_id);
-"""
+""" + BATCH_TABLE
 class PostgresSchemaError(StoreOpenError):
     """The database's inferd schema is one this inferd cannot use."""
 

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from inferd.errors import ErrorCode, InferError
+from inferd.jobs.postgres_batch import RENEW, PostgresBatchMethods
 from inferd.jobs.postgres_schema import SCHEMA_VERSION, PostgresSchemaError, migrate, safe_dsn
 from inferd.jobs.store import (
     JOB_COLUMNS,
@@ -69,8 +70,9 @@ _DUE = f"((status = 'queued' AND not_before <= %(now)s) OR (status = 'running' A
 """Claimable: queued and due, or running under a lease that ran out."""
 
 
-class PostgresJobStore:
-    """:class:`~inferd.jobs.store.JobStore` over a PostgreSQL database (``postgresql://user@host/db``)."""
+class PostgresJobStore(PostgresBatchMethods):
+    """:class:`~inferd.jobs.store.JobStore` over a PostgreSQL database (``postgresql://user@host/db``), with the
+    batch jobs' table (:mod:`inferd.jobs.postgres_batch`)."""
 
     payloads_inline = True
 
@@ -120,7 +122,8 @@ class PostgresJobStore:
             await pool.close()
 
     async def _renew_leases(self) -> None:
-        """Keep this server's jobs and callbacks held while it lives (a failure is tried at the next beat)."""
+        """Keep this server's jobs, batch job and callbacks held while it lives (a failure is tried at the next
+        beat)."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
@@ -130,6 +133,7 @@ class PostgresJobStore:
                 await self._execute(
                     f"UPDATE inferd_jobs SET callback_lease_until = {NOW} + %(lease)s "
                     "WHERE callback_holder = %(me)s AND callback_state = 'pending'", self._me())
+                await self._execute(RENEW, self._me())
             except InferError as exc:
                 log.warning("renewing the leases of this server's jobs failed: %s", exc.message)
 
@@ -322,6 +326,8 @@ class PostgresJobStore:
                 "(SELECT id FROM inferd_jobs WHERE status = 'expired' AND updated_at < %s)", (finished_before,))
             await conn.execute("DELETE FROM inferd_jobs WHERE status = 'expired' AND updated_at < %s",
                                (finished_before,))
+            await conn.execute("DELETE FROM inferd_batch_jobs WHERE state = ANY(%s) AND updated_at < %s",
+                               (list(_FINISHED), finished_before))
             return names
 
     async def payload_files(self) -> set[str]:

@@ -160,6 +160,11 @@ class AsyncService:
             if await self._recover():
                 return
 
+    @property
+    def opened(self) -> bool:
+        """Whether the store is open (batch jobs use it too)."""
+        return self._opened
+
     def start(self) -> None:
         """Start taking jobs: the worker and retention. Synchronous, so that the server can call it right after
         the models are loaded, before readiness is visible to any request."""

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from inferd.jobs.sqlite_batch import BATCH_TABLE, SqliteBatchMethods
 from inferd.jobs.store import (
     JOB_COLUMNS,
     CallbackAttempt,
@@ -42,9 +43,10 @@ T = TypeVar("T")
 MAX_GROUP = 1024
 """Most writes one transaction carries."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the current schema. 0: a store from before job ids were scoped to their owner
-(``id`` was the caller's id and unique across keys; ``owner`` was absent or NULL)."""
+(``id`` was the caller's id and unique across keys; ``owner`` was absent or NULL); 1: before batch jobs submitted
+over HTTP were stored (no ``batch_jobs`` table)."""
 
 _JOBS_TABLE = """
 CREATE TABLE {name} (
@@ -92,7 +94,7 @@ CREATE TABLE IF NOT EXISTS callback_attempts (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS callback_attempts_job ON callback_attempts (job_id);
-"""
+""" + BATCH_TABLE
 
 _V0_COLUMNS = ("seq, id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, "
                "not_before, error_code, error, digest, header_length, input_location, request_size, request_inline, "
@@ -196,8 +198,8 @@ def _resolve(done: list[tuple[_Op, Any, BaseException | None]]) -> None:
             op.future.set_result(value)
 
 
-class SqliteJobStore:
-    """:class:`~inferd.jobs.store.JobStore` over ``<folder>/jobs.db``."""
+class SqliteJobStore(SqliteBatchMethods):
+    """:class:`~inferd.jobs.store.JobStore` over ``<folder>/jobs.db`` (with its batch jobs' table)."""
 
     payloads_inline = False
 
@@ -227,6 +229,7 @@ class SqliteJobStore:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise
+        self.new_batch_holder()
         self._writer = _Writer(writer)
         self._writer.start()
         self._reader = connect(self.path)
@@ -447,6 +450,7 @@ def _expire(conn: sqlite3.Connection, finished_before: float, now: float) -> lis
     conn.execute("DELETE FROM callback_attempts WHERE job_id IN "
                  "(SELECT id FROM jobs WHERE status = 'expired' AND updated_at < ?)", (finished_before,))
     conn.execute("DELETE FROM jobs WHERE status = 'expired' AND updated_at < ?", (finished_before,))
+    conn.execute(f"DELETE FROM batch_jobs WHERE state IN ({marks}) AND updated_at < ?", (*_FINISHED, finished_before))
     return [name for row in rows for name in row if name]
 
 
@@ -477,7 +481,8 @@ def _with_callbacks(conn: sqlite3.Connection, job: Job) -> Job:
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the database to :data:`SCHEMA_VERSION` in one transaction, keeping every job: a new database gets
     the schema; a version-0 one is copied into the new table (``public_id`` = its old ``id``, which stays the
-    store key, so callback attempts keep pointing at their job; a missing or NULL owner becomes ``''``)."""
+    store key, so callback attempts keep pointing at their job; a missing or NULL owner becomes ``''``); a
+    version-1 one gets the batch jobs' table."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StoreVersionError(f"{path} has job store schema {version}, newer than this inferd's "
@@ -488,14 +493,14 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         old = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-        if old:
+        if old and version == 0:
             conn.execute(_JOBS_TABLE.format(name="jobs_v1"))
             owner = "COALESCE(owner, '')" if "owner" in old else "''"
             conn.execute(f"INSERT INTO jobs_v1 ({_V0_COLUMNS}, owner, public_id) "
                          f"SELECT {_V0_COLUMNS}, {owner}, id FROM jobs")
             conn.execute("DROP TABLE jobs")  # and its indexes, whose names the new table takes
             conn.execute("ALTER TABLE jobs_v1 RENAME TO jobs")
-        else:
+        elif not old:
             conn.execute(_JOBS_TABLE.format(name="jobs"))
         for statement in _INDEXES.split(";"):
             if statement.strip():

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
+from inferd.jobs.batch_store import BatchStore
+
 JOB_COLUMNS = ("id, model, version, status, created_at, updated_at, started_at, finished_at, attempts, not_before, "
                "error_code, error, digest, header_length, input_location, request_size, request_file, result_size, "
                "result_file, result_header_length, callback_url, callback_state, owner, public_id")
@@ -185,8 +187,9 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
                CallbackState(callback_state) if callback_state else None, owner=owner or None, public_id=public_id)
 
 
-class JobStore(Protocol):
-    """Durable state of the asynchronous queue (see the module docstring for the rules)."""
+class JobStore(BatchStore, Protocol):
+    """Durable state of the asynchronous queue (see the module docstring for the rules), and of the batch jobs
+    submitted over HTTP (:class:`~inferd.jobs.batch_store.BatchStore`)."""
 
     payloads_inline: bool
     """True when the store keeps every body in itself (a store shared by servers on several machines, which
@@ -252,7 +255,8 @@ class JobStore(Protocol):
 
     async def expire(self, finished_before: float, now: float) -> list[str]:
         """Finished jobs older than ``finished_before`` become ``expired`` and lose their payloads; records
-        already expired before it are deleted. Returns the payload file names to delete."""
+        already expired before it are deleted, and so are the records of batch jobs that ended before it. Returns
+        the payload file names to delete."""
 
     async def payload_files(self) -> set[str]:
         """Every payload file name a job refers to (to find files a crash left behind)."""

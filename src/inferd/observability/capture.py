@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import queue
 import threading
 import time
@@ -155,7 +156,8 @@ class CaptureWriter:
         where = folder / time.strftime("%Y/%m/%d/%H", stamp)
         where.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        path = where / f"{time.strftime('%Y%m%dT%H%M%SZ', stamp)}-{self._seq:06d}.jsonl"
+        # the process id keeps the names of several processes on one destination apart (--workers, replicas)
+        path = where / f"{time.strftime('%Y%m%dT%H%M%SZ', stamp)}-{os.getpid()}-{self._seq:06d}.jsonl"
         return _OpenFile(path, path.open("ab"), stamp[:4], now, max_seconds)
 
     def _flush(self) -> None:

@@ -71,25 +71,30 @@ class Metrics:
     def __init__(self, dataplane: DataPlane, job_counts: Callable[[], Awaitable[JobCounts]] | None = None,
                  batch_jobs: BatchJobs | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._collector = InferdCollector(dataplane, batch_jobs)
+        self._collector = InferdCollector(dataplane, batch_jobs is not None)
         self._job_counts = job_counts
+        self._batch_jobs = batch_jobs
         self.registry.register(self._collector)
 
     async def render(self) -> bytes:
         """The text exposition of every metric (the job counts are read first, off the event loop)."""
         if self._job_counts is not None:
             self._collector.job_counts = await self._job_counts()
+        if self._batch_jobs is not None:
+            self._collector.batch_counts = await self._batch_jobs.counts()
         return generate_latest(self.registry)
 
 
 class InferdCollector(Collector):
     """Reads the DataPlane's statistics and the server's state at scrape time."""
 
-    def __init__(self, dataplane: DataPlane, batch_jobs: BatchJobs | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, batch_jobs: bool = False) -> None:
         self._dataplane = dataplane
         self._batch_jobs = batch_jobs
         self.job_counts: JobCounts = {}
         """The asynchronous job counts of the latest scrape (the store is queried before collecting)."""
+        self.batch_counts: Mapping[tuple[str, str], int] = {}
+        """(model, state) → batch jobs in the store, as read before the latest scrape."""
 
     def collect(self) -> Iterator[Metric]:
         versions = [v for m in self._dataplane.repository.models() for _, v in sorted(m.versions.items())]
@@ -98,8 +103,8 @@ class InferdCollector(Collector):
         yield from _state_metrics(versions)
         yield from generation_metrics(versions)
         yield _async_jobs(self.job_counts)
-        if self._batch_jobs is not None:
-            yield _batch_jobs(self._batch_jobs)
+        if self._batch_jobs:
+            yield _batch_jobs(self.batch_counts)
         if self._dataplane.capture is not None:
             yield from _capture_metrics(self._dataplane.capture)
         if self._dataplane.cache is not None:
@@ -221,12 +226,9 @@ def _async_jobs(counts: JobCounts) -> Metric:
     return family
 
 
-def _batch_jobs(batch_jobs: BatchJobs) -> Metric:
-    family = GaugeMetricFamily("inferd_batch_jobs", "Batch jobs started over HTTP since the server started, by "
-                                                    "state.", labels=["model", "state"])
-    counts: dict[tuple[str, str], int] = {}
-    for job in batch_jobs.list():
-        counts[job.model, job.state] = counts.get((job.model, job.state), 0) + 1
+def _batch_jobs(counts: Mapping[tuple[str, str], int]) -> Metric:
+    family = GaugeMetricFamily("inferd_batch_jobs", "Batch jobs submitted over HTTP in the job store, by state.",
+                               labels=["model", "state"])
     for (model, state), count in sorted(counts.items()):
         family.add_metric([model, state], count)
     return family

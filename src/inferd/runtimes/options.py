@@ -33,6 +33,10 @@ class EmbeddingsOptions(_Options):
     every core."""
     inter_op_threads: int = Field(default=1, ge=0)
     """Threads that run independent branches of the encoder's graph at once; 0 lets onnxruntime choose."""
+    encoder_threads: int = Field(default=0, ge=0)
+    """Encoder calls of one batch (each at most 16 texts of about the same length) that run at once, on threads
+    sharing the session; 0: one per core this process may use. Each call runs on ``intra_op_threads`` threads of
+    its own: keep one of the two at 1."""
     max_length: int | None = Field(default=None, ge=1)
     """Tokens per text, special tokens included: longer texts are truncated to their first ``max_length`` tokens.
     Default: ``max_seq_length`` of the model's ``sentence_bert_config.json`` (256 for all-MiniLM-L6-v2), else 512."""
@@ -74,10 +78,10 @@ class PythonOptions(_Options):
 
 class LlamaCppOptions(_Options):
     threads: int = Field(default=0, ge=0)
-    """Threads llama.cpp computes with; 0: for decode steps one per core but one (at least one), which stays for
-    the server's own Python (event loop, the engine thread's sampling, streaming); for prefill one per core. A decode
-    step's threads meet at a barrier per layer, so one of them preempted stalls the step: on 2 busy cores, 8
-    sequences decoded 2.6x faster with 1 thread than with 2 (benchmarks/llm_engine_bench.py)."""
+    """Threads llama.cpp computes with, for prompts and decode steps alike; 0: one per core but one (at least
+    one), which stays for the server's own Python (event loop, the engine thread's sampling, streaming). The
+    threads meet at a barrier per layer, so one of them preempted stalls the whole step: on 2 busy cores, a decode
+    step over 8 sequences took 228 ms with 1 thread and 2,549 ms with 2, a 122-token prompt 2.2 s and 8.6 s."""
     extra_buffers: bool = False
     """llama.cpp's extra weight buffer types (AMX tiles on Xeons that have them, repacked weights). Off by
     default: its AMX matrix multiply crashes the process on machines (VMs) whose CPU reports AMX without granting

@@ -106,7 +106,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
     endpoints = open_endpoints(dataplane, settings)
     jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
     dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not, settings.require_async)
-    batch_jobs = BatchJobs(dataplane, settings.batch_roots)
+    batch_jobs = BatchJobs(dataplane, settings.batch_roots, jobs.store)
     observer = RequestObserver(settings.access_log)
     front = build_front(dataplane, settings, jobs, batch_jobs, authenticator, observer,
                         "https" if tls is not None else "http")
@@ -129,6 +129,7 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
             dataplane.capture.start()
         await dataplane.start()
         jobs.start()  # no await between: async routes work as soon as readiness says so
+        _start_batch_jobs(jobs, batch_jobs)
         _log_readiness(dataplane, settings.require_async)
         await asyncio.get_running_loop().run_in_executor(None, front.build_app)  # the other routes, now
         heap.settle()  # the app's objects too live as long as the server
@@ -140,13 +141,21 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
         await http.stop(settings.shutdown_grace_s)
-        await batch_jobs.stop()  # batch jobs keep their journals: submitted again, they resume
+        await batch_jobs.stop()  # a running batch job goes back to the queue; its journal lets the next run resume
         await jobs.stop()  # running jobs go back to the queue before the models go away
         await endpoints.stop()  # a running rollout stays "running" in the store: the next start rolls it back
         await dataplane.stop()
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written
             await asyncio.get_running_loop().run_in_executor(None, dataplane.capture.close)
+
+
+def _start_batch_jobs(jobs: AsyncService, batch_jobs: BatchJobs) -> None:
+    """Batch jobs live in the asynchronous jobs' store: they run when it opened, and say why not otherwise."""
+    if jobs.opened:
+        batch_jobs.start()
+    else:
+        batch_jobs.why_not = jobs.why_not.replace("asynchronous inference", "batch jobs")
 
 
 def _log_readiness(dataplane: DataPlane, require_async: bool) -> None:

@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 
-from batch_models import FEATURES, PICKY, feature_table, read_output, write_python_model, write_table
+from batch_models import FEATURES, PICKY, SLOW, feature_table, read_output, write_python_model, write_table
+from inferd.batch.server_jobs import BatchJobs
 from inferd.dataplane import DataPlane
+from inferd.jobs.sqlite_store import SqliteJobStore
 from inferd.repository import ModelRepository
 from inferd.server.rest.app import build_app
 from inferd.settings import ServerSettings
@@ -19,15 +21,23 @@ Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
 def run_scenario(root: Path, scenario: Scenario, **settings: Any) -> None:
+    """The scenario against the app, with batch jobs kept in a real SQLite job store beside ``root``."""
     async def main() -> None:
         plane = DataPlane(ModelRepository(root))
         await plane.start()
+        store = SqliteJobStore(root.parent / "state")
+        await store.open()
+        server_settings = ServerSettings(repository=root, **settings)
+        jobs = BatchJobs(plane, server_settings.batch_roots, store)
+        jobs.start()
         try:
-            app = build_app(plane, ServerSettings(repository=root, **settings))
+            app = build_app(plane, server_settings, batch_jobs=jobs)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 await scenario(client)
         finally:
+            await jobs.stop()
+            await store.close()
             plane.close()
 
     asyncio.run(main())
@@ -107,3 +117,59 @@ def test_batch_jobs_are_off_without_roots(tmp_path: Path) -> None:
         assert "set batch_roots (INFERD_BATCH_ROOTS" in reply.json()["error"]
 
     run_scenario(root, scenario)
+
+
+def test_a_running_job_is_cancelled_and_a_finished_one_is_not(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_python_model(root, "slow", SLOW)
+    source = write_table(feature_table(800, seed=1), tmp_path / "work" / "in.csv")
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        body = {"model": "slow", "input": str(source), "output": str(tmp_path / "work" / "out"), "batch_size": 10,
+                "concurrency": 1, "mapping": {"input": ",".join(FEATURES)}}
+        job_id = (await client.post("/v2/batch/jobs", json=body)).json()["id"]
+        for _ in range(500):
+            if (await client.get(f"/v2/batch/jobs/{job_id}")).json()["rows_done"] >= 20:
+                break
+            await asyncio.sleep(0.02)
+        cancelled = await client.delete(f"/v2/batch/jobs/{job_id}")
+        assert (cancelled.status_code, cancelled.json()["state"]) == (200, "cancelled")
+        await asyncio.sleep(1.0)  # past the running job's next progress write: it has stopped
+        stopped = (await client.get(f"/v2/batch/jobs/{job_id}")).json()
+        assert stopped["state"] == "cancelled"
+        assert stopped["rows_done"] < 800
+        again = await client.post("/v2/batch/jobs", json=body)  # the folder is free: the journal resumes it
+        assert again.status_code == 202, again.text
+        finished = await wait_finished(client, again.json()["status_url"])
+        assert finished["state"] == "succeeded", finished
+        assert finished["summary"]["resumed_batches"] > 0
+        refused = await client.delete(f"/v2/batch/jobs/{again.json()['id']}")
+        assert refused.status_code == 409
+        assert (await client.delete("/v2/batch/jobs/nobody")).status_code == 404
+        assert (await client.get("/v2/batch/jobs", params={"limit": 0})).status_code == 400
+        assert len((await client.get("/v2/batch/jobs", params={"limit": 1})).json()["jobs"]) == 1
+
+    run_scenario(root, scenario, batch_roots=[str(tmp_path / "work")])
+    assert read_output(tmp_path / "work" / "out" / "in.csv").num_rows == 800
+
+
+def test_without_a_job_store_batch_jobs_are_unavailable(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_python_model(root, "picky", PICKY)
+
+    async def main() -> None:
+        plane = DataPlane(ModelRepository(root))
+        await plane.start()
+        try:
+            app = build_app(plane, ServerSettings(repository=root, batch_roots=[str(tmp_path)]))
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                reply = await client.post("/v2/batch/jobs", json={"model": "picky", "input": str(tmp_path / "a.csv"),
+                                                                  "output": str(tmp_path / "out")})
+                assert reply.status_code == 503
+                assert "the job store is not open" in reply.json()["error"]
+                assert "retry-after" in reply.headers
+        finally:
+            plane.close()
+
+    asyncio.run(main())

@@ -100,14 +100,35 @@ def test_a_batch_job_over_json_lines_of_prompts(repo_root, tmp_path):
     assert lines == [{"id": i, "text_output": f"prompt {i}"} for i in range(7)]
 
 
+def test_the_model_toml_default_sampling_applies_to_requests_that_set_none(repo_root):
+    """At temperature 2 the echo model repeats each byte with p ≈ 0.61, so 60 echoed bytes in a row do not happen
+    by chance; top_p 0.5 keeps only that token; a request's own temperature 0 overrides the model's default."""
+    write_echo_llm(repo_root, "hot", context=128, max_tokens=64, temperature=2.0)
+    write_echo_llm(repo_root, "nucleus", context=128, max_tokens=64, temperature=2.0, top_p=0.5)
+    prompt = "".join(chr(65 + i % 26) for i in range(60))
+
+    async def text(model: str, **fields: object) -> str:
+        events = await plane.generate(GenerationRequest(model, prompt=prompt, seed=7, **fields))
+        return "".join([event.text async for event in events])
+
+    plane = DataPlane(ModelRepository(repo_root))
+    try:
+        asyncio.run(plane.start())
+        assert asyncio.run(text("hot")) != prompt, "the model's temperature 2 applies"
+        assert asyncio.run(text("hot", temperature=0.0)) == prompt, "the request's temperature wins"
+        assert asyncio.run(text("nucleus")) == prompt, "the model's top_p 0.5 applies"
+        assert asyncio.run(text("nucleus", top_p=1.0)) != prompt, "the request's top_p wins"
+    finally:
+        plane.close()
+
+
 def test_a_generative_model_is_cached_only_when_greedy(repo_root):
     """Sampled text (temperature above 0: the tensor face sets no seed) is never cached: such a model.toml is a
     clear error at load; a greedy one is cached, and its repeated prompt is a cache hit."""
     from inferd.response_cache import ResponseCache
 
-    sampled = write_echo_llm(repo_root, "sampled")
-    toml = (sampled / "model.toml").read_text().replace("temperature = 0.0", "temperature = 0.7")
-    (sampled / "model.toml").write_text(toml + "\n[cache]\nenabled = true\n")
+    sampled = write_echo_llm(repo_root, "sampled", temperature=0.7)
+    (sampled / "model.toml").write_text((sampled / "model.toml").read_text() + "\n[cache]\nenabled = true\n")
     greedy = write_echo_llm(repo_root, "greedy", max_tokens=4)
     (greedy / "model.toml").write_text((greedy / "model.toml").read_text() + "\n[cache]\nenabled = true\n")
     plane = DataPlane(ModelRepository(repo_root))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_records_land_under_dated_folders_with_request_and_response(tmp_path: Pa
     assert parts[:2] == ("m", "1")
     stamp = time.gmtime(path.stat().st_mtime)
     assert parts[2:6] == tuple(time.strftime(f, stamp) for f in ("%Y", "%m", "%d", "%H"))
-    assert path.name.endswith("-000001.jsonl")
+    assert path.name.endswith(f"-{os.getpid()}-000001.jsonl")
     [record] = records(tmp_path)
     assert record["request_id"] == "rid-1"
     assert (record["model"], record["version"]) == ("m", "1")

@@ -171,3 +171,29 @@ def test_served_from_a_repository_with_batching_on_by_default(tmp_path):
         assert outputs["token_count"].tolist() == [4, 3]
     finally:
         plane.close()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_encoder_calls_side_by_side_give_each_row_its_own_vector(tmp_path, threads):
+    """With encoder_threads > 1 the calls of one batch run at once; the rows still come back in place."""
+    runtime = load(write_tiny_encoder(tmp_path / "m", max_seq_length=64), {"encoder_threads": threads})
+    words = ["hello", "world", "hi", "tax", "law", "zebra"]
+    batch = [" ".join(words[(i + j) % 6] for j in range((i * 5) % 19 + 1)) for i in range(4 * SUB_BATCH + 3)]
+    try:
+        for _ in range(3):
+            out = runtime.predict({"text": texts(*batch)})
+            np.testing.assert_allclose(out["embedding"], np.stack([expected(t, limit=64) for t in batch]),
+                                       atol=1e-5)
+        assert runtime.predict({"text": texts("hello")})["embedding"].shape == (1, WIDTH)
+    finally:
+        runtime.close()
+
+
+def test_encoder_threads_default_to_the_usable_cores(tmp_path):
+    from inferd.runtimes.embeddings import usable_cores
+
+    runtime: Any = load(write_tiny_encoder(tmp_path / "m"))
+    try:
+        assert runtime.encoder_threads == usable_cores() >= 1
+    finally:
+        runtime.close()

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from inferd.dataplane import DataPlane
 from inferd.errors import ErrorCode, InferError
-from inferd.generation.request import MAX_STOP_SEQUENCES, ROLES, GenerationRequest
+from inferd.generation.request import MAX_STOP_CHARS, MAX_STOP_SEQUENCES, ROLES, GenerationRequest
 from inferd.generation.scheduler import GenerationEvent
 from inferd.server.openai.body import (
     JSONObject,
@@ -73,7 +73,7 @@ async def _complete(dataplane: DataPlane, request: Request, body: JSONObject, ch
     generation = chat_request(body) if chat else completion_request(body)
     stream = bool(field_bool(body, "stream"))
     usage_chunk = _stream_options(body, stream)
-    events = await _start(dataplane, generation)
+    events = await _start(dataplane, generation, _limit_name(body))
     shape = _Shape(chat, generation.model_name)
     if stream:
         return sse_response(_stream(events, shape, usage_chunk))
@@ -87,23 +87,31 @@ async def complete(dataplane: DataPlane, body: JSONObject, chat: bool) -> dict[s
         raise invalid_request("'stream' must be false or absent here: a batch request is answered whole", "stream")
     generation = chat_request(body) if chat else completion_request(body)
     _stream_options(body, False)
-    return await _whole(await _start(dataplane, generation), _Shape(chat, generation.model_name))
+    events = await _start(dataplane, generation, _limit_name(body))
+    return await _whole(events, _Shape(chat, generation.model_name))
 
 
-async def _start(dataplane: DataPlane, generation: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+async def _start(dataplane: DataPlane, generation: GenerationRequest,
+                 limit_name: str) -> AsyncGenerator[GenerationEvent, None]:
     try:
         return await dataplane.generate(generation)
     except InferError as exc:
-        raise _openai(exc, generation.model_name) from None
+        raise _openai(exc, generation.model_name, limit_name) from None
 
 
-def _openai(error: InferError, model: str) -> Exception:
+def _openai(error: InferError, model: str, limit_name: str) -> Exception:
+    """``limit_name``: the field that set the output limit (``max_tokens`` or ``max_completion_tokens``), named as
+    the ``param`` of a prompt and limit that do not fit in the context."""
     if error.code is ErrorCode.NOT_FOUND:
         return model_not_found(model, error.message)
     param = "model" if "not a generative model" in error.message else None
     if "max_tokens is" in error.message:
-        param = "max_tokens"
+        param = limit_name
     return from_infer_error(error, param)
+
+
+def _limit_name(body: JSONObject) -> str:
+    return "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
 
 
 # -- reading the request ----------------------------------------------------------------------------
@@ -192,6 +200,10 @@ def _stops(body: JSONObject) -> tuple[str, ...]:
         raise invalid_request(f"'stop' has {len(stop)} sequences; at most {MAX_STOP_SEQUENCES} are allowed", "stop")
     if any(not s for s in stop):
         raise invalid_request("'stop' sequences must not be empty", "stop")
+    longest = max(stop, key=len, default="")
+    if len(longest) > MAX_STOP_CHARS:
+        raise invalid_request(f"'stop' sequences may have at most {MAX_STOP_CHARS} characters; one has "
+                              f"{len(longest)}", "stop")
     return tuple(stop)
 
 
