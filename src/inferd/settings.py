@@ -1,8 +1,5 @@
 """Server settings: defaults, then ``INFERD_*`` environment variables, then command-line options.
 
-A pydantic model, with the variables read by :mod:`inferd.settings_env` in pydantic-settings' manner (pydantic-settings
-itself costs about a tenth of a second at every start); the model validates every value, whatever its source.
-
 The platform contracts inferd speaks also set ports through their own variables, honoured when present:
 ``AIP_HTTP_PORT`` / ``AIP_PREDICT_ROUTE`` / ``AIP_HEALTH_ROUTE`` (Vertex AI custom containers) and
 ``SAGEMAKER_BIND_TO_PORT`` (SageMaker).
@@ -11,29 +8,26 @@ The platform contracts inferd speaks also set ports through their own variables,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ByteSize, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from inferd.config import problem
 from inferd.loading import DEFAULT_EXECUTION_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE, ServerDefaults
 from inferd.security.keys import ApiKey
-from inferd.settings_env import EnvJSONError, environment_values
-
-ENV_PREFIX = "INFERD_"
 
 
-class ServerSettings(BaseModel):
-    """Every setting is also an ``INFERD_<NAME>`` environment variable (JSON for lists and mappings), read by
-    :func:`load_settings`; docs/reference.md lists them all, generated from these docstrings by
-    ``scripts/generate_reference.py``."""
+class ServerSettings(BaseSettings):
+    """Every setting is also an ``INFERD_<NAME>`` environment variable (JSON for lists and mappings); docs/reference.md
+    lists them all, generated from these docstrings by ``scripts/generate_reference.py``."""
 
-    # validate_default: as pydantic-settings' BaseSettings does (the validators see every field)
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid")  # docstrings: read by generate_reference.py
 
     repository: Path = Path("models")
     """Model repository folder to serve."""
@@ -262,24 +256,20 @@ def load_settings(given: Mapping[str, Any], flags: Collection[str] = (),
     options, by setting name; ``flags`` names every setting the command has an option for). Raises
     :class:`InvalidSettingsError`, one line per problem, each naming where the value came from."""
     platform = platform_overrides(environ)
-    try:
-        from_env = environment_values(ServerSettings, ENV_PREFIX, environ)
-    except EnvJSONError as exc:  # an INFERD_* value that should be JSON and is not
-        raise InvalidSettingsError(f"{variable(exc.setting)}: not valid JSON: {exc.cause}") from None
-    values: dict[str, Any] = {**from_env, **{setting: value for setting, (_, value) in platform.items()}, **given}
+    values: dict[str, Any] = {**{setting: value for setting, (_, value) in platform.items()}, **given}
     try:
         return ServerSettings(**values)
     except ValidationError as exc:
-        raise InvalidSettingsError(describe_errors(exc, flags, given, platform)) from None
-
-
-def describe_errors(exc: ValidationError, flags: Collection[str], given: Collection[str],
-                    platform: Mapping[str, tuple[str, str]]) -> str:
-    """One line per problem of ``exc``, each naming the option and variable of its setting, and where the value
-    came from: the command line (``given``), a ``platform`` variable, else the setting's variable."""
-    sources = {**{setting: variable for setting, (variable, _) in platform.items()},
-               **{setting: option(setting) for setting in given}}
-    return "\n".join(_describe(error, flags, sources) for error in exc.errors())
+        sources = {**{setting: variable for setting, (variable, _) in platform.items()},
+                   **{setting: option(setting) for setting in given}}
+        lines = [_describe(error, flags, sources) for error in exc.errors()]
+        raise InvalidSettingsError("\n".join(lines)) from None
+    except SettingsError as exc:  # an INFERD_* value that should be JSON and is not
+        field = re.search(r'field "(\w+)"', str(exc))
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        if field is None:
+            raise InvalidSettingsError(f"{exc}{cause}") from None
+        raise InvalidSettingsError(f"{variable(field.group(1))}: not valid JSON{cause}") from None
 
 
 def option(setting: str) -> str:
@@ -289,7 +279,7 @@ def option(setting: str) -> str:
 
 def variable(setting: str) -> str:
     """The environment variable of a setting."""
-    return ENV_PREFIX + setting.upper()
+    return "INFERD_" + setting.upper()
 
 
 def _describe(error: ErrorDetails, flags: Collection[str], sources: Mapping[str, str]) -> str:

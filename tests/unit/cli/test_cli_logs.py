@@ -76,7 +76,7 @@ from inferd.cli.main import main
 main()
 """
 
-NOT_BEFORE_READY = ("rich", "typer", "click", "pydantic_settings", "fastapi", "starlette", "prometheus_client",
+NOT_BEFORE_READY = ("rich", "typer", "click", "fastapi", "starlette", "prometheus_client",
                     "inferd.batch.job", "inferd.batch.run", "pyarrow")
 
 
