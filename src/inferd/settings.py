@@ -27,7 +27,7 @@ class ServerSettings(BaseSettings):
     """Every setting is also an ``INFERD_<NAME>`` environment variable (JSON for lists and mappings); docs/reference.md
     lists them all, generated from these docstrings by ``scripts/generate_reference.py``."""
 
-    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid")  # docstrings: read by generate_reference.py
 
     repository: Path = Path("models")
     """Model repository folder to serve."""

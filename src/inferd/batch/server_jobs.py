@@ -28,16 +28,18 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferd.backoff import doubling_delay
-from inferd.batch.job import BatchSummary, ThresholdError
-from inferd.batch.options import BatchError, BatchOptions
-from inferd.batch.progress import Progress
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError, unavailable
 from inferd.jobs.batch_store import BatchRecord, BatchStore, OutputBusyError
 from inferd.roots import OutsideRootsError, Roots
+
+if TYPE_CHECKING:  # the batch machinery: imported by the first job, not at every server start
+    from inferd.batch.job import BatchSummary
+    from inferd.batch.options import BatchOptions
+    from inferd.batch.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ class BatchJobs:
     async def submit(self, model: str, input: str, output: str, options: BatchOptions) -> BatchRecord:
         """Check the paths and record the job; the claim loop starts it. Raises :class:`RefusedError`,
         :class:`BatchError` for invalid options, or InferError for an unknown model or an unreachable store."""
+        from inferd.batch.options import BatchError
+
         options = options.validated()
         if options.engine != "local":
             raise BatchError("the server runs batch jobs on its own models: engine must be 'local'")
@@ -188,6 +192,7 @@ class BatchJobs:
             self._running = None
 
     async def _work(self, running: _Running) -> BatchSummary:
+        from inferd.batch.options import BatchOptions
         from inferd.batch.run import run_job
 
         record = running.record
@@ -203,6 +208,9 @@ class BatchJobs:
 
     async def _finish(self, store: BatchStore, running: _Running, work: asyncio.Task[Any]) -> None:
         """Wait for the job and store how it ended (a server stop hands it back to the queue)."""
+        from inferd.batch.job import ThresholdError
+        from inferd.batch.options import BatchError
+
         state, summary, error = "succeeded", None, None
         try:
             summary = (await work).to_dict()

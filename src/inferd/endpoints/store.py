@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,17 +51,38 @@ class RolloutRow:
 
 
 class EndpointStore:
+    """The endpoints' durable state: a SQLite file, made at the first write (a server with no endpoint never makes
+    it: creating its tables is a few tens of milliseconds of every cold start). Until then, reads find nothing."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        self.path = path
+        self._opened: sqlite3.Connection | None = None
+        self._opening = threading.Lock()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._opened is None:
+            with self._opening:
+                if self._opened is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                    self._opened = db
+        return self._opened
+
+    def _empty(self) -> bool:
+        """Nothing stored yet: the file was never made (by this server or another on the same state folder)."""
+        return self._opened is None and not self.path.exists()
 
     def close(self) -> None:
-        self._db.close()
+        if self._opened is not None:
+            self._opened.close()
 
     def endpoints(self) -> dict[str, tuple[dict[str, Any] | None, int]]:
         """Every endpoint the store knows: its spec (None: deleted) and change counter."""
+        if self._empty():
+            return {}
         rows = self._db.execute("SELECT name, spec, version FROM endpoints").fetchall()
         return {name: (None if spec is None else json.loads(spec), version) for name, spec, version in rows}
 
@@ -95,6 +117,8 @@ class EndpointStore:
                          (endpoint, time.time(), kind, json.dumps(detail)))
 
     def events(self, endpoint: str, limit: int = 1000) -> list[Event]:
+        if self._empty():
+            return []
         rows = self._db.execute("SELECT endpoint, at, kind, detail FROM events WHERE endpoint = ? ORDER BY id DESC "
                                 "LIMIT ?", (endpoint, limit)).fetchall()
         return [Event(e, at, kind, json.loads(detail)) for e, at, kind, detail in reversed(rows)]
@@ -120,6 +144,8 @@ class EndpointStore:
                          (state, step, time.time(), endpoint))
 
     def rollouts(self) -> list[RolloutRow]:
+        if self._empty():
+            return []
         rows = self._db.execute("SELECT endpoint, spec, state, step FROM rollouts").fetchall()
         return [RolloutRow(e, json.loads(spec), state, step) for e, spec, state, step in rows]
 
