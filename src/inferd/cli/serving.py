@@ -22,7 +22,9 @@ def serve(repo: Path | None, **options: Any) -> None:
     held = configure_logging(settings.log_level, settings.log_format, hold=True)  # Rich: once ready
     from inferd.security.startup import SecurityConfigError
 
-    if settings.workers > 1:
+    if settings.workers > 1:  # the supervisor is never "ready" itself: nothing of its log is held
+        if held is not None:
+            held.deliver()
         _serve_workers(settings)
         return
     from inferd.server.runner import run_until_stopped
