@@ -1,17 +1,19 @@
-"""Where the commands' logs go: stderr, through Rich (``text``) or as JSON Lines (``json``). Free of Rich at import:
+"""Where the commands' logs go: stderr, through Rich on a terminal and as plain lines elsewhere (``text``), or as
+JSON Lines (``json``). Free of Rich at import:
 ``inferd serve`` imports Rich only once it is ready (:class:`HeldHandler`), not in every cold start."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
 
 def configure_logging(level: str, log_format: str = "text", hold: bool = False) -> HeldHandler | None:
-    """Logs go to stderr: through Rich (``text``), or as JSON Lines with request ids (``json``, see
-    :mod:`inferd.observability.logging`). Configured by the CLI entry point, never at import. With ``hold``
-    (``text`` only), records below WARNING wait in the returned handler until its ``deliver()``."""
+    """Logs go to stderr: through Rich or plain (``text``, see :func:`rich_handler`), or as JSON Lines with request
+    ids (``json``, see :mod:`inferd.observability.logging`). Configured by the CLI entry point, never at import.
+    With ``hold`` (``text`` only), records below WARNING wait in the returned handler until its ``deliver()``."""
     from inferd.observability.logging import configure_json, stop_listener
 
     if log_format == "json":
@@ -25,8 +27,18 @@ def configure_logging(level: str, log_format: str = "text", hold: bool = False) 
     return handler
 
 
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""Log lines into a pipe or a file (a container's log, journald, a test's file): one plain line each."""
+
+
 def rich_handler() -> logging.Handler:
-    """Rich's handler on the commands' stderr console."""
+    """Rich's handler on the commands' stderr console when stderr is a terminal; a plain one otherwise (Rich lays out
+    a log line as a table as wide as its console, which into a pipe is wide enough never to wrap: every line came
+    out padded to 10,000 characters)."""
+    if not sys.stderr.isatty():
+        plain = logging.StreamHandler(sys.stderr)
+        plain.setFormatter(logging.Formatter(PLAIN_FORMAT))
+        return plain
     from rich.logging import RichHandler
 
     from inferd.cli.common import errors
@@ -63,7 +75,7 @@ class HeldHandler(logging.Handler):
             if self._target is None:
                 target = self._make()
                 target.setLevel(self.level)
-                if self.formatter is not None:
+                if self.formatter is not None and target.formatter is None:  # the plain handler has its own
                     target.setFormatter(self.formatter)
                 for record in self._held:
                     target.handle(record)

@@ -89,3 +89,12 @@ def test_a_serving_process_is_ready_before_it_imports_what_only_some_routes_need
     modules = set(found["modules"])
     assert "inferd.dataplane" in modules  # the check sees what the process imported
     assert sorted(m for m in modules if m.split(".")[0] in NOT_BEFORE_READY or m in NOT_BEFORE_READY) == []
+
+
+def test_text_logs_into_a_pipe_are_plain_lines_not_padded():
+    script = ("import logging; from inferd.cli.logs import configure_logging; configure_logging('info'); "
+              "logging.getLogger('inferd.repository').info('model digits version 1 ready')")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    [line] = run.stderr.splitlines()
+    assert line.endswith(" INFO inferd.repository: model digits version 1 ready")  # no run of spaces after it
+    assert len(line) < 100
