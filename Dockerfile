@@ -18,6 +18,12 @@ RUN python -m venv /opt/inferd \
     && /opt/inferd/bin/pip install ".${EXTRAS:+[${EXTRAS}]}" ${EXTRA_PACKAGES}
 
 FROM python:${PYTHON_VERSION}-slim
+# The OpenMP runtime that LightGBM's and XGBoost's wheels load (slim images leave it out: 'libgomp.so.1: cannot open
+# shared object file'), a few hundred kB, installed whatever the extras.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/inferd /opt/inferd
 RUN groupadd --system --gid 10001 inferd \
     && useradd --system --uid 10001 --gid inferd --create-home --home-dir /home/inferd inferd

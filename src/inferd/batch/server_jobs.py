@@ -28,17 +28,19 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferd.backoff import doubling_delay
-from inferd.batch.job import BatchSummary, ThresholdError
-from inferd.batch.options import BatchError, BatchOptions
-from inferd.batch.progress import Progress
 from inferd.calls import Routing
 from inferd.dataplane import DataPlane
 from inferd.errors import InferError, unavailable
 from inferd.jobs.batch_store import BatchRecord, BatchStore, OutputBusyError
 from inferd.roots import OutsideRootsError, Roots
+
+if TYPE_CHECKING:  # the batch machinery: imported by the first job, not at every server start
+    from inferd.batch.job import BatchSummary
+    from inferd.batch.options import BatchOptions
+    from inferd.batch.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,8 @@ class BatchJobs:
         :class:`BatchError` for invalid options, or InferError for an unknown model or an unreachable store.
         ``model`` may name an endpoint: the job is pinned to one variant (``variant``, else one picked by weight)
         for its whole run, every run of it included."""
+        from inferd.batch.options import BatchError
+
         options = options.validated()
         if options.engine != "local":
             raise BatchError("the server runs batch jobs on its own models: engine must be 'local'")
@@ -193,6 +197,7 @@ class BatchJobs:
             self._running = None
 
     async def _work(self, running: _Running) -> BatchSummary:
+        from inferd.batch.options import BatchOptions
         from inferd.batch.run import run_job
 
         record = running.record
@@ -208,6 +213,9 @@ class BatchJobs:
 
     async def _finish(self, store: BatchStore, running: _Running, work: asyncio.Task[Any]) -> None:
         """Wait for the job and store how it ended (a server stop hands it back to the queue)."""
+        from inferd.batch.job import ThresholdError
+        from inferd.batch.options import BatchError
+
         state, summary, error = "succeeded", None, None
         try:
             summary = (await work).to_dict()
@@ -270,6 +278,8 @@ def _pin_variant(dataplane: DataPlane, name: str, options: BatchOptions,
     """The model and options a job naming ``name`` runs on, and the endpoint and variant it is pinned to (kept
     in the record's options, which runs ignore; empty when ``name`` is a model): a job's rows all go to one
     variant, and to one version of it when its model is loaded now, so that its output is consistent."""
+    from inferd.batch.options import BatchError
+
     endpoints = dataplane.endpoints
     if endpoints is None or name not in endpoints.table.endpoints:
         if variant is not None:

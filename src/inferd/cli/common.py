@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from rich.console import Console
 from rich.text import Text
+
+from inferd.cli.logs import configure_logging as configure_logging  # the commands' one import of it
 
 if TYPE_CHECKING:
     from inferd.errors import InferError
@@ -81,22 +82,3 @@ def open_repository(path: Path) -> ModelRepository:
         return ModelRepository(path)
     except FileNotFoundError as exc:
         fail(str(exc), code=2)
-
-
-def configure_logging(level: str, log_format: str = "text") -> None:
-    """Logs go to stderr: through Rich (``text``), or as JSON Lines with request ids (``json``, see
-    :mod:`inferd.observability.logging`). Configured by the CLI entry point, never at import."""
-    from inferd.observability.logging import configure_json, stop_listener
-
-    if log_format == "json":
-        configure_json(level)
-        return
-    from rich.logging import RichHandler
-
-    stop_listener()
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=errors, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )

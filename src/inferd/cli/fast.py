@@ -38,6 +38,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "--idle-unload-s": ("idle_unload_s", float),
     "--load-timeout-s": ("load_timeout_s", float),
     "--poll-s": ("poll_s", float),
+    "--workers": ("workers", int),
 }
 """``inferd serve``'s options: option -> (parameter, conversion)."""
 
@@ -86,10 +87,10 @@ def serve(args: Sequence[str]) -> bool:
     parsed = parse_serve(args)
     if parsed is None:
         return False
-    from inferd.cli.common import configure_logging
+    from inferd.cli.logs import configure_logging
     from inferd.cli.serving import serve as run
 
-    configure_logging("error")  # what the root command does before any command (its --log-level default)
+    configure_logging("error", hold=True)  # as the root command does before any command (its --log-level default)
     try:
         run(parsed[0], **parsed[1])
     except KeyboardInterrupt:  # as Click says it

@@ -48,6 +48,8 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
                                                               "300.0].")] = None,
     poll_s: Annotated[float | None, typer.Option(help="Follow the repository folder's changes, looking every "
                                                       "so many seconds; 0 for never [default: 0.0].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes sharing the ports, each with its own "
+                                                     "models; a dead one is replaced [default: 1].")] = None,
 ) -> None:
     """Serve every model in REPO until Ctrl-C (SageMaker's `docker run IMAGE serve`: no REPO). Settings also come
     from INFERD_* environment variables."""
@@ -57,7 +59,8 @@ def serve(  # noqa: PLR0913, PLR0917 - one parameter per command-line option
         log_level=log_level, state_dir=state_dir, job_store=job_store, log_format=log_format, access_log=access_log,
         api_keys_file=api_keys_file, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile,
         tls_client_ca=tls_client_ca, allow_unauthenticated=allow_unauthenticated, model_control=model_control,
-        memory_budget=memory_budget, idle_unload_s=idle_unload_s, load_timeout_s=load_timeout_s, poll_s=poll_s)
+        memory_budget=memory_budget, idle_unload_s=idle_unload_s, load_timeout_s=load_timeout_s, poll_s=poll_s,
+        workers=workers)
 
 
 def make_settings(repo: Path | None, **given: Any) -> ServerSettings:

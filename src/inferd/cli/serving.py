@@ -4,10 +4,12 @@ Typer command) and :mod:`inferd.cli.fast` (the same command line read without Ty
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from inferd.dataplane import DataPlane
     from inferd.settings import ServerSettings
 
 
@@ -15,19 +17,48 @@ def serve(repo: Path | None, **options: Any) -> None:
     """Serve every model in ``repo`` (None: the one the environment names, :mod:`inferd.cli.repository_source`)
     until stopped; ``options`` are the command's, None where not given."""
     settings = make_settings(repo, **options)
-    from inferd.cli.common import configure_logging
+    from inferd.cli.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    held = configure_logging(settings.log_level, settings.log_format, hold=True)  # Rich: once ready
     from inferd.security.startup import SecurityConfigError
+
+    if settings.workers > 1:  # the supervisor is never "ready" itself: nothing of its log is held
+        if held is not None:
+            held.deliver()
+        _serve_workers(settings)
+        return
     from inferd.server.runner import run_until_stopped
     from inferd.server.runner import serve as run
 
+    async def on_ready(_: DataPlane) -> None:
+        if held is not None:
+            await asyncio.get_running_loop().run_in_executor(None, held.deliver)
+
     try:
-        run_until_stopped(run(settings))
+        run_until_stopped(run(settings, on_ready=on_ready))
     except SecurityConfigError as exc:
         _fail(f"cannot serve: {exc}", code=2)
     except OSError as exc:
         _fail(f"cannot serve: {exc}")
+
+
+def _serve_workers(settings: ServerSettings) -> None:
+    """``--workers N``: the supervisor (inferd.server.supervisor); the security settings are checked here first,
+    so that a bad key file is one error rather than N workers failing."""
+    from inferd.security.startup import SecurityConfigError, build_authenticator
+    from inferd.security.tls import TLSFiles
+    from inferd.server.supervisor import serve_workers
+
+    try:
+        build_authenticator(settings)
+        TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
+        code = serve_workers(settings)
+    except SecurityConfigError as exc:
+        _fail(f"cannot serve: {exc}", code=2)
+    except OSError as exc:
+        _fail(f"cannot serve: {exc}")
+    if code:
+        _fail("cannot serve: a worker could not start (its error is above)", code=code)
 
 
 def make_settings(repo: Path | None, **given: Any) -> ServerSettings:

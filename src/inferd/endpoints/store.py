@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,26 +57,50 @@ class RolloutRow:
 
 
 class EndpointStore:
+    """The endpoints' durable state: a SQLite file, made at the first write (a server with no endpoint never makes
+    it: creating its tables is a few tens of milliseconds of every cold start). Until then, reads find nothing."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(rollouts)")}
-        for name, kind in LEASE_COLUMNS:
-            if name not in columns:
-                self._db.execute(f"ALTER TABLE rollouts ADD COLUMN {name} {kind}")
+        self.path = path
+        self._opened: sqlite3.Connection | None = None
+        self._opening = threading.Lock()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._opened is None:
+            with self._opening:
+                if self._opened is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                    columns = {row[1] for row in db.execute("PRAGMA table_info(rollouts)")}
+                    for name, kind in LEASE_COLUMNS:
+                        if name not in columns:
+                            db.execute(f"ALTER TABLE rollouts ADD COLUMN {name} {kind}")
+                    self._opened = db
+        return self._opened
+
+    def _empty(self) -> bool:
+        """Nothing stored yet: the file was never made (by this server or another on the same state folder)."""
+        return self._opened is None and not self.path.exists()
 
     def data_version(self) -> int:
         """SQLite's counter of the changes other connections (other server processes) committed: when it
-        moves, the endpoints may have changed."""
+        moves, the endpoints may have changed. -1 while no process has made the file (following it makes
+        nothing)."""
+        if self._empty():
+            return -1
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        if self._opened is not None:
+            self._opened.close()
 
     def endpoints(self) -> dict[str, tuple[dict[str, Any] | None, int]]:
         """Every endpoint the store knows: its spec (None: deleted) and change counter."""
+        if self._empty():
+            return {}
         rows = self._db.execute("SELECT name, spec, version FROM endpoints").fetchall()
         return {name: (None if spec is None else json.loads(spec), version) for name, spec, version in rows}
 
@@ -110,6 +135,8 @@ class EndpointStore:
                          (endpoint, time.time(), kind, json.dumps(detail)))
 
     def events(self, endpoint: str, limit: int = 1000) -> list[Event]:
+        if self._empty():
+            return []
         rows = self._db.execute("SELECT endpoint, at, kind, detail FROM events WHERE endpoint = ? ORDER BY id DESC "
                                 "LIMIT ?", (endpoint, limit)).fetchall()
         return [Event(e, at, kind, json.loads(detail)) for e, at, kind, detail in reversed(rows)]
@@ -161,12 +188,16 @@ class EndpointStore:
 
     def running_rollouts(self, not_owner: str) -> list[RolloutRow]:
         """The running rollouts another process drives (what a follower checks for a lapsed owner, each tick)."""
+        if self._empty():
+            return []
         rows = self._db.execute("SELECT endpoint, spec, state, step, owner, lease_until FROM rollouts WHERE state = "
                                 "'running' AND owner IS NOT ?", (not_owner,)).fetchall()
         return [RolloutRow(e, json.loads(spec), state, step, owner, lease)
                 for e, spec, state, step, owner, lease in rows]
 
     def rollouts(self) -> list[RolloutRow]:
+        if self._empty():
+            return []
         rows = self._db.execute("SELECT endpoint, spec, state, step, owner, lease_until FROM rollouts").fetchall()
         return [RolloutRow(e, json.loads(spec), state, step, owner, lease)
                 for e, spec, state, step, owner, lease in rows]

@@ -21,6 +21,7 @@ import numpy as np
 
 from inferd.generation.engine import Message
 from inferd.generation.text import render_chat
+from inferd.generation.threads import ThreadChoice
 
 _PREFILL_CHUNK = 512
 """Prompt tokens per llama_decode call during prefill (the context's n_batch)."""
@@ -70,10 +71,12 @@ class LlamaEngine:
         params.n_ubatch = max(_PREFILL_CHUNK, slots)
         params.n_seq_max = slots
         params.kv_unified = False
-        # One thread per core but one for every llama_decode: llama.cpp computes any batch of more than one token
-        # (a decode step over several sequences as much as a prompt) with its "batch" threads, which meet at a
-        # barrier per layer, so a core taken by the server's own Python stalls them all (see LlamaCppOptions).
-        params.n_threads = params.n_threads_batch = threads or max(1, (os.cpu_count() or 1) - 1)
+        # The same count for every llama_decode (llama.cpp takes its "batch" threads for any batch of more than one
+        # token, a decode step over several sequences as much as a prompt): the model's, else chosen as it runs.
+        cores = os.cpu_count() or 1
+        self._choice = None if threads or cores == 1 else ThreadChoice(cores, cores - 1)
+        self._threads = threads or cores
+        params.n_threads = params.n_threads_batch = self._threads
         self._ctx = lib.llama_init_from_model(model, params)
         if not self._ctx:
             lib.llama_model_free(model)
@@ -142,6 +145,8 @@ class LlamaEngine:
             common = 0
         self._positions[slot] = common
         del self._cached[slot][common:]
+        if self._choice is not None:
+            self._use_threads(self._choice.current)
         for start in range(common, len(tokens), _PREFILL_CHUNK):
             chunk = tokens[start:start + _PREFILL_CHUNK]
             last = start + len(chunk) == len(tokens)
@@ -154,8 +159,13 @@ class LlamaEngine:
         llama.cpp computes a batch in one ubatch only over consecutive sequence ids, and splits it wherever they
         are not, each ubatch costing about a whole step (8 sequences in admission order took 3x as long)."""
         order = sorted(range(len(batch)), key=lambda i: batch[i][0])
+        choice = self._choice
+        if choice is not None:
+            self._use_threads(choice.threads())
         self._fill([(batch[i][0], batch[i][1], True) for i in order])
         rows = self._logits(len(batch))
+        if choice is not None:
+            choice.took(len(batch))
         if order == list(range(len(batch))):
             return rows
         logits = np.empty_like(rows)
@@ -173,6 +183,11 @@ class LlamaEngine:
             self._lib.llama_free(self._ctx)
             self._lib.llama_model_free(self._model)
             self._ctx = None
+
+    def _use_threads(self, threads: int) -> None:
+        if threads != self._threads:
+            self._lib.llama_set_n_threads(self._ctx, threads, threads)
+            self._threads = threads
 
     def _fill(self, entries: Sequence[tuple[int, int, bool]]) -> None:
         """One llama_decode of (slot, token, wants logits) entries, each at its slot's next position."""

@@ -68,6 +68,8 @@ class AsyncConfig:
     job_store: str | None = None
     """A PostgreSQL URL, or None for SQLite in ``state_dir``."""
     job_lease_s: float = 30.0
+    sqlite_worker: str | None = None
+    """This server's name as one of several workers sharing the SQLite store (``--workers N``), else None."""
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> AsyncConfig:
@@ -85,7 +87,7 @@ class AsyncConfig:
             from inferd.jobs.postgres_store import PostgresJobStore
 
             return PostgresJobStore(self.job_store, lease_s=self.job_lease_s)
-        return SqliteJobStore(self.state_dir)
+        return SqliteJobStore(self.state_dir, self.sqlite_worker)
 
 
 class AsyncService:
@@ -131,7 +133,8 @@ class AsyncService:
         self.files.prepare()
         if not await self._recover():
             self._recovery_task = asyncio.create_task(self._recover_later(), name="inferd-jobs-recovery")
-        if not self.store.payloads_inline:  # (a shared store's payloads are in it: the folder is not its own)
+        # (a shared store's payloads are in it; a worker's sibling may be writing one it has not committed yet)
+        if not self.store.payloads_inline and self.config.sqlite_worker is None:
             orphans = self.files.names() - await self.store.payload_files()
             self.files.delete(orphans)
         await self.callbacks.start()

@@ -46,6 +46,9 @@ class SqliteBatchMethods:
 
     batch_holder: str = ""
     """Who runs the jobs this store claimed: a new one each time the store opens (:meth:`new_batch_holder`)."""
+    batch_takes_over: bool = True
+    """Claim running jobs of other holders (they are dead: one server per store). False for the workers of one
+    ``--workers N`` supervisor, whose siblings are alive: the supervisor queues a dead worker's job again."""
 
     def new_batch_holder(self) -> None:
         self.batch_holder = uuid.uuid4().hex
@@ -81,9 +84,10 @@ class SqliteBatchMethods:
     async def batch_claim(self, now: float) -> BatchRecord | None:
         row = await self._write(lambda conn: conn.execute(
             "UPDATE batch_jobs SET state = 'running', attempts = attempts + 1, updated_at = ?, holder = ? "
-            "WHERE seq = (SELECT seq FROM batch_jobs WHERE state = 'queued' OR (state = 'running' AND "
+            "WHERE seq = (SELECT seq FROM batch_jobs WHERE state = 'queued' OR (? AND state = 'running' AND "
             "(holder IS NULL OR holder != ?)) ORDER BY seq LIMIT 1) "
-            f"RETURNING {BATCH_COLUMNS}", (now, self.batch_holder, self.batch_holder)).fetchone())
+            f"RETURNING {BATCH_COLUMNS}",
+            (now, self.batch_holder, self.batch_takes_over, self.batch_holder)).fetchone())
         return None if row is None else batch_from_row(row)
 
     async def batch_update(self, job_id: str, attempt: int, progress: dict[str, Any], now: float) -> bool:

@@ -11,6 +11,8 @@ one. Reads use a second connection on their own thread (WAL readers never wait f
 
 One server per state folder: :meth:`SqliteJobStore.open` takes an exclusive lock file, and a second server on
 the same folder gets :class:`StoreLockedError`. Servers that share a queue need a networked store (PostgreSQL).
+The workers of one ``inferd serve --workers N`` share it: their supervisor holds the lock for them
+(:mod:`inferd.jobs.sqlite_shared`), and each store is opened with its worker's name.
 """
 
 from __future__ import annotations
@@ -203,8 +205,10 @@ class SqliteJobStore(SqliteBatchMethods):
 
     payloads_inline = False
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, worker: str | None = None) -> None:
         self.folder = folder
+        self.worker = worker
+        """The name of this worker of several (their supervisor holds the lock and requeues), None: alone."""
         self.path = folder / "jobs.db"
         self._lock_fd: int | None = None
         self._writer: _Writer | None = None
@@ -217,7 +221,7 @@ class SqliteJobStore(SqliteBatchMethods):
 
     def _open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(self.folder / "jobs.lock")
+        self._lock_fd = None if self.worker is not None else lock_folder(self.folder)
         try:
             writer = connect(self.path)
             try:
@@ -226,10 +230,13 @@ class SqliteJobStore(SqliteBatchMethods):
                 writer.close()
                 raise
         except BaseException:  # a store that does not open holds nothing (the lock included)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
             raise
         self.new_batch_holder()
+        if self.worker is not None:  # a worker's batch jobs: its name, as its claims of jobs (sqlite_shared)
+            self.batch_holder, self.batch_takes_over = self.worker, False
         self._writer = _Writer(writer)
         self._writer.start()
         self._reader = connect(self.path)
@@ -310,7 +317,7 @@ class SqliteJobStore(SqliteBatchMethods):
     # -- the worker's writes ---------------------------------------------------------------------
     async def claim(self, slots: Mapping[str, int], now: float) -> list[Job]:
         wanted = {m: n for m, n in slots.items() if n > 0}
-        return await self._write(lambda conn: _claim(conn, wanted, now)) if wanted else []
+        return await self._write(lambda conn: _claim(conn, wanted, now, self.worker)) if wanted else []
 
     async def complete(self, job_id: str, attempt: int, result: JobResult, now: float) -> bool:
         body = result.body
@@ -350,6 +357,8 @@ class SqliteJobStore(SqliteBatchMethods):
         return await self._write(run)
 
     async def recover(self, now: float) -> int:
+        if self.worker is not None:  # the supervisor did it before any worker started
+            return 0
         return await self._write(lambda conn: conn.execute(
             "UPDATE jobs SET status = 'queued', updated_at = ?, not_before = 0 WHERE status = 'running'",
             (now,)).rowcount)
@@ -384,6 +393,11 @@ class SqliteJobStore(SqliteBatchMethods):
             return {name for row in rows for name in row if name}
 
         return await self._read(run)
+
+
+def lock_folder(folder: Path) -> int:
+    """Take the state folder (its ``jobs.lock``) for this process; :class:`StoreLockedError` if another has it."""
+    return _lock(folder / "jobs.lock")
 
 
 def _lock(path: Path) -> int:
@@ -424,7 +438,7 @@ def _submit(conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[Job, boo
     return existing, False
 
 
-def _claim(conn: sqlite3.Connection, slots: Mapping[str, int], now: float) -> list[Job]:
+def _claim(conn: sqlite3.Connection, slots: Mapping[str, int], now: float, worker: str | None) -> list[Job]:
     claimed: list[Job] = []
     for model, count in slots.items():
         rows = conn.execute(
@@ -435,6 +449,10 @@ def _claim(conn: sqlite3.Connection, slots: Mapping[str, int], now: float) -> li
             job = job_from_row(row[:-1])
             job.request_inline = row[-1]
             claimed.append(job)
+    if worker is not None and claimed:
+        from inferd.jobs.sqlite_shared import record_claims
+
+        record_claims(conn, (job.id for job in claimed), worker)
     return claimed
 
 

@@ -75,9 +75,16 @@ class Metrics:
         self._job_counts = job_counts
         self._batch_jobs = batch_jobs
         self.registry.register(self._collector)
+        self.whole_server: Callable[[bytes], Awaitable[bytes]] | None = None
+        """With ``--workers N``: this process's exposition -> every worker's (inferd.server.worker_link)."""
 
     async def render(self) -> bytes:
-        """The text exposition of every metric (the job counts are read first, off the event loop)."""
+        """The text exposition of every metric: this process's, or with workers the whole server's."""
+        own = await self.own()
+        return own if self.whole_server is None else await self.whole_server(own)
+
+    async def own(self) -> bytes:
+        """This process's metrics (the job counts are read first, off the event loop)."""
         if self._job_counts is not None:
             self._collector.job_counts = await self._job_counts()
         if self._batch_jobs is not None:

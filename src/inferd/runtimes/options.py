@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class OnnxOptions(_Options):
@@ -78,10 +78,11 @@ class PythonOptions(_Options):
 
 class LlamaCppOptions(_Options):
     threads: int = Field(default=0, ge=0)
-    """Threads llama.cpp computes with, for prompts and decode steps alike; 0: one per core but one (at least
-    one), which stays for the server's own Python (event loop, the engine thread's sampling, streaming). The
-    threads meet at a barrier per layer, so one of them preempted stalls the whole step: on 2 busy cores, a decode
-    step over 8 sequences took 228 ms with 1 thread and 2,549 ms with 2, a 122-token prompt 2.2 s and 8.6 s."""
+    """Threads llama.cpp computes with, for prompts and decode steps alike; 0: chosen as the model runs, one per
+    core or one per core but one, whichever decodes faster now (inferd.generation.threads). The threads meet at a
+    barrier per layer, so one of them preempted stalls the whole step: on 2 cores, 8 streams gave 133 tokens/s
+    with 2 threads and 79 with 1 when the cores were free, but with six other busy processes a decode step over 8
+    sequences took 2,549 ms with 2 threads and 228 ms with 1."""
     extra_buffers: bool = False
     """llama.cpp's extra weight buffer types (AMX tiles on Xeons that have them, repacked weights). Off by
     default: its AMX matrix multiply crashes the process on machines (VMs) whose CPU reports AMX without granting

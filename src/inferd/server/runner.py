@@ -10,7 +10,8 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from inferd import heap
 from inferd.batch.server_jobs import BatchJobs
@@ -31,6 +32,10 @@ from inferd.server.rest.v2_infer import RESTRouter
 from inferd.settings import ServerSettings
 from inferd.shared_memory import SharedMemoryRegistry
 
+if TYPE_CHECKING:
+    from inferd.server.worker import WorkerRole
+    from inferd.server.worker_link import WorkerLink
+
 log = logging.getLogger(__name__)
 
 
@@ -39,12 +44,13 @@ EXTENSIONS = ("binary_tensor_data", "classification", "model_repository", "model
 """V2 protocol extensions the REST and gRPC servers implement, reported in server metadata."""
 
 
-def build_front(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,
+def build_front(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncService | None = None,  # noqa: PLR0913
                 batch_jobs: BatchJobs | None = None, authenticator: Authenticator | None = None,
-                observer: RequestObserver | None = None, scheme: str = "http") -> Front:
+                observer: RequestObserver | None = None, scheme: str = "http", *,
+                link: WorkerLink | None = None) -> Front:
     """What the HTTP server serves: the native routes (inference, health probes) and the FastAPI app with every
     other route, built on first use. With an ``authenticator``, both check API keys: the native routes themselves,
-    the app through one ASGI wrapper."""
+    the app through one ASGI wrapper. With a worker ``link``, /metrics answers for every worker."""
 
     def full_app() -> Any:
         # FastAPI and prometheus_client: imported when first needed (after the server is ready), not at start-up
@@ -52,6 +58,8 @@ def build_front(dataplane: DataPlane, settings: ServerSettings, jobs: AsyncServi
         from inferd.server.rest.app import build_app
 
         metrics = Metrics(dataplane, jobs.counts if jobs is not None else None, batch_jobs)  # the server's own registry
+        if link is not None:
+            link.own, metrics.whole_server = metrics.own, link.whole_server
         app: Any = build_app(dataplane, settings, jobs, batch_jobs, metrics)
         if authenticator is None:
             return app
@@ -98,49 +106,53 @@ def model_control(settings: ServerSettings) -> ModelControl:
 
 
 async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaitable[None]] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, worker: WorkerRole | None = None) -> None:
     """Run until SIGINT, SIGTERM or ``stop`` is set, then stop taking requests, finish those in flight and
     unload the models. ``on_ready`` runs once the models have loaded. Security settings that do not allow
     the server to start (no keys off loopback, broken key or TLS files) raise
-    :class:`~inferd.security.startup.SecurityConfigError` before anything binds."""
+    :class:`~inferd.security.startup.SecurityConfigError` before anything binds. A ``worker`` of
+    ``--workers N`` shares the ports and the job store with its siblings (inferd.server.supervisor)."""
     authenticator = build_authenticator(settings)
     tls = TLSFiles.from_settings(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
     dataplane = build_dataplane(settings)
     endpoints = open_endpoints(dataplane, settings)
-    jobs = AsyncService(dataplane, AsyncConfig.from_settings(settings))
+    jobs = AsyncService(dataplane, _async_config(settings, worker))
     dataplane.add_service("async", lambda: "" if jobs.started else jobs.why_not, settings.require_async)
     batch_jobs = BatchJobs(dataplane, settings.batch_roots, jobs.store)
     observer = RequestObserver(settings.access_log)
-    front = build_front(dataplane, settings, jobs, batch_jobs, authenticator, observer,
-                        "https" if tls is not None else "http")
-    http = HTTPServer(front, settings.host, settings.http_port, tls.ssl_context() if tls is not None else None)
     stop = stop or asyncio.Event()
+    link = _worker_link(worker, stop)
+    front = build_front(dataplane, settings, jobs, batch_jobs, authenticator, observer,
+                        "https" if tls is not None else "http", link=link)
+    http = HTTPServer(front, settings.host, settings.http_port, tls.ssl_context() if tls is not None else None,
+                      reuse_port=worker is not None)
     _install_signal_handlers(stop)
     if dataplane.on_demand is None:  # every model loads at start: loading, not unknown, until loaded
         dataplane.repository.expect_loads(dataplane.repository.names())
+    listen_first = worker is None  # a worker joins the ports once its models loaded: its siblings answer meanwhile
+    if not listen_first:
+        await _load(dataplane, jobs)
     await http.start()
     try:
-        grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer)
+        grpc_server = await _start_grpc(dataplane, settings, authenticator, tls, observer, worker is not None)
+        if link is not None:
+            await link.start()
     except BaseException:
         await http.stop(0)
         raise
     try:
         log.info("HTTP%s on %s:%d%s", "S" if tls is not None else "", settings.host, settings.http_port,
                  f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server else "")
-        await jobs.open()  # the job store, while the models are not loaded yet
-        if dataplane.capture is not None:
-            dataplane.capture.start()
-        await dataplane.start()
+        if listen_first:
+            await _load(dataplane, jobs)
         jobs.start()  # no await between: async routes work as soon as readiness says so
         _start_batch_jobs(jobs, batch_jobs)
-        _log_readiness(dataplane, settings.require_async)
-        await asyncio.get_running_loop().run_in_executor(None, front.build_app)  # the other routes, now
-        heap.settle()  # the app's objects too live as long as the server
-        if on_ready is not None:
-            await on_ready(dataplane)
+        await _once_started(dataplane, settings, front, on_ready)
         await stop.wait()
     finally:
         log.info("stopping")
+        if link is not None:
+            await link.stop()
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
         await http.stop(settings.shutdown_grace_s)
@@ -151,6 +163,35 @@ async def serve(settings: ServerSettings, on_ready: Callable[[DataPlane], Awaita
         dataplane.close()
         if dataplane.capture is not None:  # after the last inference: what was captured is written
             await asyncio.get_running_loop().run_in_executor(None, dataplane.capture.close)
+
+
+async def _load(dataplane: DataPlane, jobs: AsyncService) -> None:
+    await jobs.open()  # the job store, while the models are not loaded yet
+    if dataplane.capture is not None:
+        dataplane.capture.start()
+    await dataplane.start()
+
+
+async def _once_started(dataplane: DataPlane, settings: ServerSettings, front: Front,
+                        on_ready: Callable[[DataPlane], Awaitable[None]] | None) -> None:
+    _log_readiness(dataplane, settings.require_async)
+    await asyncio.get_running_loop().run_in_executor(None, front.build_app)  # the other routes, now
+    heap.settle()  # the app's objects too live as long as the server
+    if on_ready is not None:
+        await on_ready(dataplane)
+
+
+def _async_config(settings: ServerSettings, worker: WorkerRole | None) -> AsyncConfig:
+    config = AsyncConfig.from_settings(settings)
+    return replace(config, sqlite_worker=worker.name) if worker is not None and worker.shared_state else config
+
+
+def _worker_link(worker: WorkerRole | None, stop: asyncio.Event) -> WorkerLink | None:
+    if worker is None:
+        return None
+    from inferd.server.worker_link import WorkerLink
+
+    return WorkerLink(worker, stop)
 
 
 def _start_batch_jobs(jobs: AsyncService, batch_jobs: BatchJobs) -> None:
@@ -172,7 +213,7 @@ def _log_readiness(dataplane: DataPlane, require_async: bool) -> None:
 
 
 async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authenticator: Authenticator | None,
-                      tls: TLSFiles | None, observer: RequestObserver) -> Any:
+                      tls: TLSFiles | None, observer: RequestObserver, reuse_port: bool = False) -> Any:
     if not settings.grpc_port:
         return None
     from inferd.server.grpc.server import start_grpc_server
@@ -185,7 +226,7 @@ async def _start_grpc(dataplane: DataPlane, settings: ServerSettings, authentica
     return await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings.max_body_bytes,
                                    interceptors=interceptors, authenticator=authenticator,
                                    credentials=tls.grpc_credentials() if tls is not None else None,
-                                   observer=observer)
+                                   observer=observer, reuse_port=reuse_port)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

@@ -63,3 +63,17 @@ def test_two_processes_declaring_the_same_file_endpoint_both_start(tmp_path):
     late.open()
     assert late.get("front").version == 1
     assert [e.kind for e in late.store.events("front")] == ["declared"]
+
+
+def test_the_file_is_made_at_the_first_write_and_read_by_a_store_opened_before_it(tmp_path):
+    """A server with no endpoint makes no file (reads find nothing); a store that found none sees what another
+    process on the same state folder wrote since."""
+    path = tmp_path / "state" / "endpoints.db"
+    reader, writer = EndpointStore(path), EndpointStore(path)
+    assert (reader.endpoints(), reader.events("e"), reader.rollouts()) == ({}, [], [])
+    reader.close()
+    assert not path.exists()
+    writer.put("e", {"variants": []}, 0, "declared", {})
+    assert path.exists()
+    assert reader.endpoints() == {"e": ({"variants": []}, 1)}
+    assert [e.kind for e in reader.events("e")] == ["declared"]

@@ -120,3 +120,29 @@ def test_the_model_toml_default_sampling_applies_to_requests_that_set_none(repo_
         assert asyncio.run(text("nucleus", top_p=1.0)) != prompt, "the request's top_p wins"
     finally:
         plane.close()
+
+
+def test_a_generative_model_is_cached_only_when_greedy(repo_root):
+    """Sampled text (temperature above 0: the tensor face sets no seed) is never cached: such a model.toml is a
+    clear error at load; a greedy one is cached, and its repeated prompt is a cache hit."""
+    from inferd.response_cache import ResponseCache
+
+    sampled = write_echo_llm(repo_root, "sampled", temperature=0.7)
+    (sampled / "model.toml").write_text((sampled / "model.toml").read_text() + "\n[cache]\nenabled = true\n")
+    greedy = write_echo_llm(repo_root, "greedy", max_tokens=4)
+    (greedy / "model.toml").write_text((greedy / "model.toml").read_text() + "\n[cache]\nenabled = true\n")
+    plane = DataPlane(ModelRepository(repo_root))
+    plane.cache = ResponseCache(1 << 20, 0.0)
+    asyncio.run(plane.start())
+    try:
+        reasons = {entry.name: entry.reason for entry in plane.repository_index()}
+        assert "[cache] enabled = true needs [generation] temperature = 0" in reasons["sampled"]
+        assert "its temperature is 0.7" in reasons["sampled"]
+        text = RequestInput("text_input", "BYTES", [1], np.array([b"hello"], dtype=object))
+        for _ in range(2):
+            response = asyncio.run(plane.infer(InferenceRequest("greedy", [text])))
+            assert response.outputs[0].data.tolist() == [b"hell"]
+        stats = plane.repository.get("greedy", None).stats
+        assert (stats.cache_hit.count, stats.cache_miss.count) == (1, 1)
+    finally:
+        plane.close()

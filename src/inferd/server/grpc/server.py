@@ -22,7 +22,7 @@ class GrpcBindError(OSError):
 async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_message_bytes: int, *,  # noqa: PLR0913
                             interceptors: Sequence[Any] = (), credentials: Any = None,
                             observer: RequestObserver | None = None,
-                            authenticator: Authenticator | None = None) -> grpc.aio.Server:
+                            authenticator: Authenticator | None = None, reuse_port: bool = False) -> grpc.aio.Server:
     """Serve ``dataplane`` over gRPC on ``host:port``; return the started server.
 
     ``interceptors`` (``grpc.aio.ServerInterceptor``) see every call first, such as the API key check;
@@ -32,13 +32,14 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int, max_mess
     server reflection are served beside it (server/grpc/health.py).
 
     Messages up to ``max_message_bytes`` are taken and sent. The port is not shared with another process
-    (no SO_REUSEPORT), so a port in use is an error here rather than a server that never gets requests.
+    (no SO_REUSEPORT), so a port in use is an error here rather than a server that never gets requests; but
+    ``reuse_port`` for the workers of ``--workers N``, whose supervisor reserved it.
     Stop it with :func:`stop_grpc_server` (or ``await server.stop(grace)``).
     """
     server = grpc.aio.server(interceptors=list(interceptors) or None, options=[
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
     register = grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
     register(InferenceServicer(dataplane, observer, authenticator), server)  # type: ignore[no-untyped-call]  # generated untyped

@@ -26,8 +26,11 @@ class PortInUseError(OSError):
 
 
 class HTTPServer:
-    def __init__(self, front: Front, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, front: Front, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
+                 reuse_port: bool = False) -> None:
         self.front = front
+        self.reuse_port = reuse_port
+        """Share the port (SO_REUSEPORT) with the other workers of ``--workers N``."""
         self.host = bind_host(host)
         self.port = port
         self.ssl_context = ssl_context
@@ -39,7 +42,8 @@ class HTTPServer:
         front = self.front
         try:
             self._server = await loop.create_server(lambda: HTTPConnection(front), self.host, self.port,
-                                                    ssl=self.ssl_context, backlog=_BACKLOG, reuse_address=True)
+                                                    ssl=self.ssl_context, backlog=_BACKLOG, reuse_address=True,
+                                                    reuse_port=self.reuse_port or None)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError("HTTP", self.host, self.port, "--http-port") from None

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-from starlette.requests import Request
+from typing import TYPE_CHECKING
 
 from inferd.server.http.coding import (
     ACCEPTED,
@@ -24,6 +23,9 @@ from inferd.server.http.coding import (
     request_coding,
 )
 from inferd.server.rest.errors import HTTPError
+
+if TYPE_CHECKING:  # the FastAPI routes' type: the native routes that serve before FastAPI is imported need none
+    from starlette.requests import Request
 
 _ACCEPT_ENCODING = (b"accept-encoding", ACCEPTED.encode())
 INLINE_BYTES = 256 * 1024
