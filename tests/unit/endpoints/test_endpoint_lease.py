@@ -47,6 +47,9 @@ def test_a_store_made_before_leases_gains_the_columns(tmp_path: Path):
 
 def test_data_version_moves_when_another_connection_commits(tmp_path: Path):
     one, two = EndpointStore(tmp_path / "e.db"), EndpointStore(tmp_path / "e.db")
+    assert one.data_version() == two.data_version() == -1  # no file yet: following makes none
+    one.put("e", {"variants": []}, None, "changed", {})
+    assert two.data_version() != -1  # the file appeared: the follower reads it
     before = one.data_version()
     one.put("e", {"variants": []}, None, "changed", {})
     assert one.data_version() == before  # its own commit: nothing to reload
