@@ -136,6 +136,28 @@ def test_two_workers_serve_http_and_grpc_on_one_port_each(server):
     assert grpc_pids == pids
 
 
+def test_an_endpoint_made_through_one_worker_is_served_by_both(server):
+    wait_for(lambda: len(workers_of(server)) == 2, what="two workers")
+    with httpx.Client(base_url=server.url, timeout=30) as admin:
+        made = admin.put("/v2/endpoints/front", json={"variants": [{"name": "live", "model": "counter"}]})
+        assert made.status_code == 200, made.text
+
+    def both_route() -> bool:  # each worker follows the store: fresh connections land on either
+        seen = set()
+        for i in range(30):
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                reply = client.post("/v2/models/front/infer", json=body(i))
+            if reply.status_code != 200 or reply.headers.get("x-inferd-variant") != "live":
+                return False
+            seen.add(int(reply.json()["outputs"][0]["data"][0]))
+        return len(seen) == 2
+
+    try:
+        wait_for(both_route, timeout=30, what="both workers route the new endpoint")
+    finally:
+        httpx.delete(server.url + "/v2/endpoints/front", timeout=30)
+
+
 def test_metrics_count_the_requests_of_both_workers(server):
     before = success_by_process(server.url, "counter")
     for i in range(30):
