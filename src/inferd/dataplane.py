@@ -599,9 +599,11 @@ async def _events(events: asyncio.Queue[GenerationEvent | BaseException], ticket
             event = await events.get()
             if isinstance(event, BaseException):
                 finished = True
+                release()
                 raise event
             if event.finish_reason is not None:
                 finished = True
+                release()  # counted out before the caller sees the end (the sink's own release may come later)
             yield event
             if finished:
                 return

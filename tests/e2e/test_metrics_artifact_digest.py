@@ -18,9 +18,8 @@ def test_model_metadata_carries_the_artifact_sha256(server: ServerProcess, e2e_r
     body = httpx.get(server.url + "/v2/models/adder").json()
     assert body["parameters"] == {"sha256": expected}
     assert httpx.get(server.url + "/v2/models/adder/versions/1").json()["parameters"] == {"sha256": expected}
-    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
-    metadata = client.get_model_metadata("adder")
-    client.close()
+    with httpclient.InferenceServerClient(server.url.removeprefix("http://")) as client:
+        metadata = client.get_model_metadata("adder")
     assert metadata["name"] == "adder"
     assert metadata["parameters"]["sha256"] == expected
 

@@ -54,12 +54,13 @@ def test_a_repeated_request_is_answered_from_the_cache_whatever_its_wire_form_an
 
     tensor = httpclient.InferInput("x", [2], "FP32")
     tensor.set_data_from_numpy(np.array([1.0, 2.0], dtype=np.float32), binary_data=True)
-    binary = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}").infer("cached", [tensor],
-                                                                                    request_id="three")
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}") as http:
+        binary = http.infer("cached", [tensor], request_id="three")
     assert binary.as_numpy("y").tolist() == [2.0, 4.0]
     grpc_tensor = grpcclient.InferInput("x", [2], "FP32")
     grpc_tensor.set_data_from_numpy(np.array([1.0, 2.0], dtype=np.float32))
-    by_grpc = grpcclient.InferenceServerClient(server.grpc_url).infer("cached", [grpc_tensor])
+    with grpcclient.InferenceServerClient(server.grpc_url) as grpc:
+        by_grpc = grpc.infer("cached", [grpc_tensor])
     assert by_grpc.as_numpy("y").tolist() == [2.0, 4.0]
     assert _hits(server, "cached") == (3, 1, 1)
 

@@ -344,10 +344,9 @@ def test_folders_of_models_loaded_from_files_are_removed_at_shutdown(triton_repo
     server_tmp.mkdir()
     process = ServerProcess(triton_repo, tmp_path / "serve.log", env={"TMPDIR": str(server_tmp)})
     for _ in process.serving(timeout=120):
-        client = httpclient.InferenceServerClient(f"127.0.0.1:{process.http_port}")
-        client.load_model("uploaded", config="{}", files=SIMPLE_FILES)
-        with pytest.raises(InferenceServerException, match="failed to load model 'broken'.*RuntimeError: no"):
-            client.load_model("broken", config="{}", files={"file:1/model.py": b"raise RuntimeError('no')\n"})
-        client.close()
+        with httpclient.InferenceServerClient(f"127.0.0.1:{process.http_port}") as client:
+            client.load_model("uploaded", config="{}", files=SIMPLE_FILES)
+            with pytest.raises(InferenceServerException, match="failed to load model 'broken'.*RuntimeError: no"):
+                client.load_model("broken", config="{}", files={"file:1/model.py": b"raise RuntimeError('no')\n"})
         assert len(staged(server_tmp)) == 2  # a model that failed to load keeps its folder (and its reason)
     assert staged(server_tmp) == []
