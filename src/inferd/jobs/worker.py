@@ -38,6 +38,9 @@ from inferd.jobs.storage import is_disk_full
 from inferd.jobs.store import Job, JobResult, JobStore
 
 log = logging.getLogger(__name__)
+
+STOP_CLAIM_WAIT_S = 10.0
+"""How long a stopping worker lets a claim in flight finish before it cancels it (a store that hangs)."""
 T = TypeVar("T")
 
 RETRYABLE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED,
@@ -113,6 +116,8 @@ class Worker:
         self._holding: set[str] = set()
         """Jobs that count in ``_running`` (until their inference returns)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unsettled: dict[str, Job] = {}
+        """Jobs claimed whose attempt has not ended (stored an outcome or gone back to the queue)."""
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -138,7 +143,12 @@ class Worker:
         """Stop claiming; jobs still running are cancelled and go back to the queue without losing an attempt."""
         self._stopping = True
         if self._loop_task is not None:
-            self._loop_task.cancel()
+            # A claim in flight is let finish (it is one short transaction): cancelled between its commit and its
+            # answer, the jobs it took would stay running, claimed by nobody, until the next start recovers them.
+            self._wake.set()
+            done, _ = await asyncio.wait([self._loop_task], timeout=STOP_CLAIM_WAIT_S)
+            if not done:
+                self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
@@ -146,6 +156,10 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for job in list(self._unsettled.values()):  # cancelled before their first step: nothing released them
+            with contextlib.suppress(Exception):
+                await self._store.release(job.id, job.attempts, self._clock())
+        self._unsettled.clear()
 
     async def _run(self) -> None:
         self._models |= await self._store.queued_models()
@@ -197,6 +211,7 @@ class Worker:
     def _spawn(self, job: Job) -> None:
         self._running[job.model] = self._running.get(job.model, 0) + 1
         self._holding.add(job.id)
+        self._unsettled[job.id] = job
         task = asyncio.create_task(self._attempt(job), name=f"inferd-job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -211,6 +226,7 @@ class Worker:
         except Exception:  # storing the outcome failed; the job stays running until the next recovery
             log.exception("job %s: storing its outcome failed", job.id)
         finally:
+            self._unsettled.pop(job.id, None)
             self._free_slot(job)
 
     def _free_slot(self, job: Job) -> None:

@@ -162,6 +162,46 @@ def test_stop_puts_running_jobs_back_without_counting_the_attempt(store, run, tm
     assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
 
 
+class SlowAnswerStore:
+    """The real store, whose claim commits and then takes a while to answer (a busy database server)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.claimed = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def claim(self, *args):
+        jobs = await self._store.claim(*args)
+        if jobs:
+            self.claimed.set()
+            await asyncio.sleep(0.2)
+        return jobs
+
+
+def test_a_stop_during_a_claim_puts_the_claimed_jobs_back(store, run, tmp_path):
+    """Stopped between a claim's commit and its answer, the worker still hands the jobs back: cancelling the claim
+    there left them running, claimed by nobody, until the next start recovered them (with an attempt lost)."""
+    async def infer(job, body):
+        await asyncio.sleep(60)
+        return b"{}", None
+
+    slow = SlowAnswerStore(store)
+    worker, _, _ = make_worker(slow, tmp_path, infer)
+
+    async def main():
+        await store.submit(new_job("a"), time.time())
+        await store.submit(new_job("b"), time.time())
+        worker.start()
+        await slow.claimed.wait()
+        await worker.stop()
+        return [await store.get(i) for i in ("a", "b")]
+
+    jobs = run(main())
+    assert [(j.status, j.attempts) for j in jobs] == [(JobStatus.QUEUED, 0)] * 2
+
+
 def test_a_job_that_died_with_its_last_attempt_fails(store, run, tmp_path):
     async def infer(job, body):
         raise AssertionError("must not run again")
