@@ -61,7 +61,7 @@ def test_chat_completion_through_the_chat_template_with_usage(client):
 
 
 def test_max_tokens_and_max_completion_tokens_end_with_length(client):
-    for limit in ({"max_tokens": 5}, {"max_completion_tokens": 5}):
+    for limit in ({"max_tokens": 5}, {"max_completion_tokens": 5}, {"max_tokens": 5, "max_completion_tokens": 5}):
         reply = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}], **limit)
         assert reply.choices[0].message.content == "<|im_"
         assert reply.choices[0].finish_reason == "length"
@@ -145,6 +145,10 @@ def test_seeded_sampling_repeats_per_request(client):
     ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs", "not supported"),
     ({"messages": [{"role": "user", "content": "x"}], "extra_body": {"frobnicate": 1}}, "frobnicate", "Unrecognized"),
     ({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0}, "max_completion_tokens",
+     "at least 1"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 5, "max_tokens": 7}, "max_tokens",
+     "'max_tokens' (7) and 'max_completion_tokens' (5) disagree"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 5, "max_tokens": 0}, "max_tokens",
      "at least 1"),
     ({"messages": [{"role": "user", "content": "x"}], "temperature": 2.5}, "temperature", "at most 2"),
     ({"messages": [{"role": "user", "content": "x"}], "top_p": 0}, "top_p", "above 0"),

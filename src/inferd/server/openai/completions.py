@@ -139,6 +139,10 @@ def chat_request(body: JSONObject) -> GenerationRequest:
                                   f"messages[{i}].content")
         checked.append({"role": role, "content": content})
     limit = field_int(body, "max_completion_tokens", minimum=1)
+    legacy = field_int(body, "max_tokens", minimum=1)
+    if limit is not None and legacy is not None and limit != legacy:
+        raise invalid_request(f"'max_tokens' ({legacy}) and 'max_completion_tokens' ({limit}) disagree: send one "
+                              "('max_tokens' is its older name)", "max_tokens")
     name = "max_completion_tokens" if limit is not None else "max_tokens"
     return _request(body, messages=checked, limit=limit, limit_name=name)
 
