@@ -149,6 +149,7 @@ async def drive(server: Server, names: list[str], bodies: dict[str, list[bytes]]
     random.Random(seed).shuffle(order)
     weights = [1 / (rank + 1) ** zipf for rank in range(len(order))]
     done: list[tuple[str, float, float, int]] = []
+    refusals: list[str] = []
     stop_at = time.monotonic() + seconds
     headers = {"content-type": "application/json"}
 
@@ -162,8 +163,12 @@ async def drive(server: Server, names: list[str], bodies: dict[str, list[bytes]]
                 sent = time.time()
                 response = await client.post(f"/v2/models/{name}/infer", content=body, headers=headers)
                 done.append((name, sent, time.time(), response.status_code))
+                if response.status_code != 200 and len(refusals) < 5:
+                    refusals.append(f"{name}: {response.status_code} {response.text[:300]}")
 
     await asyncio.gather(*(connection(i) for i in range(conc)))
+    for refusal in refusals:  # the first few answers that were not 200, as the server gave them
+        print(f"  not 200: {refusal}", file=sys.stderr)
     return done
 
 

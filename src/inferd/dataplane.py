@@ -214,8 +214,10 @@ class DataPlane:
         try:
             return self.repository.get(name, number)
         except InferError:
-            if self.on_demand is None or not self.on_demand.can_load(name):
+            if self.on_demand is None:
                 raise
+            if not self.on_demand.can_load(name):  # a load on its thread may have installed it since the first look
+                return self.repository.get(name, number)
         done: asyncio.Future[InferError | None] = asyncio.get_running_loop().create_future()
         self.on_demand.after_load(name, partial(_settle, done))
         error = await done
@@ -296,9 +298,12 @@ class DataPlane:
             if self.on_demand is not None and self.on_demand.can_load(call.model_name):
                 self.on_demand.after_load(call.model_name,
                                           partial(self._after_load, call, answer, is_disconnected, started))
-            else:
+                return
+            try:  # a load on its thread may have installed the model since the first look (on demand)
+                model = self.repository.get(call.model_name, None if version is None else parse_version(version))
+            except InferError:
                 answer(exc)
-            return
+                return
         self._schedule(model, call, answer, is_disconnected, started)
 
     def _after_load(self, call: Call[T], answer: Callable[[T | BaseException], None],

@@ -83,6 +83,10 @@ class OnDemand:
         """Room made for loads under way (one key per load): counted as used, so two loads at once do not both
         take the same room."""
         self._keys = itertools.count()
+        self._loading: dict[str, int] = {}
+        """Models with a load under way through :meth:`within_budget`, counted per load. Installed in the repository
+        before their load's caller resumes, they must not be what another load unloads to make room meanwhile:
+        their waiting requests would find them unloaded again."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -161,12 +165,17 @@ class OnDemand:
         await self._make_room(name, need)
         key = next(self._keys)
         self._reserved[key] = need
+        self._loading[name] = self._loading.get(name, 0) + 1
         try:
             model = await load()
             if model.latest_ready() is not None:
                 await self._fit_after_load(model, key)
         finally:
             self._reserved.pop(key, None)
+            if self._loading[name] == 1:
+                del self._loading[name]
+            else:
+                self._loading[name] -= 1
         return model
 
     async def _load_bounded(self, name: str) -> Model:
@@ -254,8 +263,12 @@ class OnDemand:
         )
 
     def _least_recently_used(self, exclude: str) -> Model | None:
-        candidates = [m for m in self.repository.models() if m.name != exclude and _evictable(m)]
+        candidates = [m for m in self.repository.models() if m.name != exclude and self._idle(m)]
         return min(candidates, key=_last_use, default=None)
+
+    def _idle(self, model: Model) -> bool:
+        """Evictable, and not just loaded for requests that have not been handed it yet (nor loading again)."""
+        return _evictable(model) and model.name not in self._waiting and model.name not in self._loading
 
     # -- unloading -------------------------------------------------------------------------------
     async def _close(self, name: str, why: str = "") -> None:
@@ -275,7 +288,7 @@ class OnDemand:
             now_ms = time.time_ns() // 1_000_000
             for model in list(self.repository.models()):
                 idle_s = self._idle_limit(model)
-                if idle_s and _evictable(model) and now_ms - _last_used_ms(model) >= idle_s * 1000:
+                if idle_s and self._idle(model) and now_ms - _last_used_ms(model) >= idle_s * 1000:
                     await self._close(model.name, f"no request for {idle_s:g} s (idle_unload_s)")
 
     def _idle_limit(self, model: Model) -> float:

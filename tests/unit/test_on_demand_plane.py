@@ -126,3 +126,70 @@ def test_a_load_measures_the_memory_it_took_and_its_time_into_the_statistics(tmp
     assert stats["load_ns"] == big.load_ns
     assert plane.repository.get("declared", None).stats.memory_bytes == 3 * 2**20
     plane.close()
+
+
+def test_a_model_just_loaded_is_not_unloaded_for_another_before_its_load_returns(tmp_path):
+    """A load installs its model in the repository on a thread; the requests waiting for it are handed it only when
+    the load's coroutine resumes. A second load making room in between must not take it (under Zipf traffic it
+    was the least recently used, and its waiting requests got 503 "unloaded")."""
+    for name in ("a", "b", "c"):
+        write_counted(tmp_path, name, toml='memory_size = "10MiB"\n')
+    plane = _plane(tmp_path, memory_budget=35 * 2**20)
+
+    async def main() -> None:
+        await plane.start()
+        assert plane.on_demand is not None
+        await plane.infer(_request("a"))
+        gate = asyncio.Event()
+
+        async def load_b_then_wait():
+            model = await asyncio.get_running_loop().run_in_executor(None, plane.repository.load, "b")
+            await gate.wait()  # b is in the repository, idle, and its load has not returned
+            return model
+
+        loading = asyncio.ensure_future(plane.on_demand.within_budget("b", load_b_then_wait))
+        while plane.repository.known("b") is None:
+            await asyncio.sleep(0.01)
+        await plane.infer(_request("a"))  # a is now used more recently than b
+        await plane.infer(_request("c"))  # c needs room: a goes, not b
+        gate.set()
+        await loading
+        await plane.infer(_request("b"))  # b was never unloaded: no second load
+        await plane.stop()
+
+    asyncio.run(main())
+    states = {m.name: m.versions[1].state for m in plane.repository.models()}
+    assert states == {"a": State.UNLOADED, "b": State.READY, "c": State.READY}
+    assert loads(tmp_path, "b") == 1
+    plane.close()
+
+
+def test_a_request_that_looked_while_a_load_installed_its_model_is_served(tmp_path, monkeypatch):
+    """Loads install their model on a thread: a request can find the old, unloaded model at its first look and the
+    new, ready one at its second (whether to wait for a load). It is served, not refused as "unloaded"."""
+    from inferd.errors import unavailable
+
+    write_counted(tmp_path, "m")
+    plane = _plane(tmp_path)
+    real_get = plane.repository.get
+    stale = [True]
+
+    def get(name, version=None):
+        if stale and name == "m":  # the first look, just before the thread installed the model
+            stale.clear()
+            raise unavailable("model 'm' is not ready: version 1: unloaded")
+        return real_get(name, version)
+
+    async def main() -> tuple[float, float]:
+        await plane.start()
+        await plane.infer(_request("m"))
+        monkeypatch.setattr(plane.repository, "get", get)
+        served = await plane.infer(_request("m", 3.0))
+        stale.append(True)
+        ensured = await plane.ensure_loaded("m")
+        await plane.stop()
+        return float(served.outputs[0].data[0]), ensured.version
+
+    assert asyncio.run(main()) == (6.0, 1)
+    assert loads(tmp_path, "m") == 1
+    plane.close()
