@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ class OnDemand:
         """Room made for loads under way (one key per load): counted as used, so two loads at once do not both
         take the same room."""
         self._keys = itertools.count()
-        self._loading: dict[str, int] = {}
+        self._loading: Counter[str] = Counter()
         """Models with a load under way through :meth:`within_budget`, counted per load. Installed in the repository
         before their load's caller resumes, they must not be what another load unloads to make room meanwhile:
         their waiting requests would find them unloaded again."""
@@ -165,17 +166,16 @@ class OnDemand:
         await self._make_room(name, need)
         key = next(self._keys)
         self._reserved[key] = need
-        self._loading[name] = self._loading.get(name, 0) + 1
+        self._loading[name] += 1
         try:
             model = await load()
             if model.latest_ready() is not None:
                 await self._fit_after_load(model, key)
         finally:
             self._reserved.pop(key, None)
-            if self._loading[name] == 1:
+            self._loading[name] -= 1
+            if not self._loading[name]:
                 del self._loading[name]
-            else:
-                self._loading[name] -= 1
         return model
 
     async def _load_bounded(self, name: str) -> Model:

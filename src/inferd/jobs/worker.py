@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 STOP_CLAIM_WAIT_S = 10.0
 """How long a stopping worker lets a claim in flight finish before it cancels it (a store that hangs)."""
+
 T = TypeVar("T")
 
 RETRYABLE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.DEADLINE_EXCEEDED,
