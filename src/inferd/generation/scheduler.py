@@ -221,7 +221,7 @@ class GenerationScheduler:
         now = perf_counter_ns()
         self.stats.time_to_first_token.add(now - sequence.submitted_ns)
         sequence.last_token_ns = now
-        self.stats.step(self._advance(sequence, logits))
+        self._advance(sequence, logits)
 
     def _drop_cancelled(self) -> None:
         for sequence in [s for s in self._active if s.cancelled]:
@@ -240,22 +240,22 @@ class GenerationScheduler:
             return
         now = perf_counter_ns()
         self._step_ns = 0.9 * self._step_ns + 0.1 * (now - started) if self._step_ns else float(now - started)
-        generated = 0
         for row, sequence in enumerate(active):
             self.stats.inter_token.add(now - sequence.last_token_ns)
             sequence.last_token_ns = now
-            generated += self._advance(sequence, logits[row])
-        self.stats.step(generated)
+            self._advance(sequence, logits[row])
 
-    def _advance(self, sequence: _Sequence, logits: object) -> int:
-        """Sample the sequence's next token and tell its caller; end it if that was its last. Returns the tokens
-        it adds to the output (0 for the end token, which usage does not count either)."""
+    def _advance(self, sequence: _Sequence, logits: object) -> None:
+        """Sample the sequence's next token and tell its caller; end it if that was its last. The token is
+        counted before the caller hears of it, so a caller that reads the metrics after its last event sees it
+        (the end token adds nothing to the output, and usage does not count it either)."""
         token = sequence.sampler.sample(logits)  # type: ignore[arg-type]
         if token in self.engine.eos:
             text = sequence.stops.feed(sequence.detokenizer.flush())[0] + sequence.stops.flush()
             self._finish(sequence, text, (), "stop")
-            return 0
+            return
         sequence.generated += 1
+        self.stats.step(1)
         sequence.last_token = token
         text, stopped = sequence.stops.feed(sequence.detokenizer.feed(self.engine.token_bytes(token)))
         if stopped:
@@ -266,7 +266,6 @@ class GenerationScheduler:
             self._finish(sequence, text + tail + ("" if stopped else sequence.stops.flush()), (token,), "length")
         else:
             self._tell(sequence, GenerationEvent(text, (token,)))
-        return 1
 
     def _finish(self, sequence: _Sequence, text: str, tokens: tuple[int, ...], reason: str) -> None:
         event = GenerationEvent(text, tokens, reason, len(sequence.prompt), sequence.generated)
